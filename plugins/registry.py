@@ -1,0 +1,150 @@
+"""Discovery of experiment plugins through the ``interp_registry.experiments`` entry points.
+
+A broken plugin (import error, bad declaration, incompatible API version, not allowed) is
+listed as unavailable with its reason; it never takes the registry down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel
+
+from plugins.sdk import API_VERSION, ENTRY_POINT_GROUP, Axis, Experiment
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    name: str
+    experiment: type[Experiment] | None
+    source: str
+    error: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.experiment is not None and not self.error
+
+
+class PluginNotFound(LookupError):
+    pass
+
+
+class PluginUnavailable(LookupError):
+    pass
+
+
+_cache: dict[str, PluginEntry] | None = None
+_temporary: dict[str, PluginEntry] = {}
+
+
+def _api_major(version: str) -> str:
+    return str(version).split(".", 1)[0]
+
+
+def declaration_errors(experiment: object) -> list[str]:
+    """What is wrong with a plugin's declaration; empty when it is valid."""
+    errors: list[str] = []
+    if not isinstance(experiment, type) or not issubclass(experiment, Experiment):
+        return ["is not a subclass of plugins.sdk.Experiment"]
+    for attribute in ("name", "version"):
+        if not isinstance(getattr(experiment, attribute, None), str) or not getattr(experiment, attribute):
+            errors.append(f"declares no {attribute}")
+    if _api_major(experiment.api_version) != _api_major(API_VERSION):
+        errors.append(
+            f"was written for plugin API {experiment.api_version}; this registry provides {API_VERSION}"
+        )
+    if not (isinstance(experiment.Params, type) and issubclass(experiment.Params, BaseModel)):
+        errors.append("Params is not a pydantic model")
+    if not experiment.metrics:
+        errors.append("declares no metrics")
+    names = [m.name for m in experiment.metrics]
+    if len(names) != len(set(names)):
+        errors.append("declares a metric twice")
+    for metric in experiment.metrics:
+        if not isinstance(metric.axis, Axis):
+            errors.append(f"metric {metric.name!r} has no valid axis")
+    if len(experiment.arms) < 2 or len(set(experiment.arms)) != len(experiment.arms):
+        errors.append("must declare at least two distinct arms")
+    if experiment.resources.device not in ("cpu", "gpu"):
+        errors.append("resources.device must be 'cpu' or 'gpu'")
+    if experiment.interval not in ("t", "bootstrap"):
+        errors.append("interval must be 't' or 'bootstrap'")
+    return errors
+
+
+def _load(entry_points_: Iterable, allowed: set[str] | None) -> dict[str, PluginEntry]:
+    found: dict[str, PluginEntry] = {}
+    for ep in entry_points_:
+        source = f"{ep.value}"
+        if allowed is not None and ep.name not in allowed:
+            found[ep.name] = PluginEntry(ep.name, None, source, "not in the PLUGINS_ALLOWED list")
+            continue
+        try:
+            experiment = ep.load()
+        except Exception as exc:  # a broken plugin must never take the registry down
+            logger.warning("plugin %s failed to import: %s", ep.name, exc)
+            found[ep.name] = PluginEntry(ep.name, None, source, f"import failed: {exc!r}")
+            continue
+        errors = declaration_errors(experiment)
+        if not errors and experiment.name != ep.name:
+            errors.append(f"entry point {ep.name!r} names a plugin called {experiment.name!r}")
+        if errors:
+            logger.warning("plugin %s is unavailable: %s", ep.name, "; ".join(errors))
+            found[ep.name] = PluginEntry(ep.name, None, source, "; ".join(errors))
+            continue
+        found[ep.name] = PluginEntry(ep.name, experiment, source)
+    return found
+
+
+def _allowed_from_settings() -> set[str] | None:
+    try:
+        from django.conf import settings
+
+        allowed = getattr(settings, "PLUGINS_ALLOWED", None)
+    except Exception:
+        allowed = None
+    return set(allowed) if allowed else None
+
+
+def all_plugins(*, refresh: bool = False) -> dict[str, PluginEntry]:
+    """Every discovered plugin, available or not, by name."""
+    global _cache
+    if _cache is None or refresh:
+        _cache = _load(entry_points(group=ENTRY_POINT_GROUP), _allowed_from_settings())
+    return {**_cache, **_temporary}
+
+
+def get_plugin(name: str) -> type[Experiment]:
+    """The experiment class of an available plugin; raises PluginNotFound / PluginUnavailable."""
+    entry = all_plugins().get(name)
+    if entry is None:
+        raise PluginNotFound(name)
+    if not entry.available:
+        raise PluginUnavailable(f"{name}: {entry.error}")
+    assert entry.experiment is not None
+    return entry.experiment
+
+
+def reset_cache() -> None:
+    global _cache
+    _cache = None
+
+
+@contextlib.contextmanager
+def register_temporarily(experiment: type[Experiment]) -> Iterator[type[Experiment]]:
+    """Make a plugin available for the duration of a ``with`` block (tests)."""
+    errors = declaration_errors(experiment)
+    entry = PluginEntry(
+        getattr(experiment, "name", "?"), None if errors else experiment, "temporary", "; ".join(errors)
+    )
+    _temporary[entry.name] = entry
+    try:
+        yield experiment
+    finally:
+        _temporary.pop(entry.name, None)

@@ -1,0 +1,24 @@
+from django.db import models
+
+from registry.findings.models import Claim, Finding
+
+
+class FindingEffects(models.Model):
+    """Cached effects of a finding, recomputed when one of its runs finishes."""
+
+    finding = models.OneToOneField(Finding, on_delete=models.CASCADE, related_name="effects_cache")
+    data = models.JSONField(default=dict)
+    computed_at = models.DateTimeField(auto_now=True)
+
+
+class ClaimVerdict(models.Model):
+    class Verdict(models.TextChoices):
+        CONFIRMED = "confirmed"
+        REFUTED = "refuted"
+        INCONCLUSIVE = "inconclusive"
+
+    claim = models.OneToOneField(Claim, on_delete=models.CASCADE, related_name="verdict")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices, default=Verdict.INCONCLUSIVE)
+    evidence = models.CharField(max_length=32, blank=True, help_text="Which rung of evidence decided it.")
+    run_ids = models.JSONField(default=list)
+    updated_at = models.DateTimeField(auto_now=True)

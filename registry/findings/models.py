@@ -1,0 +1,90 @@
+from django.conf import settings
+from django.db import models
+
+
+class Tag(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Finding(models.Model):
+    class Kind(models.TextChoices):
+        THEORY = "theory"
+        FIX = "fix"
+        OBSERVATION = "observation"
+
+    class Status(models.TextChoices):
+        UNREPRODUCED = "unreproduced"
+        REPRODUCED = "reproduced"
+        FAILED_TO_REPRODUCE = "failed_to_reproduce"
+        CONTESTED = "contested"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        RESTRICTED = "restricted"
+
+    title = models.CharField(max_length=300)
+    summary = models.TextField(blank=True, help_text="Markdown; sanitised when rendered.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="findings")
+    references = models.JSONField(default=list, blank=True, help_text="DOIs, arXiv ids or URLs.")
+    authors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="findings")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="created_findings"
+    )
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.UNREPRODUCED)
+    builds_on = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="built_upon_by")
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
+    restricted_to = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    embargo_until = models.DateTimeField(null=True, blank=True)
+    xrisk_sheet = models.JSONField(null=True, blank=True)
+    effects_stale = models.BooleanField(
+        default=False, help_text="Effects come from an older plugin version than the one installed."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["kind"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Claim(models.Model):
+    """A pre-registered, checkable statement about one metric. Fixed once reproductions exist."""
+
+    class Direction(models.TextChoices):
+        INCREASE = "increase"
+        DECREASE = "decrease"
+        NON_INFERIOR = "non_inferior"
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="claims")
+    metric = models.CharField(max_length=100)
+    direction = models.CharField(max_length=16, choices=Direction.choices)
+    min_relative_effect = models.FloatField(
+        null=True, blank=True, help_text="For increase/decrease: at least this relative change (0.9 = 90%)."
+    )
+    margin = models.FloatField(
+        null=True, blank=True, help_text="For non_inferior: not worse by more than this relative margin."
+    )
+    statement = models.CharField(max_length=500, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
+    )
+    is_current = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.direction}"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ReproductionsConfig(AppConfig):
+    name = "registry.reproductions"
+    label = "reproductions"

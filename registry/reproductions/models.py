@@ -1,0 +1,155 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from registry.findings.models import Finding
+
+
+class MetricDefinition(models.Model):
+    """A metric as declared by a plugin version: the registry's metric catalogue."""
+
+    class Axis(models.TextChoices):
+        SAFETY = "safety"
+        CAPABILITY = "capability"
+        DIAGNOSTIC = "diagnostic"
+
+    plugin = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField(default=1)
+    plugin_version = models.CharField(max_length=50)
+    axis = models.CharField(max_length=16, choices=Axis.choices)
+    higher_is_better = models.BooleanField()
+    unit = models.CharField(max_length=50, blank=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["plugin", "name", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["plugin", "name", "version"], name="unique_metric_version")
+        ]
+
+
+class Experiment(models.Model):
+    class Device(models.TextChoices):
+        CPU = "cpu"
+        GPU = "gpu"
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="experiments")
+    plugin = models.CharField(max_length=100)
+    plugin_version_constraint = models.CharField(max_length=100, blank=True)
+    params = models.JSONField(default=dict)
+    default_seeds = models.PositiveIntegerField(default=3)
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
+    time_limit_s = models.PositiveIntegerField(default=600)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class Reproduction(models.Model):
+    class Source(models.TextChoices):
+        REGISTRY = "registry"
+        SELF_REPORTED = "self_reported"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="reproductions")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    seeds = models.JSONField(default=list)
+    device = models.CharField(max_length=8, choices=Experiment.Device.choices, default=Experiment.Device.CPU)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.REGISTRY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class Run(models.Model):
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        TIMED_OUT = "timed_out"
+        CANCELLED = "cancelled"
+
+    reproduction = models.ForeignKey(Reproduction, on_delete=models.CASCADE, related_name="runs")
+    seed = models.IntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    queue = models.CharField(max_length=16, default="cpu")
+    attempts = models.PositiveIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_host = models.CharField(max_length=200, blank=True)
+    plugin_version = models.CharField(max_length=50, blank=True)
+    hardware = models.CharField(max_length=200, blank=True, help_text="'cpu' or the GPU model used.")
+    environment = models.JSONField(default=dict, blank=True)
+    logs = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"])]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def self_reported(self) -> bool:
+        return self.reproduction.source == Reproduction.Source.SELF_REPORTED
+
+
+TERMINAL_STATES = frozenset(
+    {Run.State.SUCCEEDED, Run.State.FAILED, Run.State.TIMED_OUT, Run.State.CANCELLED}
+)
+
+
+class Measurement(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="measurements")
+    arm = models.CharField(max_length=50)
+    metric = models.CharField(max_length=100)
+    metric_version = models.PositiveIntegerField(default=1)
+    value = models.FloatField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "arm", "metric"], name="unique_measurement")
+        ]
+
+
+def _artifact_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Artifact(models.Model):
+    """A file a run produced, stored content-addressed under ARTIFACT_ROOT/sha256[:2]/sha256."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=200)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    content_type = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_artifact_name")]
+
+
+class WorkerPresence(models.Model):
+    """Last time a worker consuming some queues said it was alive (to tell 'no GPU worker')."""
+
+    hostname = models.CharField(max_length=200, unique=True)
+    queues = models.JSONField(default=list)
+    hardware = models.CharField(max_length=200, blank=True)
+    last_seen = models.DateTimeField()
