@@ -102,6 +102,37 @@ def _load(entry_points_: Iterable, allowed: set[str] | None) -> dict[str, Plugin
     return found
 
 
+@dataclass(frozen=True)
+class _ExtraEntryPoint:
+    """A ``name=module:Class`` item of the PLUGINS_EXTRA setting, loaded like an entry point."""
+
+    name: str
+    value: str
+
+    def load(self) -> object:
+        import importlib
+
+        module, _, attribute = self.value.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+def _extra_from_settings() -> list[_ExtraEntryPoint]:
+    try:
+        from django.conf import settings
+
+        items = getattr(settings, "PLUGINS_EXTRA", [])
+    except Exception:
+        items = []
+    extra = []
+    for item in items:
+        name, _, value = item.partition("=")
+        if name and ":" in value:
+            extra.append(_ExtraEntryPoint(name.strip(), value.strip()))
+        else:
+            logger.warning("PLUGINS_EXTRA item %r is not name=module:Class; ignored", item)
+    return extra
+
+
 def _allowed_from_settings() -> set[str] | None:
     try:
         from django.conf import settings
@@ -116,7 +147,8 @@ def all_plugins(*, refresh: bool = False) -> dict[str, PluginEntry]:
     """Every discovered plugin, available or not, by name."""
     global _cache
     if _cache is None or refresh:
-        _cache = _load(entry_points(group=ENTRY_POINT_GROUP), _allowed_from_settings())
+        discovered = [*entry_points(group=ENTRY_POINT_GROUP), *_extra_from_settings()]
+        _cache = _load(discovered, _allowed_from_settings())
     return {**_cache, **_temporary}
 
 

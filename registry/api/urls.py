@@ -1,1 +1,27 @@
-urlpatterns = []
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from registry.api import views
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("findings", views.FindingViewSet, basename="finding")
+router.register("claims", views.ClaimViewSet, basename="claim")
+router.register("experiments", views.ExperimentViewSet, basename="experiment")
+router.register("reproductions", views.ReproductionViewSet, basename="reproduction")
+router.register("runs", views.RunViewSet, basename="run")
+
+urlpatterns = [
+    path("api/v1/", include(router.urls)),
+    path("api/v1/artifacts/<int:pk>/download/", views.artifact_download, name="artifact-download"),
+    path("api/v1/plugins/", views.plugin_list, name="plugin-list"),
+    path("api/v1/plugins/<str:name>/", views.plugin_detail, name="plugin-detail"),
+    path("api/v1/metrics/", views.metric_list, name="metric-list"),
+    path("api/v1/events/", views.events, name="event-list"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+]

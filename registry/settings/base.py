@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "registry.findings",
     "registry.reproductions",
     "registry.effects",
@@ -122,6 +123,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Served from local static files: the registry must work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: the database row is the source of truth, the broker carries run ids only.
@@ -142,6 +147,8 @@ MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)
 
 # Plugins: an empty list enables every installed plugin.
 PLUGINS_ALLOWED = env.list("PLUGINS_ALLOWED", default=[])
+# Plugins not packaged with an entry point: "name=module:Class" items.
+PLUGINS_EXTRA = env.list("PLUGINS_EXTRA", default=[])
 REREPRODUCE_ON_PLUGIN_UPGRADE = env.bool("REREPRODUCE_ON_PLUGIN_UPGRADE", default=False)
 
 LOGGING = {

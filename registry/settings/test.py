@@ -12,3 +12,7 @@ from registry.settings.base import VAR_DIR  # noqa: E402
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ARTIFACT_ROOT = Path(VAR_DIR) / "artifacts"
 RUN_HEARTBEAT_INTERVAL_S = 0.5
+PLUGINS_EXTRA = [
+    "echo=tests.fakes.plugins:EchoExperiment",
+    "crashing=tests.fakes.plugins:CrashingExperiment",
+]

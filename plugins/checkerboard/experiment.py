@@ -1,0 +1,338 @@
+"""Checkerboard artifacts of transposed convolutions, and the resize-convolution fix.
+
+Reproduced figures
+------------------
+TODO
+
+Paper
+-----
+Augustus Odena, Vincent Dumoulin & Chris Olah, "Deconvolution and Checkerboard Artifacts",
+Distill, 2016. https://distill.pub/2016/deconv-checkerboard/ (doi:10.23915/distill.00003)
+
+The paper's claims this plugin should approach:
+
+* A transposed convolution whose kernel size is not divisible by its stride overlaps unevenly:
+  k=3, s=2 covers output pixels 1, 2, 1, 2, ... times in 1-D, hence 1, 2, 4 times in 2-D (the
+  "overlap" figures). ``overlap_ratio`` measures this exactly: 4.0 for the baseline layer, 1.0 for
+  resize-convolution.
+* The artifacts are present at initialisation and persist when the loss cannot see them (the
+  paper's setting: strided discriminators and perceptual losses). Here the training loss is MSE
+  after 2x2 average pooling, which is blind to period-2 patterns aligned to the pixel grid; the
+  ``loss="full"`` parameter records the null result with plain full-resolution MSE.
+* Nearest-neighbour resize followed by a convolution removes them (the "Better upsampling" and
+  resize-convolution figures) at no cost to the task: ``pooled_mse`` about equal between arms,
+  ``checkerboard_energy`` an order of magnitude lower with resize-convolution.
+
+Setup
+-----
+A 3-stage x8 upsampler (4 -> 32 px) is trained for super-resolution of smooth synthetic images
+(sums of Gaussian blobs); the input is the 32 px target average-pooled to 4 px. Arms:
+
+* ``baseline``: every upsampling stage is a transposed convolution, kernel 3, stride 2;
+* ``intervention``: every stage is nearest-neighbour 2x resize then a convolution, kernel 3.
+
+Both arms see the same training batches (same seed, same budget) and are evaluated on the same
+held-out batch.
+
+Metrics
+-------
+* ``checkerboard_energy`` (safety, lower is better): on the held-out outputs, the share of the
+  non-DC spectral energy within ``nyquist_radius`` frequency bins of the Nyquist points
+  (pi, 0), (0, pi) and (pi, pi) -- the signature of a period-2 checkerboard. Smooth targets have
+  essentially none (~1e-6), so this measures structure the model adds that we did not intend.
+* ``pooled_mse`` (capability, lower is better): the training benchmark on held-out data.
+* ``full_mse`` (diagnostic): MSE at full 32 px resolution.
+* ``overlap_ratio`` (diagnostic): max/min number of kernel taps covering an output pixel of one
+  upsampling layer, measured exactly with all-ones weights on a constant input.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from plugins.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    Experiment,
+    Metric,
+    Params,
+    Resources,
+    RunContext,
+    check_stop,
+    png_bytes,
+    seed_everything,
+)
+
+IMAGE_SIZE = 32  # target resolution
+INPUT_SIZE = 4  # input resolution: three x2 stages
+EVAL_SEED_OFFSET = 1_000_003  # the held-out batch is drawn from a stream apart from training's
+SAMPLE_COLUMNS = 6  # held-out examples shown in samples.png
+SAMPLE_ROWS = 4  # input (nearest-resized), target, baseline output, intervention output
+SAMPLE_SCALE = 4  # each 32 px tile is enlarged x4 (nearest) so the artifacts stay visible
+SAMPLE_GAP = 4  # white pixels between tiles
+SAMPLE_HEIGHT = SAMPLE_ROWS * IMAGE_SIZE * SAMPLE_SCALE + (SAMPLE_ROWS + 1) * SAMPLE_GAP
+SAMPLE_WIDTH = SAMPLE_COLUMNS * IMAGE_SIZE * SAMPLE_SCALE + (SAMPLE_COLUMNS + 1) * SAMPLE_GAP
+
+ARM_LAYERS = {BASELINE: "deconv", INTERVENTION: "resize"}
+
+
+class CheckerboardParams(Params):
+    steps: int = Field(400, ge=1, le=100_000, description="Adam steps per arm.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Training images per step.")
+    channels: int = Field(32, ge=1, le=512, description="Feature channels of the upsampler.")
+    lr: float = Field(2e-3, gt=0.0, le=1.0, description="Adam learning rate.")
+    loss: Literal["pooled", "full"] = Field(
+        "pooled",
+        description=(
+            "Training loss: MSE after 2x2 average pooling ('pooled', blind to period-2 artifacts, "
+            "as in the paper's setting) or plain full-resolution MSE ('full', the null control)."
+        ),
+    )
+    blobs: int = Field(6, ge=1, le=64, description="Gaussian blobs per synthetic image.")
+    min_sigma: float = Field(1.5, gt=0.0, le=16.0, description="Smallest blob width, in 32 px pixels.")
+    max_sigma: float = Field(5.0, gt=0.0, le=16.0, description="Largest blob width, in 32 px pixels.")
+    eval_size: int = Field(256, ge=1, le=65_536, description="Held-out images for the metrics.")
+    nyquist_radius: int = Field(
+        1, ge=0, le=4, description="Frequency bins around each Nyquist point counted as checkerboard."
+    )
+
+
+def make_images(count: int, generator: torch.Generator, params: CheckerboardParams) -> torch.Tensor:
+    """Smooth ``(count, 1, 32, 32)`` images in [0, 1]: sums of Gaussian blobs, max-normalised.
+
+    Drawn on the CPU from ``generator`` so that the data are the same on every device.
+    """
+    shape = (count, params.blobs, 1, 1)
+    centre_y = torch.rand(shape, generator=generator) * IMAGE_SIZE
+    centre_x = torch.rand(shape, generator=generator) * IMAGE_SIZE
+    low, high = sorted((params.min_sigma, params.max_sigma))
+    sigma = low + (high - low) * torch.rand(shape, generator=generator)
+    amplitude = 0.3 + 0.7 * torch.rand(shape, generator=generator)
+    coords = torch.arange(IMAGE_SIZE, dtype=torch.float32) + 0.5
+    dy = (coords.view(1, 1, -1, 1) - centre_y) ** 2
+    dx = (coords.view(1, 1, 1, -1) - centre_x) ** 2
+    images = (amplitude * torch.exp(-(dy + dx) / (2 * sigma**2))).sum(dim=1, keepdim=True)
+    return images / images.amax(dim=(-2, -1), keepdim=True)
+
+
+def downsample(images: torch.Tensor) -> torch.Tensor:
+    """The network's 4 px input: the 32 px image average-pooled by 8."""
+    return F.avg_pool2d(images, IMAGE_SIZE // INPUT_SIZE)
+
+
+def upsampling_layer(kind: str, in_channels: int, out_channels: int) -> nn.Module:
+    """One x2 upsampling layer: transposed conv k3 s2 ("deconv") or nearest resize + conv k3."""
+    if kind == "deconv":
+        return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+    if kind == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        )
+    raise ValueError(f"unknown upsampling layer {kind!r}")
+
+
+class Upsampler(nn.Module):
+    """4 px -> 32 px: a k3 stem convolution, then three x2 upsampling layers (ReLU between)."""
+
+    def __init__(self, kind: str, channels: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, channels, 3, padding=1)
+        self.stages = nn.ModuleList(
+            [
+                upsampling_layer(kind, channels, channels),
+                upsampling_layer(kind, channels, channels),
+                upsampling_layer(kind, channels, 1),
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if i < len(self.stages) - 1:
+                h = F.relu(h)
+        return h
+
+
+def overlap_ratio(kind: str) -> float:
+    """Max/min number of kernel taps that reach an output pixel (interior, away from borders).
+
+    Exact: a one-channel layer with all-ones weights and no bias applied to a constant input
+    counts the taps covering each output pixel.
+    """
+    layer = upsampling_layer(kind, 1, 1)
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.fill_(1.0 if parameter.dim() > 1 else 0.0)
+        counts = layer(torch.ones(1, 1, 8, 8))[0, 0, 2:-2, 2:-2]
+    return float(counts.max() / counts.min())
+
+
+def checkerboard_energy(images: torch.Tensor, radius: int = 1) -> float:
+    """Share of the non-DC spectral energy of ``images`` (N, C, H, W) near the Nyquist points.
+
+    Near = within ``radius`` frequency bins (per axis) of (pi, 0), (0, pi) or (pi, pi); the
+    energy is summed over the whole batch before taking the share. Each image is centred and
+    multiplied by a 2-D Hann window first: without it the wrap-around edges of non-periodic
+    images leak energy along the axes up to the Nyquist points (a floor of ~2e-3 on smooth
+    targets instead of ~1e-9).
+    """
+    height, width = images.shape[-2:]
+    window = torch.outer(
+        torch.hann_window(height, periodic=False, dtype=torch.float64, device=images.device),
+        torch.hann_window(width, periodic=False, dtype=torch.float64, device=images.device),
+    )
+    centred = images.double() - images.double().mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(centred * window).abs().square().sum(dim=tuple(range(images.dim() - 2)))
+    fy = torch.fft.fftfreq(height, d=1.0 / height, device=images.device).abs().view(-1, 1)
+    fx = torch.fft.fftfreq(width, d=1.0 / width, device=images.device).abs().view(1, -1)
+    near_zero_y, near_zero_x = fy <= radius, fx <= radius
+    near_nyquist_y, near_nyquist_x = fy >= height / 2 - radius, fx >= width / 2 - radius
+    mask = (near_nyquist_y & near_zero_x) | (near_zero_y & near_nyquist_x) | (near_nyquist_y & near_nyquist_x)
+    power[0, 0] = 0.0
+    total = power.sum()
+    if total <= 0:
+        return 0.0
+    return float(power[mask].sum() / total)
+
+
+def pooled_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE after 2x2 average pooling: blind to period-2 patterns aligned to the pixel grid."""
+    return F.mse_loss(F.avg_pool2d(output, 2), F.avg_pool2d(target, 2))
+
+
+def sample_grid(inputs: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+    """A grey-scale grid: one row per tensor (N, 1, 32, 32) -- first the nearest-resized inputs."""
+    resized = F.interpolate(inputs, size=IMAGE_SIZE, mode="nearest")
+    rows = [resized, *rows]
+    grid = torch.ones(SAMPLE_HEIGHT, SAMPLE_WIDTH)
+    tile = IMAGE_SIZE * SAMPLE_SCALE
+    for r, images in enumerate(rows):
+        for c in range(min(SAMPLE_COLUMNS, images.shape[0])):
+            enlarged = images[c, 0].detach().float().cpu().repeat_interleave(SAMPLE_SCALE, 0)
+            enlarged = enlarged.repeat_interleave(SAMPLE_SCALE, 1).clamp(0.0, 1.0)
+            top = SAMPLE_GAP + r * (tile + SAMPLE_GAP)
+            left = SAMPLE_GAP + c * (tile + SAMPLE_GAP)
+            grid[top : top + tile, left : left + tile] = enlarged
+    return grid
+
+
+class CheckerboardExperiment(Experiment):
+    """Transposed conv k3 s2 (baseline) vs nearest resize + conv k3 (intervention): see the module doc."""
+
+    name = "checkerboard"
+    version = "1.0.0"
+    Params = CheckerboardParams
+    metrics = (
+        Metric(
+            "checkerboard_energy",
+            Axis.SAFETY,
+            higher_is_better=False,
+            unit="fraction",
+            description=(
+                "Share of the held-out outputs' non-DC spectral energy near the Nyquist points "
+                "(pi,0), (0,pi), (pi,pi): the checkerboard artifact nobody asked for."
+            ),
+        ),
+        Metric(
+            "pooled_mse",
+            Axis.CAPABILITY,
+            higher_is_better=False,
+            unit="MSE",
+            description="Held-out MSE after 2x2 average pooling (the training benchmark).",
+        ),
+        Metric(
+            "full_mse",
+            Axis.DIAGNOSTIC,
+            higher_is_better=False,
+            unit="MSE",
+            description="Held-out MSE at the full 32 px resolution.",
+        ),
+        Metric(
+            "overlap_ratio",
+            Axis.DIAGNOSTIC,
+            higher_is_better=False,
+            unit="ratio",
+            description="Max/min kernel overlap of the upsampling layer on a constant input (4 for k3 s2).",
+        ),
+    )
+    arms = (BASELINE, INTERVENTION)
+    resources = Resources(device="cpu", time_limit_s=300)
+    presets = {
+        "tiny": {"steps": 15, "batch_size": 8, "channels": 8, "eval_size": 16},
+        "default": {},
+        "full_loss": {"loss": "full"},
+        "gpu": {"steps": 3000, "batch_size": 64, "channels": 128, "eval_size": 1024},
+    }
+
+    def run(self, params: CheckerboardParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+        if ctx.device.type == "cpu":
+            torch.set_num_threads(1)  # toy models: more threads only add overhead on a shared host
+        eval_generator = torch.Generator().manual_seed(ctx.seed + EVAL_SEED_OFFSET)
+        eval_targets = make_images(params.eval_size, eval_generator, params).to(ctx.device)
+        eval_inputs = downsample(eval_targets)
+        ctx.log(
+            f"held-out targets: checkerboard_energy="
+            f"{checkerboard_energy(eval_targets, params.nyquist_radius):.2e} (smooth images have ~none)"
+        )
+        results: dict[str, dict[str, float]] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        for index, arm in enumerate(self.arms):
+            results[arm], outputs[arm] = self._run_arm(arm, index, params, ctx, eval_inputs, eval_targets)
+        grid = sample_grid(eval_inputs, [eval_targets, outputs[BASELINE], outputs[INTERVENTION]])
+        ctx.save_artifact("samples.png", png_bytes(grid), "image/png")
+        ctx.progress(1.0, "done")
+        return results
+
+    def _run_arm(
+        self,
+        arm: str,
+        index: int,
+        params: CheckerboardParams,
+        ctx: RunContext,
+        eval_inputs: torch.Tensor,
+        eval_targets: torch.Tensor,
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        kind = ARM_LAYERS[arm]
+        seed_everything(ctx.seed, deterministic=ctx.deterministic)
+        generator = torch.Generator().manual_seed(ctx.seed)  # same training batches in both arms
+        model = Upsampler(kind, params.channels).to(ctx.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+        criterion = pooled_mse if params.loss == "pooled" else F.mse_loss
+        with torch.no_grad():
+            initial = checkerboard_energy(model(eval_inputs), params.nyquist_radius)
+        ctx.log(f"{arm}: {kind} upsampler, overlap ratio {overlap_ratio(kind):.0f}, "
+                f"checkerboard_energy at initialisation {initial:.4f}")
+        started = time.perf_counter()
+        report_every = max(1, params.steps // 20)
+        for step in range(params.steps):
+            if step % 10 == 0:
+                check_stop(ctx)
+            targets = make_images(params.batch_size, generator, params).to(ctx.device)
+            loss = criterion(model(downsample(targets)), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if (step + 1) % report_every == 0 or step + 1 == params.steps:
+                ctx.progress((index + (step + 1) / params.steps) / len(self.arms),
+                             f"{arm}: step {step + 1}/{params.steps}, {params.loss} loss {loss.item():.5f}")
+        check_stop(ctx)
+        model.eval()
+        with torch.no_grad():
+            output = model(eval_inputs)
+            metrics = {
+                "checkerboard_energy": checkerboard_energy(output, params.nyquist_radius),
+                "pooled_mse": float(pooled_mse(output, eval_targets)),
+                "full_mse": float(F.mse_loss(output, eval_targets)),
+                "overlap_ratio": overlap_ratio(kind),
+            }
+        ctx.log(f"{arm}: trained {params.steps} steps in {time.perf_counter() - started:.1f}s; "
+                + ", ".join(f"{name}={value:.5g}" for name, value in metrics.items()))
+        return metrics, output.cpu()

@@ -1,0 +1,328 @@
+"""Superposition in toy ReLU models: sparse features are packed into fewer dimensions.
+
+Reproduced figures
+------------------
+TODO
+
+Paper
+-----
+Nelson Elhage, Tristan Hume, Catherine Olsson, Nicholas Schiefer, Tom Henighan, Shauna Kravec,
+Zac Hatfield-Dodds, Robert Lasenby, Dawn Drain, Carol Chen, Roger Grosse, Sam McCandlish, Jared
+Kaplan, Dario Amodei, Martin Wattenberg & Christopher Olah, "Toy Models of Superposition",
+Transformer Circuits Thread, 2022. https://transformer-circuits.pub/2022/toy_model/index.html,
+arXiv:2209.10652.
+
+The paper's figures this plugin should approach:
+
+* The introduction / "Superposition as a phase change" figures (W^T W and ||W_i|| for n=20
+  features in m=5 dimensions, importance 0.7^i, sparsity 0 ... 0.999): with dense inputs the
+  model represents only the 5 most important features, orthogonally, and ignores the rest; as
+  sparsity rises it represents more and more features, in superposition (interfering with one
+  another). ``features_represented`` goes from 5 to well above 5.
+* The "uniform superposition" / feature geometry figures: five features of equal importance in
+  two dimensions at high sparsity are arranged as a regular pentagon (72 degrees apart). The
+  paper notes such geometry is found on some runs only, so ``pentagon`` is a 0/1 outcome per seed
+  whose mean over seeds is a success rate.
+
+Model and arms
+--------------
+x' = ReLU(W^T W x + b), W of shape (m, n). Each of the n features is zero with probability S
+(the sparsity), else uniform in [0, 1]; the loss is the importance-weighted squared error
+sum_i I_i (x_i - x'_i)^2 with I_i = decay^i. Every arm trains ``instances`` independent copies of
+the model as one batched model (one weight tensor with an instance dimension) and reports the
+copy with the lowest held-out loss (toy models sometimes stall in local minima). The pentagon
+model (n=5, m=2, equal importance) is trained alongside, at the same sparsity.
+
+* ``baseline``: dense inputs (``baseline_sparsity``, default 0);
+* ``intervention``: sparse inputs (``sparsity``, default 0.99; try 0.999).
+
+Metrics
+-------
+* ``features_represented`` (diagnostic): number of features with ||W_i|| > ``represented_threshold``.
+* ``features_in_superposition`` (diagnostic): represented features i whose interference with the
+  other features, sum_{j != i} (W_i/||W_i|| . W_j)^2 (the paper's colouring of the ||W_i|| bars),
+  exceeds ``superposition_threshold``.
+* ``monosemanticity`` (safety, higher is better): the share of represented features that are not
+  in superposition, i.e. that own a direction no other feature uses. This is the plugin's
+  "interpretability of the representation" axis: a feature with its own orthogonal direction can
+  be read off the hidden layer by a single projection with no interference, while features in
+  superposition share directions, so any direction in the hidden space responds to several
+  features (polysemanticity) -- the obstacle to interpretability the paper is about. 1.0 means
+  every represented feature is cleanly readable; it falls as superposition sets in.
+* ``weighted_loss`` (capability, lower is better): importance-weighted reconstruction loss on
+  held-out data, divided by that of the all-zero reconstruction on the same data, so that arms
+  with different input sparsity can be compared (1.0 = nothing reconstructed, 0.0 = perfect).
+* ``pentagon`` (diagnostic): 1.0 if the five features of the n=5, m=2 model are all represented
+  and consecutive angles are all within 72 +/- ``pentagon_tolerance_deg`` degrees, else 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from pydantic import Field, model_validator
+
+from plugins.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    Experiment,
+    Metric,
+    Params,
+    Resources,
+    RunContext,
+    check_stop,
+    png_bytes,
+    seed_everything,
+)
+
+PENTAGON_FEATURES = 5
+PENTAGON_HIDDEN = 2
+HEATMAP_SCALE = 12  # pixels per W^T W entry in wtw.png
+HEATMAP_GAP = 12
+
+
+class SuperpositionParams(Params):
+    n_features: int = Field(20, ge=2, le=1000, description="Number of input features n.")
+    n_hidden: int = Field(5, ge=1, le=1000, description="Hidden dimensions m (fewer than the features).")
+    importance_decay: float = Field(
+        0.7, gt=0.0, le=1.0, description="Feature i has importance decay**i (0.7 in the paper)."
+    )
+    baseline_sparsity: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability that a feature is zero, baseline arm (dense: 0)."
+    )
+    sparsity: float = Field(
+        0.99, ge=0.0, lt=1.0, description="Probability that a feature is zero, intervention arm."
+    )
+    instances: int = Field(
+        8, ge=1, le=1024, description="Independent copies trained as one batched model; the best is kept."
+    )
+    steps: int = Field(4000, ge=1, le=1_000_000, description="Adam steps per arm.")
+    batch_size: int = Field(1024, ge=1, le=1_000_000, description="Samples per step and copy.")
+    lr: float = Field(1e-2, gt=0.0, le=1.0, description="Adam learning rate (cosine-decayed to 0).")
+    eval_size: int = Field(32_768, ge=1, le=10_000_000, description="Held-out samples for the metrics.")
+    represented_threshold: float = Field(
+        0.5, gt=0.0, description="A feature is represented when ||W_i|| exceeds this."
+    )
+    superposition_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        description="A represented feature is in superposition when sum_j (W_i_hat . W_j)^2 exceeds this.",
+    )
+    pentagon_tolerance_deg: float = Field(
+        10.0, gt=0.0, le=36.0, description="Allowed deviation from 72 degrees between pentagon neighbours."
+    )
+
+    @model_validator(mode="after")
+    def _fewer_dimensions_than_features(self) -> SuperpositionParams:
+        if self.n_hidden >= self.n_features:
+            raise ValueError("n_hidden must be smaller than n_features (there is no superposition otherwise)")
+        return self
+
+
+class ToyModel(torch.nn.Module):
+    """``instances`` independent copies of x' = ReLU(W^T W x + b), batched along dimension 0."""
+
+    def __init__(self, instances: int, n_features: int, n_hidden: int) -> None:
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.empty(instances, n_hidden, n_features))
+        # Xavier-normal per copy, as in the paper's code.
+        torch.nn.init.normal_(self.W, std=math.sqrt(2.0 / (n_hidden + n_features)))
+        self.b = torch.nn.Parameter(torch.zeros(instances, 1, n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (instances, batch, n_features) or (batch, n_features), shared by every copy."""
+        hidden = torch.einsum("...bn,kmn->kbm", x, self.W)
+        return torch.relu(torch.einsum("kbm,kmn->kbn", hidden, self.W) + self.b)
+
+
+def sample_features(
+    shape: tuple[int, ...], sparsity: float, device: torch.device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Features uniform in [0, 1], each independently zero with probability ``sparsity``."""
+    values = torch.rand(shape, device=device, generator=generator)
+    keep = torch.rand(shape, device=device, generator=generator) >= sparsity
+    return values * keep
+
+
+def weighted_losses(model: ToyModel, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """Per-copy importance-weighted squared error, summed over features, averaged over samples."""
+    return (importance * (x - model(x)) ** 2).sum(-1).mean(-1)
+
+
+def feature_stats(W: torch.Tensor, represented_threshold: float, superposition_threshold: float) -> dict:
+    """Norms, interference and counts for one copy's W (m, n)."""
+    norms = W.norm(dim=0)
+    directions = W / norms.clamp_min(1e-8)
+    overlaps = directions.T @ W  # [i, j] = W_i_hat . W_j
+    interference = (overlaps**2).sum(dim=1) - (overlaps.diagonal() ** 2)
+    represented = norms > represented_threshold
+    superposed = represented & (interference > superposition_threshold)
+    count = int(represented.sum())
+    return {
+        "norms": norms,
+        "interference": interference,
+        "represented": count,
+        "superposed": int(superposed.sum()),
+        "monosemanticity": (count - int(superposed.sum())) / count if count else 0.0,
+    }
+
+
+def is_regular_pentagon(W: torch.Tensor, represented_threshold: float, tolerance_deg: float) -> bool:
+    """Whether the 5 columns of a (2, 5) W are all represented and spaced 72 +/- tolerance degrees."""
+    if W.shape != (PENTAGON_HIDDEN, PENTAGON_FEATURES):
+        raise ValueError(f"expected a (2, 5) matrix, got {tuple(W.shape)}")
+    if bool((W.norm(dim=0) <= represented_threshold).any()):
+        return False
+    angles = torch.sort(torch.atan2(W[1], W[0])).values
+    gaps = torch.diff(torch.cat([angles, angles[:1] + 2 * math.pi]))
+    return bool(((torch.rad2deg(gaps) - 72.0).abs() <= tolerance_deg).all())
+
+
+def heatmap(matrices: list[torch.Tensor]) -> torch.Tensor:
+    """Side-by-side RGB heatmaps (red positive, blue negative, white 0) of square matrices in [-1, 1]."""
+    size = matrices[0].shape[0] * HEATMAP_SCALE
+    image = torch.ones(size + 2 * HEATMAP_GAP, len(matrices) * (size + HEATMAP_GAP) + HEATMAP_GAP, 3)
+    for index, matrix in enumerate(matrices):
+        value = matrix.detach().float().cpu().clamp(-1.0, 1.0)
+        value = value.repeat_interleave(HEATMAP_SCALE, 0).repeat_interleave(HEATMAP_SCALE, 1)
+        rgb = torch.stack([1 - value.clamp_max(0).abs(), 1 - value.abs(), 1 - value.clamp_min(0)], dim=-1)
+        left = HEATMAP_GAP + index * (size + HEATMAP_GAP)
+        image[HEATMAP_GAP : HEATMAP_GAP + size, left : left + size] = rgb
+    return image
+
+
+class SuperpositionExperiment(Experiment):
+    """Dense (baseline) vs sparse (intervention) inputs in a toy model of superposition."""
+
+    name = "superposition"
+    version = "1.0.0"
+    Params = SuperpositionParams
+    metrics = (
+        Metric(
+            "monosemanticity",
+            Axis.SAFETY,
+            higher_is_better=True,
+            unit="fraction",
+            description=(
+                "Share of represented features that own a direction (not in superposition): "
+                "how readable the hidden representation is."
+            ),
+        ),
+        Metric(
+            "weighted_loss",
+            Axis.CAPABILITY,
+            higher_is_better=False,
+            unit="fraction",
+            description=(
+                "Importance-weighted reconstruction loss on held-out data, relative to the all-zero "
+                "reconstruction (1 = nothing reconstructed)."
+            ),
+        ),
+        Metric(
+            "features_represented",
+            Axis.DIAGNOSTIC,
+            higher_is_better=True,
+            unit="features",
+            description="Features with ||W_i|| > 0.5 (n=20 features in m=5 dimensions by default).",
+        ),
+        Metric(
+            "features_in_superposition",
+            Axis.DIAGNOSTIC,
+            higher_is_better=False,
+            unit="features",
+            description="Represented features with sum_j (W_i_hat . W_j)^2 above the threshold (0.1).",
+        ),
+        Metric(
+            "pentagon",
+            Axis.DIAGNOSTIC,
+            higher_is_better=True,
+            unit="success",
+            description=(
+                "1 if five equal-importance features in 2 dimensions form a regular pentagon "
+                "(72 +/- 10 degrees), else 0: its mean over seeds is a success rate."
+            ),
+        ),
+    )
+    arms = (BASELINE, INTERVENTION)
+    resources = Resources(device="cpu", time_limit_s=300)
+    presets = {
+        "tiny": {"steps": 300, "instances": 2, "batch_size": 256, "eval_size": 4096, "lr": 3e-2},
+        "default": {},
+        "very_sparse": {"sparsity": 0.999},
+        "gpu": {"steps": 20_000, "instances": 32, "batch_size": 4096, "eval_size": 262_144, "lr": 3e-3},
+    }
+
+    def run(self, params: SuperpositionParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+        if ctx.device.type == "cpu":
+            torch.set_num_threads(1)  # toy models: more threads only add overhead on a shared host
+        arm_sparsity = {BASELINE: params.baseline_sparsity, INTERVENTION: params.sparsity}
+        results: dict[str, dict[str, float]] = {}
+        wtw: list[torch.Tensor] = []
+        for index, arm in enumerate(self.arms):
+            results[arm], best_W = self._run_arm(arm, index, arm_sparsity[arm], params, ctx)
+            wtw.append(best_W.T @ best_W)
+        ctx.save_artifact("wtw.png", png_bytes(heatmap(wtw)), "image/png")
+        ctx.progress(1.0, "done")
+        return results
+
+    def _run_arm(
+        self, arm: str, index: int, sparsity: float, params: SuperpositionParams, ctx: RunContext
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        seed_everything(ctx.seed, deterministic=ctx.deterministic)
+        device = ctx.device
+        k = params.instances
+        importance = params.importance_decay ** torch.arange(params.n_features, device=device)
+        model = ToyModel(k, params.n_features, params.n_hidden).to(device)
+        pentagon_model = ToyModel(k, PENTAGON_FEATURES, PENTAGON_HIDDEN).to(device)
+        optimizer = torch.optim.Adam([*model.parameters(), *pentagon_model.parameters()], lr=params.lr)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.steps)
+        ones = torch.ones(PENTAGON_FEATURES, device=device)
+        ctx.log(f"{arm}: sparsity {sparsity}, {k} copies of n={params.n_features} in m={params.n_hidden} "
+                f"and of n=5 in m=2, {params.steps} steps")
+        started = time.perf_counter()
+        report_every = max(1, params.steps // 20)
+        for step in range(params.steps):
+            if step % 100 == 0:
+                check_stop(ctx)
+            x = sample_features((k, params.batch_size, params.n_features), sparsity, device)
+            x5 = sample_features((k, params.batch_size, PENTAGON_FEATURES), sparsity, device)
+            loss = weighted_losses(model, x, importance).sum() + weighted_losses(pentagon_model, x5, ones).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if (step + 1) % report_every == 0 or step + 1 == params.steps:
+                ctx.progress((index + (step + 1) / params.steps) / len(self.arms),
+                             f"{arm}: step {step + 1}/{params.steps}, loss {loss.item() / k:.3g}")
+        check_stop(ctx)
+
+        # Held-out data shared by every copy, from a generator apart from training's.
+        generator = torch.Generator(device=device).manual_seed(ctx.seed + 1)
+        with torch.no_grad():
+            x = sample_features((params.eval_size, params.n_features), sparsity, device, generator)
+            x5 = sample_features((params.eval_size, PENTAGON_FEATURES), sparsity, device, generator)
+            losses = weighted_losses(model, x, importance)
+            zero_loss = (importance * x**2).sum(-1).mean().clamp_min(1e-12)
+            best = int(losses.argmin())
+            best5 = int(weighted_losses(pentagon_model, x5, ones).argmin())
+            W = model.W[best].detach().cpu()
+            W5 = pentagon_model.W[best5].detach().cpu()
+        stats = feature_stats(W, params.represented_threshold, params.superposition_threshold)
+        pentagon = is_regular_pentagon(W5, params.represented_threshold, params.pentagon_tolerance_deg)
+        angles = torch.rad2deg(torch.sort(torch.atan2(W5[1], W5[0])).values).round().int().tolist()
+        metrics = {
+            "monosemanticity": float(stats["monosemanticity"]),
+            "weighted_loss": float(losses[best] / zero_loss),
+            "features_represented": float(stats["represented"]),
+            "features_in_superposition": float(stats["superposed"]),
+            "pentagon": 1.0 if pentagon else 0.0,
+        }
+        ctx.log(f"{arm}: trained in {time.perf_counter() - started:.1f}s; best copy {best}; "
+                + ", ".join(f"{name}={value:.4g}" for name, value in metrics.items()))
+        ctx.log(f"{arm}: ||W_i|| = {[round(v, 2) for v in stats['norms'].tolist()]}")
+        ctx.log(f"{arm}: n=5/m=2 model feature angles (deg) {angles}, norms "
+                f"{[round(v, 2) for v in W5.norm(dim=0).tolist()]}")
+        return metrics, W

@@ -1,0 +1,247 @@
+"""Serializers parse input and render output; the writes themselves are in the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from registry.findings.markdown import render_markdown
+from registry.findings.models import Claim, Finding
+from registry.reproductions.models import Artifact, Experiment, Measurement, Reproduction, Run
+
+User = get_user_model()
+
+XRISK_FIELDS = (
+    "expected_safety_effects",
+    "expected_capability_effects",
+    "hazards",
+    "dual_use",
+    "notes",
+)
+
+
+class UsernameField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs: Any):
+        super().__init__(slug_field="username", queryset=User.objects.all(), **kwargs)
+
+
+class ClaimSerializer(serializers.ModelSerializer):
+    verdict = serializers.SerializerMethodField()
+    supersedes = serializers.PrimaryKeyRelatedField(queryset=Claim.objects.all(), required=False, allow_null=True)
+
+    class Meta:
+        model = Claim
+        fields = [
+            "id", "finding", "metric", "direction", "min_relative_effect", "margin", "statement",
+            "version", "supersedes", "is_current", "verdict", "created_at",
+        ]
+        read_only_fields = ["id", "finding", "version", "is_current", "verdict", "created_at"]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_verdict(self, claim: Claim) -> str | None:
+        verdict = getattr(claim, "verdict", None)
+        return verdict.verdict if verdict else None
+
+
+class ClaimUpdateSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(choices=Claim.Direction.choices, required=False)
+    min_relative_effect = serializers.FloatField(required=False, allow_null=True)
+    margin = serializers.FloatField(required=False, allow_null=True)
+    statement = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class XRiskSheetSerializer(serializers.Serializer):
+    """The authors' own statement of expected externalities (after Hendrycks & Mazeika 2022)."""
+
+    expected_safety_effects = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    expected_capability_effects = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    hazards = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    dual_use = serializers.BooleanField(required=False)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = set(data) - set(XRISK_FIELDS)
+            if unknown:
+                raise serializers.ValidationError(f"unknown fields {sorted(unknown)}; allowed: {list(XRISK_FIELDS)}")
+        return super().to_internal_value(data)
+
+
+class ExperimentBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Experiment
+        fields = ["id", "plugin", "params", "default_seeds", "device"]
+
+
+class FindingSerializer(serializers.ModelSerializer):
+    tags = serializers.ListField(
+        child=serializers.SlugField(max_length=64), required=False, max_length=30
+    )
+    references = serializers.ListField(
+        child=serializers.CharField(max_length=500), required=False, max_length=50
+    )
+    authors = serializers.ListField(child=serializers.CharField(), required=False, write_only=True)
+    author_names = serializers.SerializerMethodField()
+    restricted_to = serializers.ListField(child=serializers.CharField(), required=False)
+    builds_on = serializers.PrimaryKeyRelatedField(queryset=Finding.objects.all(), many=True, required=False)
+    built_upon_by = serializers.SerializerMethodField()
+    summary_html = serializers.SerializerMethodField()
+    claims = serializers.SerializerMethodField()
+    experiments = ExperimentBriefSerializer(many=True, read_only=True)
+    xrisk_sheet = XRiskSheetSerializer(required=False, allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Finding
+        fields = [
+            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors",
+            "author_names", "status", "builds_on", "built_upon_by", "visibility", "restricted_to",
+            "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]
+
+    def get_url(self, finding: Finding) -> str:
+        return reverse("api:finding-detail", args=[finding.pk])
+
+    def get_author_names(self, finding: Finding) -> list[str]:
+        return sorted(user.username for user in finding.authors.all())
+
+    def get_built_upon_by(self, finding: Finding) -> list[int]:
+        return sorted(f.pk for f in finding.built_upon_by.all())
+
+    def get_summary_html(self, finding: Finding) -> str:
+        return render_markdown(finding.summary)
+
+    @extend_schema_field(ClaimSerializer(many=True))
+    def get_claims(self, finding: Finding) -> list[dict]:
+        return ClaimSerializer(finding.claims.filter(is_current=True), many=True).data
+
+    def to_representation(self, finding: Finding) -> dict:
+        data = super().to_representation(finding)
+        data["tags"] = sorted(tag.name for tag in finding.tags.all())
+        data["restricted_to"] = sorted(user.username for user in finding.restricted_to.all())
+        return data
+
+    def _users(self, names: list[str], field: str) -> list:
+        users = list(User.objects.filter(username__in=names))
+        missing = set(names) - {u.username for u in users}
+        if missing:
+            raise serializers.ValidationError({field: [f"unknown users: {sorted(missing)}"]})
+        return users
+
+    def validate(self, attrs: dict) -> dict:
+        if "authors" in attrs:
+            attrs["authors"] = self._users(attrs["authors"], "authors")
+        if "restricted_to" in attrs:
+            attrs["restricted_to"] = self._users(attrs["restricted_to"], "restricted_to")
+        visibility = attrs.get("visibility", getattr(self.instance, "visibility", Finding.Visibility.PUBLIC))
+        if visibility == Finding.Visibility.PUBLIC and attrs.get("restricted_to"):
+            raise serializers.ValidationError({"restricted_to": ["only a restricted finding has restricted_to"]})
+        return attrs
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    reproduce = serializers.BooleanField(
+        default=True, write_only=True, help_text="Queue the first reproduction now (default seeds)."
+    )
+    params = serializers.JSONField(required=False, default=dict)
+    device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
+    time_limit_s = serializers.IntegerField(required=False, min_value=10, max_value=7 * 24 * 3600)
+    default_seeds = serializers.IntegerField(required=False, default=3, min_value=1)
+    reproductions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Experiment
+        fields = [
+            "id", "finding", "plugin", "plugin_version_constraint", "params", "default_seeds", "device",
+            "time_limit_s", "reproduce", "reproductions", "created_at",
+        ]
+        read_only_fields = ["id", "finding", "created_at", "reproductions"]
+
+    def get_reproductions(self, experiment: Experiment) -> list[int]:
+        return [r.pk for r in experiment.reproductions.all()]
+
+
+class ReproductionRequestSerializer(serializers.Serializer):
+    seeds = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=2**31 - 1), required=False)
+    n_seeds = serializers.IntegerField(required=False, min_value=1)
+    device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
+
+    def validate(self, attrs: dict) -> dict:
+        if "seeds" in attrs and "n_seeds" in attrs:
+            raise serializers.ValidationError({"seeds": ["give seeds or n_seeds, not both"]})
+        return attrs
+
+
+class RunBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Run
+        fields = [
+            "id", "seed", "state", "progress", "progress_message", "attempts", "queue", "hardware",
+            "worker_host", "started_at", "finished_at", "error",
+        ]
+
+
+class ReproductionSerializer(serializers.ModelSerializer):
+    requested_by = serializers.CharField(source="requested_by.username")
+    finding = serializers.IntegerField(source="experiment.finding_id")
+    plugin = serializers.CharField(source="experiment.plugin")
+    runs = RunBriefSerializer(many=True)
+    state = serializers.SerializerMethodField()
+    waiting_for_gpu_worker = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Reproduction
+        fields = [
+            "id", "experiment", "finding", "plugin", "requested_by", "seeds", "device", "source", "state",
+            "waiting_for_gpu_worker", "runs", "created_at",
+        ]
+
+    def get_state(self, reproduction: Reproduction) -> str:
+        from registry.reproductions.selectors import reproduction_state
+
+        return reproduction_state(reproduction)
+
+    def get_waiting_for_gpu_worker(self, reproduction: Reproduction) -> bool:
+        from registry.reproductions.services import reproduction_waiting_for_gpu
+
+        return reproduction_waiting_for_gpu(reproduction)
+
+
+class MeasurementSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Measurement
+        fields = ["arm", "metric", "metric_version", "value"]
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = ["id", "name", "content_type", "size", "sha256", "download_url", "created_at"]
+
+    def get_download_url(self, artifact: Artifact) -> str:
+        return reverse("api:artifact-download", args=[artifact.pk])
+
+
+class RunSerializer(serializers.ModelSerializer):
+    finding = serializers.IntegerField(source="reproduction.experiment.finding_id")
+    experiment = serializers.IntegerField(source="reproduction.experiment_id")
+    plugin = serializers.CharField(source="reproduction.experiment.plugin")
+    self_reported = serializers.BooleanField()
+    measurements = MeasurementSerializer(many=True)
+    artifacts = ArtifactSerializer(many=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "reproduction", "experiment", "finding", "plugin", "seed", "state", "queue", "attempts",
+            "progress", "progress_message", "heartbeat_at", "started_at", "finished_at", "worker_host",
+            "plugin_version", "hardware", "environment", "self_reported", "measurements", "artifacts",
+            "logs", "error", "traceback", "created_at",
+        ]

@@ -1,0 +1,293 @@
+"""Thin API views: parse with a serializer, call one service or selector, render."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.http import FileResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from plugins.registry import all_plugins
+from registry.api import serializers as s
+from registry.api.filtersets import FindingFilter
+from registry.errors import NotFound
+from registry.events.selectors import event_list
+from registry.findings import services as finding_services
+from registry.findings.models import Claim, Finding
+from registry.findings.selectors import finding_lineage, finding_list
+from registry.reproductions import selectors as repro_selectors
+from registry.reproductions import services as repro_services
+from registry.reproductions.models import Artifact, MetricDefinition
+
+
+class FindingViewSet(viewsets.ModelViewSet):
+    serializer_class = s.FindingSerializer
+    filterset_class = FindingFilter
+    ordering_fields = ["created_at", "updated_at", "title", "status"]
+    ordering = ["-created_at"]
+
+    def get_queryset(self):
+        return finding_list(user=self.request.user).prefetch_related("experiments", "built_upon_by", "restricted_to")
+
+    def perform_create(self, serializer: s.FindingSerializer) -> None:
+        serializer.instance = finding_services.finding_create(user=self.request.user, **serializer.validated_data)
+
+    def perform_update(self, serializer: s.FindingSerializer) -> None:
+        serializer.instance = finding_services.finding_update(
+            finding=serializer.instance, user=self.request.user, data=serializer.validated_data
+        )
+
+    def perform_destroy(self, finding: Finding) -> None:
+        finding_services.finding_delete(finding=finding, user=self.request.user)
+
+    @extend_schema(request=s.ClaimSerializer, responses=s.ClaimSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], serializer_class=s.ClaimSerializer)
+    def claims(self, request: Request, pk: str | None = None) -> Response:
+        finding = self.get_object()
+        if request.method == "GET":
+            claims = finding.claims.all()
+            if request.query_params.get("history") not in ("1", "true"):
+                claims = claims.filter(is_current=True)
+            return Response(s.ClaimSerializer(claims.select_related("verdict"), many=True).data)
+        serializer = s.ClaimSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        claim = finding_services.claim_create(finding=finding, user=request.user, **serializer.validated_data)
+        return Response(s.ClaimSerializer(claim).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.ExperimentSerializer, responses=s.ExperimentSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], serializer_class=s.ExperimentSerializer)
+    def experiments(self, request: Request, pk: str | None = None) -> Response:
+        finding = self.get_object()
+        if request.method == "GET":
+            experiments = finding.experiments.prefetch_related("reproductions")
+            return Response(s.ExperimentSerializer(experiments, many=True).data)
+        serializer = s.ExperimentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        experiment = repro_services.experiment_create(finding=finding, user=request.user, **serializer.validated_data)
+        return Response(s.ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["get"])
+    def lineage(self, request: Request, pk: str | None = None) -> Response:
+        finding = self.get_object()
+        return Response({"finding": finding.pk, **finding_lineage(finding=finding, user=request.user)})
+
+    @action(detail=True, methods=["get"])
+    def effects(self, request: Request, pk: str | None = None) -> Response:
+        from registry.effects.selectors import finding_effects_get
+
+        finding = self.get_object()
+        return Response(finding_effects_get(finding=finding, user=request.user))
+
+
+class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.ClaimSerializer
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return Claim.objects.filter(finding__in=finding_list(user=self.request.user)).select_related("verdict")
+
+    @extend_schema(request=s.ClaimUpdateSerializer, responses=s.ClaimSerializer)
+    def partial_update(self, request: Request, *args, **kwargs) -> Response:
+        claim = self.get_object()
+        serializer = s.ClaimUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        claim = finding_services.claim_update(claim=claim, user=request.user, data=serializer.validated_data)
+        return Response(s.ClaimSerializer(claim).data)
+
+
+class ExperimentViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.ExperimentSerializer
+    filterset_fields = ["plugin", "finding"]
+
+    def get_queryset(self):
+        return repro_selectors.experiment_list(user=self.request.user)
+
+    @extend_schema(request=s.ReproductionRequestSerializer, responses={202: s.ReproductionSerializer})
+    @action(detail=True, methods=["get", "post"], serializer_class=s.ReproductionRequestSerializer)
+    def reproductions(self, request: Request, pk: str | None = None) -> Response:
+        experiment = self.get_object()
+        if request.method == "GET":
+            reproductions = repro_selectors.reproduction_list(user=request.user).filter(experiment=experiment)
+            return Response(s.ReproductionSerializer(reproductions, many=True).data)
+        serializer = s.ReproductionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reproduction = repro_services.reproduction_request(
+            experiment=experiment, user=request.user, **serializer.validated_data
+        )
+        return Response(s.ReproductionSerializer(reproduction).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.ReproductionSerializer
+    filterset_fields = ["experiment", "device", "source"]
+
+    def get_queryset(self):
+        return repro_selectors.reproduction_list(user=self.request.user)
+
+
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = s.RunSerializer
+    filterset_fields = ["state", "reproduction", "seed", "queue"]
+    ordering_fields = ["id", "created_at", "finished_at"]
+
+    def get_queryset(self):
+        return repro_selectors.run_list(user=self.request.user)
+
+    @extend_schema(request=None, responses=s.RunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        repro_services.run_cancel(run=run, user=request.user)
+        run.refresh_from_db()
+        return Response(s.RunSerializer(run).data)
+
+
+@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def artifact_download(request: Request, pk: int) -> FileResponse:
+    artifact = get_object_or_404(
+        Artifact, pk=pk, run__in=repro_selectors.run_list(user=request.user)
+    )
+    path = repro_services.artifact_path(artifact)
+    if not path.exists():
+        raise NotFound("the artifact's file is missing from storage")
+    response = FileResponse(path.open("rb"), content_type=artifact.content_type, as_attachment=False)
+    response["Content-Disposition"] = f'inline; filename="{artifact.name}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
+    return response
+
+
+def plugin_describe(name: str) -> dict:
+    entry = all_plugins().get(name)
+    if entry is None:
+        raise NotFound(f"no plugin called {name!r}")
+    data: dict = {"name": name, "available": entry.available, "error": entry.error or None, "source": entry.source}
+    experiment = entry.experiment
+    if experiment is not None:
+        data.update(
+            version=experiment.version,
+            api_version=experiment.api_version,
+            description=(experiment.__doc__ or "").strip(),
+            params_schema=experiment.params_schema(),
+            metrics=[
+                {
+                    "name": m.name, "axis": m.axis.value, "higher_is_better": m.higher_is_better,
+                    "unit": m.unit, "description": m.description, "version": m.version,
+                }
+                for m in experiment.metrics
+            ],
+            arms=list(experiment.arms),
+            resources={"device": experiment.resources.device, "time_limit_s": experiment.resources.time_limit_s},
+            presets=experiment.presets,
+            interval=experiment.interval,
+        )
+    return data
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def plugin_list(request: Request) -> Response:
+    return Response([plugin_describe(name) for name in sorted(all_plugins())])
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def plugin_detail(request: Request, name: str) -> Response:
+    return Response(plugin_describe(name))
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("plugin", str), OpenApiParameter("axis", str)], responses={200: dict}
+)
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def metric_list(request: Request) -> Response:
+    for entry in all_plugins().values():
+        if entry.available:
+            repro_services.metric_catalogue_sync(entry.experiment)
+    metrics = MetricDefinition.objects.all()
+    for field in ("plugin", "axis"):
+        if request.query_params.get(field):
+            metrics = metrics.filter(**{field: request.query_params[field]})
+    return Response(
+        list(metrics.values("plugin", "name", "version", "plugin_version", "axis", "higher_is_better", "unit",
+                            "description"))
+    )
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("after", int, description="Return events with an id above this cursor."),
+        OpenApiParameter("type", str, description="Comma-separated event types."),
+        OpenApiParameter("finding", int),
+        OpenApiParameter("limit", int),
+    ],
+    responses={200: dict},
+)
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+def events(request: Request) -> Response:
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        raw = request.query_params.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            from registry.errors import ApplicationError
+
+            raise ApplicationError(f"{name} must be an integer", field=name) from None
+        return max(low, min(high, value))
+
+    after = integer("after", 0, 0, 2**62)
+    limit = integer("limit", 100, 1, 1000)
+    finding = request.query_params.get("finding")
+    types = [t for t in request.query_params.get("type", "").split(",") if t]
+    visible = set(finding_list(user=request.user).values_list("id", flat=True))
+    rows = []
+    for event in event_list(
+        after=after, types=types or None, finding_id=integer("finding", 0, 0, 2**62) if finding else None
+    )[: limit * 2]:
+        if event.finding_id is None or event.finding_id in visible:
+            rows.append(
+                {"id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
+                 "payload": event.payload, "created_at": event.created_at.isoformat()}
+            )
+        if len(rows) >= limit:
+            break
+    next_cursor = rows[-1]["id"] if rows else after
+    return Response({"events": rows, "next": next_cursor})
+
+
+def healthz(request) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request) -> JsonResponse:
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["database"] = f"error: {exc}"
+    try:
+        from worker.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["broker"] = f"error: {exc}"
+    plugins = all_plugins()
+    checks["plugins"] = f"{sum(e.available for e in plugins.values())}/{len(plugins)} available"
+    ready = checks["database"] == "ok" and checks["broker"] == "ok"
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

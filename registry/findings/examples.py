@@ -1,0 +1,88 @@
+"""Example findings for the embedded default: one per built-in plugin (its EXAMPLE_FINDING), plus
+the checkerboard theory that the resize-convolution fix builds on."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from plugins.registry import all_plugins
+from registry.findings.models import Finding
+from registry.findings.services import claim_create, finding_create
+from registry.reproductions.services import experiment_create
+
+logger = logging.getLogger(__name__)
+
+CHECKERBOARD_THEORY: dict[str, Any] = {
+    "title": "Transposed convolutions overlap unevenly, which paints checkerboard artifacts",
+    "summary": (
+        "Odena, Dumoulin & Olah (Distill 2016): a transposed convolution whose kernel size is not "
+        "divisible by its stride puts uneven amounts of the kernel on each output pixel (k=3, s=2: "
+        "1,2,1,2 in 1-D, up to 4x between pixels in 2-D). The pattern is present at initialisation "
+        "and survives training when the loss cannot see the highest frequencies."
+    ),
+    "kind": "theory",
+    "tags": ["checkerboard", "vision", "generative"],
+    "references": ["https://distill.pub/2016/deconv-checkerboard/", "doi:10.23915/distill.00003"],
+    "plugin": "checkerboard",
+    "params": {},
+    "seeds": 3,
+    "claims": [
+        {"metric": "overlap_ratio", "direction": "decrease", "min_relative_effect": 0.7,
+         "statement": "Resize-convolution overlaps evenly (ratio 1) where k3 s2 overlaps 4:1."},
+    ],
+}
+
+
+def example_specs() -> list[dict[str, Any]]:
+    specs = []
+    for name, entry in sorted(all_plugins().items()):
+        if not entry.available:
+            continue
+        module = importlib.import_module(entry.experiment.__module__)
+        package = importlib.import_module(entry.experiment.__module__.rsplit(".", 1)[0])
+        example = getattr(module, "EXAMPLE_FINDING", None) or getattr(package, "EXAMPLE_FINDING", None)
+        if example:
+            specs.append({**example, "plugin": name})
+    if any(spec["plugin"] == "checkerboard" for spec in specs):
+        for spec in specs:
+            if spec["plugin"] == "checkerboard":
+                spec.setdefault("builds_on_titles", [CHECKERBOARD_THEORY["title"]])
+        specs.insert(0, CHECKERBOARD_THEORY)
+    return specs
+
+
+@transaction.atomic
+def examples_load(*, reproduce: bool = True, username: str = "examples") -> list[Finding]:
+    """Create the example findings that do not exist yet (matched by title); idempotent."""
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    created = []
+    for spec in example_specs():
+        if Finding.objects.filter(title=spec["title"]).exists():
+            continue
+        parents = list(Finding.objects.filter(title__in=spec.get("builds_on_titles", [])))
+        finding = finding_create(
+            user=user,
+            title=spec["title"],
+            kind=spec["kind"],
+            summary=spec.get("summary", ""),
+            tags=spec.get("tags", []),
+            references=spec.get("references", []),
+            builds_on=parents,
+        )
+        experiment_create(
+            finding=finding,
+            user=user,
+            plugin=spec["plugin"],
+            params=spec.get("params", {}),
+            default_seeds=spec.get("seeds", 3),
+            reproduce=reproduce,
+        )
+        for claim in spec.get("claims", []):
+            claim_create(finding=finding, user=user, **claim)
+        created.append(finding)
+    return created

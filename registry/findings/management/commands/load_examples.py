@@ -1,0 +1,17 @@
+from django.core.management.base import BaseCommand
+
+from registry.findings.examples import examples_load
+
+
+class Command(BaseCommand):
+    help = "Create the example findings (one per built-in plugin) and queue their reproductions."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--no-reproduce", action="store_true", help="Create them without queueing runs.")
+
+    def handle(self, *args, no_reproduce: bool, **options) -> None:
+        created = examples_load(reproduce=not no_reproduce)
+        for finding in created:
+            self.stdout.write(f"created example finding {finding.pk}: {finding.title}")
+        if not created:
+            self.stdout.write("example findings already present")

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from registry.findings.models import Finding
+
+
+def finding_list(*, user: Any) -> QuerySet[Finding]:
+    """Findings this user may read: public ones, expired embargoes, and restricted ones shared with them."""
+    visible = Q(visibility=Finding.Visibility.PUBLIC) | Q(embargo_until__lte=timezone.now())
+    if getattr(user, "is_authenticated", False):
+        if user.is_staff:
+            visible = Q()
+        else:
+            visible |= Q(authors=user) | Q(restricted_to=user)
+    return (
+        Finding.objects.filter(visible)
+        .distinct()
+        .prefetch_related("tags", "authors", "builds_on", "claims")
+    )
+
+
+def finding_lineage(*, finding: Finding, user: Any) -> dict[str, list[int]]:
+    """Ancestors and descendants (transitively) of a finding, limited to what the user may see."""
+    visible_ids = set(finding_list(user=user).values_list("id", flat=True))
+
+    def walk(start: Finding, relation: str) -> list[int]:
+        seen: set[int] = set()
+        frontier = [start]
+        while frontier:
+            node = frontier.pop()
+            for other in getattr(node, relation).all():
+                if other.pk not in seen:
+                    seen.add(other.pk)
+                    frontier.append(other)
+        return sorted(seen & visible_ids)
+
+    return {"ancestors": walk(finding, "builds_on"), "descendants": walk(finding, "built_upon_by")}

@@ -1,0 +1,578 @@
+"""Experiments, reproductions and the run state machine.
+
+The database row is the source of truth; the broker only carries run ids. Every state change
+goes through ``run_transition``: a compare-and-set against the table of allowed transitions, so a
+duplicate message, a late result or a result for a run that was reclaimed changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import ValidationError
+
+from plugins.registry import PluginNotFound, PluginUnavailable, all_plugins, get_plugin
+from plugins.sdk import Experiment as PluginExperiment
+from registry.errors import ApplicationError
+from registry.events.services import event_emit
+from registry.findings.models import Finding
+from registry.reproductions.models import (
+    TERMINAL_STATES,
+    Artifact,
+    Experiment,
+    Measurement,
+    MetricDefinition,
+    Reproduction,
+    Run,
+    WorkerPresence,
+)
+
+logger = logging.getLogger(__name__)
+State = Run.State
+
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    State.QUEUED: frozenset({State.RUNNING, State.CANCELLED, State.FAILED}),
+    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.QUEUED}),
+    State.SUCCEEDED: frozenset(),
+    State.FAILED: frozenset(),
+    State.TIMED_OUT: frozenset(),
+    State.CANCELLED: frozenset(),
+}
+MAX_LOG_CHARS = 200_000
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# ---------------------------------------------------------------- plugins and metrics
+
+
+def plugin_resolve(name: str, *, field: str = "plugin") -> type[PluginExperiment]:
+    try:
+        return get_plugin(name)
+    except PluginNotFound:
+        known = ", ".join(sorted(n for n, e in all_plugins().items() if e.available)) or "none"
+        raise ApplicationError(f"unknown plugin {name!r}; available plugins: {known}", field=field) from None
+    except PluginUnavailable as exc:
+        raise ApplicationError(f"plugin unavailable: {exc}", field=field) from None
+
+
+def metric_catalogue_sync(plugin: type[PluginExperiment]) -> None:
+    """Record the plugin's metric declarations (idempotent; a new metric version adds a row)."""
+    for metric in plugin.metrics:
+        MetricDefinition.objects.update_or_create(
+            plugin=plugin.name,
+            name=metric.name,
+            version=metric.version,
+            defaults={
+                "plugin_version": plugin.version,
+                "axis": metric.axis.value,
+                "higher_is_better": metric.higher_is_better,
+                "unit": metric.unit,
+                "description": metric.description,
+            },
+        )
+
+
+def metric_known_for_finding(*, finding: Finding, metric: str) -> bool:
+    plugin_names = set(finding.experiments.values_list("plugin", flat=True))
+    entries = all_plugins()
+    if not plugin_names:
+        plugin_names = {name for name, entry in entries.items() if entry.available}
+    for name in plugin_names:
+        entry = entries.get(name)
+        if entry and entry.available and any(m.name == metric for m in entry.experiment.metrics):
+            return True
+    return False
+
+
+def params_validate(plugin: type[PluginExperiment], params: dict[str, Any]) -> dict[str, Any]:
+    """Validate against the plugin's pydantic model; a 400 names the offending field."""
+    if not isinstance(params, dict):
+        raise ApplicationError("params must be a JSON object", field="params")
+    try:
+        validated = plugin.Params.model_validate(params)
+    except ValidationError as exc:
+        errors: dict[str, list[str]] = {}
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"]) or "params"
+            errors.setdefault(f"params.{location}", []).append(error["msg"])
+        first = next(iter(errors))
+        raise ApplicationError(
+            f"invalid parameters for plugin {plugin.name!r}: {first}: {errors[first][0]}",
+            field="params",
+            extra={"errors": errors},
+        ) from None
+    return validated.model_dump(mode="json")
+
+
+def _check_version_constraint(plugin: type[PluginExperiment], constraint: str) -> None:
+    if not constraint:
+        return
+    try:
+        spec = SpecifierSet(constraint)
+    except InvalidSpecifier:
+        raise ApplicationError(
+            f"{constraint!r} is not a version constraint (e.g. '>=1.0,<2')", field="plugin_version_constraint"
+        ) from None
+    try:
+        installed = Version(plugin.version)
+    except InvalidVersion:
+        return
+    if installed not in spec:
+        raise ApplicationError(
+            f"installed {plugin.name} is version {plugin.version}, outside {constraint!r}",
+            field="plugin_version_constraint",
+        )
+
+
+# ---------------------------------------------------------------- experiments and reproductions
+
+
+@transaction.atomic
+def experiment_create(
+    *,
+    finding: Finding,
+    user: Any,
+    plugin: str,
+    params: dict[str, Any] | None = None,
+    plugin_version_constraint: str = "",
+    default_seeds: int = 3,
+    device: str | None = None,
+    time_limit_s: int | None = None,
+    reproduce: bool = True,
+) -> Experiment:
+    """Attach an experiment to a finding and (unless told not to) queue its first reproduction."""
+    from registry.findings.services import _ensure_can_edit
+
+    _ensure_can_edit(finding, user)
+    plugin_cls = plugin_resolve(plugin)
+    _check_version_constraint(plugin_cls, plugin_version_constraint)
+    normalised = params_validate(plugin_cls, params or {})
+    if not 1 <= default_seeds <= settings.MAX_SEEDS_PER_REPRODUCTION:
+        raise ApplicationError(
+            f"default_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="default_seeds"
+        )
+    metric_catalogue_sync(plugin_cls)
+    experiment = Experiment.objects.create(
+        finding=finding,
+        plugin=plugin,
+        plugin_version_constraint=plugin_version_constraint,
+        params=normalised,
+        default_seeds=default_seeds,
+        device=device or plugin_cls.resources.device,
+        time_limit_s=time_limit_s or plugin_cls.resources.time_limit_s,
+        created_by=user,
+    )
+    event_emit(
+        type="experiment.created",
+        finding_id=finding.pk,
+        plugin=plugin,
+        payload={"finding": finding.pk, "experiment": experiment.pk, "plugin": plugin, "params": normalised},
+    )
+    if reproduce:
+        reproduction_request(experiment=experiment, user=user)
+    return experiment
+
+
+def gpu_worker_available() -> bool:
+    """Whether a worker consuming the gpu queue was seen within GPU_WORKER_SEEN_WINDOW_S."""
+    since = timezone.now() - timedelta(seconds=settings.GPU_WORKER_SEEN_WINDOW_S)
+    return any("gpu" in worker.queues for worker in WorkerPresence.objects.filter(last_seen__gte=since))
+
+
+@transaction.atomic
+def reproduction_request(
+    *,
+    experiment: Experiment,
+    user: Any,
+    seeds: list[int] | None = None,
+    n_seeds: int | None = None,
+    device: str | None = None,
+) -> Reproduction:
+    """Fan a reproduction out into one queued run per seed; dispatch after commit."""
+    if seeds is None:
+        count = n_seeds or experiment.default_seeds
+        if not 1 <= count <= settings.MAX_SEEDS_PER_REPRODUCTION:
+            raise ApplicationError(
+                f"n_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="n_seeds"
+            )
+        seeds = list(range(count))
+    if not seeds or len(seeds) > settings.MAX_SEEDS_PER_REPRODUCTION:
+        raise ApplicationError(
+            f"give between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION} seeds", field="seeds"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ApplicationError("seeds must be distinct", field="seeds")
+    if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**31 for s in seeds):
+        raise ApplicationError("seeds must be integers between 0 and 2^31-1", field="seeds")
+    plugin_resolve(experiment.plugin)
+    device = device or experiment.device
+    reproduction = Reproduction.objects.create(
+        experiment=experiment, requested_by=user, seeds=seeds, device=device
+    )
+    runs = Run.objects.bulk_create(
+        [Run(reproduction=reproduction, seed=seed, queue=device) for seed in seeds]
+    )
+    finding = experiment.finding
+    event_emit(
+        type="reproduction.requested",
+        finding_id=finding.pk,
+        plugin=experiment.plugin,
+        payload={
+            "finding": finding.pk,
+            "experiment": experiment.pk,
+            "reproduction": reproduction.pk,
+            "seeds": seeds,
+            "device": device,
+        },
+    )
+    run_ids = [run.pk for run in runs]
+    transaction.on_commit(lambda: runs_dispatch(run_ids))
+    return reproduction
+
+
+def reproduction_waiting_for_gpu(reproduction: Reproduction) -> bool:
+    if reproduction.device != "gpu":
+        return False
+    pending = reproduction.runs.filter(state=State.QUEUED).exists()
+    return pending and not gpu_worker_available()
+
+
+def runs_dispatch(run_ids: list[int]) -> None:
+    """Send run ids to the broker. A failure here is repaired by the reaper's re-dispatch."""
+    from worker.celery import app
+
+    queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related("reproduction__experiment")
+    for run in queued:
+        limit = run.reproduction.experiment.time_limit_s
+        try:
+            app.send_task(
+                "worker.run_execute",
+                args=[run.pk],
+                queue=run.queue,
+                soft_time_limit=limit,
+                time_limit=limit + 30,
+            )
+        except Exception:
+            logger.exception("could not dispatch run %s; the reaper will retry", run.pk)
+            continue
+        Run.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+
+
+# ---------------------------------------------------------------- the run state machine
+
+
+def run_transition(
+    *, run_id: int, to_state: str, token: uuid.UUID | None = None, **fields: Any
+) -> bool:
+    """Compare-and-set a run to ``to_state`` from any state allowed to reach it.
+
+    With ``token``, only the holder of the current claim may make the change. Returns whether
+    the change happened; terminal states never change.
+    """
+    sources = [state for state, targets in ALLOWED_TRANSITIONS.items() if to_state in targets]
+    query = Run.objects.filter(pk=run_id, state__in=sources)
+    if token is not None:
+        query = query.filter(claim_token=token)
+    return query.update(state=to_state, **fields) == 1
+
+
+def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
+    """Claim a queued run for this worker; None when it is not queued (duplicate message)."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = (
+            Run.objects.filter(pk=run_id, state=State.QUEUED).update(
+                state=State.RUNNING,
+                claim_token=token,
+                attempts=F("attempts") + 1,
+                started_at=now,
+                heartbeat_at=now,
+                worker_host=worker_host,
+                progress=0.0,
+                progress_message="starting",
+            )
+            == 1
+        )
+        if not claimed:
+            return None
+        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
+        experiment = run.reproduction.experiment
+        event_emit(
+            type="run.started",
+            finding_id=experiment.finding_id,
+            plugin=experiment.plugin,
+            payload=_run_payload(run),
+        )
+    return token
+
+
+def _run_payload(run: Run, **extra: Any) -> dict[str, Any]:
+    experiment = run.reproduction.experiment
+    return {
+        "run": run.pk,
+        "reproduction": run.reproduction_id,
+        "experiment": experiment.pk,
+        "finding": experiment.finding_id,
+        "seed": run.seed,
+        "state": run.state,
+        "attempt": run.attempts,
+        **extra,
+    }
+
+
+def run_heartbeat(
+    *, run_id: int, token: uuid.UUID, progress: float | None = None, message: str | None = None
+) -> str | None:
+    """Record liveness (and progress); returns the run's current state (None if no longer ours)."""
+    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+    if progress is not None:
+        fields["progress"] = max(0.0, min(1.0, float(progress)))
+    if message is not None:
+        fields["progress_message"] = message[:300]
+    Run.objects.filter(pk=run_id, claim_token=token, state=State.RUNNING).update(**fields)
+    row = Run.objects.filter(pk=run_id, claim_token=token).values_list("state", flat=True).first()
+    return row
+
+
+def _store_artifact(data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    path = Path(settings.ARTIFACT_ROOT) / digest[:2] / digest
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+    return digest
+
+
+def artifact_path(artifact: Artifact) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / artifact.sha256[:2] / artifact.sha256
+
+
+def safe_artifact_name(name: str) -> str:
+    cleaned = SAFE_NAME.sub("_", Path(name).name).strip("._") or "artifact"
+    return cleaned[:200]
+
+
+def validate_results(
+    plugin: type[PluginExperiment], results: Any
+) -> list[tuple[str, str, int, float]]:
+    """Check a plugin's output against its declaration: every declared arm and metric, finite."""
+    import math
+
+    if not isinstance(results, dict):
+        raise ValueError("run() must return {arm: {metric: value}}")
+    declared = {m.name: m for m in plugin.metrics}
+    rows = []
+    for arm in plugin.arms:
+        values = results.get(arm)
+        if not isinstance(values, dict):
+            raise ValueError(f"run() returned no results for arm {arm!r}")
+        undeclared = set(values) - set(declared)
+        if undeclared:
+            raise ValueError(f"run() returned undeclared metrics {sorted(undeclared)} for arm {arm!r}")
+        missing = set(declared) - set(values)
+        if missing:
+            raise ValueError(f"run() returned no value for {sorted(missing)} in arm {arm!r}")
+        for name, value in values.items():
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} of arm {arm!r} is not finite: {value}")
+            rows.append((arm, name, declared[name].version, value))
+    extra_arms = set(results) - set(plugin.arms)
+    if extra_arms:
+        raise ValueError(f"run() returned undeclared arms {sorted(extra_arms)}")
+    return rows
+
+
+def run_succeed(
+    *,
+    run_id: int,
+    token: uuid.UUID | None,
+    rows: list[tuple[str, str, int, float]],
+    artifacts: dict[str, tuple[bytes, str]],
+    environment: dict[str, Any],
+    hardware: str,
+    plugin_version: str,
+    logs: str,
+) -> bool:
+    """Write measurements, artifacts, the state change and the event in one transaction."""
+    stored = {name: (_store_artifact(data), len(data), ctype) for name, (data, ctype) in artifacts.items()}
+    with transaction.atomic():
+        changed = run_transition(
+            run_id=run_id,
+            to_state=State.SUCCEEDED,
+            token=token,
+            finished_at=timezone.now(),
+            progress=1.0,
+            progress_message="finished",
+            environment=environment,
+            hardware=hardware,
+            plugin_version=plugin_version,
+            logs=logs[-MAX_LOG_CHARS:],
+        )
+        if not changed:
+            logger.warning("run %s: result discarded, the run is no longer ours", run_id)
+            return False
+        Measurement.objects.bulk_create(
+            [Measurement(run_id=run_id, arm=a, metric=m, metric_version=v, value=x) for a, m, v, x in rows]
+        )
+        Artifact.objects.bulk_create(
+            [
+                Artifact(run_id=run_id, name=safe_artifact_name(name), sha256=digest, size=size, content_type=ct)
+                for name, (digest, size, ct) in stored.items()
+            ]
+        )
+        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
+        experiment = run.reproduction.experiment
+        event_emit(
+            type="run.finished",
+            finding_id=experiment.finding_id,
+            plugin=experiment.plugin,
+            payload=_run_payload(run, measurements=len(rows)),
+        )
+        _after_run_finished(run)
+    return True
+
+
+def run_fail(
+    *,
+    run_id: int,
+    token: uuid.UUID | None,
+    state: str = State.FAILED,
+    error: str,
+    traceback: str = "",
+    logs: str = "",
+    environment: dict[str, Any] | None = None,
+) -> bool:
+    fields: dict[str, Any] = {
+        "finished_at": timezone.now(),
+        "error": error[:10_000],
+        "traceback": traceback[-MAX_LOG_CHARS:],
+        "progress_message": state,
+    }
+    if logs:
+        fields["logs"] = logs[-MAX_LOG_CHARS:]
+    if environment:
+        fields["environment"] = environment
+    with transaction.atomic():
+        if not run_transition(run_id=run_id, to_state=state, token=token, **fields):
+            return False
+        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
+        experiment = run.reproduction.experiment
+        event_emit(
+            type="run.finished",
+            finding_id=experiment.finding_id,
+            plugin=experiment.plugin,
+            payload=_run_payload(run, error=error[:500]),
+        )
+        _after_run_finished(run)
+    return True
+
+
+def run_cancel(*, run: Run, user: Any) -> bool:
+    from registry.findings.services import _ensure_can_edit
+
+    experiment = run.reproduction.experiment
+    if run.reproduction.requested_by_id != getattr(user, "pk", None):
+        _ensure_can_edit(experiment.finding, user)
+    if run.state in TERMINAL_STATES:
+        raise ApplicationError(f"the run is already {run.state}", field="state", status=409)
+    with transaction.atomic():
+        if not run_transition(run_id=run.pk, to_state=State.CANCELLED, finished_at=timezone.now()):
+            raise ApplicationError("the run finished meanwhile", field="state", status=409)
+        run.refresh_from_db()
+        event_emit(
+            type="run.finished",
+            finding_id=experiment.finding_id,
+            plugin=experiment.plugin,
+            payload=_run_payload(run),
+        )
+    return True
+
+
+def _after_run_finished(run: Run) -> None:
+    """Recompute the finding's effects in the same transaction (a savepoint: a bug there must not
+    lose the run's result)."""
+    from registry.effects.services import finding_effects_recompute
+
+    try:
+        with transaction.atomic():
+            finding_effects_recompute(finding_id=run.reproduction.experiment.finding_id)
+    except Exception:
+        logger.exception("effects recomputation failed for run %s", run.pk)
+
+
+# ---------------------------------------------------------------- the reaper
+
+
+def runs_reap(*, now: Any = None) -> dict[str, int]:
+    """Repair what dead workers and lost messages leave behind.
+
+    - running, heartbeat older than RUN_HEARTBEAT_TIMEOUT_S: requeued (or failed after max attempts);
+    - running past its experiment's time limit plus grace: timed_out;
+    - queued, not dispatched for RUN_REDISPATCH_AFTER_S: dispatched again (a duplicate message is harmless).
+    """
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0, "timed_out": 0, "redispatched": 0}
+    stale_before = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)
+    running = Run.objects.filter(state=State.RUNNING).select_related("reproduction__experiment")
+    for run in running:
+        limit = run.reproduction.experiment.time_limit_s
+        if run.started_at and run.started_at + timedelta(seconds=limit + 60) < now:
+            if run_fail(
+                run_id=run.pk, token=run.claim_token, state=State.TIMED_OUT,
+                error=f"exceeded the time limit of {limit} s",
+            ):
+                counts["timed_out"] += 1
+            continue
+        if run.heartbeat_at and run.heartbeat_at >= stale_before:
+            continue
+        if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            if run_fail(
+                run_id=run.pk, token=run.claim_token,
+                error=f"worker lost {run.attempts} times (last on {run.worker_host}); giving up",
+            ):
+                counts["failed"] += 1
+            continue
+        with transaction.atomic():
+            if run_transition(
+                run_id=run.pk, to_state=State.QUEUED, token=run.claim_token,
+                claim_token=None, dispatched_at=None, progress=0.0,
+                progress_message=f"requeued: worker {run.worker_host} stopped answering",
+            ):
+                counts["requeued"] += 1
+                event_emit(
+                    type="run.requeued",
+                    finding_id=run.reproduction.experiment.finding_id,
+                    plugin=run.reproduction.experiment.plugin,
+                    payload=_run_payload(run, state=State.QUEUED, worker=run.worker_host),
+                )
+    redispatch_before = now - timedelta(seconds=settings.RUN_REDISPATCH_AFTER_S)
+    lost = Run.objects.filter(state=State.QUEUED).filter(
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=redispatch_before)
+    )
+    lost_ids = list(lost.values_list("pk", flat=True))
+    if lost_ids:
+        runs_dispatch(lost_ids)
+        counts["redispatched"] = len(lost_ids)
+    return counts
+
+
+def worker_presence_record(*, hostname: str, queues: list[str], hardware: str) -> None:
+    WorkerPresence.objects.update_or_create(
+        hostname=hostname, defaults={"queues": queues, "hardware": hardware, "last_seen": timezone.now()}
+    )

@@ -1,0 +1,166 @@
+"""Shared fixtures. Services (PostgreSQL, Redis, a real Celery worker) are real: where one is
+missing the tests that need it are skipped locally, and fail under CI (CI=true)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI and is not available", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if "worker" in item.keywords:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _require_services(request) -> None:
+    if request.node.get_closest_marker("postgres") and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        _missing("PostgreSQL (set DATABASE_URL)")
+    if request.node.get_closest_marker("redis") and not settings.CELERY_BROKER_URL.startswith("redis"):
+        _missing("Redis (set CELERY_BROKER_URL)")
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def client_for() -> Callable:
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(user, client_for) -> APIClient:
+    return client_for(user)
+
+
+@pytest.fixture
+def anon(client_for) -> APIClient:
+    return client_for(None)
+
+
+class WorkerProcess:
+    """A real ``celery worker`` subprocess on the test database and broker."""
+
+    def __init__(self, env: dict[str, str], queues: str = "cpu,gpu,maintenance", concurrency: int = 2):
+        self.log_path = Path(settings.VAR_DIR) / f"worker-{time.time_ns()}.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
+                "--concurrency", str(concurrency), "--loglevel", "INFO", "--without-gossip",
+                "--without-mingle", "-n", f"test-{time.time_ns()}@%h",
+            ],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-3000:]}")
+            if "ready." in self.log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"celery worker did not start: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its pool): a machine dying mid-run."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="session")
+def worker_env(django_db_setup, django_db_blocker) -> dict[str, str]:
+    """Environment for worker subprocesses: the test database (not the dev one) and broker."""
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        _missing("PostgreSQL for the worker tests (set DATABASE_URL)")
+    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "registry.settings.test",
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "REGISTRY_VAR_DIR": str(settings.VAR_DIR),
+        "RUN_HEARTBEAT_INTERVAL_S": "0.5",
+        "PYTHONPATH": str(ROOT),
+    }
+    from worker.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("cpu", "gpu", "maintenance"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - the queue may not exist yet
+                pass
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env) -> Iterator[WorkerProcess]:
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        _missing("Redis for the worker tests (set CELERY_BROKER_URL)")
+    worker = WorkerProcess(worker_env)
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 120, interval: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

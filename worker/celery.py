@@ -1,0 +1,83 @@
+"""The Celery app. Queues by resource: ``cpu`` and ``gpu``; JSON only; late acks.
+
+Start a CPU worker:  celery -A worker worker -Q cpu --concurrency 2
+Start a GPU worker:  celery -A worker worker -Q gpu --concurrency 1   (one per GPU)
+Start the reaper:    celery -A worker beat
+"""
+
+import logging
+import os
+import threading
+import time
+
+from celery import Celery
+from celery.signals import worker_ready
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings.base")
+
+app = Celery("registry")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_queues=[Queue("cpu"), Queue("gpu"), Queue("maintenance")],
+    task_default_queue="cpu",
+    task_routes={"worker.runs_reap": {"queue": "maintenance"}},
+    broker_connection_retry_on_startup=True,
+    # Above the longest run: Redis redelivers unacknowledged messages after this; the run's claim
+    # makes a redelivered duplicate harmless anyway.
+    broker_transport_options={"visibility_timeout": 6 * 3600, "polling_interval": 0.5},
+    worker_hijack_root_logger=False,
+)
+
+
+@app.on_after_finalize.connect
+def _schedule_reaper(sender: Celery, **kwargs) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(settings.REAPER_INTERVAL_S, sender.signature("worker.runs_reap"), name="reap runs")
+
+app.conf.imports = ("worker.tasks",)
+
+
+class _PresenceReporter(threading.Thread):
+    """Tells the registry which queues this worker consumes (so a GPU request can say 'no GPU
+    worker seen' instead of sitting silently in the queue)."""
+
+    def __init__(self, hostname: str, queues: list[str]):
+        super().__init__(daemon=True, name="presence")
+        self.hostname, self.queues = hostname, queues
+
+    def run(self) -> None:
+        from django.db import connection
+
+        from registry.reproductions.services import worker_presence_record
+
+        hardware = "cpu"
+        if "gpu" in self.queues:
+            try:
+                import torch
+
+                hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA)"
+            except Exception:  # noqa: BLE001
+                hardware = "unknown"
+        while True:
+            try:
+                worker_presence_record(hostname=self.hostname, queues=self.queues, hardware=hardware)
+            except Exception:  # noqa: BLE001
+                logging.getLogger(__name__).exception("could not record worker presence")
+            finally:
+                connection.close()
+            time.sleep(60)
+
+
+@worker_ready.connect
+def _report_presence(sender, **kwargs) -> None:
+    queues = sorted(q.name for q in sender.task_consumer.queues)
+    _PresenceReporter(sender.hostname, queues).start()

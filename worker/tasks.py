@@ -1,0 +1,17 @@
+"""Thin Celery tasks: each receives an id and calls one function."""
+
+from celery import shared_task
+
+from worker.runner import run_execute as execute
+
+
+@shared_task(name="worker.run_execute", acks_late=True, reject_on_worker_lost=True, max_retries=0)
+def run_execute(run_id: int) -> str:
+    return execute(run_id)
+
+
+@shared_task(name="worker.runs_reap", max_retries=0, ignore_result=True)
+def runs_reap() -> dict:
+    from registry.reproductions.services import runs_reap as reap
+
+    return reap()
