@@ -24,9 +24,16 @@ XRISK_FIELDS = (
 )
 
 
-class UsernameField(serializers.SlugRelatedField):
-    def __init__(self, **kwargs: Any):
-        super().__init__(slug_field="username", queryset=User.objects.all(), **kwargs)
+class NameListField(serializers.ListField):
+    """A list of names in and out, for a many-to-many relation (tags by name, users by username)."""
+
+    def __init__(self, *, attribute: str, **kwargs: Any):
+        self.attribute = attribute
+        super().__init__(**kwargs)
+
+    def to_representation(self, data: Any) -> list[str]:
+        items = data.all() if hasattr(data, "all") else data
+        return sorted(getattr(item, self.attribute, item) for item in items)
 
 
 class ClaimSerializer(serializers.ModelSerializer):
@@ -78,15 +85,12 @@ class ExperimentBriefSerializer(serializers.ModelSerializer):
 
 
 class FindingSerializer(serializers.ModelSerializer):
-    tags = serializers.ListField(
-        child=serializers.SlugField(max_length=64), required=False, max_length=30
-    )
+    tags = NameListField(attribute="name", child=serializers.SlugField(max_length=64), required=False, max_length=30)
     references = serializers.ListField(
         child=serializers.CharField(max_length=500), required=False, max_length=50
     )
-    authors = serializers.ListField(child=serializers.CharField(), required=False, write_only=True)
-    author_names = serializers.SerializerMethodField()
-    restricted_to = serializers.ListField(child=serializers.CharField(), required=False)
+    authors = NameListField(attribute="username", child=serializers.CharField(), required=False)
+    restricted_to = NameListField(attribute="username", child=serializers.CharField(), required=False)
     builds_on = serializers.PrimaryKeyRelatedField(queryset=Finding.objects.all(), many=True, required=False)
     built_upon_by = serializers.SerializerMethodField()
     summary_html = serializers.SerializerMethodField()
@@ -98,17 +102,13 @@ class FindingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Finding
         fields = [
-            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors",
-            "author_names", "status", "builds_on", "built_upon_by", "visibility", "restricted_to",
+            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors", "status", "builds_on", "built_upon_by", "visibility", "restricted_to",
             "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]
 
     def get_url(self, finding: Finding) -> str:
         return reverse("api:finding-detail", args=[finding.pk])
-
-    def get_author_names(self, finding: Finding) -> list[str]:
-        return sorted(user.username for user in finding.authors.all())
 
     def get_built_upon_by(self, finding: Finding) -> list[int]:
         return sorted(f.pk for f in finding.built_upon_by.all())
@@ -119,12 +119,6 @@ class FindingSerializer(serializers.ModelSerializer):
     @extend_schema_field(ClaimSerializer(many=True))
     def get_claims(self, finding: Finding) -> list[dict]:
         return ClaimSerializer(finding.claims.filter(is_current=True), many=True).data
-
-    def to_representation(self, finding: Finding) -> dict:
-        data = super().to_representation(finding)
-        data["tags"] = sorted(tag.name for tag in finding.tags.all())
-        data["restricted_to"] = sorted(user.username for user in finding.restricted_to.all())
-        return data
 
     def _users(self, names: list[str], field: str) -> list:
         users = list(User.objects.filter(username__in=names))

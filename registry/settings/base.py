@@ -94,6 +94,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 ARTIFACT_ROOT = Path(env.str("REGISTRY_ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 LOGIN_URL = "/admin/login/"
 
