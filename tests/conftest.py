@@ -80,7 +80,7 @@ def anon(client_for) -> APIClient:
 class WorkerProcess:
     """A real ``celery worker`` subprocess on the test database and broker."""
 
-    def __init__(self, env: dict[str, str], queues: str = "cpu,gpu,maintenance", concurrency: int = 2):
+    def __init__(self, env: dict[str, str], queues: str = "cpu,maintenance", concurrency: int = 2):
         self.log_path = Path(settings.VAR_DIR) / f"worker-{time.time_ns()}.log"
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(

@@ -79,6 +79,7 @@ from plugins.sdk import (
 )
 
 PENTAGON_FEATURES = 5
+EVAL_SEED_OFFSET = 1_000_003  # held-out data come from a stream apart from training's
 PENTAGON_HIDDEN = 2
 HEATMAP_SCALE = 12  # pixels per W^T W entry in wtw.png
 HEATMAP_GAP = 12
@@ -134,17 +135,22 @@ class ToyModel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (instances, batch, n_features) or (batch, n_features), shared by every copy."""
-        hidden = torch.einsum("...bn,kmn->kbm", x, self.W)
-        return torch.relu(torch.einsum("kbm,kmn->kbn", hidden, self.W) + self.b)
+        if x.dim() == 2:
+            x = x.expand(self.W.shape[0], -1, -1)
+        hidden = torch.bmm(x, self.W.transpose(1, 2))
+        return torch.relu(torch.bmm(hidden, self.W) + self.b)
 
 
 def sample_features(
     shape: tuple[int, ...], sparsity: float, device: torch.device, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Features uniform in [0, 1], each independently zero with probability ``sparsity``."""
-    values = torch.rand(shape, device=device, generator=generator)
-    keep = torch.rand(shape, device=device, generator=generator) >= sparsity
-    return values * keep
+    """Features uniform in [0, 1], each independently zero with probability ``sparsity``.
+
+    One uniform draw u per feature does both: the feature is active when u >= sparsity, and then
+    (u - sparsity) / (1 - sparsity) is uniform in [0, 1].
+    """
+    u = torch.rand(shape, device=device, generator=generator)
+    return ((u - sparsity) / (1.0 - sparsity)).clamp_min(0.0)
 
 
 def weighted_losses(model: ToyModel, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
@@ -300,7 +306,7 @@ class SuperpositionExperiment(Experiment):
         check_stop(ctx)
 
         # Held-out data shared by every copy, from a generator apart from training's.
-        generator = torch.Generator(device=device).manual_seed(ctx.seed + 1)
+        generator = torch.Generator(device=device).manual_seed(ctx.seed + EVAL_SEED_OFFSET)
         with torch.no_grad():
             x = sample_features((params.eval_size, params.n_features), sparsity, device, generator)
             x5 = sample_features((params.eval_size, PENTAGON_FEATURES), sparsity, device, generator)

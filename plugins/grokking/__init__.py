@@ -1,0 +1,34 @@
+"""Built-in plugin: weight decay makes a network grok modular addition (Power et al. 2022; Nanda et al. 2023)."""
+
+from typing import Any
+
+from plugins.grokking.experiment import GrokkingExperiment, GrokkingParams
+
+EXAMPLE_FINDING: dict[str, Any] = {
+    "title": "Weight decay makes a memorising network grok modular addition with a sparse Fourier algorithm",
+    "summary": (
+        "Power et al. (2022) found that networks trained on small algorithmic datasets such as "
+        "(a + b) mod p memorise the training set quickly and then, long afterwards, suddenly "
+        "generalise (*grokking*), and that weight decay is the intervention that helps most. "
+        "Nanda et al. (2023) reverse-engineered the grokked network: it embeds the residues on a few "
+        "key Fourier frequencies and computes the sum with trigonometric identities.\n\n"
+        "Here a one-hidden-layer ReLU MLP on learned embeddings, trained full-batch with AdamW on half "
+        "of the pairs for p = 59, memorises the training set in about 100 steps in both arms. With "
+        "weight decay 1 test accuracy reaches 99% more than a thousand steps later and the embedding "
+        "concentrates on a few Fourier frequencies; without weight decay test accuracy stays at chance "
+        "for the whole budget. Interpretability and capability improve together."
+    ),
+    "kind": "theory",
+    "tags": ["grokking", "weight-decay", "fourier", "modular-arithmetic", "generalisation", "toy-model"],
+    "references": ["arXiv:2201.02177", "arXiv:2301.05217"],
+    "params": {},
+    "seeds": 3,
+    "claims": [
+        {"metric": "fourier_sparsity", "direction": "increase", "min_relative_effect": 0.5},
+        {"metric": "test_accuracy", "direction": "increase", "min_relative_effect": 0.5},
+        {"metric": "steps_to_test_99", "direction": "decrease", "min_relative_effect": 0.3},
+        {"metric": "steps_to_train_99", "direction": "non_inferior", "margin": 0.05},
+    ],
+}
+
+__all__ = ["EXAMPLE_FINDING", "GrokkingExperiment", "GrokkingParams"]

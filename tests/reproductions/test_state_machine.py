@@ -1,0 +1,128 @@
+"""The run state machine: one table of allowed transitions applied as compare-and-set."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from registry.events.models import Event
+from registry.reproductions import services
+from registry.reproductions.models import TERMINAL_STATES, Measurement, Run
+from tests.factories import FindingFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run(user):
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    reproduction = services.reproduction_request(experiment=experiment, user=user, seeds=[0])
+    return reproduction.runs.get()
+
+
+ROWS = [("baseline", "risk", 1, 1.0), ("baseline", "skill", 1, 1.0), ("baseline", "width", 1, 3.0),
+        ("intervention", "risk", 1, 0.5), ("intervention", "skill", 1, 1.0), ("intervention", "width", 1, 3.0)]
+
+
+def _succeed(run_id, token):
+    return services.run_succeed(
+        run_id=run_id, token=token, rows=ROWS, artifacts={}, environment={}, hardware="cpu",
+        plugin_version="1.0.0", logs="",
+    )
+
+
+def test_claim_is_exclusive(run):
+    first = services.run_claim(run_id=run.pk, worker_host="a")
+    assert first is not None
+    assert services.run_claim(run_id=run.pk, worker_host="b") is None
+    run.refresh_from_db()
+    assert run.state == "running" and run.attempts == 1 and run.worker_host == "a"
+
+
+def test_terminal_states_never_change(run):
+    token = services.run_claim(run_id=run.pk, worker_host="a")
+    assert _succeed(run.pk, token)
+    for state in Run.State.values:
+        assert not services.run_transition(run_id=run.pk, to_state=state)
+    assert not services.run_fail(run_id=run.pk, token=token, error="late failure")
+    assert not _succeed(run.pk, token)  # a repeated result is discarded
+    run.refresh_from_db()
+    assert run.state == "succeeded"
+    assert Measurement.objects.filter(run=run).count() == len(ROWS)
+
+
+def test_result_from_a_superseded_claim_is_discarded(run):
+    stale_token = services.run_claim(run_id=run.pk, worker_host="dead")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert services.runs_reap()["requeued"] == 1
+    fresh_token = services.run_claim(run_id=run.pk, worker_host="alive")
+    assert not _succeed(run.pk, stale_token)
+    assert _succeed(run.pk, fresh_token)
+    run.refresh_from_db()
+    assert run.attempts == 2 and run.worker_host == "alive"
+    assert Measurement.objects.filter(run=run).count() == len(ROWS)
+
+
+def test_transition_table_is_complete():
+    assert set(services.ALLOWED_TRANSITIONS) == set(Run.State.values)
+    for state in TERMINAL_STATES:
+        assert services.ALLOWED_TRANSITIONS[state] == frozenset()
+
+
+def test_reaper_gives_up_after_max_attempts(run):
+    services.run_claim(run_id=run.pk, worker_host="a")
+    Run.objects.filter(pk=run.pk).update(
+        attempts=settings.RUN_MAX_ATTEMPTS, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    assert services.runs_reap()["failed"] == 1
+    run.refresh_from_db()
+    assert run.state == "failed" and "worker lost" in run.error
+    assert Event.objects.filter(type="run.finished", payload__run=run.pk).exists()
+
+
+def test_reaper_times_out_a_run_past_its_limit(run):
+    services.run_claim(run_id=run.pk, worker_host="a")
+    limit = run.reproduction.experiment.time_limit_s
+    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=limit + 61))
+    assert services.runs_reap()["timed_out"] == 1
+    run.refresh_from_db()
+    assert run.state == "timed_out"
+
+
+def test_results_must_match_the_declaration():
+    from tests.fakes.plugins import EchoExperiment
+
+    good = {"baseline": {"risk": 1, "skill": 2, "width": 3}, "intervention": {"risk": 1, "skill": 2, "width": 3}}
+    assert len(services.validate_results(EchoExperiment, good)) == 6
+    bad_cases = [
+        ({"baseline": good["baseline"]}, "no results for arm 'intervention'"),
+        ({**good, "extra": good["baseline"]}, "undeclared arms"),
+        ({**good, "baseline": {"risk": 1, "skill": 2}}, "no value for ['width']"),
+        ({**good, "baseline": {**good["baseline"], "x": 1}}, "undeclared metrics ['x']"),
+        ({**good, "baseline": {**good["baseline"], "risk": float("inf")}}, "not finite"),
+    ]
+    for results, message in bad_cases:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            services.validate_results(EchoExperiment, results)
+
+
+def test_artifact_names_are_made_safe():
+    assert services.safe_artifact_name("../../etc/passwd") == "passwd"
+    assert services.safe_artifact_name("a b<script>.png") == "a_b_script_.png"
+    assert services.safe_artifact_name("..") == "artifact"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_events_need_a_transaction():
+    from registry.events.services import event_emit
+
+    with pytest.raises(RuntimeError):
+        event_emit(type="x", payload={})
+
+
+def test_claim_token_is_required_when_given(run):
+    services.run_claim(run_id=run.pk, worker_host="a")
+    assert not services.run_transition(run_id=run.pk, to_state="succeeded", token=uuid.uuid4())
