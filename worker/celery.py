@@ -30,9 +30,6 @@ app.conf.update(
     task_default_queue="cpu",
     task_routes={"worker.runs_reap": {"queue": "maintenance"}},
     broker_connection_retry_on_startup=True,
-    # Above the longest run: Redis redelivers unacknowledged messages after this; the run's claim
-    # makes a redelivered duplicate harmless anyway.
-    broker_transport_options={"visibility_timeout": 6 * 3600, "polling_interval": 0.5},
     worker_hijack_root_logger=False,
 )
 
@@ -44,6 +41,7 @@ def _schedule_reaper(sender: Celery, **kwargs) -> None:
     sender.add_periodic_task(settings.REAPER_INTERVAL_S, sender.signature("worker.runs_reap"), name="reap runs")
 
 app.conf.imports = ("worker.tasks",)
+
 
 
 class _PresenceReporter(threading.Thread):

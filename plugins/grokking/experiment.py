@@ -160,7 +160,7 @@ class GrokkingExperiment(Experiment):
             "train_fraction": 0.6,
             "embed_dim": 32,
             "hidden_dim": 64,
-            "steps": 1000,
+            "steps": 800,
             "learning_rate": 1e-2,
             "eval_every": 25,
         },
@@ -217,7 +217,7 @@ class GrokkingExperiment(Experiment):
                     curve["step"].append(step)
                     curve["train_accuracy"].append(train_accuracy)
                     curve["test_accuracy"].append(test_accuracy)
-                    curve["train_loss"].append(float(loss))
+                    curve["train_loss"].append(float(loss.detach()))
                     check_stop(ctx)
                     ctx.progress(
                         (arm_index + step / params.steps) / 2,

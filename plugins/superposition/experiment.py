@@ -100,7 +100,7 @@ class SuperpositionParams(Params):
     instances: int = Field(
         8, ge=1, le=1024, description="Independent copies trained as one batched model; the best is kept."
     )
-    steps: int = Field(4000, ge=1, le=1_000_000, description="Adam steps per arm.")
+    steps: int = Field(2000, ge=1, le=1_000_000, description="Adam steps per arm.")
     batch_size: int = Field(1024, ge=1, le=1_000_000, description="Samples per step and copy.")
     lr: float = Field(1e-2, gt=0.0, le=1.0, description="Adam learning rate (cosine-decayed to 0).")
     eval_size: int = Field(32_768, ge=1, le=10_000_000, description="Held-out samples for the metrics.")
@@ -255,7 +255,7 @@ class SuperpositionExperiment(Experiment):
     arms = (BASELINE, INTERVENTION)
     resources = Resources(device="cpu", time_limit_s=300)
     presets = {
-        "tiny": {"steps": 300, "instances": 2, "batch_size": 256, "eval_size": 4096, "lr": 3e-2},
+        "tiny": {"steps": 600, "instances": 2, "batch_size": 256, "eval_size": 4096, "lr": 3e-2},
         "default": {},
         "very_sparse": {"sparsity": 0.999},
         "gpu": {"steps": 20_000, "instances": 32, "batch_size": 4096, "eval_size": 262_144, "lr": 3e-3},

@@ -1,4 +1,9 @@
-"""One JSON shape for every error: {"detail": message, "errors": {field: [messages]}}."""
+"""One JSON shape for every error: {"detail": message, "errors": {field: [messages]}}.
+
+``errors`` is always present (empty when no field is to blame). Nested validation errors are
+flattened to dotted names ("xrisk_sheet.dual_use", "seeds.0", "params.baseline") so that every
+value is a list of strings.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,47 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from registry.errors import ApplicationError
 
+NON_FIELD_KEYS = ("non_field_errors", "detail")
 
-def _first_message(errors: Any) -> str:
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            inner = _first_message(value)
-            return inner if key in ("non_field_errors", "detail") else f"{key}: {inner}"
-    if isinstance(errors, list) and errors:
-        return _first_message(errors[0])
-    return str(errors)
+
+def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error structure as {dotted field name: [messages]}."""
+    flat: dict[str, list[str]] = {}
+
+    def add(key: str, message: Any) -> None:
+        flat.setdefault(key or "non_field_errors", []).append(str(message))
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                name = str(name)
+                walk(value, key if name in NON_FIELD_KEYS and key else (f"{key}.{name}" if key else name))
+        elif isinstance(node, (list, tuple)):
+            if all(not isinstance(item, (dict, list, tuple)) for item in node):
+                for item in node:
+                    add(key, item)
+            else:  # one entry per item of a list (many=True): keep the index
+                for index, item in enumerate(node):
+                    if item:
+                        walk(item, f"{key}.{index}" if key else str(index))
+        else:
+            add(key, node)
+
+    walk(errors, prefix)
+    return flat
+
+
+def _first_message(errors: dict[str, list[str]]) -> str:
+    for key, messages in errors.items():
+        return messages[0] if key in NON_FIELD_KEYS else f"{key}: {messages[0]}"
+    return "invalid input"
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(exc.as_detail(), status=exc.status)
+        data = exc.as_detail()
+        data["errors"] = flatten_errors(data.get("errors") or {})
+        return Response(data, status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -34,9 +66,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        errors = flatten_errors(response.data if isinstance(response.data, dict) else {"non_field_errors": response.data})
         response.data = {"detail": f"invalid input: {_first_message(errors)}", "errors": errors}
         response.status_code = status.HTTP_400_BAD_REQUEST
     elif isinstance(response.data, dict) and "detail" in response.data:
-        response.data = {"detail": str(response.data["detail"])}
+        response.data = {"detail": str(response.data["detail"]), "errors": {}}
+    else:
+        response.data = {"detail": str(response.data), "errors": {}}
     return response

@@ -1,8 +1,38 @@
+from collections import defaultdict
+
 import django_filters
 from django.db.models import Q
 
-from registry.findings.models import Finding
-from registry.reproductions.models import MetricDefinition
+from plugins.registry import all_plugins
+from registry.findings.models import Claim, Finding
+from registry.reproductions.models import Experiment, MetricDefinition
+
+
+def _metric_axes() -> dict[str, dict[str, str]]:
+    """plugin -> {metric: axis}: the catalogue (latest version wins), overridden by what the
+    installed plugins declare now (the catalogue only learns a plugin once an experiment uses it)."""
+    axes: dict[str, dict[str, str]] = defaultdict(dict)
+    for plugin, metric, axis in MetricDefinition.objects.order_by("version").values_list("plugin", "name", "axis"):
+        axes[plugin][metric] = axis
+    for name, entry in all_plugins().items():
+        if entry.available:
+            axes[name].update({m.name: m.axis.value for m in entry.experiment.metrics})
+    return axes
+
+
+def findings_with_claims_on_axis(axis: str) -> set[int]:
+    """Ids of findings with a current claim on a metric of this axis, as declared by the plugins
+    of the finding's experiments (or, for a finding with none yet, by any plugin)."""
+    axes = _metric_axes()
+    plugins_of: dict[int, set[str]] = defaultdict(set)
+    for finding_id, plugin in Experiment.objects.values_list("finding_id", "plugin"):
+        plugins_of[finding_id].add(plugin)
+    matching: set[int] = set()
+    for finding_id, metric in Claim.objects.filter(is_current=True).values_list("finding_id", "metric"):
+        plugins = plugins_of.get(finding_id) or axes.keys()
+        if any(axes.get(plugin, {}).get(metric) == axis for plugin in plugins):
+            matching.add(finding_id)
+    return matching
 
 
 class FindingFilter(django_filters.FilterSet):
@@ -26,5 +56,4 @@ class FindingFilter(django_filters.FilterSet):
         return queryset.filter(Q(title__icontains=value) | Q(summary__icontains=value))
 
     def by_axis(self, queryset, name, value):
-        metrics = MetricDefinition.objects.filter(axis=value).values_list("name", flat=True)
-        return queryset.filter(claims__metric__in=metrics, claims__is_current=True)
+        return queryset.filter(pk__in=findings_with_claims_on_axis(value))

@@ -78,6 +78,17 @@ class XRiskSheetSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class VisibleFindingField(serializers.PrimaryKeyRelatedField):
+    """A finding by id, among those the requesting user may see (no linking to, or probing for,
+    restricted findings one cannot read)."""
+
+    def get_queryset(self):
+        from registry.findings.selectors import finding_list
+
+        request = self.context.get("request")
+        return finding_list(user=getattr(request, "user", None))
+
+
 class ExperimentBriefSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
@@ -91,7 +102,7 @@ class FindingSerializer(serializers.ModelSerializer):
     )
     authors = NameListField(attribute="username", child=serializers.CharField(), required=False)
     restricted_to = NameListField(attribute="username", child=serializers.CharField(), required=False)
-    builds_on = serializers.PrimaryKeyRelatedField(queryset=Finding.objects.all(), many=True, required=False)
+    builds_on = VisibleFindingField(many=True, required=False)
     built_upon_by = serializers.SerializerMethodField()
     summary_html = serializers.SerializerMethodField()
     claims = serializers.SerializerMethodField()
@@ -106,6 +117,19 @@ class FindingSerializer(serializers.ModelSerializer):
             "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]
+
+    def to_representation(self, finding: Finding) -> dict:
+        from registry.findings.services import finding_is_visible
+
+        data = super().to_representation(finding)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        linked = [*finding.builds_on.all(), *finding.built_upon_by.all()]
+        hidden = {f.pk for f in linked if not finding_is_visible(finding=f, user=user)}
+        if hidden:
+            data["builds_on"] = [pk for pk in data["builds_on"] if pk not in hidden]
+            data["built_upon_by"] = [pk for pk in data["built_upon_by"] if pk not in hidden]
+        return data
 
     def get_url(self, finding: Finding) -> str:
         return reverse("api:finding-detail", args=[finding.pk])

@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from registry.api import views
+from registry.api import effects_views, views
 
 app_name = "api"
 
@@ -14,6 +14,13 @@ router.register("reproductions", views.ReproductionViewSet, basename="reproducti
 router.register("runs", views.RunViewSet, basename="run")
 
 urlpatterns = [
+    path("api/v1/landscape/", effects_views.landscape, name="landscape"),
+    path("api/v1/findings/<int:pk>/rollup/", effects_views.finding_rollup, name="finding-rollup"),
+    path(
+        "api/v1/experiments/<int:pk>/self-reported-runs/",
+        effects_views.self_reported_run_create,
+        name="experiment-self-reported-runs",
+    ),
     path("api/v1/", include(router.urls)),
     path("api/v1/artifacts/<int:pk>/download/", views.artifact_download, name="artifact-download"),
     path("api/v1/plugins/", views.plugin_list, name="plugin-list"),

@@ -10,6 +10,9 @@ class FindingEffects(models.Model):
     data = models.JSONField(default=dict)
     computed_at = models.DateTimeField(auto_now=True)
 
+    def __str__(self) -> str:
+        return f"effects of finding {self.finding_id}"
+
 
 class ClaimVerdict(models.Model):
     class Verdict(models.TextChoices):
@@ -22,3 +25,6 @@ class ClaimVerdict(models.Model):
     evidence = models.CharField(max_length=32, blank=True, help_text="Which rung of evidence decided it.")
     run_ids = models.JSONField(default=list)
     updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"claim {self.claim_id}: {self.verdict}"

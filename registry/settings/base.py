@@ -133,6 +133,13 @@ SPECTACULAR_SETTINGS = {
 # Celery: the database row is the source of truth, the broker carries run ids only.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
 CELERY_TASK_ALWAYS_EAGER = False
+# Namespaces every broker key (Redis): lets several registries or test runs share one Redis.
+CELERY_BROKER_KEY_PREFIX = env.str("CELERY_BROKER_KEY_PREFIX", default="")
+# visibility_timeout is above the longest run: Redis redelivers unacknowledged messages after it,
+# and the run's claim makes a redelivered duplicate harmless anyway.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600, "polling_interval": 0.5}
+if CELERY_BROKER_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = CELERY_BROKER_KEY_PREFIX
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1)
 
 # Runs

@@ -5,10 +5,14 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("REGISTRY_VAR_DIR", tempfile.mkdtemp(prefix="registry-test-"))
+# Separate test runs on one machine (and their workers) must not share a database or broker keys.
+os.environ.setdefault("TEST_RUN_ID", str(os.getpid()))
+os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test{os.environ['TEST_RUN_ID']}:")
 
 from registry.settings.base import *  # noqa: E402, F403
 from registry.settings.base import VAR_DIR  # noqa: E402
 
+DATABASES["default"]["TEST"] = {"NAME": f"test_registry_{os.environ['TEST_RUN_ID']}"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ARTIFACT_ROOT = Path(VAR_DIR) / "artifacts"
 RUN_HEARTBEAT_INTERVAL_S = 0.5

@@ -1,0 +1,162 @@
+"""Self-reported results: an author posts the measurements of one run executed on their own
+cluster. They land as a ``Reproduction(source=self_reported)`` with one succeeded ``Run``, are
+checked exactly like a plugin's output (``validate_results``), and sit on the lowest rung of the
+evidence ladder: a verdict from registry runs always outranks them.
+
+Everything is validated before anything is written, and written in one transaction with the
+``run.finished`` event and the recomputed effects, so a rejected request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from plugins.sdk import Experiment as PluginExperiment
+from registry.errors import ApplicationError, PermissionDenied
+from registry.events.services import event_emit
+from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
+from registry.reproductions.services import (
+    _run_payload,
+    metric_catalogue_sync,
+    params_validate,
+    plugin_resolve,
+    validate_results,
+)
+
+MAX_SEED = 2**31 - 1
+
+
+def _ensure_author(experiment: Experiment, user: Any) -> None:
+    """Only the finding's authors report results from their own cluster (staff included only
+    when they are authors: the results are the authors' statement)."""
+    if not getattr(user, "is_authenticated", False) or not experiment.finding.authors.filter(pk=user.pk).exists():
+        raise PermissionDenied("only the finding's authors may report results of their own runs")
+
+
+def _check_seed(seed: Any) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ApplicationError(f"seed must be an integer between 0 and {MAX_SEED}", field="seed")
+    return seed
+
+
+def _check_hardware(hardware: Any) -> str:
+    if not isinstance(hardware, str) or not hardware.strip() or len(hardware) > 200:
+        raise ApplicationError("hardware must name the device used ('cpu' or the GPU model)", field="hardware")
+    return hardware.strip()
+
+
+def _check_params(plugin: type[PluginExperiment], experiment: Experiment, params: Any) -> dict[str, Any]:
+    """The run must have used the experiment's parameters (compared after normalisation)."""
+    normalised = params_validate(plugin, params)
+    try:
+        expected = params_validate(plugin, experiment.params)
+    except ApplicationError:  # the experiment predates a plugin change; compare as stored
+        expected = experiment.params
+    if normalised != expected:
+        differing = sorted(k for k in set(normalised) | set(expected) if normalised.get(k) != expected.get(k))
+        raise ApplicationError(
+            f"params differ from the experiment's in {differing}: self-reported runs must use the "
+            f"experiment's parameters",
+            field="params",
+        )
+    return normalised
+
+
+def _check_environment(environment: Any) -> dict[str, Any]:
+    if environment is None:
+        return {}
+    if not isinstance(environment, dict):
+        raise ApplicationError("environment must be a JSON object", field="environment")
+    try:
+        json.dumps(environment, allow_nan=False)
+    except ValueError:
+        raise ApplicationError("environment must not contain NaN or infinite numbers", field="environment") from None
+    return environment
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_measurements(plugin: type[PluginExperiment], measurements: Any) -> list[tuple[str, str, int, float]]:
+    """Type check ({arm: {metric: number}}), then the plugin-output check the runner uses."""
+    if not isinstance(measurements, dict):
+        raise ApplicationError("measurements must be an object {arm: {metric: value}}", field="measurements")
+    for arm, values in measurements.items():
+        if not isinstance(values, dict):
+            raise ApplicationError(f"arm {arm!r} must be an object {{metric: value}}", field=f"measurements.{arm}")
+        for metric, value in values.items():
+            if not _is_number(value):
+                raise ApplicationError(
+                    f"metric {metric!r} of arm {arm!r} must be a number", field=f"measurements.{arm}.{metric}"
+                )
+    try:
+        return validate_results(plugin, measurements)
+    except ValueError as exc:
+        message = str(exc).replace("run() returned ", "").replace("run() must return", "measurements must be")
+        raise ApplicationError(f"invalid measurements: {message}", field="measurements") from None
+
+
+def _check_plugin_version(plugin: type[PluginExperiment], plugin_version: Any) -> str:
+    if plugin_version in (None, ""):
+        return plugin.version
+    if not isinstance(plugin_version, str) or len(plugin_version) > 50:
+        raise ApplicationError("plugin_version must be a version string", field="plugin_version")
+    return plugin_version
+
+
+def _device_for(hardware: str) -> str:
+    return Experiment.Device.CPU if hardware.lower().startswith("cpu") else Experiment.Device.GPU
+
+
+@transaction.atomic
+def self_reported_run_record(
+    *,
+    experiment: Experiment,
+    user: Any,
+    seed: Any,
+    measurements: Any,
+    params: Any,
+    hardware: Any,
+    environment: Any = None,
+    plugin_version: Any = None,
+) -> Run:
+    """Record one self-reported run of ``experiment`` and recompute the finding's effects."""
+    from registry.effects.services import finding_effects_recompute
+
+    _ensure_author(experiment, user)
+    plugin = plugin_resolve(experiment.plugin)
+    seed = _check_seed(seed)
+    hardware = _check_hardware(hardware)
+    _check_params(plugin, experiment, params)
+    rows = _check_measurements(plugin, measurements)
+    environment = _check_environment(environment)
+    plugin_version = _check_plugin_version(plugin, plugin_version)
+
+    metric_catalogue_sync(plugin)
+    device = _device_for(hardware)
+    reproduction = Reproduction.objects.create(
+        experiment=experiment, requested_by=user, seeds=[seed], device=device,
+        source=Reproduction.Source.SELF_REPORTED,
+    )
+    now = timezone.now()
+    run = Run.objects.create(
+        reproduction=reproduction, seed=seed, state=Run.State.SUCCEEDED, queue=device, attempts=1,
+        progress=1.0, progress_message="self-reported", started_at=now, finished_at=now,
+        plugin_version=plugin_version, hardware=hardware, environment=environment,
+    )
+    Measurement.objects.bulk_create(
+        [Measurement(run=run, arm=a, metric=m, metric_version=v, value=x) for a, m, v, x in rows]
+    )
+    event_emit(
+        type="run.finished",
+        finding_id=experiment.finding_id,
+        plugin=experiment.plugin,
+        payload=_run_payload(run, measurements=len(rows), self_reported=True, hardware=hardware),
+    )
+    finding_effects_recompute(finding_id=experiment.finding_id)
+    return run
