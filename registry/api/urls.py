@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from registry.api import effects_views, views
+from registry.api import effects_views, version_views, views
 
 app_name = "api"
 
@@ -14,6 +14,9 @@ router.register("reproductions", views.ReproductionViewSet, basename="reproducti
 router.register("runs", views.RunViewSet, basename="run")
 
 urlpatterns = [
+    path(
+        "api/v1/findings/<int:pk>/rereproduce/", version_views.finding_rereproduce_view, name="finding-rereproduce"
+    ),
     path("api/v1/landscape/", effects_views.landscape, name="landscape"),
     path("api/v1/findings/<int:pk>/rollup/", effects_views.finding_rollup, name="finding-rollup"),
     path(

@@ -508,9 +508,11 @@ def _after_run_finished(run: Run) -> None:
     """Recompute the finding's effects in the same transaction (a savepoint: a bug there must not
     lose the run's result)."""
     from registry.effects.services import finding_effects_recompute
+    from registry.reproductions.versions import finding_refresh_stale
 
     try:
         with transaction.atomic():
+            finding_refresh_stale(finding_id=run.reproduction.experiment.finding_id)
             finding_effects_recompute(finding_id=run.reproduction.experiment.finding_id)
     except Exception:
         logger.exception("effects recomputation failed for run %s", run.pk)

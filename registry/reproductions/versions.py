@@ -1,0 +1,80 @@
+"""Plugin versions: findings whose effects come from an older plugin version are marked stale, and
+can be reproduced again with the installed version in one call."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from plugins.registry import all_plugins
+from registry.events.services import event_emit
+from registry.findings.models import Finding
+from registry.reproductions.models import Experiment, Reproduction, Run
+from registry.reproductions.services import reproduction_request
+
+logger = logging.getLogger(__name__)
+
+
+def installed_versions() -> dict[str, str]:
+    return {name: entry.experiment.version for name, entry in all_plugins().items() if entry.available}
+
+
+def finding_is_stale(*, finding: Finding, versions: dict[str, str] | None = None) -> bool:
+    """Stale: some experiment has registry results, none of them from the installed plugin version."""
+    versions = versions if versions is not None else installed_versions()
+    for experiment in finding.experiments.all():
+        installed = versions.get(experiment.plugin)
+        done = Run.objects.filter(
+            reproduction__experiment=experiment,
+            reproduction__source=Reproduction.Source.REGISTRY,
+            state=Run.State.SUCCEEDED,
+        )
+        if installed and done.exists() and not done.filter(plugin_version=installed).exists():
+            return True
+    return False
+
+
+def findings_mark_stale() -> list[int]:
+    """Refresh every finding's ``effects_stale`` flag; returns the findings that became stale."""
+    versions = installed_versions()
+    newly_stale = []
+    for finding in Finding.objects.filter(experiments__isnull=False).distinct():
+        stale = finding_is_stale(finding=finding, versions=versions)
+        if stale == finding.effects_stale:
+            continue
+        with transaction.atomic():
+            Finding.objects.filter(pk=finding.pk).update(effects_stale=stale)
+            if stale:
+                newly_stale.append(finding.pk)
+                event_emit(
+                    type="finding.stale",
+                    finding_id=finding.pk,
+                    payload={"finding": finding.pk, "installed_versions": {
+                        e.plugin: versions.get(e.plugin) for e in finding.experiments.all()
+                    }},
+                )
+        if stale and settings.REREPRODUCE_ON_PLUGIN_UPGRADE:
+            finding_rereproduce(finding=finding, user=finding.created_by)
+    return newly_stale
+
+
+@transaction.atomic
+def finding_rereproduce(*, finding: Finding, user: Any) -> list[Reproduction]:
+    """Request a new reproduction (default seeds) of every experiment of the finding."""
+    from registry.findings.services import _ensure_can_edit
+
+    if user != finding.created_by:
+        _ensure_can_edit(finding, user)
+    experiments = Experiment.objects.filter(finding=finding)
+    return [reproduction_request(experiment=experiment, user=user) for experiment in experiments]
+
+
+def finding_refresh_stale(*, finding_id: int) -> None:
+    """After a run finishes: the flag clears once results from the installed version exist."""
+    finding = Finding.objects.get(pk=finding_id)
+    stale = finding_is_stale(finding=finding)
+    if stale != finding.effects_stale:
+        Finding.objects.filter(pk=finding_id).update(effects_stale=stale)
