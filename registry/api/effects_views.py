@@ -6,8 +6,10 @@ Thin views: parse, call one selector or service, render. (The per-finding effect
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.parsers import JSONParser
@@ -75,9 +77,20 @@ def finding_rollup(request: Request, pk: int) -> Response:
     return Response(rollup_get(finding, user=request.user))
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
+class MeasurementsField(serializers.Field):
+    """The parsed JSON as is (NaN included): the service checks it and names what is wrong."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class SelfReportedRunSerializer(serializers.Serializer):
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
-    measurements = serializers.JSONField(help_text="{arm: {metric: value}}: every declared arm and metric.")
+    measurements = MeasurementsField(help_text="{arm: {metric: value}}: every declared arm and metric.")
     params = serializers.JSONField(help_text="The parameters used; must equal the experiment's after validation.")
     hardware = serializers.CharField(max_length=200, help_text="'cpu' or the GPU model the run used.")
     environment = serializers.JSONField(required=False, default=dict, help_text="torch/CUDA versions, host, ...")

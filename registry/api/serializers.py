@@ -15,6 +15,8 @@ from registry.reproductions.models import Artifact, Experiment, Measurement, Rep
 
 User = get_user_model()
 
+SUMMARY_MAX_CHARS = 100_000
+
 XRISK_FIELDS = (
     "expected_safety_effects",
     "expected_capability_effects",
@@ -102,6 +104,7 @@ class FindingSerializer(serializers.ModelSerializer):
     )
     authors = NameListField(attribute="username", child=serializers.CharField(), required=False)
     restricted_to = NameListField(attribute="username", child=serializers.CharField(), required=False)
+    summary = serializers.CharField(required=False, allow_blank=True, max_length=SUMMARY_MAX_CHARS)
     builds_on = VisibleFindingField(many=True, required=False)
     built_upon_by = serializers.SerializerMethodField()
     summary_html = serializers.SerializerMethodField()

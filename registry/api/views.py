@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from plugins.registry import all_plugins
 from registry.api import serializers as s
 from registry.api.filtersets import FindingFilter
-from registry.errors import NotFound
+from registry.errors import ApplicationError, NotFound
 from registry.events.selectors import event_list
 from registry.findings import services as finding_services
 from registry.findings.models import Claim, Finding
@@ -214,9 +214,18 @@ def metric_list(request: Request) -> Response:
         if entry.available:
             repro_services.metric_catalogue_sync(entry.experiment)
     metrics = MetricDefinition.objects.all()
-    for field in ("plugin", "axis"):
-        if request.query_params.get(field):
-            metrics = metrics.filter(**{field: request.query_params[field]})
+    axis = request.query_params.get("axis")
+    if axis and axis not in MetricDefinition.Axis.values:
+        raise ApplicationError(
+            f"axis must be one of {', '.join(MetricDefinition.Axis.values)}", field="axis"
+        )
+    plugin = request.query_params.get("plugin")
+    if plugin and "\x00" in plugin:
+        raise ApplicationError("plugin must not contain NUL characters", field="plugin")
+    if plugin:
+        metrics = metrics.filter(plugin=plugin)
+    if axis:
+        metrics = metrics.filter(axis=axis)
     return Response(
         list(metrics.values("plugin", "name", "version", "plugin_version", "axis", "higher_is_better", "unit",
                             "description"))
@@ -242,8 +251,6 @@ def events(request: Request) -> Response:
         try:
             value = int(raw)
         except ValueError:
-            from registry.errors import ApplicationError
-
             raise ApplicationError(f"{name} must be an integer", field=name) from None
         return max(low, min(high, value))
 
@@ -251,11 +258,18 @@ def events(request: Request) -> Response:
     limit = integer("limit", 100, 1, 1000)
     finding = request.query_params.get("finding")
     types = [t for t in request.query_params.get("type", "").split(",") if t]
+    if any("\x00" in t or len(t) > 64 for t in types):
+        raise ApplicationError("type must be comma-separated event types", field="type")
     visible = set(finding_list(user=request.user).values_list("id", flat=True))
     rows = []
-    for event in event_list(
+    # The cursor moves past every event scanned, hidden ones included: a reader whose next page
+    # holds only events it may not see must not be handed the same cursor forever.
+    next_cursor = after
+    scan = event_list(
         after=after, types=types or None, finding_id=integer("finding", 0, 0, 2**62) if finding else None
-    )[: limit * 2]:
+    )[: limit * 10]
+    for event in scan.iterator(chunk_size=limit + 1):
+        next_cursor = event.id
         if event.finding_id is None or event.finding_id in visible:
             rows.append(
                 {"id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
@@ -263,7 +277,6 @@ def events(request: Request) -> Response:
             )
         if len(rows) >= limit:
             break
-    next_cursor = rows[-1]["id"] if rows else after
     return Response({"events": rows, "next": next_cursor})
 
 

@@ -113,7 +113,29 @@ def params_validate(plugin: type[PluginExperiment], params: dict[str, Any]) -> d
             field="params",
             extra={"errors": errors},
         ) from None
-    return validated.model_dump(mode="json")
+    normalised = validated.model_dump(mode="json")
+    _check_storable(normalised, "params")
+    return normalised
+
+
+def _check_storable(value: Any, location: str) -> None:
+    """Refuse what JSON columns cannot hold (NaN/Infinity, NUL characters): a 400, not a 500."""
+    import math
+
+    problem = None
+    if isinstance(value, float) and not math.isfinite(value):
+        problem = "must be a finite number"
+    elif isinstance(value, str) and "\x00" in value:
+        problem = "must not contain NUL characters"
+    if problem:
+        raise ApplicationError(f"{location}: {problem}", field="params", extra={"errors": {location: [problem]}})
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(str(key), location)
+            _check_storable(item, f"{location}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{location}.{index}")
 
 
 def _check_version_constraint(plugin: type[PluginExperiment], constraint: str) -> None:

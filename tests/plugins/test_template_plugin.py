@@ -1,0 +1,72 @@
+"""The template plugin under examples/ installs like a third-party package, is discovered through
+its entry point, and a real worker runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugins import registry
+from registry.reproductions import services
+from registry.reproductions.models import Run
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.factories import FindingFactory
+
+TEMPLATE = ROOT / "examples" / "registry-plugin-template"
+
+
+@pytest.fixture(scope="module")
+def installed_template(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(TEMPLATE)],
+        check=True, capture_output=True, timeout=300,
+    )
+    assert list(target.glob("registry_plugin_template-*.dist-info/entry_points.txt"))
+    return target
+
+
+@pytest.fixture
+def on_path(installed_template, monkeypatch):
+    monkeypatch.syspath_prepend(str(installed_template))
+    registry.reset_cache()
+    yield installed_template
+    registry.reset_cache()
+
+
+def test_installed_template_is_discovered_in_a_separate_interpreter(installed_template):
+    code = (
+        "from plugins.registry import all_plugins; e = all_plugins()['probe_decay']; "
+        "assert e.available, e.error; print(e.source)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={"PYTHONPATH": f"{installed_template}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "registry_plugin_template:ProbeDecayExperiment"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.worker
+def test_a_worker_runs_the_installed_template(on_path, worker_env, user):
+    assert registry.get_plugin("probe_decay").version == "0.1.0"
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(
+        finding=finding, user=user, plugin="probe_decay", params={"steps": 20}, reproduce=False, device="gpu"
+    )
+    env = {**worker_env, "PYTHONPATH": f"{on_path}:{worker_env['PYTHONPATH']}"}
+    worker = WorkerProcess(env, queues="gpu", concurrency=1)  # its own queue: only this worker sees it
+    try:
+        reproduction = services.reproduction_request(experiment=experiment, user=user, seeds=[0, 1])
+        wait_for(lambda: not reproduction.runs.exclude(state="succeeded").exists(), timeout=90)
+    finally:
+        worker.stop()
+    for run in Run.objects.filter(reproduction=reproduction):
+        assert run.plugin_version == "0.1.0"
+        assert {m.metric for m in run.measurements.all()} == {"spurious_reliance", "shifted_accuracy"}
+        assert run.artifacts.get().name == "results.json"
