@@ -13,8 +13,8 @@ EXAMPLE_FINDING: dict[str, Any] = {
         "Nanda et al. (2023) reverse-engineered the grokked network: it embeds the residues on a few "
         "key Fourier frequencies and computes the sum with trigonometric identities.\n\n"
         "Here a one-hidden-layer ReLU MLP on learned embeddings, trained full-batch with AdamW on half "
-        "of the pairs for p = 59, memorises the training set in about 100 steps in both arms. With "
-        "weight decay 1 test accuracy reaches 99% more than a thousand steps later and the embedding "
+        "of the pairs for p = 59, memorises the training set within about 60 steps in both arms. With "
+        "weight decay 1 test accuracy reaches 99% around step 1,000, over ten times later, and the embedding "
         "concentrates on a few Fourier frequencies; without weight decay test accuracy stays at chance "
         "for the whole budget. Interpretability and capability improve together."
     ),
@@ -27,7 +27,6 @@ EXAMPLE_FINDING: dict[str, Any] = {
         {"metric": "fourier_sparsity", "direction": "increase", "min_relative_effect": 0.5},
         {"metric": "test_accuracy", "direction": "increase", "min_relative_effect": 0.5},
         {"metric": "steps_to_test_99", "direction": "decrease", "min_relative_effect": 0.3},
-        {"metric": "steps_to_train_99", "direction": "non_inferior", "margin": 0.05},
     ],
 }
 

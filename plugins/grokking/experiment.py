@@ -17,17 +17,20 @@ Arms (same seed, same split, same initialisation, same budget):
 
 The papers' figures to approach: training accuracy reaches 100% early while test accuracy stays
 at chance, then, with weight decay, test accuracy jumps to ~100% long after memorisation (Power et
-al., Fig. 1; Nanda et al., Fig. 2: memorised by ~1.4k steps, generalised by ~10k); without weight
-decay it does not generalise in the same budget (Power et al., Fig. 2 shows weight decay as the
-intervention that helps most). The grokked embedding is sparse in the Fourier basis over the
+al., Fig. 1; Nanda et al.'s transformer memorises by ~1.4k epochs and has generalised by ~10k);
+without weight decay it does not generalise in the same budget (Power et al., Fig. 2: weight
+decay is the intervention that helps generalisation most). The grokked embedding is sparse in the Fourier basis over the
 residues, concentrated on a handful of key frequencies (Nanda et al. find 5 for p = 113).
 
 Reproduced figures (CPU, one thread, default parameters p = 59, seeds 0-2): both arms memorise
-the training set within about 100 steps. With weight decay 1 test accuracy reaches 99% at
-about 1,450-1,800 steps and 100% by the end (3,000 steps), and the top 5 of the 29 Fourier
-frequencies hold about 0.6-0.7 of the embedding's power. Without weight decay test accuracy stays
-at chance (about 0.01) for the whole budget and the top-5 share stays near that of a random
-embedding (about 0.25).
+the training set (99% training accuracy) by step 60. With weight decay 1 test accuracy reaches
+99% at steps 940-1,140, some 16-19 times later, and 100% by the end of the 2,000-step budget; the
+top 5 of the 29 Fourier frequencies hold 0.58-0.64 of the embedding's power, with a few dominant
+key frequencies as in Nanda et al. Without weight decay test accuracy stays at chance (at most
+0.005) for the whole budget and the top-5 share stays at about 0.23-0.26, that of a random
+embedding. So the qualitative figures (late generalisation, sparse Fourier embedding, none without
+weight decay) are reproduced; the time scales are shorter than the papers' (a smaller task, an
+MLP and a larger learning rate).
 """
 
 from __future__ import annotations
@@ -65,17 +68,15 @@ class GrokkingParams(Params):
     )
     embed_dim: int = Field(64, ge=2, le=4096, description="Width of the token embedding.")
     hidden_dim: int = Field(128, ge=2, le=16384, description="Width of the hidden ReLU layer.")
-    steps: int = Field(3000, ge=1, le=1_000_000, description="Full-batch AdamW steps per arm.")
-    learning_rate: float = Field(3e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    steps: int = Field(2000, ge=1, le=1_000_000, description="Full-batch AdamW steps per arm.")
+    learning_rate: float = Field(5e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(
         1.0, gt=0.0, le=100.0, description="AdamW weight decay of the intervention arm (the baseline uses 0)."
     )
     eval_every: int = Field(
         20, ge=1, le=100_000, description="Steps between accuracy evaluations (the resolution of steps_to_*)."
     )
-    top_k_frequencies: int = Field(
-        5, ge=1, le=105, description="How many Fourier frequencies fourier_sparsity counts."
-    )
+    top_k_frequencies: int = Field(5, ge=1, le=105, description="How many Fourier frequencies fourier_sparsity counts.")
 
     @model_validator(mode="after")
     def _check(self) -> GrokkingParams:

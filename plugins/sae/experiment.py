@@ -246,4 +246,3 @@ def _cosine_image(cosines: torch.Tensor) -> torch.Tensor:
     image = magnitude[:, order]
     scale = max(1, math.ceil(256 / image.shape[0]))
     return image.repeat_interleave(scale, dim=0)
-
