@@ -64,8 +64,15 @@ class InductionParams(Params):
     intervention_layers: int = Field(2, ge=1, le=12, description="Attention layers of the intervention model.")
     steps: int = Field(1000, ge=1, le=200_000, description="AdamW steps per arm.")
     batch_size: int = Field(64, ge=1, le=8192, description="Sequences per training step.")
-    lr: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate.")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=10.0, description="AdamW weight decay.")
+    train_on_repeat_only: bool = Field(
+        True,
+        description=(
+            "Train on the predictions inside the repeated segment only (the other tokens are random, so "
+            "their loss is pure gradient noise); false trains on every next token, which is much slower."
+        ),
+    )
     eval_every: int = Field(20, ge=1, le=100_000, description="Steps between evaluations of the repeat loss.")
     eval_size: int = Field(512, ge=8, le=65_536, description="Held-out sequences used for every metric.")
     phase_threshold: float = Field(
@@ -81,8 +88,6 @@ class InductionParams(Params):
             raise ValueError("min_segment must not exceed max_segment")
         if 2 * self.max_segment >= self.seq_len:
             raise ValueError("seq_len must exceed 2 * max_segment (the prefix needs at least one token)")
-        if self.vocab_size <= self.max_segment:
-            raise ValueError("vocab_size must exceed max_segment (segment tokens are distinct)")
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
         return self
@@ -106,27 +111,16 @@ class Batch:
 
 
 def make_batch(params: InductionParams, size: int, generator: torch.Generator, device: torch.device) -> Batch:
-    """Random prefix, a segment of distinct tokens, the same segment again (ending the sequence).
-
-    Prefix tokens are drawn from the tokens outside the segment, so every repeated token has
-    exactly one earlier occurrence.
-    """
-    vocab, seq_len = params.vocab_size, params.seq_len
+    """Uniform random tokens; the last ``L`` tokens repeat the ``L`` before them (``L`` random per row)."""
+    seq_len = params.seq_len
     segment_len = torch.randint(
         params.min_segment, params.max_segment + 1, (size,), generator=generator, device=device
     )
-    perm = torch.rand(size, vocab, generator=generator, device=device).argsort(dim=1)
-    # Prefix: uniform choice among perm[:, L:], i.e. tokens not in the segment perm[:, :L].
-    free = (vocab - segment_len)[:, None].float()
-    prefix_index = segment_len[:, None] + (
-        torch.rand(size, seq_len, generator=generator, device=device) * free
-    ).long().clamp(max=vocab - 1)
-    prefix_len = seq_len - 2 * segment_len
+    tokens = torch.randint(params.vocab_size, (size, seq_len), generator=generator, device=device)
     positions = torch.arange(seq_len, device=device)[None, :]
-    offset = positions - prefix_len[:, None]
-    segment_index = torch.where(offset < segment_len[:, None], offset, offset - segment_len[:, None])
-    index = torch.where(offset < 0, prefix_index, segment_index.clamp(min=0))
-    return Batch(perm.gather(1, index), segment_len)
+    in_repeat = positions >= (seq_len - segment_len)[:, None]
+    source = torch.where(in_repeat, positions - segment_len[:, None], positions)
+    return Batch(tokens.gather(1, source), segment_len)
 
 
 class AttentionLayer(nn.Module):
@@ -311,7 +305,10 @@ class InductionHeadsExperiment(Experiment):
         for step in range(1, params.steps + 1):
             batch = make_batch(params, params.batch_size, generator, device)
             logits, _ = model(batch.tokens)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, params.vocab_size), batch.tokens[:, 1:].reshape(-1))
+            if params.train_on_repeat_only:
+                loss = repeat_loss_and_accuracy(logits, batch)[0]
+            else:
+                loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.tokens[:, 1:].flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -16,6 +16,7 @@ from registry.reproductions.models import Artifact, Experiment, Measurement, Rep
 User = get_user_model()
 
 SUMMARY_MAX_CHARS = 100_000
+MAX_BUILDS_ON = 100
 
 XRISK_FIELDS = (
     "expected_safety_effects",
@@ -102,8 +103,10 @@ class FindingSerializer(serializers.ModelSerializer):
     references = serializers.ListField(
         child=serializers.CharField(max_length=500), required=False, max_length=50
     )
-    authors = NameListField(attribute="username", child=serializers.CharField(), required=False)
-    restricted_to = NameListField(attribute="username", child=serializers.CharField(), required=False)
+    authors = NameListField(attribute="username", child=serializers.CharField(), required=False, max_length=100)
+    restricted_to = NameListField(
+        attribute="username", child=serializers.CharField(), required=False, max_length=1000
+    )
     summary = serializers.CharField(required=False, allow_blank=True, max_length=SUMMARY_MAX_CHARS)
     builds_on = VisibleFindingField(many=True, required=False)
     built_upon_by = serializers.SerializerMethodField()
@@ -120,6 +123,13 @@ class FindingSerializer(serializers.ModelSerializer):
             "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Checked before the items are (one query each): a huge list is refused outright.
+        builds_on = data.get("builds_on") if isinstance(data, dict) else None
+        if isinstance(builds_on, list) and len(builds_on) > MAX_BUILDS_ON:
+            raise serializers.ValidationError({"builds_on": [f"at most {MAX_BUILDS_ON} findings"]})
+        return super().to_internal_value(data)
 
     def to_representation(self, finding: Finding) -> dict:
         from registry.findings.services import finding_is_visible
@@ -145,7 +155,8 @@ class FindingSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ClaimSerializer(many=True))
     def get_claims(self, finding: Finding) -> list[dict]:
-        return ClaimSerializer(finding.claims.filter(is_current=True), many=True).data
+        claims = sorted((c for c in finding.claims.all() if c.is_current), key=lambda c: c.pk)
+        return ClaimSerializer(claims, many=True).data
 
     def _users(self, names: list[str], field: str) -> list:
         users = list(User.objects.filter(username__in=names))
@@ -188,7 +199,9 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
 
 class ReproductionRequestSerializer(serializers.Serializer):
-    seeds = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=2**31 - 1), required=False)
+    seeds = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=2**31 - 1), required=False, max_length=1000
+    )
     n_seeds = serializers.IntegerField(required=False, min_value=1)
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
 

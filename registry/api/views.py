@@ -24,8 +24,21 @@ from registry.reproductions import services as repro_services
 from registry.reproductions.models import Artifact, MetricDefinition
 
 
+class CanEditFinding(permissions.BasePermission):
+    """Writes on a finding (and adding claims or experiments to it): its authors or staff only,
+    checked before the body is validated so that a stranger learns nothing from a 400."""
+
+    message = "only the finding's authors or staff may change it"
+
+    def has_object_permission(self, request: Request, view, obj) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return finding_services.finding_can_edit(finding=obj, user=request.user)
+
+
 class FindingViewSet(viewsets.ModelViewSet):
     serializer_class = s.FindingSerializer
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly, CanEditFinding]
     filterset_class = FindingFilter
     ordering_fields = ["created_at", "updated_at", "title", "status"]
     ordering = ["-created_at"]

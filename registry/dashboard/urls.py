@@ -1,1 +1,24 @@
-urlpatterns = []
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from registry.dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.finding_list, name="finding-list"),
+    path("findings/<int:pk>/", views.finding_detail, name="finding-detail"),
+    path("findings/<int:pk>/runs/", views.finding_runs, name="finding-runs"),
+    path("findings/<int:pk>/reproductions/", views.reproduction_create, name="reproduction-create"),
+    path("runs/<int:pk>/", views.run_detail, name="run-detail"),
+    path("landscape/", views.landscape, name="landscape"),
+    path("plugins/", views.plugin_list, name="plugin-list"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(
+            template_name="dashboard/login.html", redirect_authenticated_user=True, next_page="dashboard:finding-list"
+        ),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="dashboard:finding-list"), name="logout"),
+]

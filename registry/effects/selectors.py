@@ -18,7 +18,7 @@ from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
 from registry.effects import stats
 from registry.effects.models import FindingEffects
 from registry.effects.services import finding_effects_recompute
-from registry.findings.models import Finding
+from registry.findings.models import Claim, Finding
 from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 
@@ -30,14 +30,30 @@ MIN_CORRELATION_OBSERVATIONS = 10
 # ---------------------------------------------------------------- one finding
 
 
-def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
-    """Cached effects of these findings by id; computed (and cached) where missing."""
-    findings = list(findings)
-    cached = dict(
-        FindingEffects.objects.filter(finding__in=[f.pk for f in findings]).values_list("finding_id", "data")
+def _claim_signatures(data: dict[str, Any]) -> set[tuple]:
+    return {(c["claim"], c["direction"], c["min_relative_effect"], c["margin"]) for c in data.get("claims", [])}
+
+
+def _current_claim_signatures(finding_ids: list[int]) -> dict[int, set[tuple]]:
+    signatures: dict[int, set[tuple]] = defaultdict(set)
+    rows = Claim.objects.filter(finding_id__in=finding_ids, is_current=True).values_list(
+        "finding_id", "pk", "direction", "min_relative_effect", "margin"
     )
+    for finding_id, *signature in rows:
+        signatures[finding_id].add(tuple(signature))
+    return signatures
+
+
+def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
+    """Effects of these findings by id, from the cache; computed (and cached) where missing or
+    where the finding's current claims changed since (a claim added, superseded or edited)."""
+    findings = list(findings)
+    ids = [f.pk for f in findings]
+    cached = dict(FindingEffects.objects.filter(finding__in=ids).values_list("finding_id", "data"))
+    claims = _current_claim_signatures(ids)
     for finding in findings:
-        if finding.pk not in cached:
+        data = cached.get(finding.pk)
+        if data is None or _claim_signatures(data) != claims.get(finding.pk, set()):
             with transaction.atomic():
                 cached[finding.pk] = finding_effects_recompute(finding_id=finding.pk)
     return cached

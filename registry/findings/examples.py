@@ -57,8 +57,11 @@ def example_specs() -> list[dict[str, Any]]:
 
 
 @transaction.atomic
-def examples_load(*, reproduce: bool = True, username: str = "examples") -> list[Finding]:
-    """Create the example findings that do not exist yet (matched by title); idempotent."""
+def examples_load(*, reproduce: bool = True, username: str = "examples", preset: str | None = None) -> list[Finding]:
+    """Create the example findings that do not exist yet (matched by title); idempotent.
+
+    ``preset`` (e.g. "tiny") replaces each example's parameters by the plugin's preset: a quick demo.
+    """
     user, _ = get_user_model().objects.get_or_create(username=username)
     created = []
     for spec in example_specs():
@@ -74,11 +77,14 @@ def examples_load(*, reproduce: bool = True, username: str = "examples") -> list
             references=spec.get("references", []),
             builds_on=parents,
         )
+        params = spec.get("params", {})
+        if preset:
+            params = dict(all_plugins()[spec["plugin"]].experiment.presets.get(preset, params))
         experiment_create(
             finding=finding,
             user=user,
             plugin=spec["plugin"],
-            params=spec.get("params", {}),
+            params=params,
             default_seeds=spec.get("seeds", 3),
             reproduce=reproduce,
         )

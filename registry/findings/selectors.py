@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from registry.findings.models import Finding
+from registry.findings.models import Claim, Finding
 
 
 def finding_list(*, user: Any) -> QuerySet[Finding]:
@@ -19,7 +19,9 @@ def finding_list(*, user: Any) -> QuerySet[Finding]:
     return (
         Finding.objects.filter(visible)
         .distinct()
-        .prefetch_related("tags", "authors", "builds_on", "claims")
+        .prefetch_related(
+            "tags", "authors", "builds_on", Prefetch("claims", queryset=Claim.objects.select_related("verdict"))
+        )
     )
 
 

@@ -205,6 +205,12 @@ def claim_create(
 def claim_update(*, claim: Claim, user: Any, data: dict[str, Any]) -> Claim:
     """Edit a claim in place, allowed only while no run exists for its finding."""
     _ensure_can_edit(claim.finding, user)
+    if not claim.is_current:
+        raise ApplicationError(
+            "this version was superseded; its history is fixed (edit the current version)",
+            field="claim",
+            status=409,
+        )
     if claim_has_evidence(claim):
         raise ApplicationError(
             "this claim is fixed because reproductions exist; post a new claim with 'supersedes'",
@@ -220,6 +226,11 @@ def claim_update(*, claim: Claim, user: Any, data: dict[str, Any]) -> Claim:
     claim.direction, claim.min_relative_effect, claim.margin = direction, effect, margin
     claim.statement = data.get("statement", claim.statement)
     claim.save()
+    event_emit(
+        type="claim.updated",
+        finding_id=claim.finding_id,
+        payload={"finding": claim.finding_id, "claim": claim.pk, "metric": claim.metric, "version": claim.version},
+    )
     return claim
 
 

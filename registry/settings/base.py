@@ -137,9 +137,12 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_KEY_PREFIX = env.str("CELERY_BROKER_KEY_PREFIX", default="")
 # visibility_timeout is above the longest run: Redis redelivers unacknowledged messages after it,
 # and the run's claim makes a redelivered duplicate harmless anyway.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600, "polling_interval": 0.5}
-if CELERY_BROKER_KEY_PREFIX and CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = CELERY_BROKER_KEY_PREFIX
+# (The SQLAlchemy transport of the embedded default passes its options to create_engine: none there.)
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    if CELERY_BROKER_KEY_PREFIX:
+        CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = CELERY_BROKER_KEY_PREFIX
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1)
 
 # Runs

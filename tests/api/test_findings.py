@@ -57,6 +57,14 @@ def test_create_returns_201_with_creator_as_author_normalised_tags_and_links(api
     assert api.get(detail(parent.pk)).json()["built_upon_by"] == [stored.pk]
 
 
+def test_read_only_fields_cannot_be_set(api):
+    body = api.post(FINDINGS, {"title": "Sneaky", "kind": "fix", "status": "reproduced", "effects_stale": True,
+                               "id": 1, "created_at": "2000-01-01T00:00:00Z"}, format="json").json()
+    stored = Finding.objects.get(pk=body["id"])
+    assert stored.status == "unreproduced" and stored.effects_stale is False
+    assert stored.created_at.year > 2000
+
+
 def test_create_without_authors_has_the_creator_only(api, user):
     body = api.post(FINDINGS, {"title": "Solo", "kind": "observation"}, format="json").json()
     assert body["authors"] == [user.username]
@@ -107,6 +115,20 @@ def test_page_size_is_capped_at_200(anon, user):
     assert body["count"] == 205
     assert len(body["results"]) == 200
     assert len(anon.get(FINDINGS).json()["results"]) == 25
+
+
+def test_list_query_count_does_not_grow_with_the_page(anon, user, make_finding, django_assert_max_num_queries):
+    parent = make_finding(title="Parent")
+    for index in range(20):
+        finding = make_finding(title=f"F{index}", tags=["a", "b"], builds_on=[parent])
+        old = claim_create(finding=finding, user=user, metric="risk", direction="decrease")
+        claim_create(finding=finding, user=user, metric="risk", direction="decrease", supersedes=old)
+        Experiment.objects.create(finding=finding, plugin="echo", created_by=user)
+    with django_assert_max_num_queries(20):
+        body = anon.get(FINDINGS, {"page_size": 50}).json()
+    assert body["count"] == 21
+    claims = [c for row in body["results"] for c in row["claims"]]
+    assert len(claims) == 20 and all(c["version"] == 2 and c["is_current"] for c in claims)
 
 
 def _ids(client, **params) -> set[int]:
@@ -210,6 +232,8 @@ def test_patch_and_delete_by_another_user_are_refused_and_change_nothing(client_
     assert_error(response, 403)
     response = other.delete(detail(finding.pk))
     assert_error(response, 403)
+    # refused before the body is even looked at
+    assert_error(other.patch(detail(finding.pk), {"kind": "bogus", "authors": ["ghost"]}, format="json"), 403)
     finding.refresh_from_db()
     assert finding.title != "Hijacked" and finding.kind == "theory"
     assert not finding.tags.exists()

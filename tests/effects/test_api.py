@@ -49,6 +49,20 @@ def test_effects_endpoint_computes_on_first_read(api, user, anon):
     assert api.get(f"/api/v1/claims/{c.pk}/").json()["verdict"] == "confirmed"
 
 
+def test_effects_follow_a_claim_added_after_the_last_run(api, user):
+    finding = _finding(user, {"risk": RISK_DOWN, "skill": FLAT})
+    assert api.get(f"/api/v1/findings/{finding.pk}/effects/").json()["claims"] == []
+    response = api.post(
+        f"/api/v1/findings/{finding.pk}/claims/",
+        {"metric": "skill", "direction": "increase", "min_relative_effect": 0.2},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = api.get(f"/api/v1/findings/{finding.pk}/effects/").json()
+    assert [c["verdict"] for c in body["claims"]] == ["refuted"]
+    assert api.get(f"/api/v1/findings/{finding.pk}/").json()["status"] == "failed_to_reproduce"
+
+
 # ---------------------------------------------------------------- landscape
 
 
@@ -277,7 +291,8 @@ def test_registry_runs_then_outrank_the_self_reported_ones(api, experiment):
     data = finding_effects_recompute(finding_id=experiment.finding_id)
     entry = next(e for e in data["claims"] if e["claim"] == c.pk)
     assert (entry["verdict"], entry["evidence"]) == ("refuted", "registry")
-    assert set(entry["run_ids"]) == set(Run.objects.filter(reproduction__source="registry").values_list("pk", flat=True))
+    registry_runs = Run.objects.filter(reproduction__source="registry").values_list("pk", flat=True)
+    assert set(entry["run_ids"]) == set(registry_runs)
 
 
 def test_openapi_schema_documents_the_new_endpoints(anon):

@@ -161,7 +161,8 @@ def test_verdict_changed_is_emitted_once_per_change(finding):
     recompute(finding)
     recompute(finding)
     events = _events(finding, "finding.verdict_changed")
-    assert [(e.payload["old"], e.payload["new"]) for e in events] == [(None, "confirmed"), ("confirmed", "inconclusive")]
+    changes = [(e.payload["old"], e.payload["new"]) for e in events]
+    assert changes == [(None, "confirmed"), ("confirmed", "inconclusive")]
     assert ClaimVerdict.objects.get(claim=c).verdict == "inconclusive"
 
 

@@ -8,9 +8,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--no-reproduce", action="store_true", help="Create them without queueing runs.")
+        parser.add_argument("--preset", default=None, help="Use each plugin's named preset (e.g. 'tiny').")
 
-    def handle(self, *args, no_reproduce: bool, **options) -> None:
-        created = examples_load(reproduce=not no_reproduce)
+    def handle(self, *args, no_reproduce: bool, preset: str | None, **options) -> None:
+        created = examples_load(reproduce=not no_reproduce, preset=preset)
         for finding in created:
             self.stdout.write(f"created example finding {finding.pk}: {finding.title}")
         if not created:

@@ -1,0 +1,117 @@
+"""Dashboard pages. Thin: parse the request, call a selector or service, render a template."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from registry.dashboard import selectors
+from registry.dashboard.forms import FindingFilterForm, LandscapeFilterForm, ReproductionRequestForm
+from registry.errors import ApplicationError
+from registry.findings.models import Finding
+from registry.findings.services import finding_can_edit
+from registry.reproductions.services import reproduction_request
+
+PAGE_SIZE = 20
+
+
+def _filter_form(form_class: type[FindingFilterForm], request: HttpRequest) -> FindingFilterForm:
+    return form_class(
+        request.GET or None, tags=selectors.visible_tags(user=request.user), plugins=selectors.plugin_names()
+    )
+
+
+@require_GET
+def finding_list(request: HttpRequest) -> HttpResponse:
+    form = _filter_form(FindingFilterForm, request)
+    findings = selectors.finding_search(user=request.user, **form.filters())
+    page = Paginator(findings, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "dashboard/finding_list.html",
+        {"form": form, "page": page, "rows": selectors.finding_rows(list(page.object_list))},
+    )
+
+
+def _finding_page(
+    request: HttpRequest, finding: Finding, *, form: ReproductionRequestForm | None = None, status: int = 200
+) -> HttpResponse:
+    context = selectors.finding_detail(finding=finding, user=request.user)
+    can_edit = finding_can_edit(finding=finding, user=request.user)
+    if can_edit and form is None and finding.experiments.exists():
+        form = ReproductionRequestForm(finding=finding)
+    context.update(
+        runs=selectors.finding_runs(finding=finding),
+        can_edit=can_edit,
+        form=form if can_edit else None,
+    )
+    return render(request, "dashboard/finding_detail.html", context, status=status)
+
+
+@require_GET
+def finding_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _finding_page(request, selectors.finding_get(user=request.user, pk=pk))
+
+
+@require_GET
+def finding_runs(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live fragment the finding page polls while runs are queued or running."""
+    finding = selectors.finding_get(user=request.user, pk=pk)
+    return render(request, "dashboard/_runs.html", {"runs": selectors.finding_runs(finding=finding)})
+
+
+@require_POST
+def reproduction_create(request: HttpRequest, pk: int) -> HttpResponse:
+    finding = selectors.finding_get(user=request.user, pk=pk)
+    finding_url = reverse("dashboard:finding-detail", args=[finding.pk])
+    if not request.user.is_authenticated:
+        return redirect_to_login(finding_url, reverse("dashboard:login"))
+    if not finding_can_edit(finding=finding, user=request.user):
+        return render(
+            request,
+            "dashboard/message.html",
+            {
+                "title": "Not allowed",
+                "message": "Only the finding's authors (or staff) may request reproductions from the dashboard.",
+                "back": finding_url,
+            },
+            status=403,
+        )
+    form = ReproductionRequestForm(request.POST, finding=finding)
+    if form.is_valid():
+        try:
+            reproduction = reproduction_request(
+                experiment=form.cleaned_data["experiment"], user=request.user, n_seeds=form.cleaned_data["n_seeds"]
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(
+                request, f"Reproduction #{reproduction.pk} requested: {len(reproduction.seeds)} run(s) queued."
+            )
+            return redirect(finding_url + "#runs")
+    messages.error(request, "The reproduction was not requested: please correct the form below.")
+    return _finding_page(request, finding, form=form, status=400)
+
+
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.run_get(user=request.user, pk=pk)
+    return render(request, "dashboard/run_detail.html", selectors.run_detail(run))
+
+
+@require_GET
+def landscape(request: HttpRequest) -> HttpResponse:
+    form = _filter_form(LandscapeFilterForm, request)
+    context = selectors.landscape(user=request.user, **form.filters())
+    return render(request, "dashboard/landscape.html", {"form": form, **context})
+
+
+@require_GET
+def plugin_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard/plugins.html", {"plugins": selectors.plugin_catalogue()})

@@ -1,0 +1,73 @@
+"""The plugin catalogue and the metric catalogue."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.registry import all_plugins
+from registry.reproductions.models import MetricDefinition
+from tests.api.helpers import assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def test_plugin_list(anon):
+    response = anon.get("/api/v1/plugins/")
+    assert response.status_code == 200
+    plugins = {p["name"]: p for p in response.json()}
+    assert {"echo", "crashing"} <= set(plugins)
+    echo = plugins["echo"]
+    assert echo["available"] is True and echo["version"] == "1.0.0"
+    assert set(echo["params_schema"]["properties"]) == {"baseline", "effect", "noise", "sleep_s"}
+    assert {(m["name"], m["axis"], m["higher_is_better"]) for m in echo["metrics"]} == {
+        ("risk", "safety", False), ("skill", "capability", True), ("width", "diagnostic", True)
+    }
+    assert echo["arms"] == ["baseline", "intervention"]
+    assert echo["resources"] == {"device": "cpu", "time_limit_s": 120}
+    assert [m["name"] for m in plugins["crashing"]["metrics"]] == ["risk"]
+    # every discovered plugin is listed, built-ins included; broken ones say why
+    assert set(plugins) == set(all_plugins())
+    for name, entry in all_plugins().items():
+        assert plugins[name]["available"] is entry.available
+        if not entry.available:
+            assert plugins[name]["error"]
+    for builtin in ("checkerboard", "sae", "induction", "grokking", "superposition", "shortcut"):
+        if all_plugins().get(builtin) and all_plugins()[builtin].available:
+            assert plugins[builtin]["metrics"], builtin
+            assert {m["axis"] for m in plugins[builtin]["metrics"]} <= {"safety", "capability", "diagnostic"}
+
+
+def test_plugin_detail(anon):
+    response = anon.get("/api/v1/plugins/echo/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "echo"
+    assert body["params_schema"]["properties"]["noise"]["minimum"] == 0.0
+    assert body["presets"] == {"tiny": {}}
+    assert "known effects" in body["description"]
+
+
+def test_unknown_plugin_is_404_json(anon):
+    body = assert_error(anon.get("/api/v1/plugins/no_such_plugin/"), 404)
+    assert "no_such_plugin" in body["detail"]
+
+
+def test_metric_list_for_a_plugin(anon):
+    response = anon.get("/api/v1/metrics/", {"plugin": "echo"})
+    assert response.status_code == 200
+    rows = response.json()
+    assert {(m["name"], m["axis"], m["higher_is_better"], m["plugin"]) for m in rows} == {
+        ("risk", "safety", False, "echo"), ("skill", "capability", True, "echo"),
+        ("width", "diagnostic", True, "echo"),
+    }
+    assert all(m["plugin_version"] == "1.0.0" and m["version"] == 1 for m in rows)
+    # idempotent: asking again does not duplicate the catalogue
+    anon.get("/api/v1/metrics/")
+    assert MetricDefinition.objects.filter(plugin="echo").count() == 3
+
+
+def test_metric_list_by_axis(anon):
+    rows = anon.get("/api/v1/metrics/", {"axis": "safety"}).json()
+    assert rows and {m["axis"] for m in rows} == {"safety"}
+    assert ("echo", "risk") in {(m["plugin"], m["name"]) for m in rows}
+    assert anon.get("/api/v1/metrics/", {"plugin": "nothing"}).json() == []
