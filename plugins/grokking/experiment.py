@@ -165,14 +165,15 @@ class GrokkingExperiment(Experiment):
             "learning_rate": 1e-2,
             "eval_every": 25,
         },
-        # Nanda et al.'s task size: p = 113 with 30% of the pairs for training.
+        # Nanda et al.'s task size: p = 113 with 30% of the pairs for training. Not run on a GPU yet; on
+        # the CPU, p = 113 / 30% with embed_dim 64, hidden_dim 256 reached 99% test accuracy at step 2000.
         "gpu": {
             "modulus": 113,
             "train_fraction": 0.3,
             "embed_dim": 128,
             "hidden_dim": 512,
-            "steps": 20000,
-            "learning_rate": 1e-3,
+            "steps": 10000,
+            "learning_rate": 5e-3,
             "eval_every": 50,
         },
     }
