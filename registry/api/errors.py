@@ -66,7 +66,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        errors = flatten_errors(response.data if isinstance(response.data, dict) else {"non_field_errors": response.data})
+        data = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        errors = flatten_errors(data)
         response.data = {"detail": f"invalid input: {_first_message(errors)}", "errors": errors}
         response.status_code = status.HTTP_400_BAD_REQUEST
     elif isinstance(response.data, dict) and "detail" in response.data:

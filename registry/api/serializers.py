@@ -119,7 +119,8 @@ class FindingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Finding
         fields = [
-            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors", "status", "builds_on", "built_upon_by", "visibility", "restricted_to",
+            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors", "status",
+            "builds_on", "built_upon_by", "visibility", "restricted_to",
             "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]

@@ -63,12 +63,13 @@ def linear(domain: tuple[float, float], span: tuple[float, float]) -> Callable[[
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten apart) inside [low, high]."""
+    """Round tick values inside [low, high], about ``count`` of them, 1, 2 or 5 times a power of
+    ten apart (whichever step is nearest to an even split)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low] if math.isfinite(low) else []
     raw = (high - low) / max(count, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    step = min((m * magnitude for m in (1, 2, 5, 10)), key=lambda s: abs(math.log(s / raw)))
     first = math.ceil(low / step) * step
     ticks = []
     value = first

@@ -30,6 +30,8 @@ class FindingFilterForm(forms.Form):
 
     def filters(self) -> dict[str, str]:
         """The valid filters (an unknown tag or kind is dropped rather than failing the page)."""
+        if not self.is_bound:
+            return {}
         self.is_valid()
         return {name: value for name, value in self.cleaned_data.items() if value}
 

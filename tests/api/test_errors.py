@@ -59,7 +59,7 @@ def test_invalid_json_body(api, finding):
 
 def test_unsupported_media_type_and_method(api, finding):
     assert_error(api.generic("POST", FINDINGS, "title=x", content_type="text/plain"), 415)
-    assert_error(api.put(f"/api/v1/runs/1/", {}, format="json"), 405)
+    assert_error(api.put("/api/v1/runs/1/", {}, format="json"), 405)
 
 
 def test_unknown_user_in_authors(api):
@@ -117,6 +117,7 @@ GARBAGE_FINDING_FIELDS = [
     ("embargo_until", 12),
     ("embargo_until", ["2030-01-01"]),
     ("embargo_until", "99999-01-01T00:00:00Z"),
+    ("embargo_until", "0001-01-01T00:00:00+05:00"),
     ("xrisk_sheet", "text"),
     ("xrisk_sheet", [1]),
     ("xrisk_sheet", {"dual_use": "perhaps"}),
@@ -375,9 +376,54 @@ def test_bad_query_strings_and_ids(anon, url, status, field):
 
 @pytest.mark.parametrize("url", ["/api/v1/metrics/?plugin=%00", "/api/v1/metrics/?axis=a%00",
                                  "/api/v1/findings/?ordering=%00", "/api/v1/findings/?page_size=%00",
-                                 "/api/v1/findings/?ordering=password", "/api/v1/findings/?q=" + "x" * 5000])
+                                 "/api/v1/findings/?ordering=password", "/api/v1/findings/?q=" + "x" * 5000,
+                                 "/api/v1/findings/?builds_on=99999999999999999999999",
+                                 "/api/v1/findings/?builds_on=1e400",
+                                 "/api/v1/runs/?reproduction=99999999999999999999999",
+                                 "/api/v1/runs/?seed=99999999999999999999999",
+                                 "/api/v1/experiments/?finding=99999999999999999999999",
+                                 "/api/v1/events/?after=" + "9" * 5000,
+                                 "/api/v1/events/?finding=99999999999999999999999",
+                                 "/api/v1/reproductions/?experiment=-5"])
 def test_odd_query_strings_never_500(anon, url):
     response = anon.get(url)
     assert response.status_code < 500, response.content[:500]
     if response.status_code >= 400:
         assert_error(response, response.status_code)
+
+
+# ---------------------------------------------------------------- other encodings
+
+
+def test_form_encoded_create_works_or_fails_cleanly(api, finding):
+    before = counts()
+    response = api.post(FINDINGS, {"title": "Form", "kind": "fix", "tags": ["a", "B"], "builds_on": [finding.pk]})
+    assert response.status_code == 201, response.content[:500]
+    assert response.json()["tags"] == ["a", "b"] and response.json()["builds_on"] == [finding.pk]
+    assert counts()["Finding"] == before["Finding"] + 1
+    for data in (
+        {"title": "Form", "kind": "fix", "xrisk_sheet.dual_use": "maybe"},
+        {"title": "Form", "kind": "fix", "xrisk_sheet": "not a dict"},
+        {"title": "Form", "kind": "fix", "builds_on": ["abc"]},
+        {"title": "Form", "kind": "fix", "embargo_until": "soon"},
+    ):
+        response = api.post(FINDINGS, data)
+        assert 200 <= response.status_code < 500, (data, response.content[:500])
+        if response.status_code >= 400:
+            assert_error(response, response.status_code)
+    response = api.post(f"{FINDINGS}{finding.pk}/experiments/", {"plugin": "echo", "params": "{not json"})
+    assert_error(response, 400, "params")
+
+
+def test_non_object_bodies_elsewhere(api, finding, experiment):
+    from registry.findings.services import claim_create
+
+    claim = claim_create(finding=finding, user=finding.created_by, metric="risk", direction="decrease")
+    before = counts()
+    for body in ("[1, 2]", '"text"', "7", "null"):
+        for method, url in (("POST", f"/api/v1/experiments/{experiment.pk}/reproductions/"),
+                            ("PATCH", f"/api/v1/claims/{claim.pk}/"), ("PATCH", f"{FINDINGS}{finding.pk}/")):
+            response = api.generic(method, url, body, content_type="application/json")
+            assert 400 <= response.status_code < 500, (method, url, body, response.content[:300])
+            assert_error(response, response.status_code)
+    assert counts() == before
