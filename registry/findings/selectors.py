@@ -20,7 +20,7 @@ def finding_list(*, user: Any) -> QuerySet[Finding]:
         Finding.objects.filter(visible)
         .distinct()
         .prefetch_related(
-            "tags", "authors", "builds_on", "claims"
+            "tags", "authors", "builds_on", Prefetch("claims", queryset=Claim.objects.select_related("verdict"))
         )
     )
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from registry.events.models import Event
 from registry.findings.models import Claim, Finding, Tag
-from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
+from registry.reproductions.models import Experiment, Reproduction, Run
 
 FINDINGS = "/api/v1/findings/"
 COUNTED = (Finding, Tag, Claim, Experiment, Reproduction, Run, Event)
@@ -40,6 +40,3 @@ def assert_error(response: Any, status: int, field: str | None = None) -> dict:
 def event_types(finding_id: int | None = None) -> list[str]:
     events = Event.objects.all() if finding_id is None else Event.objects.filter(finding_id=finding_id)
     return list(events.order_by("id").values_list("type", flat=True))
-
-
-__all__ = ["FINDINGS", "MetricDefinition", "assert_error", "counts", "event_types"]

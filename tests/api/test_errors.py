@@ -204,6 +204,19 @@ def test_non_finite_param_is_a_400(api, experiments_url):
     assert counts() == before
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_param_is_refused_by_the_service_too(finding, value):
+    """Callers other than the JSON API (examples, scripts) get a clean error, not a database one."""
+    from registry.errors import ApplicationError
+    from registry.reproductions.services import experiment_create
+
+    before = counts()
+    with pytest.raises(ApplicationError) as error:
+        experiment_create(finding=finding, user=finding.created_by, plugin="echo", params={"baseline": value})
+    assert error.value.field == "params" and "params.baseline" in error.value.as_detail()["errors"]
+    assert counts() == before
+
+
 def test_nul_character_in_a_string_param_is_a_400(api, experiments_url):
     before = counts()
     response = api.post(experiments_url, {"plugin": "crashing", "params": {"kind": "va\x00lue"}}, format="json")
@@ -427,3 +440,10 @@ def test_non_object_bodies_elsewhere(api, finding, experiment):
             assert 400 <= response.status_code < 500, (method, url, body, response.content[:300])
             assert_error(response, response.status_code)
     assert counts() == before
+
+
+def test_unknown_api_path_is_a_json_404(anon):
+    response = anon.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert "no API endpoint" in response.json()["detail"]

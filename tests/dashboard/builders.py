@@ -4,13 +4,14 @@ the broker: reproductions are written as rows, so no Celery worker can pick them
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from registry.effects.services import finding_effects_recompute
 from registry.findings.models import Claim, Finding
 from registry.findings.services import claim_create, finding_create
 from registry.reproductions.models import Artifact, Experiment, Measurement, Reproduction, Run
-from registry.reproductions.services import experiment_create
+from registry.reproductions.services import artifact_path, experiment_create
 
 Pairs = Sequence[tuple[float, float]]
 
@@ -86,3 +87,19 @@ def queued(experiment: Experiment, n: int = 2, *, user=None, state: str = Run.St
 
 def artifact(run: Run, name: str = "samples.png", content_type: str = "image/png") -> Artifact:
     return Artifact.objects.create(run=run, name=name, sha256="0" * 64, size=123, content_type=content_type)
+
+
+def stored_png(run: Run, name: str = "samples.png") -> Artifact:
+    """A real 8x8 PNG in artifact storage, as a run would have saved it."""
+    import numpy as np
+
+    from plugins.sdk import png_bytes
+
+    data = png_bytes(np.linspace(0.0, 1.0, 64).reshape(8, 8))
+    row = Artifact.objects.create(
+        run=run, name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type="image/png"
+    )
+    path = artifact_path(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return row
