@@ -262,8 +262,15 @@ class SuperpositionExperiment(Experiment):
     }
 
     def run(self, params: SuperpositionParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+        threads = torch.get_num_threads()
         if ctx.device.type == "cpu":
             torch.set_num_threads(1)  # toy models: more threads only add overhead on a shared host
+        try:
+            return self._run_both_arms(params, ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_both_arms(self, params: SuperpositionParams, ctx: RunContext) -> dict[str, dict[str, float]]:
         arm_sparsity = {BASELINE: params.baseline_sparsity, INTERVENTION: params.sparsity}
         results: dict[str, dict[str, float]] = {}
         wtw: list[torch.Tensor] = []

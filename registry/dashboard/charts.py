@@ -196,7 +196,8 @@ def interval_svg(
     if g.x_low is not None and g.x_high is not None:
         parts.append(
             f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_high)}" y1="{_n(mid)}" y2="{_n(mid)}"/>'
-            f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_low)}" y1="{_n(mid - 5)}" y2="{_n(mid + 5)}"/>'
+            f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_low)}" y1="{_n(mid - 5)}" '
+            f'y2="{_n(mid + 5)}"/>'
             f'<line class="chart__whisker" x1="{_n(g.x_high)}" x2="{_n(g.x_high)}" y1="{_n(mid - 5)}" '
             f'y2="{_n(mid + 5)}"/>'
         )
@@ -207,7 +208,9 @@ def interval_svg(
         parts.append(f'<circle class="chart__estimate" cx="{_n(g.x_estimate)}" cy="{_n(mid)}" r="4"/>')
         described.insert(0, f"estimate {formatter(estimate)}")
     else:
-        parts.append(f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">no data</text>')
+        parts.append(
+            f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">no data</text>'
+        )
         described.insert(0, "no estimate")
     text = f"{label}: " if label else ""
     return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
@@ -336,7 +339,7 @@ class ScatterGeometry:
     y_ticks: list[tuple[float, float]]
 
 
-SCATTER_BOX = {"width": 600, "height": 440, "left": 56, "right": 20, "top": 20, "bottom": 48}
+SCATTER_BOX = {"width": 720, "height": 480, "left": 56, "right": 20, "top": 20, "bottom": 48}
 
 
 def scatter_geometry(points: Sequence[ScatterPoint], **box: float) -> ScatterGeometry:
@@ -404,6 +407,7 @@ def scatter_svg(points: Sequence[ScatterPoint], **box: float) -> SafeString:
         f"</text>"
         f'<text class="chart__quadrant" x="{_n(right - 6)}" y="{_n(bottom - 6)}" text-anchor="end">'
         f"more capable, less safe</text>"
+        f'<text class="chart__quadrant" x="{_n(left + 6)}" y="{_n(bottom - 6)}">less safe, less capable</text>'
         f'<text class="chart__axis-label" x="{_n((left + right) / 2)}" y="{_n(b["height"] - 8)}" '
         f'text-anchor="middle">capability score (standardised effect) →</text>'
         f'<text class="chart__axis-label" transform="translate(14 {_n((top + bottom) / 2)}) rotate(-90)" '

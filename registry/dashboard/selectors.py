@@ -47,9 +47,8 @@ ARXIV_ID = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5}(?:v\d+)?)$", re.IGNORECASE)
 
 def visible_tags(*, user: Any) -> list[str]:
     """Tag names used by findings this user may read (restricted findings' tags stay hidden)."""
-    return list(
-        Tag.objects.filter(findings__in=finding_list(user=user)).values_list("name", flat=True).distinct().order_by("name")
-    )
+    tags = Tag.objects.filter(findings__in=finding_list(user=user))
+    return list(tags.values_list("name", flat=True).distinct().order_by("name"))
 
 
 def plugin_names() -> list[str]:

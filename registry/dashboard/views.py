@@ -43,12 +43,15 @@ def _finding_page(
 ) -> HttpResponse:
     context = selectors.finding_detail(finding=finding, user=request.user)
     can_edit = finding_can_edit(finding=finding, user=request.user)
-    if can_edit and form is None and finding.experiments.exists():
+    # Any signed-in user may reproduce a finding: a reproduction by someone other than its
+    # authors is the "independent" rung of the evidence ladder.
+    can_reproduce = request.user.is_authenticated
+    if can_reproduce and form is None and finding.experiments.exists():
         form = ReproductionRequestForm(finding=finding)
     context.update(
         runs=selectors.finding_runs(finding=finding),
         can_edit=can_edit,
-        form=form if can_edit else None,
+        form=form if can_reproduce else None,
     )
     return render(request, "dashboard/finding_detail.html", context, status=status)
 
@@ -71,17 +74,6 @@ def reproduction_create(request: HttpRequest, pk: int) -> HttpResponse:
     finding_url = reverse("dashboard:finding-detail", args=[finding.pk])
     if not request.user.is_authenticated:
         return redirect_to_login(finding_url, reverse("dashboard:login"))
-    if not finding_can_edit(finding=finding, user=request.user):
-        return render(
-            request,
-            "dashboard/message.html",
-            {
-                "title": "Not allowed",
-                "message": "Only the finding's authors (or staff) may request reproductions from the dashboard.",
-                "back": finding_url,
-            },
-            status=403,
-        )
     form = ReproductionRequestForm(request.POST, finding=finding)
     if form.is_valid():
         try:

@@ -48,8 +48,9 @@ def measured(
     user=None,
     hardware: str = "cpu",
 ) -> Reproduction:
-    """A registry reproduction whose runs succeeded with ``values[metric][i]`` = (baseline, intervention);
-    by default safety-leaning (risk halves, skill flat). The finding's effects are then recomputed, as the worker does when a run finishes."""
+    """A registry reproduction whose runs succeeded with ``values[metric][i]`` = (baseline,
+    intervention), by default safety-leaning (risk halves, skill flat). The finding's effects are
+    then recomputed, as the worker does when a run finishes."""
     values = values or {"risk": RISK_DOWN, "skill": SKILL_FLAT, "width": FLAT}
     n = len(next(iter(values.values())))
     reproduction = Reproduction.objects.create(

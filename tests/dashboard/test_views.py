@@ -91,7 +91,6 @@ def test_list_shows_findings_with_kind_status_tags_and_lean(client, measured_fin
     ],
 )
 def test_list_filters(client, measured_finding, query, shown, hidden):
-    page(client, f"/findings/{measured_finding.pk}/")  # computes the effects (and the status)
     html = page(client, f"/?{query}")
     assert shown in html
     assert hidden not in html
@@ -244,16 +243,17 @@ def test_author_requests_a_reproduction(author_client, user):
     assert 'hx-trigger="every 2s"' in html
 
 
-def test_non_author_cannot_request_a_reproduction(client, other_client, user):
+def test_any_signed_in_user_may_reproduce_but_anonymous_visitors_must_sign_in(client, other_client, user):
     finding = b.finding(user)
     experiment = b.echo_experiment(finding, user)
-    assert "Request reproduction" not in page(other_client, f"/findings/{finding.pk}/")
-    response = other_client.post(f"/findings/{finding.pk}/reproductions/", {"experiment": experiment.pk, "n_seeds": 2})
-    assert response.status_code == 403
-    assert "Only the finding" in response.content.decode()
     response = client.post(f"/findings/{finding.pk}/reproductions/", {"experiment": experiment.pk, "n_seeds": 2})
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     assert not Reproduction.objects.exists()
+    assert "Request reproduction" in page(other_client, f"/findings/{finding.pk}/")
+    response = other_client.post(f"/findings/{finding.pk}/reproductions/", {"experiment": experiment.pk, "n_seeds": 2})
+    assert response.status_code == 302
+    reproduction = Reproduction.objects.get()
+    assert reproduction.requested_by != user and reproduction.runs.count() == 2
 
 
 @pytest.mark.parametrize("n_seeds", ["0", "-3", "abc", "", "100000", "2.5"])
@@ -345,8 +345,9 @@ def test_active_run_page_polls(client, user):
 
 
 def test_missing_objects_are_404(client):
-    for url in ("/findings/999999/", "/findings/999999/runs/", "/runs/999999/"):
-        page(client, url, status=404)
+    for url in ("/findings/999999/", "/findings/999999/runs/", "/runs/999999/", "/no-such-page/"):
+        html = page(client, url, status=404)
+        assert "<h1>Not found</h1>" in html and 'class="site-header"' in html
 
 
 # ---------------------------------------------------------------- sign in, sign out
@@ -404,3 +405,10 @@ def test_static_files_are_local():
         assert path, name
     with open(finders.find("dashboard/vendor/htmx.min.js"), encoding="utf-8") as handle:
         assert 'version:"2.' in handle.read()
+
+
+def test_server_error_page_renders_without_a_request():
+    from django.template import loader
+
+    html = loader.get_template("500.html").render()
+    assert "Something went wrong" in html and "/static/dashboard/dashboard.css" in html

@@ -102,6 +102,7 @@ def test_progress_bars_update_live_and_polling_stops(browser_page, author):
     expect(bar).to_have_attribute("aria-valuenow", "0")
     expect(page.locator("#runs")).to_have_attribute("data-polling", "on")
     page.evaluate("window.__notReloaded = true")
+    page.locator("details.params summary").click()  # a reader's open disclosure survives the polling
 
     Run.objects.filter(pk=first.pk).update(progress=0.5, state=Run.State.RUNNING, progress_message="halfway")
     expect(bar).to_have_attribute("aria-valuenow", "50")
@@ -109,6 +110,7 @@ def test_progress_bars_update_live_and_polling_stops(browser_page, author):
     assert page.evaluate("window.__notReloaded") is True
     width = bar.locator(".progress__fill").evaluate("el => el.style.width")
     assert width == "50%"
+    expect(page.locator("details.params")).to_have_attribute("open", "")
 
     Run.objects.filter(pk__in=[first.pk, second.pk]).update(state=Run.State.SUCCEEDED, progress=1.0)
     expect(page.locator("#runs")).to_have_attribute("data-polling", "off")
