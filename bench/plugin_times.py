@@ -34,7 +34,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
-    print(f"device: {name}; torch {torch.__version__}; preset: {args.preset or 'defaults'}; seeds 0..{args.seeds - 1}\n")
+    preset = args.preset or "defaults"
+    print(f"device: {name}; torch {torch.__version__}; preset: {preset}; seeds 0..{args.seeds - 1}\n")
     print("| plugin | s/seed (median) | metric | baseline (mean) | intervention (mean) |")
     print("|---|---|---|---|---|")
     plugins = all_plugins()

@@ -12,7 +12,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +24,7 @@ BASELINE = "baseline"
 INTERVENTION = "intervention"
 
 
-class Axis(str, Enum):
+class Axis(StrEnum):
     SAFETY = "safety"
     CAPABILITY = "capability"
     DIAGNOSTIC = "diagnostic"

@@ -127,7 +127,8 @@ def worker_env(django_db_setup, django_db_blocker) -> dict[str, str]:
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3"):
         _missing("PostgreSQL for the worker tests (set DATABASE_URL)")
-    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}"
+    host, port, name = db["HOST"] or "127.0.0.1", db["PORT"] or 5432, connection.settings_dict["NAME"]
+    url = f"postgres://{db['USER'] or 'postgres'}@{host}:{port}/{name}"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "registry.settings.test",

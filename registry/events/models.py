@@ -16,3 +16,6 @@ class Event(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["type"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type}"

@@ -29,6 +29,9 @@ class MetricDefinition(models.Model):
             models.UniqueConstraint(fields=["plugin", "name", "version"], name="unique_metric_version")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.plugin}.{self.name} v{self.version} ({self.axis})"
+
 
 class Experiment(models.Model):
     class Device(models.TextChoices):
@@ -48,6 +51,9 @@ class Experiment(models.Model):
     class Meta:
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return f"{self.plugin} experiment #{self.pk} of finding {self.finding_id}"
+
 
 class Reproduction(models.Model):
     class Source(models.TextChoices):
@@ -63,6 +69,9 @@ class Reproduction(models.Model):
 
     class Meta:
         ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"reproduction #{self.pk} ({len(self.seeds)} seeds)"
 
 
 class Run(models.Model):
@@ -99,6 +108,9 @@ class Run(models.Model):
         ordering = ["id"]
         indexes = [models.Index(fields=["state", "heartbeat_at"])]
 
+    def __str__(self) -> str:
+        return f"run #{self.pk} seed {self.seed} ({self.state})"
+
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
@@ -126,6 +138,9 @@ class Measurement(models.Model):
             models.UniqueConstraint(fields=["run", "arm", "metric"], name="unique_measurement")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.arm}.{self.metric} = {self.value}"
+
 
 def _artifact_id() -> str:
     return uuid.uuid4().hex
@@ -145,6 +160,9 @@ class Artifact(models.Model):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_artifact_name")]
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class WorkerPresence(models.Model):
     """Last time a worker consuming some queues said it was alive (to tell 'no GPU worker')."""
@@ -153,3 +171,6 @@ class WorkerPresence(models.Model):
     queues = models.JSONField(default=list)
     hardware = models.CharField(max_length=200, blank=True)
     last_seen = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.hostname
