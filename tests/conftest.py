@@ -165,3 +165,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 120, interval: floa
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    """As the worker does by default (RUN_TORCH_THREADS=1): toy models gain nothing from more."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -30,7 +30,21 @@ dummy classifier scale, weighted 1 until ``penalty_anneal_steps`` and ``penalty_
 the loss then divided by that weight, as in the reference code). Both arms start from the same
 weights and see the same samples.
 
-Reproduced figures (CPU, defaults, seeds 0-2): see the module's "Reproduced figures" note below.
+Reproduced figures (defaults, seeds 0-2, one CPU thread, ~9 s per seed for both arms):
+
+=====================  =============  =============
+metric                 ERM            IRMv1
+=====================  =============  =============
+train_accuracy         0.847-0.852    0.726-0.746
+test_accuracy          0.098-0.103    0.734-0.752
+worst_group_accuracy   0.000-0.001    0.712-0.731
+=====================  =============  =============
+
+Both arms land nearer the ideal than the paper's: with fresh samples ERM cannot memorise, so it
+settles on the colour's Bayes rate (85% train, 10% test, against the paper's 87.4 / 17.1), and IRM
+reaches the invariant optimum (~75 / 75, against 70.8 / 66.9) because the synthetic digits are
+easy to tell apart, whereas the paper's IRM still leaned partly on colour. The direction and size
+of the effect (test accuracy about 7 times higher, at ~11 points of training accuracy) match.
 """
 
 from __future__ import annotations
@@ -189,12 +203,11 @@ class ShortcutExperiment(Experiment):
             "penalty_anneal_steps": 50,
             "eval_samples": 4000,
         },
+        # The paper's sizes: 14x14 images, 390 hidden units, 25,000 samples per environment per step.
         "gpu": {
-            "n_pixels": 392,
+            "n_pixels": 196,
             "hidden_dim": 390,
-            "steps": 2001,
             "batch_per_env": 25_000,
-            "penalty_anneal_steps": 500,
             "eval_samples": 100_000,
         },
     }
@@ -206,9 +219,10 @@ class ShortcutExperiment(Experiment):
         for arm_index, (arm, use_irm) in enumerate(((BASELINE, False), (INTERVENTION, True))):
             seed_everything(ctx.seed, deterministic=ctx.deterministic)
             results[arm], curves[arm] = self._train_arm(params, ctx, device, arm_index, use_irm)
-            ctx.log(f"{arm} ({'IRMv1' if use_irm else 'ERM'}): " + ", ".join(
-                f"{name}={value:.3f}" for name, value in results[arm].items()
-            ))
+            ctx.log(
+                f"{arm} ({'IRMv1' if use_irm else 'ERM'}): "
+                + ", ".join(f"{name}={value:.3f}" for name, value in results[arm].items())
+            )
         ctx.save_artifact("training_curves.json", json.dumps(curves).encode(), "application/json")
         ctx.progress(1.0, "done")
         return results
@@ -235,9 +249,7 @@ class ShortcutExperiment(Experiment):
         for step in range(params.steps):
             nll = penalty = torch.zeros((), device=device)
             for colour_noise in params.train_colour_noise:
-                images, labels, _ = make_environment(
-                    params, prototypes, params.batch_per_env, colour_noise, generator
-                )
+                images, labels, _ = make_environment(params, prototypes, params.batch_per_env, colour_noise, generator)
                 logits = mlp(images).squeeze(-1)
                 nll = nll + F.binary_cross_entropy_with_logits(logits, labels)
                 if use_irm:
@@ -257,14 +269,14 @@ class ShortcutExperiment(Experiment):
 
             if step % report_every == 0 or step == params.steps - 1:
                 check_stop(ctx)
-                with torch.no_grad():
-                    train_acc = sum(accuracy(mlp(x).squeeze(-1), y) for x, y, _ in train_eval) / n_envs
-                    test_acc = accuracy(mlp(test_images).squeeze(-1), test_labels)
+                with torch.no_grad():  # the curves use the first 2,000 held-out samples per environment
+                    train_acc = sum(accuracy(mlp(x[:2000]).squeeze(-1), y[:2000]) for x, y, _ in train_eval) / n_envs
+                    test_acc = accuracy(mlp(test_images[:2000]).squeeze(-1), test_labels[:2000])
                 curve.append(
                     {
                         "step": step,
-                        "nll": float(nll),
-                        "penalty": float(penalty),
+                        "nll": float(nll.detach()),
+                        "penalty": float(penalty.detach()),
                         "train_accuracy": train_acc,
                         "test_accuracy": test_acc,
                     }

@@ -1,7 +1,44 @@
 """Built-in plugin: toy models of superposition (Elhage et al., 2022)."""
 
+from typing import Any
+
 from plugins.superposition.experiment import SuperpositionExperiment, SuperpositionParams
 
 __all__ = ["EXAMPLE_FINDING", "SuperpositionExperiment", "SuperpositionParams"]
 
-EXAMPLE_FINDING: dict = {}
+EXAMPLE_FINDING: dict[str, Any] = {
+    "title": "Sparse features are stored in superposition, at the cost of clean feature directions",
+    "summary": (
+        "Elhage et al. ([Toy Models of Superposition](https://transformer-circuits.pub/2022/toy_model/"
+        "index.html), 2022) show that a small ReLU model x' = ReLU(W^T W x + b) with 20 features "
+        "and 5 hidden dimensions keeps only the 5 most important features, orthogonally, when "
+        "inputs are dense, but packs many more features into the same 5 dimensions when they are "
+        "sparse, as non-orthogonal, interfering directions (superposition); five equal features "
+        "in two dimensions then form a regular pentagon.\n\n"
+        "Reproduction: at sparsity 0.99 the model represents about 12 features instead of 5, and "
+        "every represented feature shares its direction with others, so none can be read off by "
+        "a single clean projection: a direct obstacle to interpretability."
+    ),
+    "kind": "theory",
+    "tags": ["superposition", "toy-model", "features", "polysemanticity"],
+    "references": [
+        "https://transformer-circuits.pub/2022/toy_model/index.html",
+        "arXiv:2209.10652",
+    ],
+    "params": {},
+    "seeds": 3,
+    "claims": [
+        {
+            "metric": "features_represented",
+            "direction": "increase",
+            "min_relative_effect": 0.5,
+            "statement": "Sparse inputs make the model represent at least 50% more features (measured: 5 to 12).",
+        },
+        {
+            "metric": "monosemanticity",
+            "direction": "decrease",
+            "min_relative_effect": 0.5,
+            "statement": "At least half of the cleanly readable features are lost to superposition.",
+        },
+    ],
+}

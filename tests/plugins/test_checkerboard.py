@@ -147,9 +147,9 @@ def test_checkerboard_energy_of_known_images():
     assert checkerboard_energy(smooth) < 1e-6
     y, x = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     board = ((-1.0) ** (x + y)).view(1, 1, 32, 32)
-    assert checkerboard_energy(board) == pytest.approx(1.0)
+    assert checkerboard_energy(board) == pytest.approx(1.0, abs=1e-3)  # the Hann window spreads a little
     stripes = ((-1.0) ** x).float().view(1, 1, 32, 32)  # (0, pi)
-    assert checkerboard_energy(stripes) == pytest.approx(1.0)
+    assert checkerboard_energy(stripes) == pytest.approx(1.0, abs=1e-3)
     assert 0.02 < checkerboard_energy(smooth[:1] + 0.05 * board) < 0.2
 
 

@@ -1,0 +1,158 @@
+"""The induction-heads plugin: two attention layers form induction heads, one layer does not."""
+
+import json
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from plugins.induction import EXAMPLE_FINDING, InductionHeadsExperiment
+from plugins.induction.experiment import InductionParams, induction_scores, make_batch
+from plugins.registry import declaration_errors
+from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
+
+METRICS = {metric.name for metric in InductionHeadsExperiment.metrics}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    runs = {seed: run_locally(InductionHeadsExperiment, preset="tiny", seed=seed) for seed in range(3)}
+    torch.set_num_threads(threads)
+    return runs
+
+
+def test_declaration():
+    assert declaration_errors(InductionHeadsExperiment) == []
+    assert InductionHeadsExperiment.name == "induction"
+    assert InductionHeadsExperiment.version == "1.0.0"
+    assert InductionHeadsExperiment.arms == (BASELINE, INTERVENTION)
+    assert METRICS == {"induction_score", "repeat_loss", "repeat_accuracy", "phase_change_step"}
+    axes = {metric.name: metric.axis for metric in InductionHeadsExperiment.metrics}
+    assert axes["induction_score"] is Axis.SAFETY
+    assert axes["repeat_loss"] is Axis.CAPABILITY and axes["repeat_accuracy"] is Axis.CAPABILITY
+    assert axes["phase_change_step"] is Axis.DIAGNOSTIC
+    assert not InductionHeadsExperiment.metric("repeat_loss").higher_is_better
+    assert {"tiny", "gpu"} <= set(InductionHeadsExperiment.presets)
+    for preset in InductionHeadsExperiment.presets.values():
+        InductionParams.model_validate(preset)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_layers_form_induction_heads(tiny_runs, seed):
+    results, _ = tiny_runs[seed]
+    one, two = results[BASELINE], results[INTERVENTION]
+    assert two["induction_score"] > one["induction_score"] + 0.2
+    assert two["repeat_accuracy"] > one["repeat_accuracy"] + 0.2
+    assert two["repeat_loss"] < one["repeat_loss"]
+    # The phase change happens within the budget for two layers only.
+    steps = InductionHeadsExperiment.presets["tiny"]["steps"]
+    assert two["phase_change_step"] < steps
+    assert one["phase_change_step"] == steps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_metric_of_every_arm_is_a_finite_float(tiny_runs, seed):
+    results, ctx = tiny_runs[seed]
+    assert set(results) == {BASELINE, INTERVENTION}
+    for arm in results.values():
+        assert set(arm) == METRICS
+        assert all(type(value) is float and math.isfinite(value) for value in arm.values())
+        assert 0.0 <= arm["induction_score"] <= 1.0 + 1e-6
+        assert 0.0 <= arm["repeat_accuracy"] <= 1.0
+    fractions = [fraction for fraction, _ in ctx.progress_log]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] == pytest.approx(1.0)
+    assert ctx.logs
+    assert ctx.artifacts["attention_intervention.png"].startswith(b"\x89PNG")
+    curves = json.loads(ctx.artifacts["repeat_loss_curves.json"])
+    assert set(curves["curves"]) == {BASELINE, INTERVENTION}
+
+
+def test_same_seed_gives_the_same_results(tiny_runs):
+    again, _ = run_locally(InductionHeadsExperiment, preset="tiny", seed=0)
+    assert again == tiny_runs[0][0]
+
+
+def test_batches_repeat_a_segment_of_random_length_at_the_end():
+    params = InductionParams()
+    batch = make_batch(params, 200, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert batch.tokens.shape == (200, params.seq_len)
+    assert batch.tokens.min() >= 0 and batch.tokens.max() < params.vocab_size
+    lengths = batch.segment_len.tolist()
+    assert min(lengths) >= params.min_segment and max(lengths) <= params.max_segment
+    assert len(set(lengths)) > 3, "segment lengths vary, so position alone cannot find the copy"
+    for row, length in zip(batch.tokens, lengths, strict=True):
+        assert torch.equal(row[-length:], row[-2 * length : -length])
+    assert batch.repeat_mask.sum(dim=1).tolist() == lengths
+
+
+def test_induction_score_is_one_for_a_perfect_induction_pattern():
+    params = InductionParams(seq_len=12, min_segment=3, max_segment=5, vocab_size=8)
+    batch = make_batch(params, 4, torch.Generator().manual_seed(1), torch.device("cpu"))
+    perfect = torch.zeros(4, 2, params.seq_len, params.seq_len)
+    for row in range(4):
+        for position in range(params.seq_len):
+            perfect[row, 0, position, batch.source[row, position]] = 1.0
+    perfect[:, 1] = torch.eye(params.seq_len)  # attends to itself: not an induction head
+    scores = induction_scores(perfect, batch)
+    assert scores[0].item() == pytest.approx(1.0)
+    assert scores[1].item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"vocab_size": 4},
+        {"steps": 0},
+        {"lr": 0.0},
+        {"d_model": 64, "n_heads": 5},
+        {"min_segment": 12, "max_segment": 10},
+        {"seq_len": 40, "max_segment": 20},
+        {"baseline_layers": 0},
+        {"steps": "many"},
+        {"unknown_parameter": 1},
+    ],
+)
+def test_params_reject_bad_input(bad):
+    with pytest.raises(ValidationError):
+        InductionParams.model_validate(bad)
+
+
+def test_defaults_are_the_documented_design():
+    params = InductionParams()
+    assert (params.vocab_size, params.seq_len, params.d_model, params.n_heads) == (64, 48, 64, 4)
+    assert (params.baseline_layers, params.intervention_layers) == (1, 2)
+
+
+def test_stop_request_interrupts_the_run():
+    params = InductionParams.model_validate(InductionHeadsExperiment.presets["tiny"])
+    with pytest.raises(StopRequested):
+        InductionHeadsExperiment().run(params, LocalContext(stop=True))
+
+
+def test_example_finding_claims_declared_metrics():
+    assert EXAMPLE_FINDING["kind"] in {"theory", "fix", "observation"}
+    assert EXAMPLE_FINDING["seeds"] == 3
+    assert EXAMPLE_FINDING["title"] and EXAMPLE_FINDING["summary"] and EXAMPLE_FINDING["references"]
+    InductionParams.model_validate(EXAMPLE_FINDING["params"])
+    for claim in EXAMPLE_FINDING["claims"]:
+        assert claim["metric"] in METRICS
+        assert claim["direction"] in {"increase", "decrease", "non_inferior"}
+        assert 0 < claim.get("min_relative_effect", claim.get("margin")) < 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_runs_on_cuda():
+    results, _ = run_locally(InductionHeadsExperiment, preset="tiny", seed=0, device="cuda")
+    assert results[INTERVENTION]["induction_score"] > results[BASELINE]["induction_score"]
