@@ -30,7 +30,7 @@ dummy classifier scale, weighted 1 until ``penalty_anneal_steps`` and ``penalty_
 the loss then divided by that weight, as in the reference code). Both arms start from the same
 weights and see the same samples.
 
-Reproduced figures (defaults, seeds 0-2, one CPU thread, ~9 s per seed for both arms):
+Reproduced figures (defaults, seeds 0-2, one CPU thread, ~6 s per seed for both arms):
 
 =====================  =============  =============
 metric                 ERM            IRMv1
