@@ -91,7 +91,10 @@ def _load(entry_points_: Iterable, allowed: set[str] | None) -> dict[str, Plugin
             logger.warning("plugin %s failed to import: %s", ep.name, exc)
             found[ep.name] = PluginEntry(ep.name, None, source, f"import failed: {exc!r}")
             continue
-        errors = declaration_errors(experiment)
+        try:
+            errors = declaration_errors(experiment)
+        except Exception as exc:  # a declaration too malformed to even inspect
+            errors = [f"malformed declaration: {exc!r}"]
         if not errors and experiment.name != ep.name:
             errors.append(f"entry point {ep.name!r} names a plugin called {experiment.name!r}")
         if errors:

@@ -28,7 +28,10 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_queues=[Queue("cpu"), Queue("gpu"), Queue("maintenance")],
     task_default_queue="cpu",
-    task_routes={"worker.runs_reap": {"queue": "maintenance"}},
+    task_routes={
+        "worker.runs_reap": {"queue": "maintenance"},
+        "worker.findings_mark_stale": {"queue": "maintenance"},
+    },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
@@ -39,6 +42,9 @@ def _schedule_reaper(sender: Celery, **kwargs) -> None:
     from django.conf import settings
 
     sender.add_periodic_task(settings.REAPER_INTERVAL_S, sender.signature("worker.runs_reap"), name="reap runs")
+    sender.add_periodic_task(
+        settings.STALE_CHECK_INTERVAL_S, sender.signature("worker.findings_mark_stale"), name="mark stale findings"
+    )
 
 app.conf.imports = ("worker.tasks",)
 
@@ -59,12 +65,10 @@ class _PresenceReporter(threading.Thread):
 
         hardware = "cpu"
         if "gpu" in self.queues:
-            try:
-                import torch
+            # Not through torch: initialising CUDA in the parent would break CUDA in forked children.
+            from worker.runner import nvidia_smi_query
 
-                hardware = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA)"
-            except Exception:  # noqa: BLE001
-                hardware = "unknown"
+            hardware = nvidia_smi_query("name") or "cpu (no GPU found)"
         while True:
             try:
                 worker_presence_record(hostname=self.hostname, queues=self.queues, hardware=hardware)

@@ -53,7 +53,11 @@ class RegistryContext(RunContext):
         now = time.monotonic()
         if now - self._last_write >= 0.5 or fraction >= 1.0:
             self._last_write = now
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a transient database error must not fail a healthy run
+                logger.exception("run %s: could not record progress", self.run_id)
+                close_old_connections()
 
     def log(self, message: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {message}"
@@ -98,6 +102,7 @@ class Heartbeat(threading.Thread):
                     self.ctx.flush()
                 except Exception:
                     logger.exception("heartbeat for run %s failed", self.ctx.run_id)
+                    connection.close()  # reconnect on the next beat
         finally:
             connection.close()
 
@@ -131,17 +136,18 @@ def capture_environment(device: Any, *, seed: int, plugin_version: str, determin
     if device.type == "cuda":
         environment["device_name"] = torch.cuda.get_device_name(device)
         environment["gpu_count"] = torch.cuda.device_count()
-        environment["driver"] = _nvidia_driver_version()
+        environment["driver"] = nvidia_smi_query("driver_version")
         environment["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     return environment
 
 
-def _nvidia_driver_version() -> str | None:
+def nvidia_smi_query(field: str) -> str | None:
+    """One field of the first GPU from nvidia-smi (e.g. name, driver_version); None without one."""
     import subprocess
 
     try:
         output = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except Exception:
@@ -156,14 +162,15 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     token = services.run_claim(run_id=run_id, worker_host=host)
     if token is None:
         return "skipped: the run is not queued (duplicate or late message)"
-    run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
-    experiment = run.reproduction.experiment
     ctx: RegistryContext | None = None
     heartbeat: Heartbeat | None = None
     environment: dict[str, Any] = {}
     started = time.monotonic()
     try:
         import torch
+
+        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
+        experiment = run.reproduction.experiment
 
         plugin = services.plugin_resolve(experiment.plugin)
         services._check_version_constraint(plugin, experiment.plugin_version_constraint)
@@ -191,6 +198,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         if device.type == "cuda":
             environment["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
         heartbeat.done.set()
+        close_old_connections()  # a connection that died during a long run is replaced, not fatal
         stored = services.run_succeed(
             run_id=run_id,
             token=token,
@@ -211,15 +219,15 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         message = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ApplicationError):
             message = exc.message
-        services.run_fail(
-            run_id=run_id,
-            token=token,
-            state=state,
-            error=message,
-            traceback=traceback.format_exc(),
-            logs=logs,
-            environment=environment,
-        )
+        close_old_connections()
+        try:
+            services.run_fail(
+                run_id=run_id, token=token, state=state, error=message, traceback=traceback.format_exc(),
+                logs=logs, environment=environment,
+            )
+        except Exception:  # e.g. unstorable text: record the failure with the essentials only
+            logger.exception("run %s: could not record the failure in full", run_id)
+            services.run_fail(run_id=run_id, token=token, state=state, error=message[:1000])
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return state

@@ -13,8 +13,12 @@ def run_execute(run_id: int) -> str:
 @shared_task(name="worker.runs_reap", max_retries=0, ignore_result=True)
 def runs_reap() -> dict:
     from registry.reproductions.services import runs_reap as reap
-    from registry.reproductions.versions import findings_mark_stale
 
-    counts = reap()
-    counts["newly_stale"] = len(findings_mark_stale())
-    return counts
+    return reap()
+
+
+@shared_task(name="worker.findings_mark_stale", max_retries=0, ignore_result=True)
+def findings_mark_stale() -> list[int]:
+    from registry.reproductions.versions import findings_mark_stale as mark
+
+    return mark()

@@ -16,6 +16,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from registry.api.errors import query_text
 from registry.api.serializers import RunSerializer
 from registry.effects.selectors import landscape_get, rollup_get
 from registry.errors import ApplicationError, NotFound
@@ -45,7 +46,7 @@ ERROR = OpenApiResponse(OpenApiTypes.OBJECT, description='{"detail": message, "e
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def landscape(request: Request) -> Response:
-    kind = request.query_params.get("kind") or None
+    kind = query_text(request, "kind")
     if kind is not None and kind not in Finding.Kind.values:
         raise ApplicationError(
             f"unknown kind {kind!r}; choose one of {', '.join(Finding.Kind.values)}", field="kind"
@@ -53,9 +54,9 @@ def landscape(request: Request) -> Response:
     return Response(
         landscape_get(
             user=request.user,
-            tag=request.query_params.get("tag") or None,
+            tag=query_text(request, "tag"),
             kind=kind,
-            plugin=request.query_params.get("plugin") or None,
+            plugin=query_text(request, "plugin"),
         )
     )
 

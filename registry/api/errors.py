@@ -75,3 +75,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     else:
         response.data = {"detail": str(response.data), "errors": {}}
     return response
+
+
+def query_text(request: Any, name: str, *, max_length: int = 200) -> str | None:
+    """A text query parameter, or None; NUL characters or an over-long value are a 400 naming it."""
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    if "\x00" in value or len(value) > max_length:
+        raise ApplicationError(
+            f"{name} must be at most {max_length} characters, without NUL characters", field=name
+        )
+    return value

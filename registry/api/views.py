@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from plugins.registry import all_plugins
 from registry.api import serializers as s
+from registry.api.errors import query_text
 from registry.api.filtersets import FindingFilter
 from registry.errors import ApplicationError, NotFound
 from registry.events.selectors import event_list
@@ -223,18 +224,14 @@ def plugin_detail(request: Request, name: str) -> Response:
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def metric_list(request: Request) -> Response:
-    for entry in all_plugins().values():
-        if entry.available:
-            repro_services.metric_catalogue_sync(entry.experiment)
+    repro_services.metric_catalogue_sync_installed()
     metrics = MetricDefinition.objects.all()
-    axis = request.query_params.get("axis")
+    axis = query_text(request, "axis")
     if axis and axis not in MetricDefinition.Axis.values:
         raise ApplicationError(
             f"axis must be one of {', '.join(MetricDefinition.Axis.values)}", field="axis"
         )
-    plugin = request.query_params.get("plugin")
-    if plugin and "\x00" in plugin:
-        raise ApplicationError("plugin must not contain NUL characters", field="plugin")
+    plugin = query_text(request, "plugin")
     if plugin:
         metrics = metrics.filter(plugin=plugin)
     if axis:

@@ -51,9 +51,19 @@ def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
     ids = [f.pk for f in findings]
     cached = dict(FindingEffects.objects.filter(finding__in=ids).values_list("finding_id", "data"))
     claims = _current_claim_signatures(ids)
+    succeeded: dict[int, set[int]] = {}
+    for finding_id, run_id in Run.objects.filter(
+        reproduction__experiment__finding__in=ids, state=Run.State.SUCCEEDED
+    ).values_list("reproduction__experiment__finding_id", "pk"):
+        succeeded.setdefault(finding_id, set()).add(run_id)
     for finding in findings:
         data = cached.get(finding.pk)
-        if data is None or _claim_signatures(data) != claims.get(finding.pk, set()):
+        if (
+            data is None
+            or _claim_signatures(data) != claims.get(finding.pk, set())
+            # a recomputation that failed in the worker is repaired on the next read
+            or set(data.get("run_ids") or []) != succeeded.get(finding.pk, set())
+        ):
             with transaction.atomic():
                 cached[finding.pk] = finding_effects_recompute(finding_id=finding.pk)
     return cached

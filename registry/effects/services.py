@@ -80,6 +80,7 @@ class Pair:
 
     run_id: int
     reproduction_id: int
+    experiment_id: int
     source: str
     requested_by_id: int
     hardware: str
@@ -108,7 +109,8 @@ def _measurement_rows(finding_id: int) -> list[dict[str, Any]]:
         .order_by("run_id", "id")
         .values(
             "run_id", "arm", "metric", "metric_version", "value", "run__seed", "run__hardware",
-            "run__reproduction_id", "run__reproduction__source", "run__reproduction__requested_by_id",
+            "run__reproduction_id", "run__reproduction__experiment_id", "run__reproduction__source",
+            "run__reproduction__requested_by_id",
             "run__reproduction__experiment__plugin",
         )
     )
@@ -132,6 +134,7 @@ def _pairs_by_metric(rows: Iterable[dict[str, Any]]) -> dict[MetricKey, list[Pai
             Pair(
                 run_id=run_id,
                 reproduction_id=run["run__reproduction_id"],
+                experiment_id=run["run__reproduction__experiment_id"],
                 source=run["run__reproduction__source"],
                 requested_by_id=run["run__reproduction__requested_by_id"],
                 hardware=run["run__hardware"] or UNKNOWN_HARDWARE,
@@ -184,14 +187,15 @@ def _metric_groups(finding_id: int) -> list[MetricGroup]:
 
 
 def _per_seed(pairs: Iterable[Pair]) -> tuple[list[float], list[float]]:
-    """Baseline and intervention values, one per distinct seed.
+    """Baseline and intervention values, one per distinct (experiment, seed).
 
-    Runs sharing a seed (the same seed reproduced twice, or on two machines) are technical
-    replicates, not independent samples: their values are averaged per arm so they count once.
+    Runs of one experiment sharing a seed (the same seed reproduced twice, or on two machines) are
+    technical replicates, not independent samples: their values are averaged per arm so they count
+    once. Two experiments of a finding (other parameters) are different samples even on one seed.
     """
-    by_seed: dict[int, list[Pair]] = defaultdict(list)
+    by_seed: dict[tuple[int, int], list[Pair]] = defaultdict(list)
     for pair in pairs:
-        by_seed[pair.seed].append(pair)
+        by_seed[(pair.experiment_id, pair.seed)].append(pair)
     baseline, intervention = [], []
     for seed in sorted(by_seed):
         same = by_seed[seed]

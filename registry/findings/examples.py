@@ -56,7 +56,6 @@ def example_specs() -> list[dict[str, Any]]:
     return specs
 
 
-@transaction.atomic
 def examples_load(*, reproduce: bool = True, username: str = "examples", preset: str | None = None) -> list[Finding]:
     """Create the example findings that do not exist yet (matched by title); idempotent.
 
@@ -67,28 +66,37 @@ def examples_load(*, reproduce: bool = True, username: str = "examples", preset:
     for spec in example_specs():
         if Finding.objects.filter(title=spec["title"]).exists():
             continue
-        parents = list(Finding.objects.filter(title__in=spec.get("builds_on_titles", [])))
-        finding = finding_create(
-            user=user,
-            title=spec["title"],
-            kind=spec["kind"],
-            summary=spec.get("summary", ""),
-            tags=spec.get("tags", []),
-            references=spec.get("references", []),
-            builds_on=parents,
-        )
-        params = spec.get("params", {})
-        if preset:
-            params = dict(all_plugins()[spec["plugin"]].experiment.presets.get(preset, params))
-        experiment_create(
-            finding=finding,
-            user=user,
-            plugin=spec["plugin"],
-            params=params,
-            default_seeds=spec.get("seeds", 3),
-            reproduce=reproduce,
-        )
-        for claim in spec.get("claims", []):
-            claim_create(finding=finding, user=user, **claim)
-        created.append(finding)
+        try:
+            with transaction.atomic():  # one example at a time: a broken one leaves nothing behind
+                created.append(_example_create(spec, user=user, reproduce=reproduce, preset=preset))
+        except Exception:
+            logger.exception("example finding %r could not be created; skipped", spec["title"])
     return created
+
+
+def _example_create(spec: dict[str, Any], *, user: Any, reproduce: bool, preset: str | None) -> Finding:
+    parents = list(Finding.objects.filter(title__in=spec.get("builds_on_titles", [])))
+    finding = finding_create(
+        user=user,
+        title=spec["title"],
+        kind=spec["kind"],
+        summary=spec.get("summary", ""),
+        tags=spec.get("tags", []),
+        references=spec.get("references", []),
+        builds_on=parents,
+    )
+    params = spec.get("params", {})
+    entry = all_plugins().get(spec["plugin"])
+    if preset and entry and entry.available:
+        params = dict(entry.experiment.presets.get(preset, params))
+    experiment_create(
+        finding=finding,
+        user=user,
+        plugin=spec["plugin"],
+        params=params,
+        default_seeds=spec.get("seeds", 3),
+        reproduce=reproduce,
+    )
+    for claim in spec.get("claims", []):
+        claim_create(finding=finding, user=user, **claim)
+    return finding

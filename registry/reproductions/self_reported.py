@@ -9,7 +9,6 @@ Everything is validated before anything is written, and written in one transacti
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db import transaction
@@ -21,6 +20,7 @@ from registry.events.services import event_emit
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import (
     _run_payload,
+    check_storable,
     metric_catalogue_sync,
     params_validate,
     plugin_resolve,
@@ -71,10 +71,7 @@ def _check_environment(environment: Any) -> dict[str, Any]:
         return {}
     if not isinstance(environment, dict):
         raise ApplicationError("environment must be a JSON object", field="environment")
-    try:
-        json.dumps(environment, allow_nan=False)
-    except ValueError:
-        raise ApplicationError("environment must not contain NaN or infinite numbers", field="environment") from None
+    check_storable(environment, "environment")
     return environment
 
 

@@ -84,6 +84,15 @@ def metric_catalogue_sync(plugin: type[PluginExperiment]) -> None:
         )
 
 
+def metric_catalogue_sync_installed() -> None:
+    """Sync the catalogue for every available plugin whose version it does not know yet (reads
+    only, once the catalogue is up to date)."""
+    known = set(MetricDefinition.objects.values_list("plugin", "plugin_version").distinct())
+    for entry in all_plugins().values():
+        if entry.available and (entry.name, entry.experiment.version) not in known:
+            metric_catalogue_sync(entry.experiment)
+
+
 def metric_known_for_finding(*, finding: Finding, metric: str) -> bool:
     plugin_names = set(finding.experiments.values_list("plugin", flat=True))
     entries = all_plugins()
@@ -114,11 +123,11 @@ def params_validate(plugin: type[PluginExperiment], params: dict[str, Any]) -> d
             extra={"errors": errors},
         ) from None
     normalised = validated.model_dump(mode="json")
-    _check_storable(normalised, "params")
+    check_storable(normalised, "params")
     return normalised
 
 
-def _check_storable(value: Any, location: str) -> None:
+def check_storable(value: Any, location: str) -> None:
     """Refuse what JSON columns cannot hold (NaN/Infinity, NUL characters): a 400, not a 500."""
     import math
 
@@ -128,14 +137,15 @@ def _check_storable(value: Any, location: str) -> None:
     elif isinstance(value, str) and "\x00" in value:
         problem = "must not contain NUL characters"
     if problem:
-        raise ApplicationError(f"{location}: {problem}", field="params", extra={"errors": {location: [problem]}})
+        field = location.split(".", 1)[0]
+        raise ApplicationError(f"{location}: {problem}", field=field, extra={"errors": {location: [problem]}})
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_storable(str(key), location)
-            _check_storable(item, f"{location}.{key}")
+            check_storable(str(key), location)
+            check_storable(item, f"{location}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _check_storable(item, f"{location}.{index}")
+            check_storable(item, f"{location}.{index}")
 
 
 def _check_version_constraint(plugin: type[PluginExperiment], constraint: str) -> None:
@@ -238,7 +248,7 @@ def reproduction_request(
         raise ApplicationError("seeds must be distinct", field="seeds")
     if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**31 for s in seeds):
         raise ApplicationError("seeds must be integers between 0 and 2^31-1", field="seeds")
-    plugin_resolve(experiment.plugin)
+    _check_version_constraint(plugin_resolve(experiment.plugin), experiment.plugin_version_constraint)
     device = device or experiment.device
     reproduction = Reproduction.objects.create(
         experiment=experiment, requested_by=user, seeds=seeds, device=device
@@ -296,17 +306,20 @@ def runs_dispatch(run_ids: list[int]) -> None:
 
 
 def run_transition(
-    *, run_id: int, to_state: str, token: uuid.UUID | None = None, **fields: Any
+    *, run_id: int, to_state: str, token: uuid.UUID | None = None, only_if: Q | None = None, **fields: Any
 ) -> bool:
     """Compare-and-set a run to ``to_state`` from any state allowed to reach it.
 
-    With ``token``, only the holder of the current claim may make the change. Returns whether
-    the change happened; terminal states never change.
+    With ``token``, only the holder of the current claim may make the change; ``only_if`` adds a
+    condition checked in the same statement. Returns whether the change happened; terminal states
+    never change.
     """
     sources = [state for state, targets in ALLOWED_TRANSITIONS.items() if to_state in targets]
     query = Run.objects.filter(pk=run_id, state__in=sources)
     if token is not None:
         query = query.filter(claim_token=token)
+    if only_if is not None:
+        query = query.filter(only_if)
     return query.update(state=to_state, **fields) == 1
 
 
@@ -384,6 +397,22 @@ def artifact_path(artifact: Artifact) -> Path:
     return Path(settings.ARTIFACT_ROOT) / artifact.sha256[:2] / artifact.sha256
 
 
+def storable_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL characters."""
+    return text.replace("\x00", "\ufffd")
+
+
+def unique_name(name: str, taken: Any) -> str:
+    """``name``, or ``name`` with a -2, -3... suffix before its extension when already taken."""
+    if name not in taken:
+        return name
+    stem, dot, extension = name.rpartition(".") if "." in name else (name, "", "")
+    index = 2
+    while f"{stem}-{index}{dot}{extension}" in taken:
+        index += 1
+    return f"{stem}-{index}{dot}{extension}"
+
+
 def safe_artifact_name(name: str) -> str:
     cleaned = SAFE_NAME.sub("_", Path(name).name).strip("._") or "artifact"
     return cleaned[:200]
@@ -410,7 +439,10 @@ def validate_results(
         if missing:
             raise ValueError(f"run() returned no value for {sorted(missing)} in arm {arm!r}")
         for name, value in values.items():
-            value = float(value)
+            try:
+                value = float(value)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError(f"metric {name!r} of arm {arm!r} is not a number: {value!r:.50}") from None
             if not math.isfinite(value):
                 raise ValueError(f"metric {name!r} of arm {arm!r} is not finite: {value}")
             rows.append((arm, name, declared[name].version, value))
@@ -432,7 +464,10 @@ def run_succeed(
     logs: str,
 ) -> bool:
     """Write measurements, artifacts, the state change and the event in one transaction."""
-    stored = {name: (_store_artifact(data), len(data), ctype) for name, (data, ctype) in artifacts.items()}
+    stored: dict[str, tuple[str, int, str]] = {}
+    for name, (data, content_type) in artifacts.items():
+        safe = unique_name(safe_artifact_name(name), stored)
+        stored[safe] = (_store_artifact(data), len(data), (content_type or "application/octet-stream")[:100])
     with transaction.atomic():
         changed = run_transition(
             run_id=run_id,
@@ -442,9 +477,9 @@ def run_succeed(
             progress=1.0,
             progress_message="finished",
             environment=environment,
-            hardware=hardware,
-            plugin_version=plugin_version,
-            logs=logs[-MAX_LOG_CHARS:],
+            hardware=storable_text(hardware)[:200],
+            plugin_version=plugin_version[:50],
+            logs=storable_text(logs)[-MAX_LOG_CHARS:],
         )
         if not changed:
             logger.warning("run %s: result discarded, the run is no longer ours", run_id)
@@ -454,7 +489,7 @@ def run_succeed(
         )
         Artifact.objects.bulk_create(
             [
-                Artifact(run_id=run_id, name=safe_artifact_name(name), sha256=digest, size=size, content_type=ct)
+                Artifact(run_id=run_id, name=name, sha256=digest, size=size, content_type=ct)
                 for name, (digest, size, ct) in stored.items()
             ]
         )
@@ -482,12 +517,12 @@ def run_fail(
 ) -> bool:
     fields: dict[str, Any] = {
         "finished_at": timezone.now(),
-        "error": error[:10_000],
-        "traceback": traceback[-MAX_LOG_CHARS:],
+        "error": storable_text(error)[:10_000],
+        "traceback": storable_text(traceback)[-MAX_LOG_CHARS:],
         "progress_message": state,
     }
     if logs:
-        fields["logs"] = logs[-MAX_LOG_CHARS:]
+        fields["logs"] = storable_text(logs)[-MAX_LOG_CHARS:]
     if environment:
         fields["environment"] = environment
     with transaction.atomic():
@@ -575,6 +610,7 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
         with transaction.atomic():
             if run_transition(
                 run_id=run.pk, to_state=State.QUEUED, token=run.claim_token,
+                only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
                 claim_token=None, dispatched_at=None, progress=0.0,
                 progress_message=f"requeued: worker {run.worker_host} stopped answering",
             ):
@@ -585,15 +621,30 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                     plugin=run.reproduction.experiment.plugin,
                     payload=_run_payload(run, state=State.QUEUED, worker=run.worker_host),
                 )
-    redispatch_before = now - timedelta(seconds=settings.RUN_REDISPATCH_AFTER_S)
-    lost = Run.objects.filter(state=State.QUEUED).filter(
-        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=redispatch_before)
-    )
-    lost_ids = list(lost.values_list("pk", flat=True))
+    lost_ids = _runs_to_redispatch(now)
     if lost_ids:
         runs_dispatch(lost_ids)
         counts["redispatched"] = len(lost_ids)
     return counts
+
+
+def _runs_to_redispatch(now: Any) -> list[int]:
+    """Queued runs whose message may be lost: never sent, or sent long ago to a queue that a live
+    worker consumes. The wait doubles with each re-send (it is at least the run's age at its last
+    send), so a long backlog is not flooded with duplicates; a duplicate is harmless anyway."""
+    since = now - timedelta(seconds=settings.GPU_WORKER_SEEN_WINDOW_S)
+    consumed = {q for worker in WorkerPresence.objects.filter(last_seen__gte=since) for q in worker.queues}
+    minimum = timedelta(seconds=settings.RUN_REDISPATCH_AFTER_S)
+    lost = []
+    queued = Run.objects.filter(state=State.QUEUED).filter(
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - minimum)
+    )
+    for run_id, queue, created_at, dispatched_at in queued.values_list("pk", "queue", "created_at", "dispatched_at"):
+        if dispatched_at is None:
+            lost.append(run_id)
+        elif queue in consumed and now - dispatched_at > max(minimum, dispatched_at - created_at):
+            lost.append(run_id)
+    return lost
 
 
 def worker_presence_record(*, hostname: str, queues: list[str], hardware: str) -> None:

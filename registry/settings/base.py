@@ -117,7 +117,14 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_THROTTLE_RATES": {"anon": env.str("API_THROTTLE_ANON", default="600/minute")},
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="600/minute"),
+        "user": env.str("API_THROTTLE_USER", default="3000/minute"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
@@ -154,6 +161,7 @@ RUN_HEARTBEAT_INTERVAL_S = env.float("RUN_HEARTBEAT_INTERVAL_S", default=10.0)
 RUN_HEARTBEAT_TIMEOUT_S = env.float("RUN_HEARTBEAT_TIMEOUT_S", default=120.0)
 RUN_REDISPATCH_AFTER_S = env.float("RUN_REDISPATCH_AFTER_S", default=300.0)
 REAPER_INTERVAL_S = env.float("REAPER_INTERVAL_S", default=30.0)
+STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
 RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)

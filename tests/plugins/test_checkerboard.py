@@ -22,14 +22,6 @@ from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequeste
 METRICS = {metric.name for metric in CheckerboardExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
     return {seed: run_locally(CheckerboardExperiment, preset="tiny", seed=seed) for seed in range(3)}
@@ -104,12 +96,6 @@ def test_progress_reaches_one_and_logs(tiny_runs):
 def test_same_seed_same_results(tiny_runs):
     again, _ = run_locally(CheckerboardExperiment, preset="tiny", seed=0)
     assert again == tiny_runs[0][0]
-
-
-def test_run_restores_the_thread_count():
-    torch.set_num_threads(2)
-    run_locally(CheckerboardExperiment, preset="tiny", seed=0)
-    assert torch.get_num_threads() == 2
 
 
 def test_stop_request_raises():

@@ -14,17 +14,8 @@ from plugins.sdk import BASELINE, INTERVENTION, LocalContext, StopRequested, run
 METRICS = {metric.name for metric in GrokkingExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
-    torch.set_num_threads(1)
     return {seed: run_locally(GrokkingExperiment, preset="tiny", seed=seed) for seed in range(3)}
 
 

@@ -15,20 +15,9 @@ from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequeste
 METRICS = {metric.name for metric in InductionHeadsExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     runs = {seed: run_locally(InductionHeadsExperiment, preset="tiny", seed=seed) for seed in range(3)}
-    torch.set_num_threads(threads)
     return runs
 
 

@@ -13,17 +13,8 @@ from plugins.sdk import BASELINE, INTERVENTION, run_locally
 METRICS = {metric.name for metric in SparseAutoencoderExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
-    torch.set_num_threads(1)
     return {seed: run_locally(SparseAutoencoderExperiment, preset="tiny", seed=seed) for seed in range(3)}
 
 

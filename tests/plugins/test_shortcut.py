@@ -15,20 +15,9 @@ from plugins.shortcut.experiment import ShortcutParams, irm_penalty, make_enviro
 METRICS = {metric.name for metric in ShortcutExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     runs = {seed: run_locally(ShortcutExperiment, preset="tiny", seed=seed) for seed in range(3)}
-    torch.set_num_threads(threads)
     return runs
 
 

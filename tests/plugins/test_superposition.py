@@ -16,14 +16,6 @@ from plugins.superposition.experiment import feature_stats, is_regular_pentagon,
 METRICS = {metric.name for metric in SuperpositionExperiment.metrics}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_runs():
     return {seed: run_locally(SuperpositionExperiment, preset="tiny", seed=seed) for seed in range(3)}

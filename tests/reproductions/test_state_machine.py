@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from registry.events.models import Event
@@ -126,3 +127,50 @@ def test_events_need_a_transaction():
 def test_claim_token_is_required_when_given(run):
     services.run_claim(run_id=run.pk, worker_host="a")
     assert not services.run_transition(run_id=run.pk, to_state="succeeded", token=uuid.uuid4())
+
+
+def test_redispatch_backs_off_and_skips_queues_nobody_consumes(run):
+    from registry.reproductions.models import WorkerPresence
+
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(created_at=now - timedelta(hours=2), dispatched_at=now - timedelta(hours=1))
+    assert services._runs_to_redispatch(now) == []  # no worker consumes 'cpu': re-sending helps nobody
+    WorkerPresence.objects.create(hostname="w", queues=["cpu"], last_seen=now)
+    assert services._runs_to_redispatch(now) == []  # waited 1 h after a send at age 1 h: not yet
+    WorkerPresence.objects.update(last_seen=now + timedelta(minutes=61))
+    assert services._runs_to_redispatch(now + timedelta(minutes=61)) == [run.pk]
+    Run.objects.filter(pk=run.pk).update(dispatched_at=None)
+    WorkerPresence.objects.all().delete()
+    assert services._runs_to_redispatch(now) == [run.pk]  # never sent: always sent
+
+
+def test_the_reaper_does_not_requeue_a_run_whose_heartbeat_just_arrived(run):
+    token = services.run_claim(run_id=run.pk, worker_host="a")
+    stale_before = timezone.now() - timedelta(seconds=60)
+    # the heartbeat is fresh by the time the conditional update runs
+    assert not services.run_transition(
+        run_id=run.pk, to_state="queued", token=token,
+        only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
+    )
+    assert Run.objects.get(pk=run.pk).state == "running"
+
+
+def test_duplicate_artifact_names_and_nul_text_do_not_fail_a_run(run):
+    token = services.run_claim(run_id=run.pk, worker_host="a")
+    assert services.run_succeed(
+        run_id=run.pk, token=token, rows=ROWS, hardware="cpu", plugin_version="1.0.0", environment={},
+        artifacts={"train/sample.png": (b"a", "image/png"), "test/sample.png": (b"b", "image/png")},
+        logs="a\x00b",
+    )
+    assert sorted(Run.objects.get(pk=run.pk).artifacts.values_list("name", flat=True)) == [
+        "sample-2.png", "sample.png"]
+    assert "\x00" not in Run.objects.get(pk=run.pk).logs
+
+
+def test_a_huge_number_is_refused_not_crashed():
+    from tests.fakes.plugins import EchoExperiment
+
+    ones = {"risk": 1, "skill": 1, "width": 1}
+    results = {"baseline": {**ones, "risk": 10**400}, "intervention": ones}
+    with pytest.raises(ValueError, match="not a number"):
+        services.validate_results(EchoExperiment, results)

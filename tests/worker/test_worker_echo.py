@@ -30,6 +30,7 @@ def test_echo_reproduction_through_the_worker(celery_worker, api):
         assert values[("intervention", "risk")] == pytest.approx(values[("baseline", "risk")] - 0.25)
         assert run.attempts == 1
         assert run.environment["torch"]
+        assert run.environment["torch_threads"] == 1  # RUN_TORCH_THREADS, set by the runner
         assert run.hardware == "cpu"
         assert run.artifacts.get().name == "values.json"
     assert Measurement.objects.filter(run__reproduction_id=reproduction_id).count() == 3 * 2 * 3
