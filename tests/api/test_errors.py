@@ -447,3 +447,10 @@ def test_unknown_api_path_is_a_json_404(anon):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert "no API endpoint" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("query", ["tag=a%00b", "plugin=%00", "kind=" + "x" * 300])
+def test_landscape_refuses_unstorable_query_text(anon, query):
+    response = anon.get(f"/api/v1/landscape/?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in response.json()["errors"]

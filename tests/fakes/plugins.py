@@ -83,3 +83,10 @@ class FutureApiExperiment(EchoExperiment):
 
 
 BROKEN_IMPORT = "tests.fakes.does_not_exist:Nothing"
+
+
+class MalformedExperiment(EchoExperiment):
+    """Declares its resources as a dict: too malformed to inspect."""
+
+    name = "malformed"
+    resources = {"device": "gpu"}

@@ -22,6 +22,7 @@ BROKEN = [
     "future_api=tests.fakes.plugins:FutureApiExperiment",
     "misnamed=tests.fakes.plugins:EchoExperiment",
     "not_a_class=tests.fakes.plugins:BROKEN_IMPORT",
+    "malformed=tests.fakes.plugins:MalformedExperiment",
 ]
 
 
@@ -34,6 +35,7 @@ def test_broken_plugins_are_listed_as_unavailable_with_a_reason():
     assert f"this registry provides {API_VERSION}" in plugins["future_api"].error
     assert "names a plugin called 'echo'" in plugins["misnamed"].error
     assert "not a subclass" in plugins["not_a_class"].error
+    assert "malformed declaration" in plugins["malformed"].error
     for name in ("broken", "no_metrics", "future_api"):
         with pytest.raises(registry.PluginUnavailable):
             registry.get_plugin(name)
