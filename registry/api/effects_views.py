@@ -128,4 +128,4 @@ def self_reported_run_create(request: Request, pk: int) -> Response:
     serializer = SelfReportedRunSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     run = self_reported_run_record(experiment=experiment, user=request.user, **serializer.validated_data)
-    return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+    return Response(RunSerializer(run, context={"request": request}).data, status=status.HTTP_201_CREATED)

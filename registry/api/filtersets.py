@@ -5,7 +5,7 @@ from django.db.models import Q
 
 from plugins.registry import all_plugins
 from registry.findings.models import Claim, Finding
-from registry.reproductions.models import Experiment, MetricDefinition
+from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
 
 
 def _metric_axes() -> dict[str, dict[str, str]]:
@@ -57,3 +57,35 @@ class FindingFilter(django_filters.FilterSet):
 
     def by_axis(self, queryset, name, value):
         return queryset.filter(pk__in=findings_with_claims_on_axis(value))
+
+
+# Related ids are plain numbers, not model choices: a choice filter answers 400 for an id that does
+# not exist and an empty list for one the reader may not see, which would reveal hidden rows.
+class ExperimentFilter(django_filters.FilterSet):
+    plugin = django_filters.CharFilter()
+    finding = django_filters.NumberFilter(field_name="finding_id")
+
+    class Meta:
+        model = Experiment
+        fields = ["plugin", "finding"]
+
+
+class ReproductionFilter(django_filters.FilterSet):
+    experiment = django_filters.NumberFilter(field_name="experiment_id")
+    device = django_filters.ChoiceFilter(choices=Experiment.Device.choices)
+    source = django_filters.ChoiceFilter(choices=Reproduction.Source.choices)
+
+    class Meta:
+        model = Reproduction
+        fields = ["experiment", "device", "source"]
+
+
+class RunFilter(django_filters.FilterSet):
+    state = django_filters.ChoiceFilter(choices=Run.State.choices)
+    reproduction = django_filters.NumberFilter(field_name="reproduction_id")
+    seed = django_filters.NumberFilter()
+    queue = django_filters.CharFilter()
+
+    class Meta:
+        model = Run
+        fields = ["state", "reproduction", "seed", "queue"]

@@ -212,7 +212,20 @@ class ReproductionRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class RunBriefSerializer(serializers.ModelSerializer):
+class HidesHostsFromAnonymous:
+    """Worker host names are infrastructure details: shown to signed-in users only."""
+
+    def to_representation(self, run: Run) -> dict:
+        data = super().to_representation(run)
+        request = self.context.get("request")
+        if not (request and request.user.is_authenticated):
+            data.pop("worker_host", None)
+            if isinstance(data.get("environment"), dict):
+                data["environment"] = {k: v for k, v in data["environment"].items() if k != "hostname"}
+        return data
+
+
+class RunBriefSerializer(HidesHostsFromAnonymous, serializers.ModelSerializer):
     class Meta:
         model = Run
         fields = [
@@ -264,7 +277,7 @@ class ArtifactSerializer(serializers.ModelSerializer):
         return reverse("api:artifact-download", args=[artifact.pk])
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(HidesHostsFromAnonymous, serializers.ModelSerializer):
     finding = serializers.IntegerField(source="reproduction.experiment.finding_id")
     experiment = serializers.IntegerField(source="reproduction.experiment_id")
     plugin = serializers.CharField(source="reproduction.experiment.plugin")

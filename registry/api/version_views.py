@@ -19,4 +19,5 @@ from registry.reproductions.versions import finding_rereproduce
 def finding_rereproduce_view(request: Request, pk: int) -> Response:
     finding = get_object_or_404(finding_list(user=request.user), pk=pk)
     reproductions = finding_rereproduce(finding=finding, user=request.user)
-    return Response(ReproductionSerializer(reproductions, many=True).data, status=status.HTTP_202_ACCEPTED)
+    data = ReproductionSerializer(reproductions, many=True, context={"request": request}).data
+    return Response(data, status=status.HTTP_202_ACCEPTED)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from plugins.registry import all_plugins
 from registry.api import serializers as s
 from registry.api.errors import query_text
-from registry.api.filtersets import FindingFilter
+from registry.api.filtersets import ExperimentFilter, FindingFilter, ReproductionFilter, RunFilter
 from registry.errors import ApplicationError, NotFound
 from registry.events.selectors import event_list
 from registry.findings import services as finding_services
@@ -115,7 +115,7 @@ class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.
 
 class ExperimentViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ExperimentSerializer
-    filterset_fields = ["plugin", "finding"]
+    filterset_class = ExperimentFilter
 
     def get_queryset(self):
         return repro_selectors.experiment_list(user=self.request.user)
@@ -126,18 +126,19 @@ class ExperimentViewSet(viewsets.ReadOnlyModelViewSet):
         experiment = self.get_object()
         if request.method == "GET":
             reproductions = repro_selectors.reproduction_list(user=request.user).filter(experiment=experiment)
-            return Response(s.ReproductionSerializer(reproductions, many=True).data)
+            return Response(s.ReproductionSerializer(reproductions, many=True, context={"request": request}).data)
         serializer = s.ReproductionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reproduction = repro_services.reproduction_request(
             experiment=experiment, user=request.user, **serializer.validated_data
         )
-        return Response(s.ReproductionSerializer(reproduction).data, status=status.HTTP_202_ACCEPTED)
+        data = s.ReproductionSerializer(reproduction, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED)
 
 
 class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ReproductionSerializer
-    filterset_fields = ["experiment", "device", "source"]
+    filterset_class = ReproductionFilter
 
     def get_queryset(self):
         return repro_selectors.reproduction_list(user=self.request.user)
@@ -145,7 +146,7 @@ class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
 
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.RunSerializer
-    filterset_fields = ["state", "reproduction", "seed", "queue"]
+    filterset_class = RunFilter
     ordering_fields = ["id", "created_at", "finished_at"]
 
     def get_queryset(self):
@@ -157,7 +158,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         run = self.get_object()
         repro_services.run_cancel(run=run, user=request.user)
         run.refresh_from_db()
-        return Response(s.RunSerializer(run).data)
+        return Response(s.RunSerializer(run, context={"request": request}).data)
 
 
 @extend_schema(responses={(200, "application/octet-stream"): bytes})

@@ -176,11 +176,14 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- lineage roll-up
 
 
-def _children() -> dict[int, list[int]]:
-    """The lineage graph, parent -> findings that build on it (one query)."""
+def _children(visible: QuerySet[Finding]) -> dict[int, list[int]]:
+    """The lineage graph among visible findings, parent -> findings that build on it: a walk
+    never passes through a finding the reader may not see."""
+    ids = set(visible.values_list("id", flat=True))
     children: dict[int, list[int]] = defaultdict(list)
     for child, parent in Finding.builds_on.through.objects.values_list("from_finding_id", "to_finding_id"):
-        children[parent].append(child)
+        if child in ids and parent in ids:
+            children[parent].append(child)
     return children
 
 
@@ -227,7 +230,8 @@ def rollup_get(finding: Finding, *, user: Any = None) -> dict[str, Any]:
     """A finding's downstream effects: every visible descendant (direct or transitive, via
     ``built_upon_by``) with its axis scores and lean flag, and counts. ``user=None`` sees what
     an anonymous reader sees."""
-    return _rollup(finding, finding_list(user=user), _children())
+    visible = finding_list(user=user)
+    return _rollup(finding, visible, _children(visible))
 
 
 # ---------------------------------------------------------------- the landscape
@@ -255,7 +259,8 @@ def landscape_get(*, user: Any, tag: str | None = None, kind: str | None = None,
     plugins = sorted(set(Experiment.objects.filter(finding_id__in=ids).values_list("plugin", flat=True)))
     if plugin:
         plugins = [name for name in plugins if name == plugin]
-    visible, children = finding_list(user=user), _children()
+    visible = finding_list(user=user)
+    children = _children(visible)
     theories = [_rollup(f, visible, children) for f in findings if f.kind == Finding.Kind.THEORY]
     return {
         "filters": {"tag": tag, "kind": kind, "plugin": plugin},

@@ -35,9 +35,10 @@ def finding_lineage(*, finding: Finding, user: Any) -> dict[str, list[int]]:
         while frontier:
             node = frontier.pop()
             for other in getattr(node, relation).all():
-                if other.pk not in seen:
+                # never walk through a finding the reader may not see
+                if other.pk not in seen and other.pk in visible_ids:
                     seen.add(other.pk)
                     frontier.append(other)
-        return sorted(seen & visible_ids)
+        return sorted(seen)
 
     return {"ancestors": walk(finding, "builds_on"), "descendants": walk(finding, "built_upon_by")}

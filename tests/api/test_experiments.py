@@ -156,11 +156,11 @@ def test_reproduction_detail_shows_runs_with_state_and_progress(anon, experiment
     assert anon.get(f"/api/v1/reproductions/{reproduction.pk}/").json()["state"] == "finished"
 
 
-def test_run_detail_shape(anon, experiment):
+def test_run_detail_shape(api, experiment):
     run = Run.objects.filter(reproduction__experiment=experiment).order_by("id").first()
     Measurement.objects.create(run=run, arm="baseline", metric="risk", value=1.0)
     Measurement.objects.create(run=run, arm="intervention", metric="risk", value=0.5)
-    response = anon.get(f"/api/v1/runs/{run.pk}/")
+    response = api.get(f"/api/v1/runs/{run.pk}/")
     assert response.status_code == 200
     body = response.json()
     expected = {
@@ -176,7 +176,7 @@ def test_run_detail_shape(anon, experiment):
         ("baseline", "risk", 1.0), ("intervention", "risk", 0.5)
     ]
     assert body["artifacts"] == []
-    listed = anon.get("/api/v1/runs/", {"reproduction": run.reproduction_id}).json()
+    listed = api.get("/api/v1/runs/", {"reproduction": run.reproduction_id}).json()
     assert listed["count"] == experiment.default_seeds
 
 
@@ -235,3 +235,22 @@ def test_whoever_requested_a_reproduction_may_cancel_its_runs(client_for, other_
     run = Run.objects.get(reproduction_id=reproduction_id)
     assert client.post(f"/api/v1/runs/{run.pk}/cancel/").status_code == 200
     assert Run.objects.get(pk=run.pk).state == "cancelled"
+
+
+def test_related_id_filters_do_not_reveal_hidden_rows(anon):
+    for path in ("/api/v1/experiments/?finding=999999", "/api/v1/reproductions/?experiment=999999",
+                 "/api/v1/runs/?reproduction=999999"):
+        response = anon.get(path)
+        assert response.status_code == 200 and response.json()["results"] == []
+    assert anon.get("/api/v1/runs/?reproduction=abc").status_code == 400
+
+
+def test_worker_host_names_are_for_signed_in_users(anon, api, experiment):
+    from registry.reproductions.models import Run
+
+    run = Run.objects.filter(reproduction__experiment=experiment).first()
+    Run.objects.filter(pk=run.pk).update(worker_host="gpu-17.internal:42", environment={"hostname": "gpu-17"})
+    public = anon.get(f"/api/v1/runs/{run.pk}/").json()
+    assert "worker_host" not in public and "hostname" not in public["environment"]
+    private = api.get(f"/api/v1/runs/{run.pk}/").json()
+    assert private["worker_host"] == "gpu-17.internal:42" and private["environment"]["hostname"] == "gpu-17"

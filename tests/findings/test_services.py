@@ -130,9 +130,11 @@ def test_lineage_selector(user, other_user):
     b = create(user, title="B", builds_on=[a])
     hidden = create(other_user, title="Hidden", visibility="restricted", builds_on=[b])
     d = create(user, title="D", builds_on=[hidden])
-    assert finding_lineage(finding=a, user=AnonymousUser()) == {"ancestors": [], "descendants": [b.pk, d.pk]}
+    # the walk never passes through a finding the reader may not see: that would reveal its links
+    assert finding_lineage(finding=a, user=AnonymousUser()) == {"ancestors": [], "descendants": [b.pk]}
     assert finding_lineage(finding=a, user=other_user) == {"ancestors": [], "descendants": [b.pk, hidden.pk, d.pk]}
-    assert finding_lineage(finding=d, user=AnonymousUser()) == {"ancestors": [a.pk, b.pk], "descendants": []}
+    assert finding_lineage(finding=d, user=AnonymousUser()) == {"ancestors": [], "descendants": []}
+    assert finding_lineage(finding=d, user=other_user) == {"ancestors": [a.pk, b.pk, hidden.pk], "descendants": []}
 
 
 # ---------------------------------------------------------------- visibility
@@ -266,3 +268,18 @@ def test_markdown_renders_the_usual_things():
                      'href="https://e.org"', "noopener"):
         assert expected in html, html
     assert render_markdown("") == "" and render_markdown(None) == ""
+
+
+def test_rollup_never_walks_through_a_hidden_finding(user, other_user):
+    from registry.effects.selectors import rollup_get
+
+    a = create(user, title="A", kind="theory")
+    b = create(user, title="B", builds_on=[a])
+    hidden = create(other_user, title="Hidden", visibility="restricted", builds_on=[b])
+    d = create(user, title="D", builds_on=[hidden])
+
+    def descendants(viewer):
+        return sorted(row["finding"] for row in rollup_get(a, user=viewer)["descendants"])
+
+    assert descendants(None) == [b.pk]
+    assert descendants(other_user) == [b.pk, hidden.pk, d.pk]
