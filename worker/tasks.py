@@ -22,3 +22,10 @@ def findings_mark_stale() -> list[int]:
     from registry.reproductions.versions import findings_mark_stale as mark
 
     return mark()
+
+
+@shared_task(name="worker.webhooks_sweep", max_retries=0, ignore_result=True)
+def webhooks_sweep() -> dict:
+    from registry.events.services import webhooks_sweep as sweep
+
+    return sweep()

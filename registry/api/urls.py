@@ -2,7 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from registry.api import effects_views, version_views, views
+from registry.api import effects_views, events_views, version_views, views
 
 app_name = "api"
 
@@ -12,6 +12,7 @@ router.register("claims", views.ClaimViewSet, basename="claim")
 router.register("experiments", views.ExperimentViewSet, basename="experiment")
 router.register("reproductions", views.ReproductionViewSet, basename="reproduction")
 router.register("runs", views.RunViewSet, basename="run")
+router.register("subscriptions", events_views.SubscriptionViewSet, basename="subscription")
 
 urlpatterns = [
     path(
@@ -30,6 +31,8 @@ urlpatterns = [
     path("api/v1/plugins/<str:name>/", views.plugin_detail, name="plugin-detail"),
     path("api/v1/metrics/", views.metric_list, name="metric-list"),
     path("api/v1/events/", views.events, name="event-list"),
+    path("api/v1/events/stream", events_views.events_stream, name="event-stream"),
+    path("api/v1/events/feed.atom", events_views.events_feed, name="event-feed"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("healthz", views.healthz, name="healthz"),

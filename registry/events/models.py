@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -19,3 +20,74 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type}"
+
+
+class Subscription(models.Model):
+    """A subscriber's standing request for events: one filter (finding, tag, plugin, or all when
+    none is set), optional event types (empty = all) and a channel."""
+
+    class Channel(models.TextChoices):
+        WEBHOOK = "webhook"
+        FEED = "feed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
+    name = models.CharField(max_length=200)
+    finding = models.ForeignKey(
+        "findings.Finding", null=True, blank=True, on_delete=models.CASCADE, related_name="subscriptions"
+    )
+    tag = models.CharField(max_length=64, blank=True)
+    plugin = models.CharField(max_length=100, blank=True)
+    event_types = models.JSONField(default=list, blank=True)
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.WEBHOOK)
+    url = models.CharField(max_length=2000, blank=True)
+    secret = models.CharField(max_length=128, blank=True)
+    active = models.BooleanField(default=True)
+    # Events up to this id predate the subscription and are never delivered to it.
+    after_event_id = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["channel", "active"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channel})"
+
+
+class Delivery(models.Model):
+    """One event sent (or to be sent) to one webhook subscription, with its retry state."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    attempts = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "event"], name="events_delivery_once_per_event")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"delivery #{self.pk} of event #{self.event_id} to subscription #{self.subscription_id}"
+
+
+class DeliveryCursor(models.Model):
+    """Singleton (pk=1): the event id up to which the webhook sweep has matched events."""
+
+    last_event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"delivery cursor at #{self.last_event_id}"

@@ -16,10 +16,9 @@ from django.utils import timezone
 
 from plugins.sdk import Experiment as PluginExperiment
 from registry.errors import ApplicationError, PermissionDenied
-from registry.events.services import event_emit
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import (
-    _run_payload,
+    _run_event,
     check_storable,
     metric_catalogue_sync,
     params_validate,
@@ -149,11 +148,6 @@ def self_reported_run_record(
     Measurement.objects.bulk_create(
         [Measurement(run=run, arm=a, metric=m, metric_version=v, value=x) for a, m, v, x in rows]
     )
-    event_emit(
-        type="run.finished",
-        finding_id=experiment.finding_id,
-        plugin=experiment.plugin,
-        payload=_run_payload(run, measurements=len(rows), self_reported=True, hardware=hardware),
-    )
+    _run_event("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
     finding_effects_recompute(finding_id=experiment.finding_id)
     return run

@@ -343,15 +343,18 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
         )
         if not claimed:
             return None
-        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
-        experiment = run.reproduction.experiment
-        event_emit(
-            type="run.started",
-            finding_id=experiment.finding_id,
-            plugin=experiment.plugin,
-            payload=_run_payload(run),
-        )
+        _run_event("run.started", run_id)
     return token
+
+
+def _run_event(type: str, run_id: int, **extra: Any) -> Run:
+    """Write a run.* event for the run as it now is (inside the transaction of the change)."""
+    run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
+    experiment = run.reproduction.experiment
+    event_emit(
+        type=type, finding_id=experiment.finding_id, plugin=experiment.plugin, payload=_run_payload(run, **extra)
+    )
+    return run
 
 
 def _run_payload(run: Run, **extra: Any) -> dict[str, Any]:
@@ -493,15 +496,7 @@ def run_succeed(
                 for name, (digest, size, ct) in stored.items()
             ]
         )
-        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
-        experiment = run.reproduction.experiment
-        event_emit(
-            type="run.finished",
-            finding_id=experiment.finding_id,
-            plugin=experiment.plugin,
-            payload=_run_payload(run, measurements=len(rows)),
-        )
-        _after_run_finished(run)
+        _after_run_finished(_run_event("run.finished", run_id, measurements=len(rows)))
     return True
 
 
@@ -528,15 +523,7 @@ def run_fail(
     with transaction.atomic():
         if not run_transition(run_id=run_id, to_state=state, token=token, **fields):
             return False
-        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
-        experiment = run.reproduction.experiment
-        event_emit(
-            type="run.finished",
-            finding_id=experiment.finding_id,
-            plugin=experiment.plugin,
-            payload=_run_payload(run, error=error[:500]),
-        )
-        _after_run_finished(run)
+        _after_run_finished(_run_event("run.finished", run_id, error=storable_text(error)[:500]))
     return True
 
 
@@ -551,13 +538,7 @@ def run_cancel(*, run: Run, user: Any) -> bool:
     with transaction.atomic():
         if not run_transition(run_id=run.pk, to_state=State.CANCELLED, finished_at=timezone.now()):
             raise ApplicationError("the run finished meanwhile", field="state", status=409)
-        run.refresh_from_db()
-        event_emit(
-            type="run.finished",
-            finding_id=experiment.finding_id,
-            plugin=experiment.plugin,
-            payload=_run_payload(run),
-        )
+        _run_event("run.finished", run.pk)
     return True
 
 
@@ -615,12 +596,7 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                 progress_message=f"requeued: worker {run.worker_host} stopped answering",
             ):
                 counts["requeued"] += 1
-                event_emit(
-                    type="run.requeued",
-                    finding_id=run.reproduction.experiment.finding_id,
-                    plugin=run.reproduction.experiment.plugin,
-                    payload=_run_payload(run, state=State.QUEUED, worker=run.worker_host),
-                )
+                _run_event("run.requeued", run.pk, worker=run.worker_host)
     lost_ids = _runs_to_redispatch(now)
     if lost_ids:
         runs_dispatch(lost_ids)

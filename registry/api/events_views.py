@@ -1,0 +1,291 @@
+"""Subscriber-side API: subscriptions (CRUD + delivery log), the live event stream (SSE) and the
+Atom feed. Thin: parse, call a service or selector, render."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib.syndication.views import Feed
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.feedgenerator import Atom1Feed
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, renderers, serializers, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from registry.errors import ApplicationError
+from registry.events import services
+from registry.events.models import Delivery, Event, Subscription
+from registry.events.selectors import event_list
+from registry.findings.models import Finding
+from registry.findings.selectors import finding_list
+
+# --- Subscriptions -------------------------------------------------------------------------------
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    finding = serializers.IntegerField(source="finding_id", allow_null=True, required=False, min_value=1)
+    event_types = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, allow_empty=True, max_length=50
+    )
+    url = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    tag = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    plugin = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+    class Meta:
+        model = Subscription
+        fields = ["id", "name", "channel", "url", "finding", "tag", "plugin", "event_types", "active", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    event_type = serializers.CharField(source="event.type", read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id", "event", "event_type", "status", "attempts", "last_status_code", "last_error",
+            "next_attempt_at", "delivered_at", "created_at",
+        ]
+
+
+def _service_kwargs(validated: dict[str, Any]) -> dict[str, Any]:
+    data = dict(validated)
+    if "finding_id" in data:
+        data["finding"] = data.pop("finding_id")
+    return data
+
+
+class SubscriptionViewSet(viewsets.ModelViewSet):
+    """The caller's own subscriptions. The webhook secret is in the create response only."""
+
+    serializer_class = SubscriptionSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    filterset_class = None
+    filter_backends: list = []
+
+    def get_queryset(self):
+        return Subscription.objects.filter(owner=self.request.user).order_by("id")
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        subscription, secret = services.subscription_create(
+            owner=request.user, **_service_kwargs(serializer.validated_data)
+        )
+        data = SubscriptionSerializer(subscription).data
+        if secret:
+            data["secret"] = secret
+        return Response(data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args, **kwargs) -> Response:
+        subscription = self.get_object()
+        serializer = self.get_serializer(subscription, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        subscription, secret = services.subscription_update(
+            subscription=subscription, data=_service_kwargs(serializer.validated_data)
+        )
+        data = SubscriptionSerializer(subscription).data
+        if secret:
+            data["secret"] = secret
+        return Response(data)
+
+    def perform_destroy(self, subscription: Subscription) -> None:
+        services.subscription_delete(subscription=subscription)
+
+    @extend_schema(responses=DeliverySerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=DeliverySerializer)
+    def deliveries(self, request: Request, pk: str | None = None) -> Response:
+        subscription = self.get_object()
+        deliveries = subscription.deliveries.select_related("event").order_by("-id")
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in Delivery.Status.values:
+                raise ApplicationError(f"status must be one of {', '.join(Delivery.Status.values)}", field="status")
+            deliveries = deliveries.filter(status=wanted)
+        page = self.paginate_queryset(deliveries)
+        return self.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+
+# --- Server-sent events --------------------------------------------------------------------------
+
+STREAM_POLL_S = 1.0
+STREAM_KEEPALIVE_S = 15.0
+STREAM_DEFAULT_TIMEOUT_S = 300
+STREAM_MAX_TIMEOUT_S = 3600
+STREAM_BATCH = 200
+
+
+class EventStreamRenderer(renderers.BaseRenderer):
+    media_type = "text/event-stream"
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return json.dumps(data).encode()  # errors only; the stream itself is a StreamingHttpResponse
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
+        "payload": event.payload, "created_at": event.created_at.isoformat(),
+    }
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApplicationError(f"{name} must be an integer", field=name) from None
+    return max(low, min(high, value))
+
+
+def _visible(user: Any, finding_ids: set[int]) -> set[int]:
+    if not finding_ids:
+        return set()
+    return set(finding_list(user=user).filter(id__in=finding_ids).values_list("id", flat=True))
+
+
+def event_stream(
+    *, user: Any, after: int, timeout_s: float, poll_s: float = STREAM_POLL_S, keepalive_s: float = STREAM_KEEPALIVE_S
+) -> Iterator[bytes]:
+    deadline = time.monotonic() + timeout_s
+    last_write = time.monotonic()
+    yield b"retry: 3000\n\n"
+    while True:
+        events = list(event_list(after=after)[:STREAM_BATCH])
+        if events:
+            visible = _visible(user, {e.finding_id for e in events if e.finding_id is not None})
+            chunks = []
+            for event in events:
+                if event.finding_id is None or event.finding_id in visible:
+                    data = json.dumps(_event_json(event), separators=(",", ":"))
+                    chunks.append(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n")
+            if events[-1].finding_id is not None and events[-1].finding_id not in visible:
+                # moves the client's Last-Event-ID past hidden events without dispatching anything
+                chunks.append(f"id: {events[-1].id}\n\n")
+            after = events[-1].id
+            yield "".join(chunks).encode()
+            last_write = time.monotonic()
+        elif time.monotonic() - last_write >= keepalive_s:
+            yield b": keep-alive\n\n"
+            last_write = time.monotonic()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        if len(events) < STREAM_BATCH:
+            time.sleep(min(poll_s, remaining))
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("after", int, description="resume after this event id (or send Last-Event-ID)"),
+        OpenApiParameter("timeout", int, description="close after this many seconds (default 300, max 3600)"),
+    ],
+    responses={(200, "text/event-stream"): str},
+)
+@api_view(["GET"])
+@permission_classes([permissions.AllowAny])
+@renderer_classes([renderers.JSONRenderer, EventStreamRenderer])
+def events_stream(request: Request) -> StreamingHttpResponse:
+    """Live events the caller may see, as server-sent events (``id:``/``event:``/``data:``)."""
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id not in (None, ""):
+        after = _int_param(last_id, "Last-Event-ID", 0, 0, 2**62)
+    else:
+        after = _int_param(request.query_params.get("after"), "after", 0, 0, 2**62)
+    timeout_s = _int_param(
+        request.query_params.get("timeout"), "timeout", STREAM_DEFAULT_TIMEOUT_S, 1, STREAM_MAX_TIMEOUT_S
+    )
+    response = StreamingHttpResponse(
+        event_stream(user=request.user, after=after, timeout_s=timeout_s), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+# --- Atom feed -----------------------------------------------------------------------------------
+
+FEED_SIZE = 50
+
+
+class EventsAtomFeed(Feed):
+    feed_type = Atom1Feed
+    title = "Interpretability Findings Registry: events"
+    subtitle = "Latest events of the findings registry"
+
+    def get_object(self, request: HttpRequest, *args, **kwargs) -> dict[str, Any]:
+        return {"user": request.user, **kwargs}
+
+    def link(self, obj: dict[str, Any]) -> str:
+        return reverse("api:event-list")
+
+    def items(self, obj: dict[str, Any]) -> list[Event]:
+        visible = finding_list(user=obj["user"]).values("id")
+        events = Event.objects.filter(Q(finding_id__isnull=True) | Q(finding_id__in=visible))
+        if obj.get("finding") is not None:
+            events = events.filter(finding_id=obj["finding"])
+        if obj.get("tag"):
+            events = events.filter(finding_id__in=Finding.objects.filter(tags__name=obj["tag"]).values("id"))
+        if obj.get("plugin"):
+            events = events.filter(plugin=obj["plugin"])
+        return list(events.order_by("-id")[:FEED_SIZE])
+
+    def item_title(self, item: Event) -> str:
+        return f"{item.type}" + (f" on finding #{item.finding_id}" if item.finding_id else "")
+
+    def item_description(self, item: Event) -> str:
+        return json.dumps(_event_json(item), sort_keys=True)
+
+    def item_link(self, item: Event) -> str:
+        if item.finding_id:
+            try:
+                return reverse("dashboard:finding-detail", args=[item.finding_id])
+            except NoReverseMatch:
+                pass
+        return f"{reverse('api:event-list')}?after={item.id - 1}&limit=1"
+
+    def item_guid(self, item: Event) -> str:
+        return f"urn:interp-registry:event:{item.id}"
+
+    item_guid_is_permalink = False
+
+    def item_pubdate(self, item: Event):
+        return item.created_at
+
+    def item_updateddate(self, item: Event):
+        return item.created_at
+
+    def item_categories(self, item: Event) -> list[str]:
+        return [item.type] + ([item.plugin] if item.plugin else [])
+
+
+def events_feed(request: HttpRequest) -> HttpResponse:
+    """``GET /api/v1/events/feed.atom?finding=&tag=&plugin=``: the latest 50 visible events."""
+    params: dict[str, Any] = {}
+    try:
+        finding = request.GET.get("finding")
+        if finding not in (None, ""):
+            if not finding.isdigit():
+                raise ApplicationError("finding must be an integer", field="finding")
+            params["finding"] = int(finding)
+        for name, limit in (("tag", 64), ("plugin", 100)):
+            value = request.GET.get(name)
+            if value:
+                if "\x00" in value or len(value) > limit:
+                    raise ApplicationError(f"{name} must be at most {limit} characters", field=name)
+                params[name] = value
+    except ApplicationError as exc:
+        data = exc.as_detail()
+        data.setdefault("errors", {})
+        return JsonResponse(data, status=exc.status)
+    return EventsAtomFeed()(request, **params)
