@@ -31,6 +31,7 @@ app.conf.update(
     task_routes={
         "worker.runs_reap": {"queue": "maintenance"},
         "worker.findings_mark_stale": {"queue": "maintenance"},
+        "worker.webhooks_sweep": {"queue": "maintenance"},
     },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -44,6 +45,9 @@ def _schedule_reaper(sender: Celery, **kwargs) -> None:
     sender.add_periodic_task(settings.REAPER_INTERVAL_S, sender.signature("worker.runs_reap"), name="reap runs")
     sender.add_periodic_task(
         settings.STALE_CHECK_INTERVAL_S, sender.signature("worker.findings_mark_stale"), name="mark stale findings"
+    )
+    sender.add_periodic_task(
+        settings.WEBHOOKS_SWEEP_INTERVAL_S, sender.signature("worker.webhooks_sweep"), name="sweep webhooks"
     )
 
 app.conf.imports = ("worker.tasks",)

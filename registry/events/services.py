@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
@@ -57,7 +58,30 @@ def _webhook_url_check(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ApplicationError("url must be an http(s) URL", field="url")
+    if not settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES and _is_private_host(parts.hostname):
+        raise ApplicationError(
+            "url must point to a public address (this registry refuses loopback, private and link-local "
+            "addresses; WEBHOOKS_ALLOW_PRIVATE_ADDRESSES changes that)",
+            field="url",
+        )
     return url
+
+
+def _is_private_host(hostname: str) -> bool:
+    """Whether any address the name resolves to is loopback, private, link-local or reserved (a
+    webhook must not be a way to reach the registry's own network)."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(hostname, None)
+    except OSError:
+        return False  # unresolvable now: delivery will fail and be retried, and is checked again then
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global or address.is_multicast:
+            return True
+    return False
 
 
 def _subscription_check(subscription: Subscription, *, owner: Any) -> None:
@@ -252,6 +276,9 @@ def webhook_signature(secret: str, body: bytes) -> str:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
+    hostname = urlsplit(url).hostname or ""
+    if not settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES and _is_private_host(hostname):
+        return None, f"refused: {hostname} resolves to a non-public address"
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with _opener.open(request, timeout=WEBHOOK_TIMEOUT_S) as response:

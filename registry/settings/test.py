@@ -17,6 +17,7 @@ REST_FRAMEWORK = {  # noqa: F405
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"anon": "1000000/minute", "user": "1000000/minute"},
 }
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True  # the tests' webhook receivers listen on 127.0.0.1
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ARTIFACT_ROOT = Path(VAR_DIR) / "artifacts"
 RUN_HEARTBEAT_INTERVAL_S = 0.5
