@@ -79,7 +79,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
 def query_text(request: Any, name: str, *, max_length: int = 200) -> str | None:
     """A text query parameter, or None; NUL characters or an over-long value are a 400 naming it."""
-    value = request.query_params.get(name)
+    params = getattr(request, "query_params", None) or request.GET  # DRF or plain Django request
+    value = params.get(name)
     if value in (None, ""):
         return None
     if "\x00" in value or len(value) > max_length:

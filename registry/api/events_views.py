@@ -19,6 +19,7 @@ from rest_framework.decorators import action, api_view, permission_classes, rend
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from registry.api.errors import query_text
 from registry.errors import ApplicationError
 from registry.events import services
 from registry.events.models import Delivery, Event, Subscription
@@ -281,10 +282,8 @@ def events_feed(request: HttpRequest) -> HttpResponse:
                 raise ApplicationError("finding must be an integer", field="finding")
             params["finding"] = int(finding)
         for name, limit in (("tag", 64), ("plugin", 100)):
-            value = request.GET.get(name)
+            value = query_text(request, name, max_length=limit)
             if value:
-                if "\x00" in value or len(value) > limit:
-                    raise ApplicationError(f"{name} must be at most {limit} characters", field=name)
                 params[name] = value
     except ApplicationError as exc:
         data = exc.as_detail()
