@@ -70,3 +70,35 @@ def test_a_worker_runs_the_installed_template(on_path, worker_env, user):
         assert run.plugin_version == "0.1.0"
         assert {m.metric for m in run.measurements.all()} == {"spurious_reliance", "shifted_accuracy"}
         assert run.artifacts.get().name == "results.json"
+
+
+def _local_torch_wheel() -> Path | None:
+    import os
+
+    folder = Path(os.environ.get("TORCH_WHEEL_DIR", "/opt/wheels"))
+    wheels = sorted(folder.glob("torch-*+cpu-cp311-*.whl")) if sys.version_info[:2] == (3, 11) else []
+    return wheels[-1] if wheels else None
+
+
+@pytest.mark.slow
+def test_template_installs_and_runs_in_a_fresh_virtualenv(tmp_path):
+    """A brand-new virtualenv: pip install the registry and the template plugin as packages, then
+    the plugin is discovered through its entry point and runs."""
+    wheel = _local_torch_wheel()
+    if wheel is None:
+        pytest.skip("no local CPU torch wheel to build a fresh environment from without a multi-GB download")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=600)
+    subprocess.run([*pip, str(ROOT), str(TEMPLATE)], check=True, capture_output=True, timeout=900)
+    code = (
+        "from plugins.registry import all_plugins; from plugins.sdk import run_locally; "
+        "e = all_plugins()['probe_decay']; assert e.available, e.error; "
+        "r, _ = run_locally(e.experiment, preset='tiny'); print(sorted(r), sorted(r['baseline']))"
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "['baseline', 'intervention'] ['shifted_accuracy', 'spurious_reliance']"
