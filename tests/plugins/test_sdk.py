@@ -1,0 +1,57 @@
+"""The plugin SDK's helpers: seeding, deterministic mode, PNG encoding, the local context."""
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from plugins.sdk import LocalContext, StopRequested, check_stop, png_bytes, run_locally, seed_everything
+from tests.fakes.plugins import EchoExperiment
+
+
+@pytest.fixture
+def restore_determinism():
+    before = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_deterministic_mode_turns_on_deterministic_kernels(restore_determinism, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(3, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    import os
+
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_seeding_repeats_random_draws():
+    seed_everything(11)
+    first = torch.rand(4)
+    seed_everything(11)
+    assert torch.equal(first, torch.rand(4))
+
+
+def test_png_bytes_encodes_grey_and_colour_images():
+    grey = Image.open(io.BytesIO(png_bytes(torch.linspace(0, 1, 12).reshape(3, 4))))
+    assert grey.size == (4, 3) and grey.mode == "L"
+    colour = Image.open(io.BytesIO(png_bytes(torch.zeros(2, 5, 3))))
+    assert colour.size == (5, 2) and colour.mode == "RGB"
+
+
+def test_run_locally_validates_parameters_and_records_the_context():
+    results, ctx = run_locally(EchoExperiment, {"effect": -2.0}, seed=5)
+    assert results["intervention"]["risk"] == pytest.approx(results["baseline"]["risk"] - 2.0)
+    assert ctx.seed == 5 and ctx.device.type == "cpu"
+    assert ctx.artifacts == {"values.json": b'{"ok": true}'}
+    assert ctx.progress_log[-1] == (1.0, "done")
+    with pytest.raises(ValidationError):
+        run_locally(EchoExperiment, {"unknown": 1})
+
+
+def test_check_stop():
+    check_stop(LocalContext())
+    with pytest.raises(StopRequested):
+        check_stop(LocalContext(stop=True))

@@ -1,0 +1,35 @@
+"""The runner called in-process (no broker): environment capture and the deterministic setting."""
+
+import pytest
+import torch
+from django.test import override_settings
+
+from registry.reproductions import services
+from registry.reproductions.models import Run
+from tests.factories import FindingFactory
+from worker.runner import run_execute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@override_settings(RUN_DETERMINISTIC=True)
+def test_runner_records_environment_and_deterministic_mode(user):
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        finding = FindingFactory(created_by=user)
+        experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+        reproduction = services.reproduction_request(experiment=experiment, user=user, seeds=[4], device="gpu")
+        run = reproduction.runs.get()
+        assert run_execute(run.pk, worker_host="test-host") == "succeeded"
+        assert run_execute(run.pk, worker_host="test-host").startswith("skipped")  # a duplicate does nothing
+    finally:
+        torch.use_deterministic_algorithms(before)
+    run = Run.objects.get(pk=run.pk)
+    env = run.environment
+    assert env["deterministic"] is True and env["seed"] == 4
+    assert env["torch"] == torch.__version__ and env["plugin_version"] == "1.0.0"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert env["device"] == expected and run.worker_host == "test-host"
+    if expected == "cpu":
+        assert "a GPU was requested but this worker has none" in run.logs
+    assert env["wall_time_s"] >= 0
