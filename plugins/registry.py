@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 
 from pydantic import BaseModel
 
-from plugins.sdk import API_VERSION, ENTRY_POINT_GROUP, Axis, Experiment
+from plugins.sdk import API_VERSION, BASELINE, ENTRY_POINT_GROUP, INTERVENTION, Axis, Experiment, Scale
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +66,25 @@ def declaration_errors(experiment: object) -> list[str]:
     names = [m.name for m in experiment.metrics]
     if len(names) != len(set(names)):
         errors.append("declares a metric twice")
+    scales = ", ".join(repr(s.value) for s in Scale)
     for metric in experiment.metrics:
         if not isinstance(metric.axis, Axis):
             errors.append(f"metric {metric.name!r} has no valid axis")
-    if len(experiment.arms) < 2 or len(set(experiment.arms)) != len(experiment.arms):
-        errors.append("must declare at least two distinct arms")
+        if not isinstance(metric.scale, Scale):
+            errors.append(f"metric {metric.name!r} has an unknown scale {metric.scale!r} (one of {scales})")
+        elif metric.time_to_event and metric.scale is not Scale.RATIO:
+            errors.append(
+                f"metric {metric.name!r} is a time to an event, so its scale must be 'ratio' "
+                f"(not {metric.scale.value!r}): event times are strictly positive"
+            )
+    if tuple(experiment.arms) != (BASELINE, INTERVENTION):
+        errors.append(
+            f"declares arms {tuple(experiment.arms)!r}; the registry compares exactly two arms, "
+            f"{(BASELINE, INTERVENTION)!r} (intervention versus baseline), so arms must be exactly those"
+        )
     if experiment.resources.device not in ("cpu", "gpu"):
         errors.append("resources.device must be 'cpu' or 'gpu'")
-    if experiment.interval not in ("t", "bootstrap"):
-        errors.append("interval must be 't' or 'bootstrap'")
+    # An ``interval`` attribute left on an old plugin is ignored: the registry chooses the method.
     return errors
 
 

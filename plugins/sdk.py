@@ -30,9 +30,29 @@ class Axis(StrEnum):
     DIAGNOSTIC = "diagnostic"
 
 
+class Scale(StrEnum):
+    """How a metric's values compare between arms (the registry computes effects on this footing).
+
+    ``RATIO``: strictly positive (energies, losses, MSE, FVU, step counts); compared as log-ratios,
+    so a relative change never passes -100%. ``PROPORTION``: bounded in [0, 1] (accuracies,
+    fractions, cosine similarities, attention scores); compared as differences in points.
+    ``DIFFERENCE``: unbounded (counts that can be 0, differences, log-likelihoods); compared as
+    plain differences, never relatively.
+    """
+
+    RATIO = "ratio"
+    PROPORTION = "proportion"
+    DIFFERENCE = "difference"
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A quantity a plugin emits for every arm."""
+    """A quantity a plugin emits for every arm.
+
+    ``scale`` says which values are possible and how arms are compared (see :class:`Scale`); the
+    registry refuses values outside it. ``time_to_event`` marks a time to an event (steps, epochs):
+    a run may return :class:`NotReached` for it, and it must be on the ratio scale.
+    """
 
     name: str
     axis: Axis
@@ -40,6 +60,24 @@ class Metric:
     unit: str = ""
     description: str = ""
     version: int = 1  # bump when the definition changes: results are never pooled across versions
+    scale: Scale = Scale.DIFFERENCE
+    time_to_event: bool = False
+
+    def __post_init__(self) -> None:
+        # "ratio" works like Scale.RATIO; anything else is left for discovery to report.
+        if not isinstance(self.scale, Scale) and self.scale in tuple(Scale):
+            object.__setattr__(self, "scale", Scale(self.scale))
+
+
+@dataclass(frozen=True)
+class NotReached:
+    """The event did not happen within the budget (only for ``time_to_event`` metrics).
+
+    Stored censored at the budget: the event time is known only to exceed ``budget``, and the
+    registry never averages it as if it were a value.
+    """
+
+    budget: float
 
 
 @dataclass(frozen=True)
@@ -73,7 +111,13 @@ class StopRequested(Exception):
 
 
 class Experiment:
-    """Base class of every experiment plugin. Keep subclasses to these few members."""
+    """Base class of every experiment plugin. Keep subclasses to these few members.
+
+    ``run`` returns ``{arm: {metric: value}}`` for both arms and every declared metric; a value is
+    a float within the metric's scale, or :class:`NotReached` for a time-to-event metric. Arms are
+    exactly ``("baseline", "intervention")``. The registry, not the plugin, chooses how intervals
+    and verdicts are computed.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
@@ -84,10 +128,8 @@ class Experiment:
     resources: ClassVar[Resources] = Resources()
     # Named parameter sets, e.g. {"tiny": {...}, "gpu": {...}}: "tiny" is used by tests.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
-    # "t" (paired t interval) or "bootstrap": how the registry builds confidence intervals.
-    interval: ClassVar[str] = "t"
 
-    def run(self, params: BaseModel, ctx: RunContext) -> dict[str, dict[str, float]]:
+    def run(self, params: BaseModel, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         raise NotImplementedError
 
     @classmethod
@@ -172,7 +214,7 @@ def run_locally(
     preset: str | None = None,
     seed: int = 0,
     device: str = "cpu",
-) -> tuple[dict[str, dict[str, float]], LocalContext]:
+) -> tuple[dict[str, dict[str, float | NotReached]], LocalContext]:
     """Validate ``params`` (optionally on top of a preset) and run one seed in-process."""
     import torch
 

@@ -167,6 +167,28 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 120, interval: floa
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+@pytest.fixture(autouse=True)
+def _effects_recomputes_settle(request) -> Iterator[None]:
+    """Worker tests: the effects recomputes their runs enqueued finish before the test database
+    is flushed (a recompute still holding row locks would deadlock the flush's TRUNCATE)."""
+    if "worker" not in request.keywords or "celery_worker" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up before this fixture: flushed after it
+    yield
+    from django.db import transaction
+
+    from registry.effects.models import FindingEffects
+
+    try:
+        wait_for(lambda: not FindingEffects.objects.filter(pending=True).exists(), timeout=60, interval=0.1)
+    except AssertionError:
+        return  # a recompute that cannot finish is the test's own failure to report, not this hook's
+    with transaction.atomic():
+        # a running recompute holds its row until it commits: this waits for it
+        list(FindingEffects.objects.select_for_update().values_list("pk"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread() -> None:
     """As the worker does by default (RUN_TORCH_THREADS=1): toy models gain nothing from more."""

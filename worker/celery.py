@@ -3,6 +3,7 @@
 Start a CPU worker:  celery -A worker worker -Q cpu --concurrency 2
 Start a GPU worker:  celery -A worker worker -Q gpu --concurrency 1   (one per GPU)
 Start the reaper:    celery -A worker beat
+Maintenance tasks (reaper, sweeps, effects recomputes) run on the ``maintenance`` queue.
 """
 
 import logging
@@ -32,6 +33,8 @@ app.conf.update(
         "worker.runs_reap": {"queue": "maintenance"},
         "worker.findings_mark_stale": {"queue": "maintenance"},
         "worker.webhooks_sweep": {"queue": "maintenance"},
+        "worker.effects_recompute": {"queue": "maintenance"},
+        "worker.effects_sweep": {"queue": "maintenance"},
     },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -48,6 +51,10 @@ def _schedule_reaper(sender: Celery, **kwargs) -> None:
     )
     sender.add_periodic_task(
         settings.WEBHOOKS_SWEEP_INTERVAL_S, sender.signature("worker.webhooks_sweep"), name="sweep webhooks"
+    )
+    # Cheap (one query on pending recomputes): re-sends recomputes whose message the broker lost.
+    sender.add_periodic_task(
+        settings.REAPER_INTERVAL_S, sender.signature("worker.effects_sweep"), name="resend lost effects recomputes"
     )
 
 app.conf.imports = ("worker.tasks",)
@@ -81,6 +88,21 @@ class _PresenceReporter(threading.Thread):
             finally:
                 connection.close()
             time.sleep(60)
+
+
+@worker_ready.connect
+def _sync_metric_catalogue(sender, **kwargs) -> None:
+    """Record the installed plugins' metric declarations (GET /metrics/ only reads them)."""
+    from django.db import connection
+
+    from registry.reproductions.services import metric_catalogue_sync_installed
+
+    try:
+        metric_catalogue_sync_installed()
+    except Exception:  # noqa: BLE001 - a broken plugin or database must not stop the worker
+        logging.getLogger(__name__).exception("could not sync the metric catalogue")
+    finally:
+        connection.close()
 
 
 @worker_ready.connect

@@ -85,6 +85,7 @@ from plugins.sdk import (
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     png_bytes,
     seed_everything,
@@ -272,6 +273,7 @@ class CheckerboardExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=False,
             unit="fraction",
+            scale=Scale.RATIO,
             description=(
                 "Share of the held-out outputs' non-DC spectral energy near the Nyquist points "
                 "(pi,0), (0,pi), (pi,pi): the checkerboard artifact nobody asked for."
@@ -282,6 +284,7 @@ class CheckerboardExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=False,
             unit="MSE",
+            scale=Scale.RATIO,
             description="Held-out MSE after 2x2 average pooling (the training benchmark).",
         ),
         Metric(
@@ -289,6 +292,7 @@ class CheckerboardExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=False,
             unit="MSE",
+            scale=Scale.RATIO,
             description="Held-out MSE at the full 32 px resolution.",
         ),
         Metric(
@@ -296,6 +300,7 @@ class CheckerboardExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=False,
             unit="ratio",
+            scale=Scale.RATIO,
             description="Max/min kernel overlap of the upsampling layer on a constant input (4 for k3 s2).",
         ),
     )

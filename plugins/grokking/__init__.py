@@ -24,9 +24,29 @@ EXAMPLE_FINDING: dict[str, Any] = {
     "params": {},
     "seeds": 3,
     "claims": [
-        {"metric": "fourier_sparsity", "direction": "increase", "min_relative_effect": 0.5},
-        {"metric": "test_accuracy", "direction": "increase", "min_relative_effect": 0.5},
-        {"metric": "steps_to_test_99", "direction": "decrease", "min_relative_effect": 0.3},
+        {
+            "metric": "fourier_sparsity",
+            "direction": "increase",
+            "min_relative_effect": 0.15,
+            "threshold_unit": "absolute",
+            "statement": "Weight decay raises the top-5 Fourier frequencies' share of the embedding's power "
+            "by at least 15 points (measured: about 24% to 63%).",
+        },
+        {
+            "metric": "test_accuracy",
+            "direction": "increase",
+            "min_relative_effect": 0.8,
+            "threshold_unit": "absolute",
+            "statement": "Weight decay raises the final test accuracy by at least 80 points (measured: chance, "
+            "about 0.2%, to 100%).",
+        },
+        {
+            "metric": "steps_to_test_99",
+            "direction": "decrease",
+            "min_relative_effect": 0.2,
+            "statement": "With weight decay test accuracy reaches 99% at least 20% sooner; without it, it is not "
+            "reached within the 2,000-step budget (measured: steps 820-1,160 with weight decay).",
+        },
     ],
 }
 

@@ -15,6 +15,13 @@ Arms (same seed, same split, same initialisation, same budget):
 - ``baseline``: weight decay 0.
 - ``intervention``: weight decay ``weight_decay`` (1.0 by default, as in Nanda et al.).
 
+Metrics: ``fourier_sparsity`` and ``test_accuracy`` are proportions in [0, 1];
+``steps_to_test_99`` and ``steps_to_train_99`` are times to an event (ratio scale). When the
+accuracy never reaches 99% within the ``steps`` budget the run reports them as not reached
+(``NotReached``, stored censored at the budget), never as the budget itself: without weight decay
+test accuracy never gets there, so the baseline's ``steps_to_test_99`` is censored and the effect
+can only say that weight decay is *at least* so much faster.
+
 The papers' figures to approach: training accuracy reaches 100% early while test accuracy stays
 at chance, then, with weight decay, test accuracy jumps to ~100% long after memorisation (Power et
 al., Fig. 1; Nanda et al.'s transformer memorises by ~1.4k epochs and has generalised by ~10k);
@@ -47,9 +54,11 @@ from plugins.sdk import (
     Axis,
     Experiment,
     Metric,
+    NotReached,
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     seed_everything,
 )
@@ -110,6 +119,11 @@ def fourier_power(embedding: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft(embedding.float(), dim=0).abs().pow(2).sum(dim=1)[1:]
 
 
+def _event_time(step: int | None, budget: int) -> float | NotReached:
+    """The step at which an event happened, or NotReached (censored at the budget) when it did not."""
+    return NotReached(budget=float(budget)) if step is None else float(step)
+
+
 def top_k_share(power: torch.Tensor, k: int) -> float:
     return float(power.sort(descending=True).values[:k].sum() / power.sum())
 
@@ -118,7 +132,7 @@ class GrokkingExperiment(Experiment):
     """Does weight decay make a memorising network generalise, with a sparse Fourier solution?"""
 
     name = "grokking"
-    version = "1.0.0"
+    version = "1.1.0"
     Params = GrokkingParams
     metrics = (
         Metric(
@@ -126,6 +140,7 @@ class GrokkingExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description="Share of the token embedding's non-constant Fourier power (over the residues) "
             "held by its top_k_frequencies strongest frequencies: high means the model uses a few "
             "interpretable frequencies (about 0.25 for a random embedding at p = 59, k = 5).",
@@ -135,6 +150,7 @@ class GrokkingExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description="Accuracy on the held-out pairs at the end of training.",
         ),
         Metric(
@@ -142,16 +158,22 @@ class GrokkingExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=False,
             unit="steps",
-            description="First evaluated step with test accuracy >= 99%; equals the step budget (steps) "
-            "when it is never reached.",
+            description="First evaluated step with test accuracy >= 99%; censored at the step budget "
+            "(steps) when it is never reached (version 1 stored the budget as if it were the value).",
+            version=2,
+            scale=Scale.RATIO,
+            time_to_event=True,
         ),
         Metric(
             "steps_to_train_99",
             Axis.DIAGNOSTIC,
             higher_is_better=False,
             unit="steps",
-            description="First evaluated step with training accuracy >= 99%; equals the step budget "
-            "(steps) when it is never reached.",
+            description="First evaluated step with training accuracy >= 99%; censored at the step "
+            "budget (steps) when it is never reached (version 1 stored the budget as if it were the value).",
+            version=2,
+            scale=Scale.RATIO,
+            time_to_event=True,
         ),
     )
     resources = Resources(device="cpu", time_limit_s=300)
@@ -178,7 +200,7 @@ class GrokkingExperiment(Experiment):
         },
     }
 
-    def run(self, params: GrokkingParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+    def run(self, params: GrokkingParams, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         device = torch.device(ctx.device)
         p = params.modulus
         a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T
@@ -191,7 +213,7 @@ class GrokkingExperiment(Experiment):
         train_a, train_b, train_labels = a[is_train], b[is_train], labels[is_train]
         ctx.log(f"(a + b) mod {p}: {int(is_train.sum())} training pairs, {int((~is_train).sum())} test pairs")
 
-        results: dict[str, dict[str, float]] = {}
+        results: dict[str, dict[str, float | NotReached]] = {}
         curves: dict[str, dict[str, list[float]]] = {}
         for arm_index, (arm, weight_decay) in enumerate(((BASELINE, 0.0), (INTERVENTION, params.weight_decay))):
             seed_everything(ctx.seed, deterministic=ctx.deterministic)
@@ -230,8 +252,8 @@ class GrokkingExperiment(Experiment):
             results[arm] = {
                 "fourier_sparsity": top_k_share(power, params.top_k_frequencies),
                 "test_accuracy": test_accuracy,
-                "steps_to_test_99": float(reached["test"] or params.steps),
-                "steps_to_train_99": float(reached["train"] or params.steps),
+                "steps_to_test_99": _event_time(reached["test"], params.steps),
+                "steps_to_train_99": _event_time(reached["train"], params.steps),
             }
             curve["fourier_power"] = [float(x) for x in power / power.sum()]
             curves[arm] = curve

@@ -33,8 +33,13 @@ metric                 1 layer (baseline)   2 layers (interv.)
 induction_score        0.09                 0.79-0.83
 repeat_loss (nats)     2.91-2.95            0.20-0.24
 repeat_accuracy        0.15-0.17            0.92-0.93
-phase_change_step      600 (never)          180-220
+phase_change_step      not reached (600)    180-220
 =====================  ===================  ====================
+
+``induction_score`` (an attention weight) and ``repeat_accuracy`` are proportions in [0, 1],
+``repeat_loss`` is on the ratio scale, and ``phase_change_step`` is a time to an event: when the
+repeat loss never falls below ``phase_threshold`` within the ``steps`` budget (the one-layer model)
+the run reports it as not reached (``NotReached``, stored censored at the budget), not as the budget.
 
 The one-layer model only learns to boost tokens already in the context; the two-layer model's repeat
 loss falls from ~3.5 to ~0.6 nats within ~60 steps (seed 0: steps 160 to 220), the paper's abrupt
@@ -59,9 +64,11 @@ from plugins.sdk import (
     Axis,
     Experiment,
     Metric,
+    NotReached,
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     png_bytes,
     seed_everything,
@@ -205,7 +212,7 @@ class InductionHeadsExperiment(Experiment):
     """One versus two attention layers: do induction heads form (Olsson et al. 2022)?"""
 
     name = "induction"
-    version = "1.0.0"
+    version = "1.1.0"
     Params = InductionParams
     metrics = (
         Metric(
@@ -213,6 +220,7 @@ class InductionHeadsExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="attention",
+            scale=Scale.PROPORTION,
             description=(
                 "Best head of the last layer: mean attention from a repeated token to the token that "
                 "followed its earlier occurrence (1 = a perfect induction head). A known mechanism is present."
@@ -223,6 +231,7 @@ class InductionHeadsExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=False,
             unit="nats",
+            scale=Scale.RATIO,
             description="Cross-entropy of next-token predictions inside the repeated segment (held-out data).",
         ),
         Metric(
@@ -230,6 +239,7 @@ class InductionHeadsExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description="Top-1 accuracy of next-token predictions inside the repeated segment (held-out data).",
         ),
         Metric(
@@ -238,9 +248,13 @@ class InductionHeadsExperiment(Experiment):
             higher_is_better=False,
             unit="steps",
             description=(
-                "First evaluated step at which the repeat loss falls below phase_threshold nats; "
-                "equals the step budget when that never happens (no phase change)."
+                "First evaluated training step (>= 1) at which the repeat loss falls below phase_threshold "
+                "nats; censored at the step budget when that never happens (no phase change). Version 1 "
+                "stored the budget as if it were the value, and counted step 0 (before training)."
             ),
+            version=2,
+            scale=Scale.RATIO,
+            time_to_event=True,
         ),
     )
     resources = Resources(device="cpu", time_limit_s=300)
@@ -273,17 +287,20 @@ class InductionHeadsExperiment(Experiment):
         },
     }
 
-    def run(self, params: InductionParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+    def run(self, params: InductionParams, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         device = torch.device(ctx.device)
         arms = {BASELINE: params.baseline_layers, INTERVENTION: params.intervention_layers}
-        results: dict[str, dict[str, float]] = {}
+        results: dict[str, dict[str, float | NotReached]] = {}
         curves: dict[str, list[tuple[int, float]]] = {}
         for arm_index, (arm, n_layers) in enumerate(arms.items()):
             seed_everything(ctx.seed, deterministic=ctx.deterministic)
             results[arm], curves[arm], pattern = self._train_arm(params, ctx, device, arm_index, n_layers)
             ctx.log(
                 f"{arm} ({n_layers} layer{'s' if n_layers > 1 else ''}): "
-                + ", ".join(f"{k}={v:.4g}" for k, v in results[arm].items())
+                + ", ".join(
+                    f"{k}=not reached in {v.budget:g}" if isinstance(v, NotReached) else f"{k}={v:.4g}"
+                    for k, v in results[arm].items()
+                )
             )
             # The best last-layer head on the first held-out sequence, 4x enlarged.
             image = pattern.repeat_interleave(4, dim=0).repeat_interleave(4, dim=1)
@@ -298,7 +315,7 @@ class InductionHeadsExperiment(Experiment):
 
     def _train_arm(
         self, params: InductionParams, ctx: RunContext, device: torch.device, arm_index: int, n_layers: int
-    ) -> tuple[dict[str, float], list[tuple[int, float]], torch.Tensor]:
+    ) -> tuple[dict[str, float | NotReached], list[tuple[int, float]], torch.Tensor]:
         # The data generator is seeded alike for both arms, so both see the same sequences.
         generator = torch.Generator(device=device).manual_seed(ctx.seed)
         eval_batch = make_batch(params, params.eval_size, generator, device)
@@ -317,7 +334,9 @@ class InductionHeadsExperiment(Experiment):
                 loss = float(repeat_loss_and_accuracy(model(eval_batch.tokens)[0], eval_batch)[0])
             model.train()
             curve.append((step, loss))
-            if phase_change_step is None and loss < params.phase_threshold:
+            # Step 0 (the untrained model) is on the curve but is no event time: a loss already below
+            # the threshold there is recorded at the first evaluation after training starts.
+            if step > 0 and phase_change_step is None and loss < params.phase_threshold:
                 phase_change_step = step
                 ctx.log(f"{n_layers}-layer model: repeat loss {loss:.3f} < {params.phase_threshold} at step {step}")
 
@@ -350,6 +369,8 @@ class InductionHeadsExperiment(Experiment):
             "induction_score": float(scores[best_head]),
             "repeat_loss": float(repeat_loss),
             "repeat_accuracy": float(repeat_accuracy),
-            "phase_change_step": float(params.steps if phase_change_step is None else phase_change_step),
+            "phase_change_step": (
+                NotReached(budget=float(params.steps)) if phase_change_step is None else float(phase_change_step)
+            ),
         }
         return metrics, curve, patterns[-1][0, best_head]

@@ -24,9 +24,29 @@ EXAMPLE_FINDING: dict[str, Any] = {
     "params": {},
     "seeds": 3,
     "claims": [
-        {"metric": "mmcs", "direction": "increase", "min_relative_effect": 0.5},
-        {"metric": "fvu", "direction": "increase", "min_relative_effect": 0.5},
-        {"metric": "l0", "direction": "decrease", "min_relative_effect": 0.5},
+        {
+            "metric": "mmcs",
+            "direction": "increase",
+            "min_relative_effect": 0.5,
+            "threshold_unit": "absolute",
+            "statement": "The L1 penalty raises the mean max cosine similarity between the dictionary and the "
+            "true features by at least 0.5 (measured: about 0.38 to 0.99).",
+        },
+        {
+            "metric": "fvu",
+            "direction": "increase",
+            "min_relative_effect": 0.5,
+            "statement": "It costs reconstruction: the fraction of variance unexplained rises by at least 50% "
+            "(measured: about 0.0002 to 0.067).",
+        },
+        {
+            "metric": "l0",
+            "direction": "decrease",
+            "min_relative_effect": 100,
+            "threshold_unit": "absolute",
+            "statement": "The L1 penalty cuts the active latents per sample by at least 100 (measured: about "
+            "226 to 17 of 256).",
+        },
     ],
 }
 

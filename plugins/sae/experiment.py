@@ -43,6 +43,7 @@ from plugins.sdk import (
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     png_bytes,
     seed_everything,
@@ -140,6 +141,7 @@ class SparseAutoencoderExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="cosine",
+            scale=Scale.PROPORTION,
             description="Mean over true features of the highest cosine similarity with any decoder column "
             "(1 = every true feature has an exact dictionary atom; a random dictionary scores about 0.35 "
             "at default sizes).",
@@ -149,6 +151,7 @@ class SparseAutoencoderExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=False,
             unit="fraction",
+            scale=Scale.RATIO,
             description="Fraction of variance unexplained on held-out samples: squared reconstruction error "
             "over the total variance of the data.",
         ),
@@ -157,7 +160,9 @@ class SparseAutoencoderExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=False,
             unit="latents",
-            description="Mean number of active (positive) latents per held-out sample.",
+            scale=Scale.DIFFERENCE,
+            description="Mean number of active (positive) latents per held-out sample (0 when a strong L1 "
+            "penalty kills every latent, so compared as a difference, not a ratio).",
         ),
     )
     resources = Resources(device="cpu", time_limit_s=300)

@@ -65,6 +65,7 @@ from plugins.sdk import (
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     seed_everything,
 )
@@ -169,6 +170,7 @@ class ShortcutExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description=(
                 "Accuracy in the test environment, where the colour agrees with the label only 10% of the "
                 "time: robustness to the shortcut (optimum 0.75, the label noise's ceiling)."
@@ -179,6 +181,7 @@ class ShortcutExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description="Lowest accuracy over the four (label, colour) groups of the test environment.",
         ),
         Metric(
@@ -186,6 +189,7 @@ class ShortcutExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description=(
                 "Accuracy on fresh samples of the two training environments (mean of both); 0.85 is reached "
                 "by following the colour, 0.75 by following the shape."

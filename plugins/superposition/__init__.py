@@ -31,14 +31,18 @@ EXAMPLE_FINDING: dict[str, Any] = {
         {
             "metric": "features_represented",
             "direction": "increase",
-            "min_relative_effect": 0.5,
-            "statement": "Sparse inputs make the model represent at least 50% more features (measured: 5 to 12).",
+            "min_relative_effect": 3,
+            "threshold_unit": "absolute",
+            "statement": "Sparse inputs make the model represent at least 3 more features (measured: 5 to 12 of "
+            "20, in 5 dimensions).",
         },
         {
             "metric": "monosemanticity",
             "direction": "decrease",
             "min_relative_effect": 0.5,
-            "statement": "At least half of the cleanly readable features are lost to superposition.",
+            "threshold_unit": "absolute",
+            "statement": "The share of represented features that own a direction falls by at least 50 points: "
+            "they go into superposition (measured: 100% to 0%).",
         },
     ],
 }

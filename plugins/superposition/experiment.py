@@ -92,6 +92,7 @@ from plugins.sdk import (
     Params,
     Resources,
     RunContext,
+    Scale,
     check_stop,
     png_bytes,
     seed_everything,
@@ -227,6 +228,7 @@ class SuperpositionExperiment(Experiment):
             Axis.SAFETY,
             higher_is_better=True,
             unit="fraction",
+            scale=Scale.PROPORTION,
             description=(
                 "Share of represented features that own a direction (not in superposition): "
                 "how readable the hidden representation is."
@@ -237,6 +239,7 @@ class SuperpositionExperiment(Experiment):
             Axis.CAPABILITY,
             higher_is_better=False,
             unit="fraction",
+            scale=Scale.RATIO,
             description=(
                 "Importance-weighted reconstruction loss on held-out data, relative to the all-zero "
                 "reconstruction (1 = nothing reconstructed)."
@@ -247,6 +250,7 @@ class SuperpositionExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=True,
             unit="features",
+            scale=Scale.DIFFERENCE,
             description="Features with ||W_i|| above represented_threshold (0.5), of n=20 in m=5 dimensions.",
         ),
         Metric(
@@ -254,6 +258,7 @@ class SuperpositionExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=False,
             unit="features",
+            scale=Scale.DIFFERENCE,
             description="Represented features with sum_j (W_i_hat . W_j)^2 above superposition_threshold (0.1).",
         ),
         Metric(
@@ -261,6 +266,7 @@ class SuperpositionExperiment(Experiment):
             Axis.DIAGNOSTIC,
             higher_is_better=True,
             unit="success",
+            scale=Scale.PROPORTION,
             description=(
                 "1 if five equal-importance features in 2 dimensions form a regular pentagon "
                 "(72 +/- 10 degrees), else 0: its mean over seeds is a success rate."

@@ -46,7 +46,7 @@ class ClaimSerializer(serializers.ModelSerializer):
     class Meta:
         model = Claim
         fields = [
-            "id", "finding", "metric", "direction", "min_relative_effect", "margin", "statement",
+            "id", "finding", "metric", "direction", "min_relative_effect", "margin", "threshold_unit", "statement",
             "version", "supersedes", "is_current", "verdict", "created_at",
         ]
         read_only_fields = ["id", "finding", "version", "is_current", "verdict", "created_at"]
@@ -61,6 +61,7 @@ class ClaimUpdateSerializer(serializers.Serializer):
     direction = serializers.ChoiceField(choices=Claim.Direction.choices, required=False)
     min_relative_effect = serializers.FloatField(required=False, allow_null=True)
     margin = serializers.FloatField(required=False, allow_null=True)
+    threshold_unit = serializers.ChoiceField(choices=Claim.ThresholdUnit.choices, required=False)
     statement = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
 
@@ -95,7 +96,7 @@ class VisibleFindingField(serializers.PrimaryKeyRelatedField):
 class ExperimentBriefSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
-        fields = ["id", "plugin", "params", "default_seeds", "device"]
+        fields = ["id", "plugin", "params", "default_seeds", "device", "retracted_at"]
 
 
 class FindingSerializer(serializers.ModelSerializer):
@@ -191,12 +192,16 @@ class ExperimentSerializer(serializers.ModelSerializer):
         model = Experiment
         fields = [
             "id", "finding", "plugin", "plugin_version_constraint", "params", "default_seeds", "device",
-            "time_limit_s", "reproduce", "reproductions", "created_at",
+            "time_limit_s", "reproduce", "reproductions", "retracted_at", "retraction_reason", "created_at",
         ]
-        read_only_fields = ["id", "finding", "created_at", "reproductions"]
+        read_only_fields = ["id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason"]
 
     def get_reproductions(self, experiment: Experiment) -> list[int]:
         return [r.pk for r in experiment.reproductions.all()]
+
+
+class ExperimentRetractSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the experiment is retracted (shown with it).")
 
 
 class ReproductionRequestSerializer(serializers.Serializer):
@@ -263,7 +268,7 @@ class ReproductionSerializer(serializers.ModelSerializer):
 class MeasurementSerializer(serializers.ModelSerializer):
     class Meta:
         model = Measurement
-        fields = ["arm", "metric", "metric_version", "value"]
+        fields = ["arm", "metric", "metric_version", "value", "censored"]
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

@@ -135,6 +135,20 @@ class ExperimentViewSet(viewsets.ReadOnlyModelViewSet):
         data = s.ReproductionSerializer(reproduction, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=s.ExperimentRetractSerializer, responses=s.ExperimentSerializer)
+    @action(
+        detail=True, methods=["post"], serializer_class=s.ExperimentRetractSerializer,
+        permission_classes=[permissions.IsAuthenticated],
+    )
+    def retract(self, request: Request, pk: str | None = None) -> Response:
+        """Retract the experiment (its authors or staff): kept and shown, excluded from effects."""
+        experiment = self.get_object()
+        # The service checks who may retract before it looks at the reason: a stranger learns
+        # nothing from a 400.
+        reason = request.data.get("reason") if isinstance(request.data, dict) else None
+        experiment = finding_services.experiment_retract(experiment=experiment, user=request.user, reason=reason)
+        return Response(s.ExperimentSerializer(experiment).data)
+
 
 class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ReproductionSerializer
@@ -194,13 +208,13 @@ def plugin_describe(name: str) -> dict:
                 {
                     "name": m.name, "axis": m.axis.value, "higher_is_better": m.higher_is_better,
                     "unit": m.unit, "description": m.description, "version": m.version,
+                    "scale": str(m.scale), "time_to_event": m.time_to_event,
                 }
                 for m in experiment.metrics
             ],
             arms=list(experiment.arms),
             resources={"device": experiment.resources.device, "time_limit_s": experiment.resources.time_limit_s},
             presets=experiment.presets,
-            interval=experiment.interval,
         )
     return data
 
@@ -225,7 +239,8 @@ def plugin_detail(request: Request, name: str) -> Response:
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def metric_list(request: Request) -> Response:
-    repro_services.metric_catalogue_sync_installed()
+    """The metric catalogue as recorded (synced at migrate, worker start-up and when an experiment
+    is created: a GET never writes)."""
     metrics = MetricDefinition.objects.all()
     axis = query_text(request, "axis")
     if axis and axis not in MetricDefinition.Axis.values:
@@ -239,7 +254,7 @@ def metric_list(request: Request) -> Response:
         metrics = metrics.filter(axis=axis)
     return Response(
         list(metrics.values("plugin", "name", "version", "plugin_version", "axis", "higher_is_better", "unit",
-                            "description"))
+                            "description", "scale", "time_to_event"))
     )
 
 

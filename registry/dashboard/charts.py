@@ -95,6 +95,39 @@ def fmt_percent(value: float) -> str:
     return f"{percent:+.{digits}f}%"
 
 
+def fmt_points(value: float) -> str:
+    """A difference of proportions (fractions) in percentage points: 0.123 -> "+12.3 pt"."""
+    points = value * 100
+    digits = 0 if abs(points) >= 10 else 1
+    return f"{points:+.{digits}f} pt"
+
+
+def fmt_log(value: float) -> str:
+    """A score in log units, signed: 0.693 -> "+0.69"."""
+    if abs(value) >= 100:
+        return f"{value:+.0f}"
+    return f"{value:+.2f}"
+
+
+def fmt_factor(factor: float) -> str:
+    """A multiplicative factor: 2.0 -> "×2.0", 150 -> "×150", 22026 -> "×22,026"."""
+    if not math.isfinite(factor):
+        return "×∞" if factor > 0 else "×?"
+    if factor < 10:
+        return f"×{factor:.2g}" if factor < 0.995 else f"×{factor:.1f}"
+    return f"×{factor:,.0f}"
+
+
+def factor_text(score: float) -> str:
+    """What a score in log units means as a factor: +0.69 -> "×2.0 better", -0.69 -> "×2.0 worse"."""
+    if not math.isfinite(score):
+        return ""
+    magnitude = math.exp(min(abs(score), 700.0))
+    if magnitude < 1.005:
+        return "×1.0, no change"
+    return f"{fmt_factor(magnitude)} {'better' if score > 0 else 'worse'}"
+
+
 def _n(value: float) -> str:
     """A coordinate as SVG text (two decimals are plenty)."""
     text = f"{value:.2f}".rstrip("0").rstrip(".")
@@ -177,9 +210,19 @@ def interval_svg(
     domain: tuple[float, float] | None = None,
     width: float = 180,
     height: float = 30,
+    bound: str | None = None,
 ) -> SafeString:
     """An inline interval plot: a dot at the estimate, whiskers over the interval, a line at 0
-    (no effect) and, when given, a dashed mark at a reference (e.g. the claimed effect)."""
+    (no effect) and, when given, a dashed mark at a reference (e.g. the claimed effect).
+
+    ``bound="upper"`` (only ``high`` is valid: "at most") draws an open whisker from the left
+    edge to ``high``; ``bound="lower"`` (only ``low``: "at least") from ``low`` to the right edge.
+    """
+    if bound in ("upper", "lower"):
+        return _one_sided_svg(
+            high if bound == "upper" else low, bound=bound, reference=reference, label=label,
+            formatter=formatter, domain=domain, width=width, height=height,
+        )
     g = interval_geometry(estimate, low, high, reference=reference, domain=domain, width=width)
     mid = height / 2 - 3
     parts = [
@@ -212,6 +255,50 @@ def interval_svg(
             f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">no data</text>'
         )
         described.insert(0, "no estimate")
+    text = f"{label}: " if label else ""
+    return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
+
+
+def _one_sided_svg(
+    limit: float | None,
+    *,
+    bound: str,
+    reference: float | None,
+    label: str,
+    formatter: Formatter,
+    domain: tuple[float, float] | None,
+    width: float,
+    height: float,
+) -> SafeString:
+    """A one-sided interval: the valid limit with a cap, an open whisker towards the other side."""
+    g = interval_geometry(limit, limit, limit, reference=reference, domain=domain, width=width)
+    mid = height / 2 - 3
+    parts = [
+        f'<line class="chart__axis" x1="8" x2="{_n(width - 8)}" y1="{_n(height - 6)}" y2="{_n(height - 6)}"/>',
+        f'<line class="chart__zero" x1="{_n(g.x_zero)}" x2="{_n(g.x_zero)}" y1="2" y2="{_n(height - 6)}"/>',
+    ]
+    described = []
+    if g.x_reference is not None:
+        parts.append(
+            f'<line class="chart__reference" x1="{_n(g.x_reference)}" x2="{_n(g.x_reference)}" '
+            f'y1="2" y2="{_n(height - 6)}"/>'
+        )
+        described.append(f"claimed {formatter(reference)}")
+    if g.x_estimate is None:
+        parts.append(
+            f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">'
+            "no valid bound</text>"
+        )
+        described.insert(0, "no valid bound")
+    else:
+        x = g.x_estimate
+        edge = 8.0 if bound == "upper" else width - 8.0
+        parts.append(
+            f'<line class="chart__whisker chart__whisker--open" x1="{_n(min(x, edge))}" x2="{_n(max(x, edge))}" '
+            f'y1="{_n(mid)}" y2="{_n(mid)}"/>'
+            f'<line class="chart__whisker" x1="{_n(x)}" x2="{_n(x)}" y1="{_n(mid - 5)}" y2="{_n(mid + 5)}"/>'
+        )
+        described.insert(0, f"{'at most' if bound == 'upper' else 'at least'} {formatter(limit)}")
     text = f"{label}: " if label else ""
     return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
 
@@ -337,36 +424,93 @@ class ScatterGeometry:
     points: list[dict]
     x_ticks: list[tuple[float, float]]
     y_ticks: list[tuple[float, float]]
+    trend: tuple[float, float, float, float] | None = None
 
 
 SCATTER_BOX = {"width": 720, "height": 480, "left": 56, "right": 20, "top": 20, "bottom": 48}
+#: Whiskers may widen an axis by at most this fraction of the points' span on each side; longer
+#: ones are cut at the frame (and marked), so one wide interval cannot squash every point.
+WHISKER_ROOM = 0.5
 
 
-def scatter_geometry(points: Sequence[ScatterPoint], **box: float) -> ScatterGeometry:
-    """Coordinates of every point and its whiskers; y grows upwards as on paper."""
+def scatter_domain(estimates: Sequence[float | None], bounds: Sequence[float | None]) -> tuple[float, float]:
+    """An axis range for scores: the estimates and 0 (padded), widened by the intervals' ends up
+    to ``WHISKER_ROOM`` of that span on each side. Linear, never squashed: scores are in log
+    units, so equal distances are equal factors."""
+    low, high = axis_domain(estimates)
+    room = (high - low) * WHISKER_ROOM
+    ends = finite(bounds)
+    if ends:
+        low = max(min(low, min(ends)), low - room)
+        high = min(max(high, max(ends)), high + room)
+    return (low, high)
+
+
+def _clip_segment(
+    x0: float, y0: float, x1: float, y1: float, box: tuple[float, float, float, float]
+) -> tuple[float, float, float, float] | None:
+    """Liang-Barsky: the part of a segment inside ``box`` = (xmin, ymin, xmax, ymax), or None."""
+    xmin, ymin, xmax, ymax = box
+    dx, dy = x1 - x0, y1 - y0
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-dx, x0 - xmin), (dx, xmax - x0), (-dy, y0 - ymin), (dy, ymax - y0)):
+        if p == 0:
+            if q < 0:
+                return None
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return None
+    return (x0 + t0 * dx, y0 + t0 * dy, x0 + t1 * dx, y0 + t1 * dy)
+
+
+def scatter_geometry(
+    points: Sequence[ScatterPoint], *, trend: tuple[float, float] | None = None, **box: float
+) -> ScatterGeometry:
+    """Coordinates of every point and its whiskers (clipped to the frame, ``*_clipped`` saying
+    which ends were cut); y grows upwards as on paper. ``trend`` = (intercept, slope) of
+    y on x gives the segment of that line inside the frame."""
     b = {**SCATTER_BOX, **box}
-    xs = [v for p in points for v in (p.x, p.x_low, p.x_high)]
-    ys = [v for p in points for v in (p.y, p.y_low, p.y_high)]
-    x_domain, y_domain = axis_domain(xs), axis_domain(ys)
-    sx = linear(x_domain, (b["left"], b["width"] - b["right"]))
-    sy = linear(y_domain, (b["height"] - b["bottom"], b["top"]))
+    x_domain = scatter_domain([p.x for p in points], [v for p in points for v in (p.x_low, p.x_high)])
+    y_domain = scatter_domain([p.y for p in points], [v for p in points for v in (p.y_low, p.y_high)])
+    left, right, top, bottom = b["left"], b["width"] - b["right"], b["top"], b["height"] - b["bottom"]
+    sx = linear(x_domain, (left, right))
+    sy = linear(y_domain, (bottom, top))
 
-    def opt(scale: Callable[[float], float], value: float | None) -> float | None:
-        return scale(value) if finite([value]) else None
+    def clip(value: float, lo: float, hi: float) -> float:
+        return min(max(value, min(lo, hi)), max(lo, hi))
+
+    def opt(scale: Callable[[float], float], value: float | None, lo: float, hi: float) -> float | None:
+        return clip(scale(value), lo, hi) if finite([value]) else None
+
+    def cut(value: float | None, domain: tuple[float, float]) -> bool:
+        return bool(finite([value])) and not (domain[0] <= value <= domain[1])
 
     placed = [
         {
             "point": p,
             "cx": sx(p.x),
             "cy": sy(p.y),
-            "x_low": opt(sx, p.x_low),
-            "x_high": opt(sx, p.x_high),
-            "y_low": opt(sy, p.y_low),
-            "y_high": opt(sy, p.y_high),
+            "x_low": opt(sx, p.x_low, left, right),
+            "x_high": opt(sx, p.x_high, left, right),
+            "y_low": opt(sy, p.y_low, bottom, top),
+            "y_high": opt(sy, p.y_high, bottom, top),
+            "x_clipped": cut(p.x_low, x_domain) or cut(p.x_high, x_domain),
+            "y_clipped": cut(p.y_low, y_domain) or cut(p.y_high, y_domain),
         }
         for p in points
         if finite([p.x]) and finite([p.y])
     ]
+    segment = None
+    if trend is not None and len(finite(trend)) == 2:
+        intercept, slope = trend
+        x0, x1 = x_domain
+        segment = _clip_segment(sx(x0), sy(intercept + slope * x0), sx(x1), sy(intercept + slope * x1),
+                                (left, top, right, bottom))
     return ScatterGeometry(
         x_domain,
         y_domain,
@@ -374,14 +518,18 @@ def scatter_geometry(points: Sequence[ScatterPoint], **box: float) -> ScatterGeo
         placed,
         [(t, sx(t)) for t in nice_ticks(*x_domain)],
         [(t, sy(t)) for t in nice_ticks(*y_domain)],
+        segment,
     )
 
 
-def scatter_svg(points: Sequence[ScatterPoint], **box: float) -> SafeString:
-    """Safety (up) against capability (right) per finding, with interval whiskers, each point a
-    link to its finding. Quadrants split at 0 (no change)."""
+def scatter_svg(
+    points: Sequence[ScatterPoint], *, trend: tuple[float, float] | None = None, **box: float
+) -> SafeString:
+    """Safety (up) against capability (right) per finding, scores in log units, with interval
+    whiskers, each point a link to its finding. Quadrants split at 0 (no change); ``trend`` =
+    (intercept, slope) draws the fitted trend of safety on capability as a dashed line."""
     b = {**SCATTER_BOX, **box}
-    g = scatter_geometry(points, **box)
+    g = scatter_geometry(points, trend=trend, **box)
     left, right = b["left"], b["width"] - b["right"]
     top, bottom = b["top"], b["height"] - b["bottom"]
     ox, oy = g.origin
@@ -409,25 +557,36 @@ def scatter_svg(points: Sequence[ScatterPoint], **box: float) -> SafeString:
         f"more capable, less safe</text>"
         f'<text class="chart__quadrant" x="{_n(left + 6)}" y="{_n(bottom - 6)}">less safe, less capable</text>'
         f'<text class="chart__axis-label" x="{_n((left + right) / 2)}" y="{_n(b["height"] - 8)}" '
-        f'text-anchor="middle">capability score (standardised effect) →</text>'
+        f'text-anchor="middle">capability score (log units: +0.69 = ×2 better) →</text>'
         f'<text class="chart__axis-label" transform="translate(14 {_n((top + bottom) / 2)}) rotate(-90)" '
-        f'text-anchor="middle">safety score (standardised effect) →</text>'
+        f'text-anchor="middle">safety score (log units: +0.69 = ×2 better) →</text>'
     )
+    if g.trend is not None:
+        x1, y1, x2, y2 = g.trend
+        parts.append(
+            f'<line class="chart__trend" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}">'
+            f"<title>trend of safety on capability across findings</title></line>"
+        )
     for placed in g.points:
         p: ScatterPoint = placed["point"]
         cx, cy = placed["cx"], placed["cy"]
         whiskers = []
         if placed["x_low"] is not None and placed["x_high"] is not None:
+            css = "chart__whisker chart__whisker--clipped" if placed["x_clipped"] else "chart__whisker"
             whiskers.append(
-                f'<line class="chart__whisker" x1="{_n(placed["x_low"])}" x2="{_n(placed["x_high"])}" '
+                f'<line class="{css}" x1="{_n(placed["x_low"])}" x2="{_n(placed["x_high"])}" '
                 f'y1="{_n(cy)}" y2="{_n(cy)}"/>'
             )
         if placed["y_low"] is not None and placed["y_high"] is not None:
+            css = "chart__whisker chart__whisker--clipped" if placed["y_clipped"] else "chart__whisker"
             whiskers.append(
-                f'<line class="chart__whisker" x1="{_n(cx)}" x2="{_n(cx)}" y1="{_n(placed["y_low"])}" '
+                f'<line class="{css}" x1="{_n(cx)}" x2="{_n(cx)}" y1="{_n(placed["y_low"])}" '
                 f'y2="{_n(placed["y_high"])}"/>'
             )
-        label = f"{p.title}: safety {fmt_number(p.y)}, capability {fmt_number(p.x)} ({p.lean})"
+        label = (
+            f"{p.title}: safety {fmt_log(p.y)} ({factor_text(p.y)}), capability {fmt_log(p.x)} "
+            f"({factor_text(p.x)}), {p.lean}"
+        )
         parts.append(
             f'<a class="chart__point chart__point--{escape(p.lean)}" href="{escape(p.href)}" '
             f'data-finding="{p.finding}" aria-label="{escape(label)}">'
@@ -436,5 +595,6 @@ def scatter_svg(points: Sequence[ScatterPoint], **box: float) -> SafeString:
         )
     plotted = len(g.points)
     return _svg(
-        b["width"], b["height"], f"Safety against capability score, {plotted} finding(s)", parts, "chart--scatter"
+        b["width"], b["height"],
+        f"Safety against capability score in log units, {plotted} finding(s)", parts, "chart--scatter",
     )

@@ -155,21 +155,60 @@ def xrisk_items(sheet: Any) -> list[dict[str, str]]:
     return items
 
 
-def claim_expectation(claim: dict[str, Any]) -> str:
+SCALE_LABELS = {
+    "ratio": "ratio scale",
+    "proportion": "proportion",
+    "difference": "difference scale",
+}
+STATUS_HELP = {
+    "unreproduced": "No data yet: no succeeded run has measured a claimed metric",
+    "undecided": "Measured, but no claim is decided yet",
+    "reproduced": "Every current claim confirmed",
+    "partially_reproduced": "Some claims confirmed, the others not decided yet",
+    "failed_to_reproduce": "Some claims refuted, none confirmed",
+    "contested": "Some claims confirmed and others refuted, or experiments or reproductions disagree",
+}
+VERDICT_LABELS = {"confirmed": "confirmed", "refuted": "refuted", "inconclusive": "inconclusive"}
+#: The registry's minimum seeds for a verdict, when the cache does not say (older entries).
+DEFAULT_MIN_SEEDS = 3
+
+
+def _finite(value: Any) -> float | None:
+    return (charts.finite([value]) or [None])[0]
+
+
+def status_help(status: str) -> str:
+    return STATUS_HELP.get(status, "Status, derived from the claims' verdicts")
+
+
+def _threshold_text(value: float, *, unit: str, scale: str | None) -> str:
+    """A claim's threshold in its unit: relative 0.9 -> "90%"; absolute on a proportion 0.3 ->
+    "30 points"; absolute elsewhere: the number in metric units."""
+    if unit == "absolute":
+        if scale == "proportion":
+            return f"{value * 100:g} points"
+        return f"{value:g}" + (" (metric units)" if scale != "difference" else "")
+    return f"{value * 100:g}%"
+
+
+def claim_expectation(claim: dict[str, Any], scale: str | None = None) -> str:
+    """The claim in words, in its own unit (``threshold_unit``: relative, or absolute)."""
     direction = claim.get("direction")
+    unit = claim.get("threshold_unit") or "relative"
     if direction == Claim.Direction.NON_INFERIOR:
         margin = claim.get("margin") or 0.0
-        return f"not worse by more than {margin * 100:g}%"
+        return f"not worse by more than {_threshold_text(margin, unit=unit, scale=scale)}"
     effect = claim.get("min_relative_effect") or 0.0
     if direction == Claim.Direction.DECREASE:
-        return f"decreases by at least {effect * 100:g}%"
+        return f"decreases by at least {_threshold_text(effect, unit=unit, scale=scale)}"
     if direction == Claim.Direction.INCREASE:
-        return f"increases by at least {effect * 100:g}%"
+        return f"increases by at least {_threshold_text(effect, unit=unit, scale=scale)}"
     return str(direction or "")
 
 
 def claim_reference(claim: dict[str, Any], higher_is_better: bool | None) -> float | None:
-    """The claimed relative change as a point on the effect axis (a dashed mark on the plot)."""
+    """The claimed change as a point on the effect axis (a dashed mark on the plot), in the
+    claim's unit (a fraction of the baseline, or metric units / points as fractions)."""
     direction = claim.get("direction")
     if direction == Claim.Direction.DECREASE and claim.get("min_relative_effect") is not None:
         return -claim["min_relative_effect"]
@@ -187,117 +226,342 @@ def confidence_label(confidence: Any) -> str:
         return "95% CI"
 
 
+def _natural_mode(effect: dict[str, Any]) -> str:
+    """How an effect is shown by default: ratio metrics as a relative change (from the log
+    ratio), proportions in points, differences in metric units. An older cache entry without
+    ``effect_unit`` shows its relative change when it has one."""
+    unit = effect.get("effect_unit")
+    if unit == "log_ratio":
+        return "relative"
+    if unit == "points":
+        return "points"
+    if unit == "difference":
+        return "difference"
+    return "relative" if effect.get("relative_change") is not None else "difference"
+
+
+def _mode_for_claim(effect: dict[str, Any], threshold_unit: str) -> str:
+    """The unit a claim's effect is shown in: the claim's own where the effect has it."""
+    natural = _natural_mode(effect)
+    if threshold_unit == "relative":
+        return "relative" if effect.get("relative_change") is not None else natural
+    return natural if natural in ("points", "difference") else "relative"
+
+
+MODE_LABELS = {"relative": "relative change", "points": "points", "difference": "difference"}
+MODE_FORMATTERS = {"relative": charts.fmt_percent, "points": charts.fmt_points, "difference": charts.fmt_number}
+
+
 def effect_view(
-    effect: dict[str, Any] | None, *, label: str, reference: float | None = None
+    effect: dict[str, Any] | None,
+    *,
+    label: str,
+    reference: float | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any] | None:
-    """An effect estimate for a table row: relative change (or, when the baseline mean is 0, the
-    absolute difference) with its interval as an inline SVG plot."""
+    """An effect estimate for a table row, in ``mode`` (default: the metric's natural unit):
+    ``relative`` (percent change, its interval from the log ratios), ``points`` (difference of
+    proportions) or ``difference`` (metric units); its interval as an inline SVG plot; censored
+    effects as one-sided bounds with the seeds that reached the event; deterministic effects
+    flagged."""
     if not effect:
         return None
-    relative = effect.get("relative_change")
-    if relative is not None:
-        estimate, low, high = relative, effect.get("relative_ci_low"), effect.get("relative_ci_high")
-        formatter, scale = charts.fmt_percent, "relative"
+    mode = mode or _natural_mode(effect)
+    if mode == "relative" and effect.get("relative_change") is None:
+        mode, reference = ("points" if effect.get("effect_unit") == "points" else "difference"), None
+    if mode == "relative":
+        estimate = effect.get("relative_change")
+        low, high = effect.get("relative_ci_low"), effect.get("relative_ci_high")
     else:
-        estimate, low, high = effect.get("mean_difference"), effect.get("ci_low"), effect.get("ci_high")
-        formatter, scale = charts.fmt_number, "absolute"
-        reference = None
+        estimate = effect.get("effect", effect.get("mean_difference"))
+        low, high = effect.get("effect_ci_low"), effect.get("effect_ci_high")
+    estimate, low, high = _finite(estimate), _finite(low), _finite(high)
+    formatter = MODE_FORMATTERS[mode]
+    censored = effect.get("censored") if isinstance(effect.get("censored"), dict) else None
+    bound = (censored or {}).get("bound") or "exact"
+    reached = None
+    if censored:
+        n = censored.get("n", effect.get("n"))
+        reached = f"reached {censored.get('reached_baseline')}/{n} → {censored.get('reached_intervention')}/{n}"
+    text, interval_text, svg_bound = (formatter(estimate) if estimate is not None else "n/a"), None, None
+    if bound == "upper":
+        text = f"at most {formatter(high)}" if high is not None else "no valid bound"
+        svg_bound = "upper"
+    elif bound == "lower":
+        text = f"at least {formatter(low)}" if low is not None else "no valid bound"
+        svg_bound = "lower"
+    elif bound == "none":
+        text = "no valid interval"
+        svg_bound = "upper"  # draws "no valid bound"
+        high = low = None
+    elif low is not None and high is not None:
+        interval_text = f"{formatter(low)} to {formatter(high)}"
+    secondary = None
+    if mode == "points" and effect.get("relative_change") is not None and bound == "exact":
+        secondary = f"relative {charts.fmt_percent(effect['relative_change'])}"
+    own_notes = ("deterministic:", "censored:", "only the upper end", "only the lower end", "no side of the interval")
     return {
-        "scale": scale,
+        "mode": mode,
+        "mode_label": MODE_LABELS[mode],
         "estimate": estimate,
         "low": low,
         "high": high,
-        "text": formatter(estimate) if estimate is not None else "n/a",
-        "interval_text": f"{formatter(low)} to {formatter(high)}" if low is not None and high is not None else None,
+        "text": text,
+        "interval_text": interval_text,
+        "secondary": secondary,
+        "bound": bound,
+        "reached": reached,
+        "deterministic": bool(effect.get("deterministic")),
         "n": effect.get("n"),
         "p_value": effect.get("p_value"),
-        "warnings": list(effect.get("warnings") or []),
-        "svg": charts.interval_svg(estimate, low, high, reference=reference, label=label, formatter=formatter),
+        "p_method": "sign test" if bound != "exact" else ("t-test" if effect.get("p_value") is not None else ""),
+        "warnings": [w for w in effect.get("warnings") or [] if not str(w).startswith(own_notes)],
+        "svg": charts.interval_svg(
+            estimate, low, high, reference=reference, label=label, formatter=formatter, bound=svg_bound
+        ),
     }
 
 
 def _metric_index(effects: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
-    return {(m.get("plugin"), m.get("metric"), m.get("metric_version")): m for m in effects.get("metrics") or []}
+    return {
+        (m.get("experiment"), m.get("plugin"), m.get("metric"), m.get("metric_version")): m
+        for m in effects.get("metrics") or []
+    }
+
+
+def _declared_scales(finding: Finding) -> dict[str, dict[str, Any]]:
+    """What the installed plugins of the finding's experiments declare per metric (scale,
+    orientation), for claims without data yet."""
+    declared: dict[str, dict[str, Any]] = {}
+    plugins = all_plugins()
+    for name in sorted({e.plugin for e in finding.experiments.all()}):
+        entry = plugins.get(name)
+        for metric in getattr(getattr(entry, "experiment", None), "metrics", ()) or ():
+            declared.setdefault(
+                metric.name,
+                {"scale": str(getattr(metric, "scale", "") or ""), "higher_is_better": metric.higher_is_better},
+            )
+    return declared
+
+
+def _verdict_state(entry: dict[str, Any], verdict: str, min_seeds: int) -> tuple[str, str]:
+    """(label, css modifier) of a claim's verdict: before data, "no data yet"; below the
+    registry's minimum seeds, "not enough seeds (min k)", never a bare "inconclusive"."""
+    effect = entry.get("effect") or {}
+    has_data = entry.get("has_data", bool(effect))
+    if not has_data:
+        return "no data yet", "none"
+    if verdict == "inconclusive":
+        n = effect.get("n")
+        if isinstance(n, int) and n < min_seeds:
+            return f"not enough seeds (min {min_seeds})", "seeds"
+        if entry.get("experiments_disagree"):
+            return "experiments disagree", "disagree"
+    return VERDICT_LABELS.get(verdict, verdict), verdict
 
 
 def claim_rows(finding: Finding, effects: dict[str, Any]) -> list[dict[str, Any]]:
-    """Current claims next to what the reproductions measured."""
+    """Current claims next to what the reproductions measured, each in the claim's unit."""
     entries = {c.get("claim"): c for c in effects.get("claims") or []}
     metrics = _metric_index(effects)
+    declared = _declared_scales(finding)
+    min_seeds = effects.get("min_seeds") or DEFAULT_MIN_SEEDS
     confidence = confidence_label(effects.get("claims_confidence", effects.get("confidence")))
     rows = []
     for claim in finding.claims.filter(is_current=True).select_related("verdict").order_by("id"):
         entry = entries.get(claim.pk) or {}
+        unit = entry.get("threshold_unit") or getattr(claim, "threshold_unit", None) or "relative"
         base = {
             "direction": claim.direction,
             "min_relative_effect": claim.min_relative_effect,
             "margin": claim.margin,
+            "threshold_unit": unit,
         }
-        metric = metrics.get((entry.get("plugin"), claim.metric, entry.get("metric_version"))) or {}
-        reference = claim_reference(base, metric.get("higher_is_better"))
+        per_experiment = [e for e in entry.get("experiments") or [] if isinstance(e, dict)]
+        shown = next((e for e in per_experiment if e.get("experiment") == entry.get("experiment")), {})
+        metric = metrics.get((entry.get("experiment"), entry.get("plugin"), claim.metric, entry.get("metric_version")))
+        metric = metric or {}
+        scale = shown.get("scale") or metric.get("scale") or (declared.get(claim.metric) or {}).get("scale")
+        higher_is_better = metric.get("higher_is_better", (declared.get(claim.metric) or {}).get("higher_is_better"))
         stored = getattr(claim, "verdict", None)
+        verdict = entry.get("verdict") or (stored.verdict if stored else "inconclusive")
+        label, css = _verdict_state(entry, verdict, min_seeds)
+        effect = entry.get("effect")
+        view = None
+        if effect:
+            mode = _mode_for_claim(effect, unit)
+            matches = (unit == "relative") == (mode == "relative")
+            view = effect_view(
+                effect,
+                label=f"{claim.metric}, {confidence}",
+                reference=claim_reference(base, higher_is_better) if matches else None,
+                mode=mode,
+            )
+        reason = shown.get("reason")
+        warnings = [w for w in [*(entry.get("warnings") or []), entry.get("mde_warning")] if w]
+        if view:
+            warnings = [w for w in warnings if w not in view["warnings"] and not str(w).startswith(
+                ("deterministic:", "censored:", "only the upper end", "only the lower end", "no side of the interval")
+            )]
+            warnings = [*view["warnings"], *warnings]
+        if reason and reason not in warnings:
+            warnings.insert(0, reason)
         rows.append(
             {
                 "claim": claim,
-                "expectation": claim_expectation(base),
-                "verdict": entry.get("verdict") or (stored.verdict if stored else "inconclusive"),
+                "expectation": claim_expectation(base, scale),
+                "threshold_unit": unit,
+                "verdict": verdict,
+                "verdict_label": label,
+                "verdict_css": css,
                 "evidence": entry.get("evidence") or "",
-                "effect": effect_view(
-                    entry.get("effect"), label=f"{claim.metric}, {confidence}", reference=reference
-                ),
+                "experiment": entry.get("experiment"),
+                "experiments": [
+                    {
+                        "experiment": e.get("experiment"),
+                        "verdict": e.get("verdict"),
+                        "reason": e.get("reason"),
+                        "n_seeds": e.get("n_seeds"),
+                    }
+                    for e in per_experiment
+                ] if len(per_experiment) > 1 else [],
+                "experiments_disagree": bool(entry.get("experiments_disagree")),
+                "effect": view,
                 "p_holm": entry.get("p_holm"),
                 "confidence": confidence,
-                "warnings": [w for w in [*(entry.get("warnings") or []), entry.get("mde_warning")] if w],
+                "warnings": list(dict.fromkeys(warnings)),
                 "reproductions_disagree": bool(entry.get("reproductions_disagree")),
             }
         )
     return rows
 
 
-def metric_rows(effects: dict[str, Any]) -> list[dict[str, Any]]:
+def metric_row(metric: dict[str, Any], confidence: str) -> dict[str, Any]:
+    effect = effect_view(metric.get("effect"), label=f"{metric.get('metric')}, {confidence}")
+    return {
+        "plugin": metric.get("plugin"),
+        "metric": metric.get("metric"),
+        "version": metric.get("metric_version"),
+        "axis": metric.get("axis") or "diagnostic",
+        "unit": metric.get("unit") or "",
+        "scale": metric.get("scale") or "",
+        "scale_label": SCALE_LABELS.get(metric.get("scale") or "", ""),
+        "time_to_event": bool(metric.get("time_to_event")),
+        "higher_is_better": metric.get("higher_is_better"),
+        "evidence": metric.get("evidence") or "",
+        "n_runs": metric.get("n_runs"),
+        "n_seeds": metric.get("n_seeds", (metric.get("effect") or {}).get("n")),
+        "effect": effect,
+    }
+
+
+def metric_rows(effects: dict[str, Any], metrics: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     confidence = confidence_label(effects.get("confidence"))
-    rows = []
-    for metric in effects.get("metrics") or []:
-        rows.append(
-            {
-                "plugin": metric.get("plugin"),
-                "metric": metric.get("metric"),
-                "version": metric.get("metric_version"),
-                "axis": metric.get("axis") or "diagnostic",
-                "unit": metric.get("unit") or "",
-                "higher_is_better": metric.get("higher_is_better"),
-                "evidence": metric.get("evidence") or "",
-                "n_runs": metric.get("n_runs"),
-                "effect": effect_view(metric.get("effect"), label=f"{metric.get('metric')}, {confidence}"),
-            }
-        )
+    rows = [metric_row(m, confidence) for m in (effects.get("metrics") or [] if metrics is None else metrics)]
     order = {"safety": 0, "capability": 1, "diagnostic": 2}
     return sorted(rows, key=lambda r: (order.get(r["axis"], 3), r["plugin"] or "", r["metric"] or ""))
 
 
+def axis_view(axis: str, score: dict[str, Any] | None) -> dict[str, Any]:
+    """An axis score in log units with its factor ("×2.0 better") and interval."""
+    if not score or _finite(score.get("score")) is None:
+        return {"axis": axis, "score": None}
+    estimate, low, high = _finite(score.get("score")), _finite(score.get("ci_low")), _finite(score.get("ci_high"))
+    components = score.get("components") if isinstance(score.get("components"), dict) else {}
+    return {
+        "axis": axis,
+        "score": estimate,
+        "text": charts.fmt_log(estimate),
+        "factor": charts.factor_text(estimate),
+        "low": low,
+        "high": high,
+        "interval_text": (
+            f"{charts.fmt_log(low)} to {charts.fmt_log(high)}" if low is not None and high is not None else None
+        ),
+        "log_units": score.get("unit") == "log" or score.get("factor") is not None,
+        "significant": bool(score.get("significant")),
+        "deterministic": bool(score.get("deterministic")),
+        "n_metrics": score.get("n_metrics"),
+        "n_seeds": score.get("n_seeds"),
+        "experiment": score.get("experiment"),
+        "method": score.get("method") or "",
+        "components": [
+            {"metric": name, "text": charts.fmt_log(v), "factor": charts.factor_text(v)}
+            for name, v in sorted(components.items())
+            if _finite(v) is not None
+        ],
+        "warnings": list(score.get("warnings") or []),
+        "svg": charts.interval_svg(estimate, low, high, label=f"{axis} score (log units)", formatter=charts.fmt_log),
+    }
+
+
 def axis_rows(effects: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for axis in ("safety", "capability"):
-        score = (effects.get("axis_scores") or {}).get(axis)
-        if not score:
-            rows.append({"axis": axis, "score": None})
-            continue
-        estimate, low, high = score.get("score"), score.get("ci_low"), score.get("ci_high")
-        rows.append(
+    scores = effects.get("axis_scores") or {}
+    return [axis_view(axis, scores.get(axis)) for axis in ("safety", "capability")]
+
+
+def params_summary(params: Any, limit: int = 160) -> str:
+    """An experiment's parameters on one line: ``steps=2000, lr=0.001``."""
+    if not isinstance(params, dict) or not params:
+        return "default parameters"
+    text = ", ".join(f"{key}={json.dumps(value)}" for key, value in sorted(params.items()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def experiment_blocks(finding: Finding, effects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured effects per experiment (never pooled): its id, plugin and parameters, its
+    metrics and axis scores; retracted experiments are listed, marked, with the reason."""
+    experiments = {e.pk: e for e in finding.experiments.all()}
+    summaries = {s.get("experiment"): s for s in effects.get("experiments") or [] if isinstance(s, dict)}
+    retracted = set(effects.get("retracted_experiments") or [])
+    retracted |= {pk for pk, e in experiments.items() if e.retracted_at is not None}
+    by_experiment: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for metric in effects.get("metrics") or []:
+        by_experiment[metric.get("experiment")].append(metric)
+    summary_experiment = effects.get("summary_experiment")
+    ids = sorted(
+        set(experiments) | {k for k in summaries if k is not None} | {k for k in by_experiment if k is not None}
+    )
+    blocks = []
+    for pk in ids:
+        experiment = experiments.get(pk)
+        summary = summaries.get(pk) or {}
+        scores = summary.get("axis_scores") or {}
+        blocks.append(
             {
-                "axis": axis,
-                "score": estimate,
-                "low": low,
-                "high": high,
-                "significant": bool(score.get("significant")),
-                "n_metrics": score.get("n_metrics"),
-                "warnings": list(score.get("warnings") or []),
-                "svg": charts.interval_svg(
-                    estimate, low, high, label=f"{axis} score", formatter=charts.fmt_number
-                ),
+                "experiment": pk,
+                "plugin": experiment.plugin if experiment else summary.get("plugin", ""),
+                "params": params_summary(experiment.params if experiment else summary.get("params")),
+                "retracted": pk in retracted,
+                "retracted_at": experiment.retracted_at if experiment else None,
+                "retraction_reason": experiment.retraction_reason if experiment else "",
+                "n_runs": summary.get("n_runs"),
+                "n_seeds": summary.get("n_seeds"),
+                "summary": pk == summary_experiment and pk is not None,
+                "metrics": metric_rows(effects, by_experiment.get(pk, [])),
+                "axes": [axis_view(axis, scores.get(axis)) for axis in ("safety", "capability")]
+                if any(scores.values()) else [],
             }
         )
-    return rows
+    if by_experiment.get(None):  # an older cache: metrics not split by experiment
+        blocks.append(
+            {
+                "experiment": None, "plugin": "", "params": "", "retracted": False, "retracted_at": None,
+                "retraction_reason": "", "n_runs": None, "n_seeds": None, "summary": False,
+                "metrics": metric_rows(effects, by_experiment[None]), "axes": [],
+            }
+        )
+    return blocks
+
+
+def recompute_notice(effects: dict[str, Any]) -> dict[str, Any]:
+    """Whether the shown effects may be out of date (a recompute is queued) or the last
+    recompute failed, and when they were computed."""
+    return {
+        "pending": bool(effects.get("pending")),
+        "error": effects.get("error") or "",
+        "computed_at": effects.get("computed_at"),
+    }
 
 
 def lineage(*, finding: Finding, user: Any) -> dict[str, Any]:
@@ -339,7 +603,6 @@ def finding_detail(*, finding: Finding, user: Any) -> dict[str, Any]:
     from registry.effects.selectors import finding_effects_get
 
     effects = finding_effects_get(finding=finding, user=user) or {}
-    finding.refresh_from_db(fields=["status"])  # computing effects may have updated it
     return {
         "finding": finding,
         "summary_html": render_markdown(finding.summary),
@@ -349,7 +612,12 @@ def finding_detail(*, finding: Finding, user: Any) -> dict[str, Any]:
         "xrisk": xrisk_items(finding.xrisk_sheet),
         "claims": claim_rows(finding, effects),
         "metrics": metric_rows(effects),
+        "experiment_blocks": experiment_blocks(finding, effects),
         "axes": axis_rows(effects),
+        "summary_experiment": effects.get("summary_experiment"),
+        "recompute": recompute_notice(effects),
+        "min_seeds": effects.get("min_seeds") or DEFAULT_MIN_SEEDS,
+        "status_help": status_help(finding.status),
         "lean": lean_badge(effects),
         "evidence_rungs": effects.get("evidence_rungs") or [],
         "n_runs": effects.get("n_runs") or 0,
@@ -488,16 +756,96 @@ def run_detail(run: Run) -> dict[str, Any]:
 # ---------------------------------------------------------------- the landscape
 
 
+def _score_text(score: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A landscape score in log units with its factor and interval, as text."""
+    if not score or _finite(score.get("score")) is None:
+        return None
+    value, low, high = _finite(score.get("score")), _finite(score.get("ci_low")), _finite(score.get("ci_high"))
+    return {
+        "text": charts.fmt_log(value),
+        "factor": charts.factor_text(value),
+        "interval": f"{charts.fmt_log(low)} to {charts.fmt_log(high)}" if low is not None and high is not None else "",
+    }
+
+
+def _both_scored(item: dict[str, Any]) -> bool:
+    safety, capability = item.get("safety") or None, item.get("capability") or None
+    return bool(
+        safety and capability and _finite(safety.get("score")) is not None
+        and _finite(capability.get("score")) is not None
+    )
+
+
+def progress_rows(progress: dict[str, Any], findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each finding's safety gain above the trend (its residual) with its interval. Reads the
+    per-finding list, or maps the per-point list (by index into the findings with both scores,
+    in landscape order) when only that is present."""
+    entries = [e for e in progress.get("findings") or [] if isinstance(e, dict)]
+    if not entries:
+        both = [f for f in findings if _both_scored(f)]
+        for point in progress.get("points") or []:
+            index = point.get("index") if isinstance(point, dict) else None
+            if isinstance(index, int) and 0 <= index < len(both):
+                entries.append({"finding": both[index].get("finding"), "title": both[index].get("title", ""), **point})
+    rows = []
+    for entry in entries:
+        residual = _finite(entry.get("residual"))
+        low, high = _finite(entry.get("ci_low")), _finite(entry.get("ci_high"))
+        if residual is None:
+            continue
+        if low is not None and low > 0:
+            reading = "above the trend"
+        elif high is not None and high < 0:
+            reading = "below the trend"
+        elif low is None or high is None:
+            reading = "no interval"
+        else:
+            reading = "on the trend"
+        rows.append(
+            {
+                "finding": entry.get("finding"),
+                "title": entry.get("title", ""),
+                "href": reverse("dashboard:finding-detail", args=[entry["finding"]]) if entry.get("finding") else "",
+                "residual": charts.fmt_log(residual),
+                "interval": f"{charts.fmt_log(low)} to {charts.fmt_log(high)}" if low is not None and high is not None
+                else "",
+                "reading": reading,
+                "significant": reading in ("above the trend", "below the trend"),
+            }
+        )
+    return rows
+
+
+def trend_view(progress: dict[str, Any]) -> dict[str, Any] | None:
+    """The fitted trend of safety on capability, in words, or None when withheld."""
+    slope, intercept = _finite(progress.get("slope")), _finite(progress.get("intercept"))
+    if slope is None or intercept is None:
+        return None
+
+    def interval(low: Any, high: Any) -> str:
+        low, high = _finite(low), _finite(high)
+        return f"{charts.fmt_log(low)} to {charts.fmt_log(high)}" if low is not None and high is not None else ""
+
+    return {
+        "slope": charts.fmt_log(slope),
+        "slope_interval": interval(progress.get("slope_ci_low"), progress.get("slope_ci_high")),
+        "intercept": charts.fmt_log(intercept),
+        "intercept_interval": interval(progress.get("intercept_ci_low"), progress.get("intercept_ci_high")),
+        "n": progress.get("n"),
+        "line": (intercept, slope),
+    }
+
+
 def landscape(*, user: Any, tag: str = "", kind: str = "", plugin: str = "") -> dict[str, Any]:
     from registry.effects.selectors import landscape_get
 
     data = landscape_get(user=user, tag=tag or None, kind=kind or None, plugin=plugin or None) or {}
+    findings = [f for f in data.get("findings") or [] if isinstance(f, dict)]
     points, rows = [], []
-    for item in data.get("findings") or []:
+    for item in findings:
         safety, capability = item.get("safety") or None, item.get("capability") or None
         href = reverse("dashboard:finding-detail", args=[item.get("finding")])
-        plotted = bool(safety and capability and safety.get("score") is not None
-                       and capability.get("score") is not None)
+        plotted = _both_scored(item)
         if plotted:
             points.append(
                 charts.ScatterPoint(
@@ -521,20 +869,30 @@ def landscape(*, user: Any, tag: str = "", kind: str = "", plugin: str = "") -> 
                 "plotted": plotted,
                 "lean_label": LEAN_LABELS.get(lean, lean),
                 "lean": lean,
+                "safety_text": _score_text(safety),
+                "capability_text": _score_text(capability),
             }
         )
     aggregate = data.get("aggregate") or {}
     counts = aggregate.get("counts") or {}
+    progress = aggregate.get("differential_progress") or {}
+    trend = trend_view(progress)
+    correlation = aggregate.get("safety_capability_correlation") or {}
     return {
         "points": points,
         "rows": rows,
-        "scatter": charts.scatter_svg(points),
+        "scatter": charts.scatter_svg(points, trend=trend["line"] if trend else None),
         "n_plotted": len(points),
         "aggregate": aggregate,
+        "score_unit": aggregate.get("score_unit") or "log",
         "counts": [
             {"value": lean, "label": LEAN_LABELS.get(lean, lean), "count": counts.get(lean, 0)} for lean in LEAN_LABELS
         ],
-        "correlation": aggregate.get("safety_capability_correlation") or {},
+        "correlation": correlation,
+        "correlation_shown": _finite(correlation.get("r")) is not None,
+        "trend": trend,
+        "progress": progress,
+        "progress_rows": progress_rows(progress, findings) if trend else [],
         "capabilities_correlation": data.get("capabilities_correlation") or [],
         "lineage": data.get("lineage") or [],
     }
@@ -624,13 +982,14 @@ def plugin_catalogue() -> list[dict[str, Any]]:
                         "unit": m.unit,
                         "description": m.description,
                         "version": m.version,
+                        "scale": str(getattr(m, "scale", "") or ""),
+                        "time_to_event": bool(getattr(m, "time_to_event", False)),
                     }
                     for m in experiment.metrics
                 ],
                 arms=list(experiment.arms),
                 device=experiment.resources.device,
                 time_limit_s=experiment.resources.time_limit_s,
-                interval=experiment.interval,
                 presets=sorted(experiment.presets),
                 params=schema_fields(schema),
             )

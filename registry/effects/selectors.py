@@ -1,7 +1,7 @@
 """Reading effects: one finding, the landscape across findings, a theory's lineage roll-up.
 
 Visibility always goes through ``registry.findings.selectors.finding_list``. Per-finding numbers
-come from the ``FindingEffects`` cache (computed on first read when missing); the cross-finding
+come from the ``FindingEffects`` cache (never computed here: reads never write); the cross-finding
 statistics are computed here from those numbers with :mod:`registry.effects.stats`.
 """
 
@@ -11,62 +11,68 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
+from scipy import stats as scipy_stats
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
 from registry.effects import stats
 from registry.effects.models import FindingEffects
-from registry.effects.services import finding_effects_recompute
-from registry.findings.models import Claim, Finding
+from registry.findings.models import Finding
 from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 
 LEANS = ("safety-leaning", "capability-leaning", "dual", "neither")
 #: The capabilities correlation warns below this many observations (runs x arms).
 MIN_CORRELATION_OBSERVATIONS = 10
+#: Correlations and trends across findings are shown only with at least this many findings.
+MIN_LANDSCAPE_FINDINGS = 5
 
 
 # ---------------------------------------------------------------- one finding
 
 
-def _claim_signatures(data: dict[str, Any]) -> set[tuple]:
-    return {(c["claim"], c["direction"], c["min_relative_effect"], c["margin"]) for c in data.get("claims", [])}
-
-
-def _current_claim_signatures(finding_ids: list[int]) -> dict[int, set[tuple]]:
-    signatures: dict[int, set[tuple]] = defaultdict(set)
-    rows = Claim.objects.filter(finding_id__in=finding_ids, is_current=True).values_list(
-        "finding_id", "pk", "direction", "min_relative_effect", "margin"
-    )
-    for finding_id, *signature in rows:
-        signatures[finding_id].add(tuple(signature))
-    return signatures
+def _no_effects(finding: Finding) -> dict[str, Any]:
+    """What a finding shows before any recompute has stored its effects."""
+    return {
+        "finding": finding.pk,
+        "status": finding.status,
+        "n_runs": 0,
+        "run_ids": [],
+        "evidence_rungs": [],
+        "experiments": [],
+        "metrics": [],
+        "claims": [],
+        "axis_scores": {"safety": None, "capability": None},
+        "lean": "neither",
+    }
 
 
 def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
-    """Effects of these findings by id, from the cache; computed (and cached) where missing or
-    where the finding's current claims changed since (a claim added, superseded or edited)."""
+    """Effects of these findings by id, exactly as cached (reads never write: recomputes are
+    requested by the writes that can move them and run in the worker).
+
+    Each carries ``pending`` (a recompute is requested and not yet done: the numbers may be out
+    of date), ``computed_at`` (None: never computed) and ``error`` (why the last recompute failed,
+    or None).
+    """
     findings = list(findings)
-    ids = [f.pk for f in findings]
-    cached = dict(FindingEffects.objects.filter(finding__in=ids).values_list("finding_id", "data"))
-    claims = _current_claim_signatures(ids)
-    succeeded: dict[int, set[int]] = {}
-    for finding_id, run_id in Run.objects.filter(
-        reproduction__experiment__finding__in=ids, state=Run.State.SUCCEEDED
-    ).values_list("reproduction__experiment__finding_id", "pk"):
-        succeeded.setdefault(finding_id, set()).add(run_id)
+    rows = {
+        row.finding_id: row
+        for row in FindingEffects.objects.filter(finding__in=[f.pk for f in findings]).only(
+            "finding_id", "data", "computed_at", "pending", "error"
+        )
+    }
+    effects = {}
     for finding in findings:
-        data = cached.get(finding.pk)
-        if (
-            data is None
-            or _claim_signatures(data) != claims.get(finding.pk, set())
-            # a recomputation that failed in the worker is repaired on the next read
-            or set(data.get("run_ids") or []) != succeeded.get(finding.pk, set())
-        ):
-            with transaction.atomic():
-                cached[finding.pk] = finding_effects_recompute(finding_id=finding.pk)
-    return cached
+        row = rows.get(finding.pk)
+        computed = bool(row and row.data)
+        effects[finding.pk] = {
+            **(row.data if computed else _no_effects(finding)),
+            "pending": bool(row and row.pending),
+            "computed_at": row.computed_at.isoformat() if computed else None,
+            "error": (row.error or None) if row else None,
+        }
+    return effects
 
 
 def finding_effects_get(*, finding: Finding, user: Any) -> dict:
@@ -99,21 +105,78 @@ def _lean_counts(points: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {lean: counts.get(lean, 0) for lean in LEANS}
 
 
+def _scored_pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        p for p in points
+        if p["safety"] and p["capability"]
+        and p["safety"].get("score") is not None and p["capability"].get("score") is not None
+    ]
+
+
 def _score_correlation(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pearson correlation of safety and capability scores across findings that have both."""
-    both = [p for p in points if p["safety"] and p["capability"]]
+    """Pearson correlation of safety and capability scores across findings that have both;
+    withheld below ``MIN_LANDSCAPE_FINDINGS`` (its p-value can never be below what n supports)."""
+    both = _scored_pairs(points)
     return stats.correlation_with_interval(
-        [p["safety"]["score"] for p in both], [p["capability"]["score"] for p in both], method="pearson"
+        [p["safety"]["score"] for p in both],
+        [p["capability"]["score"] for p in both],
+        method="pearson",
+        min_n=MIN_LANDSCAPE_FINDINGS,
     ).to_dict()
 
 
-def _summary(counts: dict[str, int], n_findings: int, n_scored: int) -> str:
+def _score_se(score: dict[str, Any]) -> float | None:
+    """The score's standard error, recovered from its t interval over seeds."""
+    low, high, n = score.get("ci_low"), score.get("ci_high"), score.get("n_seeds") or 0
+    if low is None or high is None or n < 2:
+        return None
+    quantile = float(scipy_stats.t.ppf(0.5 + float(score.get("confidence") or 0.95) / 2.0, n - 1))
+    return (high - low) / (2.0 * quantile)
+
+
+def _differential_progress(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Hendrycks & Mazeika (2022): the trend of safety on capability across findings, and each
+    finding's safety gain above that trend."""
+    both = _scored_pairs(points)
+    result = stats.differential_progress(
+        [p["safety"]["score"] for p in both],
+        [p["capability"]["score"] for p in both],
+        [_score_se(p["safety"]) for p in both],
+        min_n=MIN_LANDSCAPE_FINDINGS,
+    ).to_dict()
+    residuals = result.pop("points", None) or []
+    result["findings"] = [
+        {"finding": p["finding"], "title": p["title"], **residual}
+        for p, residual in zip(both, residuals, strict=False)
+    ]
+    return result
+
+
+def _fmt_interval(value: float, low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return f"{value:+.2f}"
+    return f"{value:+.2f} (95% CI {low:+.2f} to {high:+.2f})"
+
+
+def _summary(counts: dict[str, int], n_findings: int, n_scored: int, progress: dict[str, Any]) -> str:
     if not n_scored:
         return "No finding has measured effects yet."
-    return (
-        f"Of {n_findings} finding(s), {counts['safety-leaning']} significantly improve safety only, "
+    text = (
+        f"Of {n_findings} finding(s), {counts['safety-leaning']} measurably improve safety only, "
         f"{counts['capability-leaning']} capability only, {counts['dual']} both and {counts['neither']} "
         f"neither ({n_findings - n_scored} of those have no measured effects yet)."
+    )
+    slope = progress.get("slope")
+    if slope is None:
+        reason = progress.get("warning") or "too few findings with both scores"
+        return f"{text} No trend of safety on capability is shown: {reason}."
+    above = [f for f in progress.get("findings", []) if f.get("ci_low") is not None and f["ci_low"] > 0]
+    below = [f for f in progress.get("findings", []) if f.get("ci_high") is not None and f["ci_high"] < 0]
+    return (
+        f"{text} Across {progress['n']} findings with both scores, each log unit of capability gain comes "
+        f"with {_fmt_interval(slope, progress.get('slope_ci_low'), progress.get('slope_ci_high'))} log units "
+        f"of safety; {len(above)} finding(s) buy safety beyond that trend (differential progress) and "
+        f"{len(below)} fall below it."
     )
 
 
@@ -121,10 +184,12 @@ def _summary(counts: dict[str, int], n_findings: int, n_scored: int) -> str:
 
 
 def _arm_observations(finding_ids: list[int], plugin: str) -> dict[tuple[int, str], dict[str, tuple[int, float]]]:
-    """{(run, arm): {metric: (version, value)}} for the plugin's succeeded registry runs."""
+    """{(run, arm): {metric: (version, value)}} for the plugin's succeeded registry runs
+    (retracted experiments excluded)."""
     rows = Measurement.objects.filter(
         run__reproduction__experiment__finding_id__in=finding_ids,
         run__reproduction__experiment__plugin=plugin,
+        run__reproduction__experiment__retracted_at__isnull=True,
         run__reproduction__source=Reproduction.Source.REGISTRY,
         run__state=Run.State.SUCCEEDED,
     ).values_list("run_id", "arm", "metric", "metric_version", "value")
@@ -135,10 +200,12 @@ def _arm_observations(finding_ids: list[int], plugin: str) -> dict[tuple[int, st
 
 
 def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
-    """Per safety metric, the capabilities correlation across the plugin's registry runs.
+    """Per safety metric, the capabilities correlation (Ren et al. 2024) across the plugin's
+    registry runs in every finding the reader can see that uses it.
 
-    Observations are (run, arm): each arm of each run is one trained model, as in Ren et al.'s
-    correlation across models. Only values under the installed plugin's metric versions count.
+    Observations are (run, arm): each arm of each run is one trained model. Every metric is
+    oriented so that higher is better before the PCA; the interval resamples runs (the two arms of
+    a run share a seed). Only values under the installed plugin's metric versions count.
     """
     try:
         cls = get_plugin(plugin)
@@ -153,20 +220,25 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
     for metric in safety:
         wanted = [metric, *capability]
         usable = [
-            values for values in observations.values()
+            (key, values) for key, values in sorted(observations.items())
             if all(values.get(m.name, (None,))[0] == m.version for m in wanted)
         ]
         correlation = stats.capabilities_correlation(
-            [values[metric.name][1] for values in usable],
-            [[values[m.name][1] for m in capability] for values in usable],
-            min_runs=MIN_CORRELATION_OBSERVATIONS,
+            [values[metric.name][1] for _, values in usable],
+            [[values[m.name][1] for m in capability] for _, values in usable],
+            safety_higher_is_better=metric.higher_is_better,
+            capability_higher_is_better=[m.higher_is_better for m in capability],
+            clusters=[run_id for (run_id, _), _ in usable],
+            min_n=MIN_CORRELATION_OBSERVATIONS,
         )
         entries.append(
             {
                 "metric": metric.name,
                 "metric_version": metric.version,
                 "capability_metrics": [m.name for m in capability],
+                "oriented": {m.name: ("as is" if m.higher_is_better else "negated") for m in wanted},
                 "observations": len(usable),
+                "runs": len({run_id for (run_id, _), _ in usable}),
                 "correlation": correlation.to_dict(),
             }
         )
@@ -260,8 +332,10 @@ def landscape_get(*, user: Any, tag: str | None = None, kind: str | None = None,
     if plugin:
         plugins = [name for name in plugins if name == plugin]
     visible = finding_list(user=user)
+    visible_ids = list(visible.values_list("id", flat=True))
     children = _children(visible)
     theories = [_rollup(f, visible, children) for f in findings if f.kind == Finding.Kind.THEORY]
+    progress = _differential_progress(points)
     return {
         "filters": {"tag": tag, "kind": kind, "plugin": plugin},
         "findings": points,
@@ -270,10 +344,12 @@ def landscape_get(*, user: Any, tag: str | None = None, kind: str | None = None,
             "n_scored": len(scored),
             "counts": counts,
             "n_unmeasured": len(points) - len(scored),
-            "answer": _summary(counts, len(points), len(scored)),
+            "score_unit": "log",
+            "answer": _summary(counts, len(points), len(scored), progress),
             "safety_capability_correlation": _score_correlation(points),
+            "differential_progress": progress,
         },
-        "capabilities_correlation": [_plugin_correlations(ids, name) for name in plugins],
+        "capabilities_correlation": [_plugin_correlations(visible_ids, name) for name in plugins],
         "lineage": [
             {"finding": t["finding"], "title": t["title"], "counts": t["counts"]} for t in theories
         ],

@@ -1,20 +1,23 @@
-"""Effects of a finding: recomputed when one of its runs finishes, cached in ``FindingEffects``.
+"""Effects of a finding, computed by one task after every change that can move them, cached in
+``FindingEffects``. Reads never compute: they serve the cache (see ``selectors``).
 
 Plain functions; every number comes from :mod:`registry.effects.stats` (no maths here). The
-pipeline, one small step per helper (see docs/statistics.md for the reviewer's version):
+pipeline, one small step per helper (docs/statistics.md is the reviewer's version):
 
-1. gather the measurements of the finding's *succeeded* runs and pair the ``baseline`` and
-   ``intervention`` arms within each run (a run is one seed);
-2. group the pairs per ``(plugin, metric, metric_version)``: results computed under different
-   definitions of a metric are never pooled;
-3. per group: the effect from the deciding rung of evidence (registry runs when there are
-   any, else self-reported ones), plus effects per source, per hardware and per reproduction
-   with a heterogeneity check;
-4. per current claim: a verdict at the Bonferroni-corrected confidence across the finding's
-   current claims, Holm-adjusted p-values, a minimum-detectable-effect warning, the runs used;
-5. axis scores (safety, capability), the lean flag, the evidence rungs reached, the status;
-6. store: ``ClaimVerdict`` rows (event ``finding.verdict_changed`` on a change), the
-   finding's status (event ``finding.status_changed``), and the JSON cache.
+1. gather the measurements of the finding's *succeeded* runs in experiments that are not
+   retracted, and pair the ``baseline`` and ``intervention`` arms within each run (a run is one
+   seed);
+2. group the pairs per experiment and ``(plugin, metric, metric_version)``: experiments (other
+   plugins or parameters) are never pooled, nor are results under different metric definitions;
+3. per group: the effect on the metric's scale from the deciding rung of evidence (registry runs
+   when there are any, else self-reported ones), plus effects per source, per hardware and per
+   reproduction with a heterogeneity check;
+4. per current claim: a verdict in every experiment that measured its metric, at the Bonferroni
+   confidence across all (claim, experiment) tests, combined into one verdict per claim;
+5. axis scores per experiment; the finding's summary scores come from the experiment with the
+   most seeds (never a pool of experiments); the lean flag, the evidence rungs, the status;
+6. store: ``ClaimVerdict`` rows (event ``finding.verdict_changed`` on a change), the finding's
+   status (event ``finding.status_changed``), and the JSON cache.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
 from plugins.sdk import BASELINE, INTERVENTION
@@ -33,7 +39,8 @@ from registry.effects import stats
 from registry.effects.models import ClaimVerdict, FindingEffects
 from registry.events.services import event_emit
 from registry.findings.models import Claim, Finding
-from registry.reproductions.models import Measurement, MetricDefinition, Reproduction, Run
+from registry.reproductions.models import Experiment, Measurement, MetricDefinition, Reproduction, Run
+from worker.celery import app as celery_app
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,15 @@ CONFIRMED = ClaimVerdict.Verdict.CONFIRMED.value
 REFUTED = ClaimVerdict.Verdict.REFUTED.value
 INCONCLUSIVE = ClaimVerdict.Verdict.INCONCLUSIVE.value
 UNKNOWN_HARDWARE = "unknown"
+SUMMARY_METHOD = (
+    "scores of the experiment with the most seeds; experiments with other plugins or parameters are "
+    "reported apart under 'experiments', never pooled"
+)
+
+
+def min_seeds() -> int:
+    """The documented minimum number of seeds (distinct per experiment) for any verdict."""
+    return int(getattr(settings, "EFFECTS_MIN_SEEDS", 3))
 
 
 # ---------------------------------------------------------------- data shapes
@@ -70,7 +86,8 @@ class MetricInfo:
     axis: str
     higher_is_better: bool
     unit: str
-    interval: str
+    scale: str
+    time_to_event: bool
     declared: bool
 
 
@@ -87,13 +104,27 @@ class Pair:
     seed: int
     baseline: float
     intervention: float
+    baseline_censored: bool = False
+    intervention_censored: bool = False
 
 
 @dataclass(frozen=True)
 class MetricGroup:
+    experiment_id: int
     key: MetricKey
     info: MetricInfo
     pairs: tuple[Pair, ...]
+
+
+@dataclass(frozen=True)
+class SeedValues:
+    """One value per distinct seed of an experiment (technical replicates averaged)."""
+
+    seeds: tuple[int, ...]
+    baseline: tuple[float, ...]
+    intervention: tuple[float, ...]
+    baseline_censored: tuple[bool, ...]
+    intervention_censored: tuple[bool, ...]
 
 
 # ---------------------------------------------------------------- 1-2. gather, pair, group
@@ -103,12 +134,13 @@ def _measurement_rows(finding_id: int) -> list[dict[str, Any]]:
     return list(
         Measurement.objects.filter(
             run__reproduction__experiment__finding_id=finding_id,
+            run__reproduction__experiment__retracted_at__isnull=True,
             run__state=Run.State.SUCCEEDED,
             arm__in=(BASELINE, INTERVENTION),
         )
         .order_by("run_id", "id")
         .values(
-            "run_id", "arm", "metric", "metric_version", "value", "run__seed", "run__hardware",
+            "run_id", "arm", "metric", "metric_version", "value", "censored", "run__seed", "run__hardware",
             "run__reproduction_id", "run__reproduction__experiment_id", "run__reproduction__source",
             "run__reproduction__requested_by_id",
             "run__reproduction__experiment__plugin",
@@ -116,31 +148,34 @@ def _measurement_rows(finding_id: int) -> list[dict[str, Any]]:
     )
 
 
-def _pairs_by_metric(rows: Iterable[dict[str, Any]]) -> dict[MetricKey, list[Pair]]:
+def _pairs_by_group(rows: Iterable[dict[str, Any]]) -> dict[tuple[int, MetricKey], list[Pair]]:
     """Pair the two arms within each run; a run missing an arm (or with the arms measured under
     different metric versions) contributes no pair for that metric."""
-    arms: dict[tuple[int, MetricKey], dict[str, float]] = defaultdict(dict)
+    arms: dict[tuple[int, MetricKey], dict[str, tuple[float, bool]]] = defaultdict(dict)
     runs: dict[int, dict[str, Any]] = {}
     for row in rows:
         key = MetricKey(row["run__reproduction__experiment__plugin"], row["metric"], row["metric_version"])
-        arms[(row["run_id"], key)][row["arm"]] = row["value"]
+        arms[(row["run_id"], key)][row["arm"]] = (row["value"], bool(row["censored"]))
         runs[row["run_id"]] = row
-    grouped: dict[MetricKey, list[Pair]] = defaultdict(list)
+    grouped: dict[tuple[int, MetricKey], list[Pair]] = defaultdict(list)
     for (run_id, key), values in arms.items():
         if BASELINE not in values or INTERVENTION not in values:
             continue
         run = runs[run_id]
-        grouped[key].append(
+        experiment_id = run["run__reproduction__experiment_id"]
+        grouped[(experiment_id, key)].append(
             Pair(
                 run_id=run_id,
                 reproduction_id=run["run__reproduction_id"],
-                experiment_id=run["run__reproduction__experiment_id"],
+                experiment_id=experiment_id,
                 source=run["run__reproduction__source"],
                 requested_by_id=run["run__reproduction__requested_by_id"],
                 hardware=run["run__hardware"] or UNKNOWN_HARDWARE,
                 seed=run["run__seed"],
-                baseline=values[BASELINE],
-                intervention=values[INTERVENTION],
+                baseline=values[BASELINE][0],
+                intervention=values[INTERVENTION][0],
+                baseline_censored=values[BASELINE][1],
+                intervention_censored=values[INTERVENTION][1],
             )
         )
     return grouped
@@ -153,60 +188,81 @@ def _plugin_class(name: str) -> Any | None:
         return None
 
 
-def _metric_catalogue(plugins: Iterable[str]) -> tuple[dict[MetricKey, MetricInfo], dict[str, str]]:
+def metric_catalogue(plugins: Iterable[str]) -> dict[MetricKey, MetricInfo]:
     """Metric declarations: the catalogue's rows (every version seen), overlaid by what the
-    installed plugin declares now; and per plugin its interval method (else "t")."""
+    installed plugin declares now."""
     classes = {name: _plugin_class(name) for name in set(plugins)}
-    interval = {name: getattr(cls, "interval", "t") if cls else "t" for name, cls in classes.items()}
     catalogue: dict[MetricKey, MetricInfo] = {}
     for row in MetricDefinition.objects.filter(plugin__in=classes):
         catalogue[MetricKey(row.plugin, row.name, row.version)] = MetricInfo(
-            row.axis, row.higher_is_better, row.unit, interval[row.plugin], True
+            row.axis, row.higher_is_better, row.unit, row.scale, row.time_to_event, True
         )
     for name, cls in classes.items():
         for metric in getattr(cls, "metrics", ()):
             catalogue[MetricKey(name, metric.name, metric.version)] = MetricInfo(
-                metric.axis.value, metric.higher_is_better, metric.unit, interval[name], True
+                metric.axis.value, metric.higher_is_better, metric.unit, str(metric.scale),
+                bool(metric.time_to_event), True,
             )
-    return catalogue, interval
+    return catalogue
+
+
+def _undeclared_info(key: MetricKey, catalogue: dict[MetricKey, MetricInfo]) -> MetricInfo:
+    """A metric version nobody declared (rows written around the runner) keeps the scale and
+    orientation of another version of the same metric if there is one; it counts on no axis."""
+    for other, info in sorted(catalogue.items()):
+        if (other.plugin, other.metric) == (key.plugin, key.metric):
+            return MetricInfo("diagnostic", info.higher_is_better, info.unit, info.scale, info.time_to_event, False)
+    return MetricInfo("diagnostic", True, "", "difference", False, False)
 
 
 def _metric_groups(finding_id: int) -> list[MetricGroup]:
-    pairs = _pairs_by_metric(_measurement_rows(finding_id))
-    catalogue, interval = _metric_catalogue(key.plugin for key in pairs)
+    pairs = _pairs_by_group(_measurement_rows(finding_id))
+    catalogue = metric_catalogue(key.plugin for _, key in pairs)
     groups = []
-    for key in sorted(pairs):
+    for experiment_id, key in sorted(pairs):
         # A metric nobody declared (the runner rejects those; rows written around it) is shown
-        # but counts on no axis.
-        info = catalogue.get(key) or MetricInfo("diagnostic", True, "", interval[key.plugin], False)
-        groups.append(MetricGroup(key, info, tuple(sorted(pairs[key], key=lambda p: (p.seed, p.run_id)))))
+        # on the difference scale but counts on no axis.
+        info = catalogue.get(key) or _undeclared_info(key, catalogue)
+        ordered = tuple(sorted(pairs[(experiment_id, key)], key=lambda p: (p.seed, p.run_id)))
+        groups.append(MetricGroup(experiment_id, key, info, ordered))
     return groups
 
 
 # ---------------------------------------------------------------- 3. effects
 
 
-def _per_seed(pairs: Iterable[Pair]) -> tuple[list[float], list[float]]:
-    """Baseline and intervention values, one per distinct (experiment, seed).
+def _per_seed(pairs: Iterable[Pair]) -> SeedValues:
+    """Baseline and intervention values, one per distinct seed of the experiment.
 
-    Runs of one experiment sharing a seed (the same seed reproduced twice, or on two machines) are
-    technical replicates, not independent samples: their values are averaged per arm so they count
-    once. Two experiments of a finding (other parameters) are different samples even on one seed.
+    Runs sharing a seed (the same seed reproduced twice, or on two machines) are technical
+    replicates, not independent samples: their values are averaged per arm so they count once. An
+    average that includes a censored value is itself only a lower bound, so it stays censored.
     """
-    by_seed: dict[tuple[int, int], list[Pair]] = defaultdict(list)
+    by_seed: dict[int, list[Pair]] = defaultdict(list)
     for pair in pairs:
-        by_seed[(pair.experiment_id, pair.seed)].append(pair)
-    baseline, intervention = [], []
-    for seed in sorted(by_seed):
-        same = by_seed[seed]
-        baseline.append(sum(p.baseline for p in same) / len(same))
-        intervention.append(sum(p.intervention for p in same) / len(same))
-    return baseline, intervention
+        by_seed[pair.seed].append(pair)
+    seeds = tuple(sorted(by_seed))
+    rows = [by_seed[s] for s in seeds]
+    return SeedValues(
+        seeds=seeds,
+        baseline=tuple(sum(p.baseline for p in same) / len(same) for same in rows),
+        intervention=tuple(sum(p.intervention for p in same) / len(same) for same in rows),
+        baseline_censored=tuple(any(p.baseline_censored for p in same) for same in rows),
+        intervention_censored=tuple(any(p.intervention_censored for p in same) for same in rows),
+    )
 
 
-def _effect(pairs: Iterable[Pair], *, interval: str, confidence: float = CONFIDENCE) -> stats.EffectEstimate:
-    baseline, intervention = _per_seed(pairs)
-    return stats.paired_effect(baseline, intervention, confidence=confidence, interval=interval)
+def _effect(pairs: Iterable[Pair], info: MetricInfo, *, confidence: float = CONFIDENCE) -> stats.EffectEstimate:
+    values = _per_seed(pairs)
+    censored = info.time_to_event and (any(values.baseline_censored) or any(values.intervention_censored))
+    return stats.paired_effect(
+        values.baseline,
+        values.intervention,
+        scale=info.scale,
+        confidence=confidence,
+        baseline_censored=values.baseline_censored if censored else None,
+        intervention_censored=values.intervention_censored if censored else None,
+    )
 
 
 def _split(pairs: Iterable[Pair], key: Callable[[Pair], Any]) -> dict[Any, list[Pair]]:
@@ -228,25 +284,31 @@ def _run_ids(pairs: Iterable[Pair]) -> list[int]:
     return sorted({p.run_id for p in pairs})
 
 
-def _by_hardware(group: MetricGroup) -> tuple[list[dict[str, Any]], dict[str, stats.EffectEstimate]]:
-    entries, estimates = [], {}
+def _n_seeds(pairs: Iterable[Pair]) -> int:
+    return len({p.seed for p in pairs})
+
+
+def _by_hardware(group: MetricGroup) -> tuple[list[dict[str, Any]], list[stats.EffectEstimate]]:
+    entries, estimates = [], []
     for hardware, pairs in sorted(_split(group.pairs, lambda p: p.hardware).items()):
-        estimates[hardware] = _effect(pairs, interval=group.info.interval)
+        estimate = _effect(pairs, group.info)
+        estimates.append(estimate)
         entries.append(
             {
                 "hardware": hardware,
                 "sources": sorted({p.source for p in pairs}),
                 "n_runs": len(pairs),
-                "effect": estimates[hardware].to_dict(),
+                "effect": estimate.to_dict(),
             }
         )
     return entries, estimates
 
 
-def _by_reproduction(group: MetricGroup) -> tuple[list[dict[str, Any]], dict[int, stats.EffectEstimate]]:
-    entries, estimates = [], {}
+def _by_reproduction(group: MetricGroup) -> tuple[list[dict[str, Any]], list[stats.EffectEstimate]]:
+    entries, estimates = [], []
     for reproduction_id, pairs in sorted(_split(group.pairs, lambda p: p.reproduction_id).items()):
-        estimates[reproduction_id] = _effect(pairs, interval=group.info.interval)
+        estimate = _effect(pairs, group.info)
+        estimates.append(estimate)
         entries.append(
             {
                 "reproduction": reproduction_id,
@@ -254,44 +316,46 @@ def _by_reproduction(group: MetricGroup) -> tuple[list[dict[str, Any]], dict[int
                 "requested_by": pairs[0].requested_by_id,
                 "hardware": sorted({p.hardware for p in pairs}),
                 "n_runs": len(pairs),
-                "effect": estimates[reproduction_id].to_dict(),
+                "effect": estimate.to_dict(),
             }
         )
     return entries, estimates
 
 
-def _metric_entry(group: MetricGroup) -> tuple[dict[str, Any], stats.EffectEstimate]:
-    """One metric's effects; returns the JSON entry and the deciding estimate (for axis scores)."""
+def _metric_entry(group: MetricGroup) -> dict[str, Any]:
+    """One metric's effects in one experiment, as JSON."""
     rung, deciding = _deciding_pairs(group.pairs)
-    estimate = _effect(deciding, interval=group.info.interval)
+    estimate = _effect(deciding, group.info)
     by_source = {
-        source: _effect(pairs, interval=group.info.interval).to_dict()
+        source: _effect(pairs, group.info).to_dict()
         for source, pairs in _split(group.pairs, lambda p: p.source).items()
     }
     hardware_entries, hardware_estimates = _by_hardware(group)
     reproduction_entries, reproduction_estimates = _by_reproduction(group)
-    entry = {
+    return {
+        "experiment": group.experiment_id,
         "plugin": group.key.plugin,
         "metric": group.key.metric,
         "metric_version": group.key.version,
         "axis": group.info.axis,
         "higher_is_better": group.info.higher_is_better,
         "unit": group.info.unit,
+        "scale": group.info.scale,
+        "time_to_event": group.info.time_to_event,
         "declared": group.info.declared,
-        "interval": group.info.interval,
         "evidence": rung,
         "n_runs": len(deciding),
+        "n_seeds": _n_seeds(deciding),
         "run_ids": _run_ids(deciding),
         "effect": estimate.to_dict(),
         "by_source": {REGISTRY: by_source.get(REGISTRY), SELF_REPORTED: by_source.get(SELF_REPORTED)},
         "by_hardware": hardware_entries,
         "by_reproduction": reproduction_entries,
         "heterogeneity": {
-            "hardware": stats.heterogeneity(list(hardware_estimates.values())).to_dict(),
-            "reproduction": stats.heterogeneity(list(reproduction_estimates.values())).to_dict(),
+            "hardware": stats.heterogeneity(hardware_estimates).to_dict(),
+            "reproduction": stats.heterogeneity(reproduction_estimates).to_dict(),
         },
     }
-    return entry, estimate
 
 
 # ---------------------------------------------------------------- evidence rungs
@@ -316,60 +380,61 @@ def _rungs(pairs: Iterable[Pair], author_ids: set[int]) -> list[str]:
 # ---------------------------------------------------------------- 4. claims and verdicts
 
 
-def _claim_group(claim: Claim, groups: list[MetricGroup]) -> MetricGroup | None:
-    """The group a claim is decided on: its metric at the newest metric version with data
-    (older versions are reported under ``metrics`` but never pooled in)."""
-    candidates = [g for g in groups if g.key.metric == claim.metric]
-    if not candidates:
-        return None
-    return max(
-        candidates,
-        key=lambda g: (g.key.version, sum(p.source == REGISTRY for p in g.pairs), len(g.pairs), g.key.plugin),
-    )
+def _claim_groups(claim: Claim, groups: list[MetricGroup]) -> list[MetricGroup]:
+    """Per experiment, the group a claim is decided on: its metric at the newest metric version
+    with data in that experiment (older versions are reported under ``metrics``, never pooled)."""
+    newest: dict[int, MetricGroup] = {}
+    for group in groups:
+        if group.key.metric != claim.metric:
+            continue
+        current = newest.get(group.experiment_id)
+        if current is None or group.key.version > current.key.version:
+            newest[group.experiment_id] = group
+    return [newest[e] for e in sorted(newest)]
 
 
-def _verdict(
-    claim: Claim, estimate: stats.EffectEstimate, info: MetricInfo
-) -> tuple[str, str | None]:
+def _threshold(claim: Claim) -> float:
+    value = claim.margin if claim.direction == Claim.Direction.NON_INFERIOR else claim.min_relative_effect
+    return float(value or 0.0)
+
+
+def _verdict(claim: Claim, estimate: stats.EffectEstimate, info: MetricInfo) -> tuple[str, str | None]:
     """The claim's verdict from an estimate (at whatever confidence it was computed)."""
     try:
-        return (
-            stats.claim_verdict(
-                estimate,
-                direction=claim.direction,
-                min_relative_effect=claim.min_relative_effect,
-                margin=claim.margin,
-                higher_is_better=info.higher_is_better,
-            ),
-            None,
+        return stats.claim_verdict(
+            estimate,
+            direction=claim.direction,
+            threshold=_threshold(claim),
+            threshold_unit=getattr(claim, "threshold_unit", "relative") or "relative",
+            higher_is_better=info.higher_is_better,
+            min_seeds=min_seeds(),
         )
     except ValueError as exc:  # a malformed claim (e.g. written around the services)
         return INCONCLUSIVE, f"claim cannot be checked: {exc}"
 
 
-def _claimed_magnitude(claim: Claim) -> float | None:
-    return claim.margin if claim.direction == Claim.Direction.NON_INFERIOR else claim.min_relative_effect
-
-
-def _source_verdict(
-    claim: Claim, group: MetricGroup, pairs: list[Pair], confidence: float
-) -> dict[str, Any] | None:
-    if not pairs:
+def _mde(claim: Claim, estimate: stats.EffectEstimate, info: MetricInfo, confidence: float) -> str | None:
+    try:
+        return stats.mde_warning(
+            estimate,
+            _threshold(claim),
+            threshold_unit=getattr(claim, "threshold_unit", "relative") or "relative",
+            direction=claim.direction,
+            higher_is_better=info.higher_is_better,
+            alpha=1.0 - confidence,
+        )
+    except ValueError:  # a claim the verdict already reports as unusable
         return None
-    estimate = _effect(pairs, interval=group.info.interval, confidence=confidence)
-    verdict, _ = _verdict(claim, estimate, group.info)
-    return {"verdict": verdict, "n_runs": len(pairs), "run_ids": _run_ids(pairs), "effect": estimate.to_dict()}
 
 
-def _reproduction_verdicts(
-    claim: Claim, group: MetricGroup, pairs: list[Pair], confidence: float
-) -> list[dict[str, Any]]:
-    out = []
-    for reproduction_id, own in sorted(_split(pairs, lambda p: p.reproduction_id).items()):
-        estimate = _effect(own, interval=group.info.interval, confidence=confidence)
-        verdict, _ = _verdict(claim, estimate, group.info)
-        out.append({"reproduction": reproduction_id, "source": own[0].source, "n_runs": len(own), "verdict": verdict})
-    return out
+def _combined_verdict(verdicts: list[str]) -> tuple[str, bool]:
+    """One verdict from the experiments' verdicts, and whether they disagree."""
+    decided = set(verdicts) & {CONFIRMED, REFUTED}
+    if decided == {CONFIRMED, REFUTED}:
+        return INCONCLUSIVE, True
+    if decided:
+        return decided.pop(), False
+    return INCONCLUSIVE, False
 
 
 def _claim_base(claim: Claim) -> dict[str, Any]:
@@ -379,6 +444,7 @@ def _claim_base(claim: Claim) -> dict[str, Any]:
         "direction": claim.direction,
         "min_relative_effect": claim.min_relative_effect,
         "margin": claim.margin,
+        "threshold_unit": getattr(claim, "threshold_unit", "relative") or "relative",
         "statement": claim.statement,
         "version": claim.version,
     }
@@ -389,12 +455,17 @@ def _claim_without_data(claim: Claim) -> dict[str, Any]:
         **_claim_base(claim),
         "plugin": None,
         "metric_version": None,
+        "experiment": None,
         "verdict": INCONCLUSIVE,
+        "decided": False,
+        "has_data": False,
         "evidence": "",
         "effect": None,
         "p_value": None,
         "p_holm": None,
         "mde_warning": None,
+        "experiments": [],
+        "experiments_disagree": False,
         "by_source": {REGISTRY: None, SELF_REPORTED: None},
         "reproductions": [],
         "reproductions_disagree": False,
@@ -404,37 +475,47 @@ def _claim_without_data(claim: Claim) -> dict[str, Any]:
     }
 
 
-def _claim_entry(
-    claim: Claim, groups: list[MetricGroup], confidence: float, author_ids: set[int]
+def _experiment_verdict(
+    claim: Claim, group: MetricGroup, confidence: float, author_ids: set[int]
 ) -> dict[str, Any]:
-    group = _claim_group(claim, groups)
-    if group is None:
-        return _claim_without_data(claim)
     rung, deciding = _deciding_pairs(group.pairs)
-    estimate = _effect(deciding, interval=group.info.interval, confidence=confidence)
-    verdict, problem = _verdict(claim, estimate, group.info)
+    estimate = _effect(deciding, group.info, confidence=confidence)
+    verdict, reason = _verdict(claim, estimate, group.info)
     by_source = _split(group.pairs, lambda p: p.source)
-    reproductions = _reproduction_verdicts(claim, group, deciding, confidence)
+    sources = {}
+    for source in (REGISTRY, SELF_REPORTED):
+        pairs = by_source.get(source, [])
+        if pairs:
+            own = _effect(pairs, group.info, confidence=confidence)
+            sources[source] = {
+                "verdict": _verdict(claim, own, group.info)[0],
+                "n_runs": len(pairs),
+                "run_ids": _run_ids(pairs),
+                "effect": own.to_dict(),
+            }
+        else:
+            sources[source] = None
+    reproductions = []
+    for reproduction_id, own in sorted(_split(deciding, lambda p: p.reproduction_id).items()):
+        own_verdict = _verdict(claim, _effect(own, group.info, confidence=confidence), group.info)[0]
+        reproductions.append(
+            {"reproduction": reproduction_id, "source": own[0].source, "n_runs": len(own), "verdict": own_verdict}
+        )
     decided = {r["verdict"] for r in reproductions}
-    mde = stats.mde_warning(estimate, _claimed_magnitude(claim), alpha=1.0 - confidence)
-    older = sorted({g.key.version for g in groups if g.key.metric == claim.metric} - {group.key.version})
-    warnings = [*estimate.warnings, *([problem] if problem else [])]
-    if older:
-        warnings.append(f"decided on metric version {group.key.version}; versions {older} are reported apart")
+    warnings = [*estimate.warnings, *([reason] if reason else [])]
     return {
-        **_claim_base(claim),
+        "experiment": group.experiment_id,
         "plugin": group.key.plugin,
         "metric_version": group.key.version,
+        "scale": group.info.scale,
         "verdict": verdict,
+        "reason": reason,
         "evidence": rung,
+        "n_seeds": estimate.n,
         "effect": estimate.to_dict(),
         "p_value": estimate.p_value,
-        "p_holm": None,
-        "mde_warning": mde,
-        "by_source": {
-            source: _source_verdict(claim, group, by_source.get(source, []), confidence)
-            for source in (REGISTRY, SELF_REPORTED)
-        },
+        "mde_warning": _mde(claim, estimate, group.info, confidence),
+        "by_source": sources,
         "reproductions": reproductions,
         "reproductions_disagree": {CONFIRMED, REFUTED} <= decided,
         "run_ids": _run_ids(deciding),
@@ -443,13 +524,63 @@ def _claim_entry(
     }
 
 
-def _claim_entries(claims: list[Claim], groups: list[MetricGroup], author_ids: set[int]) -> tuple[list, float]:
-    """Every current claim's verdict, at the Bonferroni-corrected confidence, with Holm p-values."""
-    confidence = stats.corrected_confidence(CONFIDENCE, max(1, len(claims)))
-    entries = [_claim_entry(claim, groups, confidence, author_ids) for claim in claims]
+def _claim_entry(
+    claim: Claim, claim_groups: list[MetricGroup], confidence: float, author_ids: set[int], groups: list[MetricGroup]
+) -> dict[str, Any]:
+    if not claim_groups:
+        return _claim_without_data(claim)
+    per_experiment = [_experiment_verdict(claim, g, confidence, author_ids) for g in claim_groups]
+    verdict, disagree = _combined_verdict([e["verdict"] for e in per_experiment])
+    # The experiment shown for the claim: one that decided it as the claim did, else the one with
+    # the most seeds.
+    agreeing = [e for e in per_experiment if e["verdict"] == verdict] if verdict != INCONCLUSIVE else []
+    shown = max(agreeing or per_experiment, key=lambda e: (e["n_seeds"], -e["experiment"]))
+    warnings = list(shown["warnings"])
+    if disagree:
+        warnings.append("experiments disagree: confirmed in one, refuted in another")
+    older = sorted(
+        {g.key.version for g in groups if g.key.metric == claim.metric} - {g.key.version for g in claim_groups}
+    )
+    if older:
+        warnings.append(f"decided on the newest metric version with data; versions {older} are reported apart")
+    return {
+        **_claim_base(claim),
+        "plugin": shown["plugin"],
+        "metric_version": shown["metric_version"],
+        "experiment": shown["experiment"],
+        "verdict": verdict,
+        "decided": verdict != INCONCLUSIVE,
+        "has_data": True,
+        "evidence": shown["evidence"],
+        "effect": shown["effect"],
+        "p_value": shown["p_value"],
+        "p_holm": None,
+        "mde_warning": shown["mde_warning"],
+        "experiments": per_experiment,
+        "experiments_disagree": disagree,
+        "by_source": shown["by_source"],
+        "reproductions": shown["reproductions"],
+        "reproductions_disagree": any(e["reproductions_disagree"] for e in per_experiment),
+        "run_ids": sorted({r for e in per_experiment for r in e["run_ids"]}),
+        "rungs": sorted(
+            {r for e in per_experiment for r in e["rungs"]}, key=RUNG_ORDER.index
+        ),
+        "warnings": warnings,
+    }
+
+
+def _claim_entries(claims: list[Claim], groups: list[MetricGroup], author_ids: set[int]) -> tuple[list, float, int]:
+    """Every current claim's verdict. All (claim, experiment) tests share a Bonferroni-corrected
+    confidence (simultaneous 95%); the shown p-values are Holm-adjusted across the claims."""
+    per_claim = [_claim_groups(claim, groups) for claim in claims]
+    n_tests = max(1, sum(len(g) for g in per_claim))
+    confidence = stats.corrected_confidence(CONFIDENCE, n_tests)
+    entries = [
+        _claim_entry(claim, own, confidence, author_ids, groups) for claim, own in zip(claims, per_claim, strict=True)
+    ]
     for entry, adjusted in zip(entries, stats.holm_bonferroni([e["p_value"] for e in entries]), strict=True):
         entry["p_holm"] = adjusted
-    return entries, confidence
+    return entries, confidence, n_tests
 
 
 # ---------------------------------------------------------------- 5. scores, status
@@ -464,32 +595,115 @@ def _newest_versions(groups: list[MetricGroup]) -> list[MetricGroup]:
     return list(newest.values())
 
 
-def _axis_scores(
-    groups: list[MetricGroup], estimates: dict[MetricKey, stats.EffectEstimate]
-) -> dict[str, dict[str, Any] | None]:
-    """Safety and capability scores from each metric's newest version (diagnostics excluded)."""
-    scores: dict[str, stats.AxisScore | None] = {}
+def _aligned(column: tuple, index: dict[int, int], seeds: list[int], missing: Any) -> list:
+    """``column`` (one entry per seed of one metric) laid out on ``seeds`` (all the axis's seeds)."""
+    return [column[index[seed]] if seed in index else missing for seed in seeds]
+
+
+def _axis_scores(groups: list[MetricGroup]) -> dict[str, dict[str, Any] | None]:
+    """One experiment's safety and capability scores from each metric's newest version, on the
+    deciding rung, aligned by seed (diagnostics excluded)."""
+    scores: dict[str, dict[str, Any] | None] = {}
     for axis in AXES:
-        items = [
-            (estimates[g.key], g.info.higher_is_better)
-            for g in _newest_versions(groups)
-            if g.info.axis == axis
-        ]
-        scores[axis] = stats.axis_score(items, confidence=CONFIDENCE) if items else None
+        on_axis = [g for g in _newest_versions(groups) if g.info.axis == axis and g.info.declared]
+        if not on_axis:
+            scores[axis] = None
+            continue
+        per_metric = {g.key.metric: _per_seed(_deciding_pairs(g.pairs)[1]) for g in on_axis}
+        seeds = sorted({s for values in per_metric.values() for s in values.seeds})
+        metrics = []
+        for group in on_axis:
+            values = per_metric[group.key.metric]
+            index = {seed: i for i, seed in enumerate(values.seeds)}
+            metrics.append(
+                stats.AxisMetric(
+                    name=group.key.metric,
+                    scale=group.info.scale,
+                    higher_is_better=group.info.higher_is_better,
+                    baseline=_aligned(values.baseline, index, seeds, None),
+                    intervention=_aligned(values.intervention, index, seeds, None),
+                    baseline_censored=_aligned(values.baseline_censored, index, seeds, False),
+                    intervention_censored=_aligned(values.intervention_censored, index, seeds, False),
+                )
+            )
+        score = stats.axis_score(metrics, confidence=CONFIDENCE)
+        scores[axis] = score.to_dict() if score else None
     return scores
 
 
-def _finding_status(claims: list[dict[str, Any]], has_runs: bool) -> str:
+def _experiment_summaries(
+    groups: list[MetricGroup], experiments: dict[int, Experiment]
+) -> list[dict[str, Any]]:
+    by_experiment = _split_groups(groups)
+    out = []
+    for experiment_id, own in sorted(by_experiment.items()):
+        experiment = experiments.get(experiment_id)
+        deciding = [p for g in own for p in _deciding_pairs(g.pairs)[1]]
+        out.append(
+            {
+                "experiment": experiment_id,
+                "plugin": experiment.plugin if experiment else own[0].key.plugin,
+                "params": experiment.params if experiment else {},
+                "n_runs": len({p.run_id for g in own for p in g.pairs}),
+                "n_seeds": _n_seeds(deciding),
+                "axis_scores": _axis_scores(own),
+            }
+        )
+    return out
+
+
+def _split_groups(groups: list[MetricGroup]) -> dict[int, list[MetricGroup]]:
+    out: dict[int, list[MetricGroup]] = defaultdict(list)
+    for group in groups:
+        out[group.experiment_id].append(group)
+    return dict(out)
+
+
+def _summary_scores(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], int | None]:
+    """The finding's scores: the experiment with the most seeds (the earliest on a tie)."""
+    scored = [s for s in summaries if any(s["axis_scores"].values())]
+    if not scored:
+        return {axis: None for axis in AXES}, None
+    best = max(scored, key=lambda s: (s["n_seeds"], -s["experiment"]))
+    scores = {
+        axis: ({**score, "experiment": best["experiment"], "method": SUMMARY_METHOD} if score else None)
+        for axis, score in best["axis_scores"].items()
+    }
+    return scores, best["experiment"]
+
+
+def _improved(score: dict[str, Any] | None) -> bool:
+    return bool(score) and score.get("ci_low") is not None and score["ci_low"] > 0.0
+
+
+def lean_flag(safety: dict[str, Any] | None, capability: dict[str, Any] | None) -> str:
+    """Which axes the finding improves: an axis counts when its score's interval lies above 0."""
+    s, c = _improved(safety), _improved(capability)
+    if s and c:
+        return "dual"
+    if c:
+        return "capability-leaning"
+    if s:
+        return "safety-leaning"
+    return "neither"
+
+
+def finding_status(claims: list[dict[str, Any]], has_runs: bool) -> str:
+    """The finding's status from its claims' verdicts (see README, "Finding status")."""
     if not has_runs:
         return Finding.Status.UNREPRODUCED.value
-    decided = {c["verdict"] for c in claims} & {CONFIRMED, REFUTED}
-    if decided == {CONFIRMED, REFUTED} or any(c["reproductions_disagree"] for c in claims):
+    verdicts = [c["verdict"] for c in claims]
+    disagree = any(c.get("experiments_disagree") or c.get("reproductions_disagree") for c in claims)
+    confirmed, refuted = CONFIRMED in verdicts, REFUTED in verdicts
+    if disagree or (confirmed and refuted):
         return Finding.Status.CONTESTED.value
-    if decided == {CONFIRMED}:
+    if confirmed and all(v == CONFIRMED for v in verdicts):
         return Finding.Status.REPRODUCED.value
-    if decided == {REFUTED}:
+    if confirmed:
+        return Finding.Status.PARTIALLY_REPRODUCED.value
+    if refuted:
         return Finding.Status.FAILED_TO_REPRODUCE.value
-    return Finding.Status.UNREPRODUCED.value
+    return Finding.Status.UNDECIDED.value
 
 
 # ---------------------------------------------------------------- 6. store and announce
@@ -503,6 +717,8 @@ def _store_verdicts(finding: Finding, claims: list[Claim], entries: list[dict[st
         new = entry["verdict"]
         if row is None:
             row = ClaimVerdict(claim=claim)
+        if row.pk and (row.verdict, row.evidence, row.run_ids) == (new, entry["evidence"], entry["run_ids"]):
+            continue
         row.verdict, row.evidence, row.run_ids = new, entry["evidence"], entry["run_ids"]
         row.save()
         if (old or INCONCLUSIVE) != new:
@@ -517,6 +733,7 @@ def _store_verdicts(finding: Finding, claims: list[Claim], entries: list[dict[st
                     "old": old,
                     "new": new,
                     "evidence": entry["evidence"],
+                    "experiment": entry["experiment"],
                 },
             )
 
@@ -534,45 +751,140 @@ def _store_status(finding: Finding, status: str) -> None:
     )
 
 
-def _effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
+def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
     """Everything computed for one finding, JSON-safe (no writes)."""
     author_ids = set(finding.authors.values_list("pk", flat=True))
     groups = _metric_groups(finding.pk)
-    metric_entries, estimates = [], {}
-    for group in groups:
-        entry, estimates[group.key] = _metric_entry(group)
-        metric_entries.append(entry)
-    claim_entries, claims_confidence = _claim_entries(claims, groups, author_ids)
-    scores = _axis_scores(groups, estimates)
+    experiments = {e.pk: e for e in Experiment.objects.filter(finding=finding)}
+    claim_entries, claims_confidence, n_tests = _claim_entries(claims, groups, author_ids)
+    summaries = _experiment_summaries(groups, experiments)
+    scores, summary_experiment = _summary_scores(summaries)
     all_pairs = [p for g in groups for p in g.pairs]
+    retracted = sorted(pk for pk, e in experiments.items() if e.retracted_at is not None)
     return {
         "finding": finding.pk,
-        "status": _finding_status(claim_entries, bool(all_pairs)),
+        "status": finding_status(claim_entries, bool(all_pairs)),
         "confidence": CONFIDENCE,
         "claims_confidence": claims_confidence,
+        "claims_tests": n_tests,
+        "min_seeds": min_seeds(),
         "n_runs": len({p.run_id for p in all_pairs}),
         "run_ids": _run_ids(all_pairs),
         "evidence_rungs": _rungs(all_pairs, author_ids),
-        "metrics": metric_entries,
+        "experiments": summaries,
+        "retracted_experiments": retracted,
+        "summary_experiment": summary_experiment,
+        "metrics": [_metric_entry(group) for group in groups],
         "claims": claim_entries,
-        "axis_scores": {axis: score.to_dict() if score else None for axis, score in scores.items()},
-        "lean": stats.lean_flag(scores["safety"], scores["capability"]),
+        "axis_scores": scores,
+        "lean": lean_flag(scores["safety"], scores["capability"]),
     }
 
 
 @transaction.atomic
 def finding_effects_recompute(*, finding_id: int) -> dict:
-    """Recompute, store and return a finding's effects (inside the caller's transaction).
+    """Recompute, store and return a finding's effects (the recompute task calls this).
 
-    The finding row is locked first, so two runs finishing at once recompute one after the
-    other and announce each verdict change once.
+    The finding row is locked first, so two recomputes of one finding run one after the other
+    and announce each verdict change once.
     """
     finding = Finding.objects.select_for_update().filter(pk=finding_id).first()
     if finding is None:
         return {}
     claims = list(finding.claims.filter(is_current=True).order_by("id"))
-    data = _effects_data(finding, claims)
+    data = effects_data(finding, claims)
     _store_verdicts(finding, claims, data["claims"])
     _store_status(finding, data["status"])
     FindingEffects.objects.update_or_create(finding=finding, defaults={"data": data})
     return data
+
+
+# ---------------------------------------------------------------- recompute requests (reads never write)
+
+#: The Celery task that recomputes one finding's effects (worker/tasks.py), on this queue.
+RECOMPUTE_TASK = "worker.effects_recompute"
+RECOMPUTE_QUEUE = "maintenance"
+#: A recompute still pending this long after its request is enqueued again by the sweep (the
+#: broker may have lost the message; a duplicate is harmless: recomputing is idempotent).
+RECOMPUTE_RESEND_AFTER = timedelta(minutes=5)
+MAX_ERROR_CHARS = 10_000
+
+
+def effects_recompute_enqueue(finding_id: int) -> None:
+    """Send one recompute message. A broker failure is logged; the sweep sends it again later."""
+    try:
+        celery_app.send_task(RECOMPUTE_TASK, args=[finding_id], queue=RECOMPUTE_QUEUE)
+    except Exception:
+        logger.exception("could not enqueue the effects recompute of finding %s; the sweep will retry", finding_id)
+
+
+def effects_recompute_request(*, finding_id: int) -> None:
+    """Ask for a finding's effects to be recomputed; call it inside the transaction of the change
+    that can move them (a run finishing, a claim or experiment added or changed, ...), *before*
+    that transaction locks or writes anything else of the finding.
+
+    The finding's ``FindingEffects`` row is created if needed and locked until the caller commits,
+    so a recompute that starts later (it locks the same row to clear ``pending``) sees this
+    change. Requests coalesce: only the one that finds the row not yet pending enqueues the task,
+    after commit (nothing is sent for a change that rolls back).
+
+    Lock order: this row first, then the finding and its claims (PostgreSQL checks foreign keys
+    at commit, locking the rows they point to). The recompute locks in the same order, so a
+    writer and a running recompute wait for each other instead of deadlocking.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("effects_recompute_request must run inside the transaction of the change")
+    FindingEffects.objects.bulk_create([FindingEffects(finding_id=finding_id)], ignore_conflicts=True)
+    row = FindingEffects.objects.select_for_update().only("pk", "pending").get(finding_id=finding_id)
+    if row.pending:
+        return
+    FindingEffects.objects.filter(pk=row.pk).update(pending=True, requested_at=timezone.now())
+    transaction.on_commit(lambda: effects_recompute_enqueue(finding_id))
+
+
+def effects_recompute_run(*, finding_id: int) -> dict:
+    """The recompute task's body: clear ``pending`` (committed at once, so a change that commits
+    during the computation requests, and gets, another recompute), then recompute and store.
+
+    A failure is logged with the finding, stored in ``FindingEffects.error`` with the event
+    ``finding.effects_failed``, and re-raised (the task retries); a success clears ``error``.
+    """
+    with transaction.atomic():
+        # The UPDATE waits for the row lock of a requesting writer still committing: that writer's
+        # data is then visible to the computation below.
+        FindingEffects.objects.filter(finding_id=finding_id).update(pending=False)
+    try:
+        with transaction.atomic():
+            # the writers' lock order: this row, then the finding (finding_effects_recompute)
+            list(FindingEffects.objects.select_for_update().filter(finding_id=finding_id).values_list("pk"))
+            data = finding_effects_recompute(finding_id=finding_id)
+            FindingEffects.objects.filter(finding_id=finding_id).exclude(error="").update(error="")
+    except Exception as exc:
+        logger.exception("effects recompute failed for finding %s", finding_id)
+        message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        with transaction.atomic():
+            FindingEffects.objects.filter(finding_id=finding_id).update(error=message)
+            event_emit(
+                type="finding.effects_failed",
+                finding_id=finding_id,
+                payload={"finding": finding_id, "error": message[:500]},
+            )
+        raise
+    return data
+
+
+def effects_recompute_sweep(*, now: datetime | None = None) -> list[int]:
+    """Enqueue again the recomputes still pending ``RECOMPUTE_RESEND_AFTER`` after their request
+    (a lost message); returns their findings. The request time moves on, so each is re-sent at
+    most once per interval."""
+    now = now or timezone.now()
+    cutoff = now - RECOMPUTE_RESEND_AFTER
+    resent = []
+    stale = FindingEffects.objects.filter(pending=True, requested_at__lt=cutoff)
+    for finding_id in stale.values_list("finding_id", flat=True):
+        if FindingEffects.objects.filter(finding_id=finding_id, pending=True, requested_at__lt=cutoff).update(
+            requested_at=now
+        ):
+            effects_recompute_enqueue(finding_id)
+            resent.append(finding_id)
+    return resent

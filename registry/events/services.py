@@ -37,6 +37,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "claim.created",
     "claim.updated",
     "experiment.created",
+    "experiment.retracted",
     "reproduction.requested",
     "run.started",
     "run.finished",
@@ -44,6 +45,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "finding.verdict_changed",
     "finding.status_changed",
     "finding.stale",
+    "finding.effects_failed",
 )
 
 _UNSET = object()

@@ -19,10 +19,12 @@ class Finding(models.Model):
         OBSERVATION = "observation"
 
     class Status(models.TextChoices):
-        UNREPRODUCED = "unreproduced"
-        REPRODUCED = "reproduced"
-        FAILED_TO_REPRODUCE = "failed_to_reproduce"
-        CONTESTED = "contested"
+        UNREPRODUCED = "unreproduced"  # no data yet
+        REPRODUCED = "reproduced"  # every current claim confirmed
+        PARTIALLY_REPRODUCED = "partially_reproduced"  # some confirmed, the rest undecided
+        FAILED_TO_REPRODUCE = "failed_to_reproduce"  # some refuted, none confirmed
+        CONTESTED = "contested"  # some confirmed and some refuted, or sources disagree
+        UNDECIDED = "undecided"  # data, but no claim decided yet
 
     class Visibility(models.TextChoices):
         PUBLIC = "public"
@@ -65,6 +67,10 @@ class Claim(models.Model):
         DECREASE = "decrease"
         NON_INFERIOR = "non_inferior"
 
+    class ThresholdUnit(models.TextChoices):
+        RELATIVE = "relative"  # a fraction of the baseline (0.9 = 90%)
+        ABSOLUTE = "absolute"  # metric units (points as fractions for proportions: 0.3 = 30 points)
+
     finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="claims")
     metric = models.CharField(max_length=100)
     direction = models.CharField(max_length=16, choices=Direction.choices)
@@ -73,6 +79,12 @@ class Claim(models.Model):
     )
     margin = models.FloatField(
         null=True, blank=True, help_text="For non_inferior: not worse by more than this relative margin."
+    )
+    threshold_unit = models.CharField(
+        max_length=16,
+        choices=ThresholdUnit.choices,
+        default=ThresholdUnit.RELATIVE,
+        help_text="The unit of min_relative_effect and margin: relative to the baseline, or absolute.",
     )
     statement = models.CharField(max_length=500, blank=True)
     version = models.PositiveIntegerField(default=1)

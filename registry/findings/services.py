@@ -9,11 +9,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from plugins.registry import all_plugins
+from plugins.sdk import BASELINE, Scale
+from plugins.sdk import Metric as PluginMetric
+from registry.effects import stats
+from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.events.services import event_emit
 from registry.findings.models import Claim, Finding, Tag
+from registry.reproductions.models import Experiment, Measurement, Run
 
 UPDATABLE_FIELDS = ("title", "summary", "kind", "references", "visibility", "embargo_until", "xrisk_sheet")
+MAX_RETRACTION_REASON_CHARS = 2000
 
 
 def finding_can_edit(*, finding: Finding, user: Any) -> bool:
@@ -88,6 +95,10 @@ def finding_create(
 @transaction.atomic
 def finding_update(*, finding: Finding, user: Any, data: dict[str, Any]) -> Finding:
     _ensure_can_edit(finding, user)
+    if "authors" in data:
+        # who counts as independent (the evidence rungs) depends on the authors; requested
+        # before the finding is locked (the recompute's lock order)
+        effects_recompute_request(finding_id=finding.pk)
     finding = Finding.objects.select_for_update().get(pk=finding.pk)
     changed = []
     for field in UPDATABLE_FIELDS:
@@ -141,9 +152,91 @@ def _validate_claim(
     return effect, None
 
 
-def claim_has_evidence(claim: Claim) -> bool:
-    from registry.reproductions.models import Run
+def _declared_metrics(finding: Finding, metric: str) -> list[PluginMetric]:
+    """The declarations of ``metric`` by the plugins of the finding's experiments (by every
+    installed plugin while it has none)."""
+    entries = all_plugins()
+    names = set(finding.experiments.values_list("plugin", flat=True))
+    if not names:
+        names = {name for name, entry in entries.items() if entry.available}
+    declared = []
+    for name in sorted(names):
+        entry = entries.get(name)
+        if entry and entry.available:
+            declared.extend(m for m in entry.experiment.metrics if m.name == metric)
+    return declared
 
+
+def _baseline_values(finding: Finding, metric: str) -> list[float]:
+    """The finding's measured baseline values of a metric (succeeded runs, experiments in force)."""
+    return list(
+        Measurement.objects.filter(
+            run__reproduction__experiment__finding=finding,
+            run__reproduction__experiment__retracted_at__isnull=True,
+            run__state=Run.State.SUCCEEDED,
+            arm=BASELINE,
+            metric=metric,
+            censored=False,
+        ).values_list("value", flat=True)
+    )
+
+
+def _check_threshold(
+    *,
+    finding: Finding,
+    declared: list[PluginMetric],
+    metric: str,
+    direction: str,
+    threshold_unit: str,
+    min_relative_effect: float | None,
+    margin: float | None,
+) -> None:
+    """Refuse thresholds the metric cannot meet or a relative claim cannot mean (a 400 naming the
+    field, saying what to claim instead)."""
+    if threshold_unit not in Claim.ThresholdUnit.values:
+        raise ApplicationError(
+            f"threshold_unit must be one of {', '.join(Claim.ThresholdUnit.values)}", field="threshold_unit"
+        )
+    if threshold_unit == Claim.ThresholdUnit.ABSOLUTE:
+        threshold, field = (margin, "margin") if direction == Claim.Direction.NON_INFERIOR else (
+            min_relative_effect, "min_relative_effect"
+        )
+        if any(m.scale == Scale.PROPORTION for m in declared) and threshold is not None and threshold > 1:
+            raise ApplicationError(
+                f"{metric!r} is a proportion: an absolute threshold is a fraction (0.3 = 30 points), at most 1",
+                field=field,
+            )
+        absolute_problems = [stats.absolute_claim_problem(Scale(m.scale).value) for m in declared]
+        if _refused(absolute_problems, finding):
+            raise ApplicationError(next(p for p in absolute_problems if p), field="threshold_unit")
+        return
+    if direction == Claim.Direction.DECREASE and (min_relative_effect or 0.0) >= 1:
+        raise ApplicationError(
+            "a relative decrease of 100% or more is impossible (min_relative_effect must be below 1); "
+            "claim an absolute decrease (threshold_unit 'absolute') to require a drop in the metric's units",
+            field="min_relative_effect",
+        )
+    if direction == Claim.Direction.NON_INFERIOR and (margin or 0.0) >= 1 and any(m.higher_is_better for m in declared):
+        raise ApplicationError(
+            f"{metric!r} is higher-is-better: a relative margin of 100% or more allows any loss (margin must be "
+            f"below 1)",
+            field="margin",
+        )
+    baseline = _baseline_values(finding, metric) if any(m.scale == Scale.PROPORTION for m in declared) else []
+    problems = [stats.relative_claim_problem(Scale(m.scale).value, baseline or None) for m in declared]
+    if _refused(problems, finding):
+        raise ApplicationError(next(p for p in problems if p), field="threshold_unit")
+
+
+def _refused(problems: list[str | None], finding: Finding) -> bool:
+    """With experiments, every plugin they use must allow the claim; before the first experiment,
+    it stands if some installed plugin declaring the metric allows it."""
+    if not any(problems):
+        return False
+    return True if finding.experiments.exists() else all(problems)
+
+
+def claim_has_evidence(claim: Claim) -> bool:
     return Run.objects.filter(reproduction__experiment__finding=claim.finding_id).exists()
 
 
@@ -156,14 +249,15 @@ def claim_create(
     direction: str,
     min_relative_effect: float | None = None,
     margin: float | None = None,
+    threshold_unit: str = Claim.ThresholdUnit.RELATIVE,
     statement: str = "",
     supersedes: Claim | None = None,
 ) -> Claim:
-    """Add a claim; with ``supersedes`` it is a new version of an earlier one (history kept)."""
-    from registry.reproductions.services import metric_known_for_finding
-
+    """Add a claim; with ``supersedes`` it is a new version of an earlier one (history kept). The
+    finding's effects are recomputed after commit."""
     _ensure_can_edit(finding, user)
-    if not metric_known_for_finding(finding=finding, metric=metric):
+    declared = _declared_metrics(finding, metric)
+    if not declared:
         raise ApplicationError(
             f"no plugin of this finding's experiments (or, with none yet, no installed plugin) "
             f"declares a metric called {metric!r}",
@@ -172,6 +266,11 @@ def claim_create(
     min_relative_effect, margin = _validate_claim(
         direction=direction, min_relative_effect=min_relative_effect, margin=margin
     )
+    _check_threshold(
+        finding=finding, declared=declared, metric=metric, direction=direction, threshold_unit=threshold_unit,
+        min_relative_effect=min_relative_effect, margin=margin,
+    )
+    effects_recompute_request(finding_id=finding.pk)  # first: before the superseded claim is locked
     version = 1
     if supersedes is not None:
         supersedes = Claim.objects.select_for_update().get(pk=supersedes.pk)
@@ -188,6 +287,7 @@ def claim_create(
         direction=direction,
         min_relative_effect=min_relative_effect,
         margin=margin,
+        threshold_unit=threshold_unit,
         statement=statement,
         version=version,
         supersedes=supersedes,
@@ -203,7 +303,8 @@ def claim_create(
 
 @transaction.atomic
 def claim_update(*, claim: Claim, user: Any, data: dict[str, Any]) -> Claim:
-    """Edit a claim in place, allowed only while no run exists for its finding."""
+    """Edit a claim in place, allowed only while no run exists for its finding; the finding's
+    effects are recomputed after commit."""
     _ensure_can_edit(claim.finding, user)
     if not claim.is_current:
         raise ApplicationError(
@@ -223,7 +324,14 @@ def claim_update(*, claim: Claim, user: Any, data: dict[str, Any]) -> Claim:
         min_relative_effect=data.get("min_relative_effect", claim.min_relative_effect),
         margin=data.get("margin", claim.margin if direction == Claim.Direction.NON_INFERIOR else None),
     )
+    threshold_unit = data.get("threshold_unit", claim.threshold_unit)
+    _check_threshold(
+        finding=claim.finding, declared=_declared_metrics(claim.finding, claim.metric), metric=claim.metric,
+        direction=direction, threshold_unit=threshold_unit, min_relative_effect=effect, margin=margin,
+    )
+    effects_recompute_request(finding_id=claim.finding_id)
     claim.direction, claim.min_relative_effect, claim.margin = direction, effect, margin
+    claim.threshold_unit = threshold_unit
     claim.statement = data.get("statement", claim.statement)
     claim.save()
     event_emit(
@@ -232,6 +340,37 @@ def claim_update(*, claim: Claim, user: Any, data: dict[str, Any]) -> Claim:
         payload={"finding": claim.finding_id, "claim": claim.pk, "metric": claim.metric, "version": claim.version},
     )
     return claim
+
+
+@transaction.atomic
+def experiment_retract(*, experiment: Experiment, user: Any, reason: str | None) -> Experiment:
+    """Retract an experiment: kept for the record (and shown as retracted), excluded from the
+    finding's effects from the next recompute on, and never reproduced again."""
+    _ensure_can_edit(experiment.finding, user)
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ApplicationError("say why the experiment is retracted", field="reason")
+    if len(reason) > MAX_RETRACTION_REASON_CHARS:
+        raise ApplicationError(f"reason must be at most {MAX_RETRACTION_REASON_CHARS} characters", field="reason")
+    effects_recompute_request(finding_id=experiment.finding_id)
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if experiment.retracted_at is not None:
+        raise ApplicationError("this experiment is already retracted", field="experiment")
+    experiment.retracted_at = timezone.now()
+    experiment.retraction_reason = reason
+    experiment.save(update_fields=["retracted_at", "retraction_reason"])
+    event_emit(
+        type="experiment.retracted",
+        finding_id=experiment.finding_id,
+        plugin=experiment.plugin,
+        payload={
+            "finding": experiment.finding_id,
+            "experiment": experiment.pk,
+            "plugin": experiment.plugin,
+            "reason": reason,
+        },
+    )
+    return experiment
 
 
 def finding_is_visible(*, finding: Finding, user: Any) -> bool:

@@ -22,6 +22,10 @@ class MetricDefinition(models.Model):
     higher_is_better = models.BooleanField()
     unit = models.CharField(max_length=50, blank=True)
     description = models.TextField(blank=True)
+    # plugins.sdk.Scale: "ratio" | "proportion" | "difference" (how effects are computed).
+    scale = models.CharField(max_length=16, default="difference")
+    # Time to an event: values may be censored ("not reached within the budget").
+    time_to_event = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["plugin", "name", "version"]
@@ -47,6 +51,9 @@ class Experiment(models.Model):
     time_limit_s = models.PositiveIntegerField(default=600)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # A retracted experiment is kept for the record but excluded from effects.
+    retracted_at = models.DateTimeField(null=True, blank=True)
+    retraction_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -131,6 +138,8 @@ class Measurement(models.Model):
     metric = models.CharField(max_length=100)
     metric_version = models.PositiveIntegerField(default=1)
     value = models.FloatField()
+    # True: the event did not happen within the budget; ``value`` is the budget (a lower bound).
+    censored = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["id"]

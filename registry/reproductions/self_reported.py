@@ -4,7 +4,7 @@ checked exactly like a plugin's output (``validate_results``), and sit on the lo
 evidence ladder: a verdict from registry runs always outranks them.
 
 Everything is validated before anything is written, and written in one transaction with the
-``run.finished`` event and the recomputed effects, so a rejected request leaves nothing behind.
+``run.finished`` event and the effects recompute request, so a rejected request leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from plugins.sdk import Experiment as PluginExperiment
+from plugins.sdk import NotReached
+from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import (
+    ResultRow,
     _run_event,
     check_storable,
     metric_catalogue_sync,
@@ -78,20 +81,45 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_measurements(plugin: type[PluginExperiment], measurements: Any) -> list[tuple[str, str, int, float]]:
-    """Type check ({arm: {metric: number}}), then the plugin-output check the runner uses."""
+def _censored_value(value: dict[str, Any], field: str) -> NotReached:
+    """``{"censored": true, "value": <budget>}``: the event was not reached within the budget."""
+    if set(value) != {"censored", "value"} or value.get("censored") is not True or not _is_number(value["value"]):
+        raise ApplicationError(
+            'a censored value must be {"censored": true, "value": <budget>} with a numeric budget', field=field
+        )
+    return NotReached(budget=value["value"])
+
+
+def _check_measurements(plugin: type[PluginExperiment], measurements: Any) -> list[ResultRow]:
+    """Type check ({arm: {metric: number | {"censored": true, "value": budget}}}), then the
+    plugin-output check the runner uses."""
     if not isinstance(measurements, dict):
         raise ApplicationError("measurements must be an object {arm: {metric: value}}", field="measurements")
+    declared = {m.name: m for m in plugin.metrics}
+    converted: dict[str, dict[str, Any]] = {}
     for arm, values in measurements.items():
         if not isinstance(values, dict):
             raise ApplicationError(f"arm {arm!r} must be an object {{metric: value}}", field=f"measurements.{arm}")
+        converted[arm] = {}
         for metric, value in values.items():
-            if not _is_number(value):
-                raise ApplicationError(
-                    f"metric {metric!r} of arm {arm!r} must be a number", field=f"measurements.{arm}.{metric}"
-                )
+            field = f"measurements.{arm}.{metric}"
+            if isinstance(value, dict):
+                definition = declared.get(metric)
+                if definition is None or not definition.time_to_event:
+                    raise ApplicationError(
+                        f"metric {metric!r} of arm {arm!r} is not a time-to-event metric: only those may be "
+                        f"censored; give a number",
+                        field=field,
+                    )
+                converted[arm][metric] = _censored_value(value, field)
+            elif _is_number(value):
+                converted[arm][metric] = value
+            else:
+                censorable = metric in declared and declared[metric].time_to_event
+                or_censored = ' or {"censored": true, "value": <budget>}' if censorable else ""
+                raise ApplicationError(f"metric {metric!r} of arm {arm!r} must be a number{or_censored}", field=field)
     try:
-        return validate_results(plugin, measurements)
+        return validate_results(plugin, converted)
     except ValueError as exc:
         message = str(exc).replace("run() returned ", "").replace("run() must return", "measurements must be")
         raise ApplicationError(f"invalid measurements: {message}", field="measurements") from None
@@ -121,10 +149,10 @@ def self_reported_run_record(
     environment: Any = None,
     plugin_version: Any = None,
 ) -> Run:
-    """Record one self-reported run of ``experiment`` and recompute the finding's effects."""
-    from registry.effects.services import finding_effects_recompute
-
+    """Record one self-reported run of ``experiment`` and request the finding's effects recompute."""
     _ensure_author(experiment, user)
+    if experiment.retracted_at is not None:
+        raise ApplicationError("this experiment was retracted; it takes no more results", field="experiment")
     plugin = plugin_resolve(experiment.plugin)
     seed = _check_seed(seed)
     hardware = _check_hardware(hardware)
@@ -146,8 +174,12 @@ def self_reported_run_record(
         plugin_version=plugin_version, hardware=hardware, environment=environment,
     )
     Measurement.objects.bulk_create(
-        [Measurement(run=run, arm=a, metric=m, metric_version=v, value=x) for a, m, v, x in rows]
+        [
+            Measurement(run=run, arm=r.arm, metric=r.metric, metric_version=r.version, value=r.value,
+                        censored=r.censored)
+            for r in rows
+        ]
     )
     _run_event("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
-    finding_effects_recompute(finding_id=experiment.finding_id)
+    effects_recompute_request(finding_id=experiment.finding_id)
     return run

@@ -13,7 +13,7 @@ import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -25,6 +25,9 @@ from pydantic import ValidationError
 
 from plugins.registry import PluginNotFound, PluginUnavailable, all_plugins, get_plugin
 from plugins.sdk import Experiment as PluginExperiment
+from plugins.sdk import Metric as PluginMetric
+from plugins.sdk import NotReached, Scale
+from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError
 from registry.events.services import event_emit
 from registry.findings.models import Finding
@@ -80,17 +83,24 @@ def metric_catalogue_sync(plugin: type[PluginExperiment]) -> None:
                 "higher_is_better": metric.higher_is_better,
                 "unit": metric.unit,
                 "description": metric.description,
+                "scale": Scale(metric.scale).value,
+                "time_to_event": metric.time_to_event,
             },
         )
 
 
 def metric_catalogue_sync_installed() -> None:
-    """Sync the catalogue for every available plugin whose version it does not know yet (reads
-    only, once the catalogue is up to date)."""
+    """Sync the catalogue for every available plugin whose version, or whose metrics' scale or
+    time-to-event flag, it does not know yet (reads only, once the catalogue is up to date)."""
     known = set(MetricDefinition.objects.values_list("plugin", "plugin_version").distinct())
+    declared = set(MetricDefinition.objects.values_list("plugin", "name", "version", "scale", "time_to_event"))
     for entry in all_plugins().values():
-        if entry.available and (entry.name, entry.experiment.version) not in known:
-            metric_catalogue_sync(entry.experiment)
+        if not entry.available:
+            continue
+        plugin = entry.experiment
+        current = {(plugin.name, m.name, m.version, Scale(m.scale).value, m.time_to_event) for m in plugin.metrics}
+        if (plugin.name, plugin.version) not in known or not current <= declared:
+            metric_catalogue_sync(plugin)
 
 
 def metric_known_for_finding(*, finding: Finding, metric: str) -> bool:
@@ -195,6 +205,7 @@ def experiment_create(
         raise ApplicationError(
             f"default_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="default_seeds"
         )
+    effects_recompute_request(finding_id=finding.pk)
     metric_catalogue_sync(plugin_cls)
     experiment = Experiment.objects.create(
         finding=finding,
@@ -233,6 +244,8 @@ def reproduction_request(
     device: str | None = None,
 ) -> Reproduction:
     """Fan a reproduction out into one queued run per seed; dispatch after commit."""
+    if experiment.retracted_at is not None:
+        raise ApplicationError("this experiment was retracted; it cannot be reproduced", field="experiment")
     if seeds is None:
         count = n_seeds or experiment.default_seeds
         if not 1 <= count <= settings.MAX_SEEDS_PER_REPRODUCTION:
@@ -421,12 +434,51 @@ def safe_artifact_name(name: str) -> str:
     return cleaned[:200]
 
 
-def validate_results(
-    plugin: type[PluginExperiment], results: Any
-) -> list[tuple[str, str, int, float]]:
-    """Check a plugin's output against its declaration: every declared arm and metric, finite."""
+class ResultRow(NamedTuple):
+    """One validated measurement: ``censored`` means the event was not reached and ``value`` is
+    the budget (a lower bound on the event time)."""
+
+    arm: str
+    metric: str
+    version: int
+    value: float
+    censored: bool = False
+
+
+def _check_value(metric: PluginMetric, arm: str, value: Any) -> ResultRow:
+    """One value against its metric's declaration (scale, time to event); a ValueError says why."""
     import math
 
+    where = f"metric {metric.name!r} of arm {arm!r}"
+    if isinstance(value, NotReached):
+        if not metric.time_to_event:
+            raise ValueError(
+                f"{where} is not a time-to-event metric, so it cannot be 'not reached' (NotReached)"
+            )
+        try:
+            budget = float(value.budget)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{where}: the NotReached budget is not a number: {value.budget!r:.50}") from None
+        if not math.isfinite(budget) or budget <= 0:
+            raise ValueError(f"{where}: the NotReached budget must be finite and > 0, not {budget}")
+        return ResultRow(arm, metric.name, metric.version, budget, True)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where} is not a number: {value!r:.50}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{where} is not finite: {number}")
+    if metric.scale == Scale.RATIO and number <= 0:
+        raise ValueError(f"{where} is on the ratio scale and must be > 0, not {number}")
+    if metric.scale == Scale.PROPORTION and not 0.0 <= number <= 1.0:
+        raise ValueError(f"{where} is a proportion and must be within [0, 1], not {number}")
+    return ResultRow(arm, metric.name, metric.version, number, False)
+
+
+def validate_results(plugin: type[PluginExperiment], results: Any) -> list[ResultRow]:
+    """Check a plugin's output against its declaration: every declared arm and metric, finite,
+    within the metric's scale (ratio > 0, proportion in [0, 1]); ``NotReached`` only on
+    time-to-event metrics, stored censored at its budget."""
     if not isinstance(results, dict):
         raise ValueError("run() must return {arm: {metric: value}}")
     declared = {m.name: m for m in plugin.metrics}
@@ -442,13 +494,7 @@ def validate_results(
         if missing:
             raise ValueError(f"run() returned no value for {sorted(missing)} in arm {arm!r}")
         for name, value in values.items():
-            try:
-                value = float(value)
-            except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"metric {name!r} of arm {arm!r} is not a number: {value!r:.50}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"metric {name!r} of arm {arm!r} is not finite: {value}")
-            rows.append((arm, name, declared[name].version, value))
+            rows.append(_check_value(declared[name], arm, value))
     extra_arms = set(results) - set(plugin.arms)
     if extra_arms:
         raise ValueError(f"run() returned undeclared arms {sorted(extra_arms)}")
@@ -459,7 +505,7 @@ def run_succeed(
     *,
     run_id: int,
     token: uuid.UUID | None,
-    rows: list[tuple[str, str, int, float]],
+    rows: list[ResultRow] | list[tuple],
     artifacts: dict[str, tuple[bytes, str]],
     environment: dict[str, Any],
     hardware: str,
@@ -467,6 +513,7 @@ def run_succeed(
     logs: str,
 ) -> bool:
     """Write measurements, artifacts, the state change and the event in one transaction."""
+    rows = [ResultRow(*row) for row in rows]
     stored: dict[str, tuple[str, int, str]] = {}
     for name, (data, content_type) in artifacts.items():
         safe = unique_name(safe_artifact_name(name), stored)
@@ -488,7 +535,11 @@ def run_succeed(
             logger.warning("run %s: result discarded, the run is no longer ours", run_id)
             return False
         Measurement.objects.bulk_create(
-            [Measurement(run_id=run_id, arm=a, metric=m, metric_version=v, value=x) for a, m, v, x in rows]
+            [
+                Measurement(run_id=run_id, arm=r.arm, metric=r.metric, metric_version=r.version, value=r.value,
+                            censored=r.censored)
+                for r in rows
+            ]
         )
         Artifact.objects.bulk_create(
             [
@@ -543,17 +594,18 @@ def run_cancel(*, run: Run, user: Any) -> bool:
 
 
 def _after_run_finished(run: Run) -> None:
-    """Recompute the finding's effects in the same transaction (a savepoint: a bug there must not
-    lose the run's result)."""
-    from registry.effects.services import finding_effects_recompute
+    """Refresh the stale flag and request the finding's effects recompute (the worker runs it
+    after this transaction commits). A savepoint: a bug in the stale check must not lose the run's
+    result; the recompute request itself is part of the transaction."""
     from registry.reproductions.versions import finding_refresh_stale
 
+    finding_id = run.reproduction.experiment.finding_id
+    effects_recompute_request(finding_id=finding_id)  # before the finding row is updated (lock order)
     try:
         with transaction.atomic():
-            finding_refresh_stale(finding_id=run.reproduction.experiment.finding_id)
-            finding_effects_recompute(finding_id=run.reproduction.experiment.finding_id)
+            finding_refresh_stale(finding_id=finding_id)
     except Exception:
-        logger.exception("effects recomputation failed for run %s", run.pk)
+        logger.exception("stale check failed for run %s", run.pk)
 
 
 # ---------------------------------------------------------------- the reaper

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from plugins.registry import all_plugins
+from registry.effects.services import effects_recompute_request
 from registry.events.services import event_emit
 from registry.findings.models import Finding
 from registry.reproductions.models import Experiment, Reproduction, Run
@@ -23,9 +24,10 @@ def installed_versions() -> dict[str, str]:
 
 
 def finding_is_stale(*, finding: Finding, versions: dict[str, str] | None = None) -> bool:
-    """Stale: some experiment has registry results, none of them from the installed plugin version."""
+    """Stale: some experiment (not retracted) has registry results, none of them from the installed
+    plugin version."""
     versions = versions if versions is not None else installed_versions()
-    for experiment in finding.experiments.all():
+    for experiment in finding.experiments.filter(retracted_at__isnull=True):
         installed = versions.get(experiment.plugin)
         done = Run.objects.filter(
             reproduction__experiment=experiment,
@@ -46,6 +48,8 @@ def findings_mark_stale() -> list[int]:
         if stale == finding.effects_stale:
             continue
         with transaction.atomic():
+            # The installed plugin's declarations (metric versions, scales, axes) feed the effects.
+            effects_recompute_request(finding_id=finding.pk)
             Finding.objects.filter(pk=finding.pk).update(effects_stale=stale)
             if stale:
                 newly_stale.append(finding.pk)
@@ -63,12 +67,13 @@ def findings_mark_stale() -> list[int]:
 
 @transaction.atomic
 def finding_rereproduce(*, finding: Finding, user: Any) -> list[Reproduction]:
-    """Request a new reproduction (default seeds) of every experiment of the finding."""
+    """Request a new reproduction (default seeds) of every experiment of the finding that is not
+    retracted."""
     from registry.findings.services import _ensure_can_edit
 
     if user != finding.created_by:
         _ensure_can_edit(finding, user)
-    experiments = Experiment.objects.filter(finding=finding)
+    experiments = Experiment.objects.filter(finding=finding, retracted_at__isnull=True)
     return [reproduction_request(experiment=experiment, user=user) for experiment in experiments]
 
 

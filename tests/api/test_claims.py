@@ -66,8 +66,11 @@ def test_metric_must_be_declared_by_the_findings_plugins(api, finding, make_expe
                                  format="json"), 400, "metric")
     assert "skill" in body["detail"]
     assert counts() == before
-    assert api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease"},
-                    format="json").status_code == 201
+    # crashing's "risk" is on the difference scale: a claim on it is absolute
+    response = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                 "threshold_unit": "absolute"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["threshold_unit"] == "absolute"
 
 
 def test_only_authors_may_add_claims(client_for, other_user, anon, finding):
@@ -164,3 +167,114 @@ def test_claims_of_restricted_findings_are_hidden(client_for, make_finding, othe
     claim = claim_create(finding=secret, user=other_user, metric="risk", direction="decrease")
     assert_error(client_for(None).get(f"/api/v1/claims/{claim.pk}/"), 404)
     assert client_for(other_user).get(f"/api/v1/claims/{claim.pk}/").status_code == 200
+
+
+# ---------------------------------------------------------------- threshold units and scales
+
+
+def test_threshold_unit_defaults_to_relative_and_is_shown(api, finding):
+    body = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 0.9},
+                    format="json").json()
+    assert body["threshold_unit"] == "relative"
+    assert Claim.objects.get(pk=body["id"]).threshold_unit == "relative"
+    listed = api.get(claims_url(finding.pk)).json()
+    assert [c["threshold_unit"] for c in listed] == ["relative"]
+
+
+@pytest.mark.parametrize("effect", [1.0, 1.5])
+def test_relative_decrease_of_100_percent_or_more_is_impossible(api, finding, effect):
+    before = counts()
+    body = assert_error(api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                          "min_relative_effect": effect}, format="json"),
+                        400, "min_relative_effect")
+    assert "impossible" in body["detail"]
+    assert counts() == before
+    # the same number as an absolute decrease (metric units) is a claim one can make
+    response = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                 "min_relative_effect": effect, "threshold_unit": "absolute"},
+                        format="json")
+    assert response.status_code == 201, response.content
+
+
+def test_unknown_threshold_unit_is_400(api, finding):
+    before = counts()
+    assert_error(api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                   "threshold_unit": "percent"}, format="json"), 400, "threshold_unit")
+    assert counts() == before
+
+
+def test_relative_claim_on_a_difference_scale_metric_is_400(api, finding, make_experiment):
+    make_experiment(finding, plugin="crashing", reproduce=False)  # "risk": difference scale (the default)
+    before = counts()
+    body = assert_error(api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                          "min_relative_effect": 0.5}, format="json"),
+                        400, "threshold_unit")
+    assert "absolute" in body["detail"]
+    assert counts() == before
+
+
+def _timed_finding(api, make_finding, make_experiment, baselines: list[float]):
+    """A finding with the 'timed' test plugin's experiment and succeeded runs whose baseline
+    accuracy (a proportion) takes these values."""
+    from plugins.registry import register_temporarily
+    from registry.reproductions.models import Measurement, Reproduction
+    from tests.fakes.plugins import TimedExperiment
+
+    finding = make_finding(title="Timed")
+    with register_temporarily(TimedExperiment):
+        experiment = make_experiment(finding, plugin="timed", reproduce=False)
+    reproduction = Reproduction.objects.create(experiment=experiment, requested_by=finding.created_by,
+                                               seeds=list(range(len(baselines))))
+    for seed, value in enumerate(baselines):
+        run = Run.objects.create(reproduction=reproduction, seed=seed, state=Run.State.SUCCEEDED)
+        Measurement.objects.bulk_create([
+            Measurement(run=run, arm="baseline", metric="accuracy", value=value),
+            Measurement(run=run, arm="intervention", metric="accuracy", value=min(1.0, value + 0.2)),
+        ])
+    return finding
+
+
+@pytest.mark.parametrize(("baselines", "allowed"), [([0.5, 0.6, 0.55], True), ([0.5, 0.01, 0.6], False)])
+def test_relative_claim_on_a_proportion_needs_baselines_away_from_zero(
+    api, make_finding, make_experiment, baselines, allowed
+):
+    from plugins.registry import register_temporarily
+    from tests.fakes.plugins import TimedExperiment
+
+    finding = _timed_finding(api, make_finding, make_experiment, baselines)
+    with register_temporarily(TimedExperiment):
+        response = api.post(claims_url(finding.pk), {"metric": "accuracy", "direction": "increase",
+                                                     "min_relative_effect": 0.2}, format="json")
+        if allowed:
+            assert response.status_code == 201, response.content
+        else:
+            body = assert_error(response, 400, "threshold_unit")
+            assert "0.05" in body["detail"] or "point" in body["detail"]
+            # in points it is fine
+            absolute = api.post(claims_url(finding.pk), {"metric": "accuracy", "direction": "increase",
+                                                         "min_relative_effect": 0.1, "threshold_unit": "absolute"},
+                                format="json")
+            assert absolute.status_code == 201, absolute.content
+
+
+def test_absolute_threshold_on_a_proportion_is_at_most_one(api, make_finding, make_experiment):
+    from plugins.registry import register_temporarily
+    from tests.fakes.plugins import TimedExperiment
+
+    finding = _timed_finding(api, make_finding, make_experiment, [0.5])
+    with register_temporarily(TimedExperiment):
+        assert_error(api.post(claims_url(finding.pk), {"metric": "accuracy", "direction": "increase",
+                                                       "min_relative_effect": 30, "threshold_unit": "absolute"},
+                              format="json"), 400, "min_relative_effect")
+
+
+def test_patch_threshold_unit_is_validated(api, finding):
+    claim = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 2,
+                                              "threshold_unit": "absolute"}, format="json").json()
+    assert_error(api.patch(f"/api/v1/claims/{claim['id']}/", {"threshold_unit": "relative"}, format="json"),
+                 400, "min_relative_effect")
+    assert Claim.objects.get(pk=claim["id"]).threshold_unit == "absolute"
+    response = api.patch(f"/api/v1/claims/{claim['id']}/", {"threshold_unit": "relative", "min_relative_effect": 0.5},
+                         format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["threshold_unit"] == "relative"

@@ -6,7 +6,9 @@ import pytest
 
 from plugins.registry import all_plugins
 from registry.reproductions.models import MetricDefinition
+from registry.reproductions.services import metric_catalogue_sync_installed
 from tests.api.helpers import assert_error
+from tests.fakes.plugins import EchoExperiment
 
 pytestmark = pytest.mark.django_db
 
@@ -24,6 +26,11 @@ def test_plugin_list(anon):
     }
     assert echo["arms"] == ["baseline", "intervention"]
     assert echo["resources"] == {"device": "cpu", "time_limit_s": 120}
+    assert {(m["name"], m["scale"], m["time_to_event"]) for m in echo["metrics"]} == {
+        (m.name, m.scale.value, m.time_to_event) for m in EchoExperiment.metrics
+    }
+    assert {m["scale"] for m in plugins["crashing"]["metrics"]} == {"difference"}  # the SDK's default
+    assert "interval" not in echo  # the registry's method, not the plugin's
     assert [m["name"] for m in plugins["crashing"]["metrics"]] == ["risk"]
     # every discovered plugin is listed, built-ins included; broken ones say why
     assert set(plugins) == set(all_plugins())
@@ -35,6 +42,10 @@ def test_plugin_list(anon):
         if all_plugins().get(builtin) and all_plugins()[builtin].available:
             assert plugins[builtin]["metrics"], builtin
             assert {m["axis"] for m in plugins[builtin]["metrics"]} <= {"safety", "capability", "diagnostic"}
+            assert {m["scale"] for m in plugins[builtin]["metrics"]} <= {"ratio", "proportion", "difference"}
+    grokking = {m["name"]: m for m in plugins["grokking"]["metrics"]}
+    assert (grokking["steps_to_test_99"]["scale"], grokking["steps_to_test_99"]["time_to_event"]) == ("ratio", True)
+    assert (grokking["test_accuracy"]["scale"], grokking["test_accuracy"]["time_to_event"]) == ("proportion", False)
 
 
 def test_plugin_detail(anon):
@@ -53,6 +64,7 @@ def test_unknown_plugin_is_404_json(anon):
 
 
 def test_metric_list_for_a_plugin(anon):
+    metric_catalogue_sync_installed()
     response = anon.get("/api/v1/metrics/", {"plugin": "echo"})
     assert response.status_code == 200
     rows = response.json()
@@ -66,7 +78,18 @@ def test_metric_list_for_a_plugin(anon):
     assert MetricDefinition.objects.filter(plugin="echo").count() == 3
 
 
+def test_metric_list_shows_scale_and_time_to_event(anon):
+    metric_catalogue_sync_installed()
+    rows = anon.get("/api/v1/metrics/", {"plugin": "grokking"}).json()
+    shown = {m["name"]: (m["scale"], m["time_to_event"], m["version"]) for m in rows}
+    assert shown["steps_to_test_99"] == ("ratio", True, 2)
+    assert shown["fourier_sparsity"] == ("proportion", False, 1)
+    checkerboard = anon.get("/api/v1/metrics/", {"plugin": "checkerboard"}).json()
+    assert {m["scale"] for m in checkerboard} == {"ratio"}
+
+
 def test_metric_list_by_axis(anon):
+    metric_catalogue_sync_installed()
     rows = anon.get("/api/v1/metrics/", {"axis": "safety"}).json()
     assert rows and {m["axis"] for m in rows} == {"safety"}
     assert ("echo", "risk") in {(m["plugin"], m["name"]) for m in rows}

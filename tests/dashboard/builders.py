@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from registry.effects.services import finding_effects_recompute
+from registry.effects.services import effects_recompute_run
 from registry.findings.models import Claim, Finding
 from registry.findings.services import claim_create, finding_create
 from registry.reproductions.models import Artifact, Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import artifact_path, experiment_create
 
-Pairs = Sequence[tuple[float, float]]
+
+@dataclass(frozen=True)
+class Censored:
+    """A time-to-event value whose event was not reached within ``budget`` (stored censored)."""
+
+    budget: float
+
+
+Value = float | Censored
+Pairs = Sequence[tuple[Value, Value]]
 
 # Five seeds of the fake "echo" plugin: risk (safety, lower is better) about halved, skill
 # (capability, higher is better) about +50% (or flat), width (diagnostic) flat.
@@ -47,10 +57,12 @@ def measured(
     *,
     user=None,
     hardware: str = "cpu",
+    recompute: bool = True,
 ) -> Reproduction:
     """A registry reproduction whose runs succeeded with ``values[metric][i]`` = (baseline,
     intervention), by default safety-leaning (risk halves, skill flat). The finding's effects are
-    then recomputed, as the worker does when a run finishes."""
+    then recomputed, as the worker's task does after a run finishes (unless ``recompute=False``).
+    A ``Censored(budget)`` value is stored as a censored measurement (event not reached)."""
     values = values or {"risk": RISK_DOWN, "skill": SKILL_FLAT, "width": FLAT}
     n = len(next(iter(values.values())))
     reproduction = Reproduction.objects.create(
@@ -69,12 +81,19 @@ def measured(
         )
         Measurement.objects.bulk_create(
             [
-                Measurement(run=run, arm=arm, metric=metric, value=value)
+                Measurement(
+                    run=run,
+                    arm=arm,
+                    metric=metric,
+                    value=value.budget if isinstance(value, Censored) else value,
+                    censored=isinstance(value, Censored),
+                )
                 for metric, pairs in values.items()
                 for arm, value in zip(("baseline", "intervention"), pairs[seed], strict=True)
             ]
         )
-    finding_effects_recompute(finding_id=experiment.finding_id)
+    if recompute:
+        effects_recompute_run(finding_id=experiment.finding_id)
     return reproduction
 
 
@@ -104,3 +123,8 @@ def stored_png(run: Run, name: str = "samples.png") -> Artifact:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return row
+
+
+def recompute(finding_: Finding) -> None:
+    """Recompute a finding's effects now, as the worker's task does after a change."""
+    effects_recompute_run(finding_id=finding_.pk)

@@ -195,3 +195,64 @@ def test_scatter_skips_points_without_finite_scores_and_handles_one_point_or_non
     assert len(list(root.iter(f"{SVG}a"))) == 1
     root = parse(charts.scatter_svg([]))
     assert list(root.iter(f"{SVG}a")) == []
+
+
+# ---------------------------------------------------------------- effects v2: units, bounds, log scores
+
+
+def test_points_log_and_factor_formatters():
+    assert charts.fmt_points(0.3) == "+30 pt" and charts.fmt_points(-0.054) == "-5.4 pt"
+    assert charts.fmt_log(0.6931) == "+0.69" and charts.fmt_log(-2.0) == "-2.00"
+    assert charts.factor_text(0.6931) == "×2.0 better" and charts.factor_text(-0.6931) == "×2.0 worse"
+    assert charts.factor_text(0.0) == "×1.0, no change"
+    assert charts.factor_text(10.0) == "×22,026 better"
+    assert charts.factor_text(1000.0).endswith("better")  # no overflow
+
+
+@pytest.mark.parametrize(("bound", "words"), [("upper", "at most -40%"), ("lower", "at least -40%")])
+def test_one_sided_interval_draws_an_open_whisker_from_the_valid_limit(bound, words):
+    low, high = (None, -0.4) if bound == "upper" else (-0.4, None)
+    root = parse(charts.interval_svg(-0.5, low, high, label="steps", bound=bound, width=200))
+    assert words in root.get("aria-label")
+    lines = root.iter(f"{SVG}line")
+    open_whisker = next(line for line in lines if line.get("class") == "chart__whisker chart__whisker--open")
+    x1, x2 = float(open_whisker.get("x1")), float(open_whisker.get("x2"))
+    assert (x1 == 8) if bound == "upper" else (x2 == 192)
+    assert list(root.iter(f"{SVG}circle")) == []  # no point estimate: only the bound is valid
+
+
+def test_one_sided_interval_without_its_limit_says_so():
+    root = parse(charts.interval_svg(-0.5, None, None, bound="upper"))
+    assert "no valid bound" in root.get("aria-label")
+
+
+def test_scatter_domain_is_not_squashed_by_one_wide_interval():
+    # scores in log units range about -10..+10; one finding's interval runs to +200
+    points = [point(1, -8.0, 9.0), point(2, 6.0, -4.0, y_low=-150.0, y_high=200.0)]
+    g = charts.scatter_geometry(points)
+    low, high = g.y_domain
+    points_span = (9.0 - -4.0) * 1.16  # the estimates' range, padded
+    assert high - low <= points_span * (1 + 2 * charts.WHISKER_ROOM) + 1e-9
+    assert low < -4.0 and high > 9.0
+    a, b = g.points
+    assert abs(a["cy"] - b["cy"]) > 150  # far apart on a 412 px frame (about 15 px if squashed)
+    assert b["y_clipped"] and not a["y_clipped"]
+    assert 20 <= b["y_high"] <= 432 and 20 <= b["y_low"] <= 432  # clipped to the frame
+    svg = str(charts.scatter_svg(points))
+    assert "chart__whisker--clipped" in svg
+    assert "capability score (log units" in svg and "safety score (log units" in svg
+    assert "standardised" not in svg
+
+
+def test_scatter_trend_line_is_clipped_to_the_frame():
+    points = [point(1, -2.0, -1.0), point(2, 2.0, 1.0), point(3, 0.0, 0.2)]
+    g = charts.scatter_geometry(points, trend=(0.0, 10.0))
+    x1, y1, x2, y2 = g.trend
+    for x in (x1, x2):
+        assert 56 - 1e-6 <= x <= 700 + 1e-6
+    for y in (y1, y2):
+        assert 20 - 1e-6 <= y <= 432 + 1e-6
+    root = parse(charts.scatter_svg(points, trend=(0.0, 0.5)))
+    assert [line for line in root.iter(f"{SVG}line") if line.get("class") == "chart__trend"]
+    assert charts.scatter_geometry(points, trend=None).trend is None
+    assert charts.scatter_geometry(points, trend=(float("nan"), 1.0)).trend is None

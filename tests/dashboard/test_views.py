@@ -123,7 +123,10 @@ def test_finding_page_renders_claims_effects_lineage_and_runs(client, measured_f
     assert "chart__reference" in html  # the claimed effect drawn on the interval plot
     # measured effects: risk about -51%, a safety axis score, the diagnostic width shown apart
     assert 'data-metric="risk"' in html and 'data-metric="width"' in html
-    assert "Axis scores" in html
+    experiment = measured_finding.experiments.get()
+    block = html.split(f'id="effects-experiment-{experiment.pk}"')[1]
+    assert f"Experiment #{experiment.pk}: echo" in block and "badge--summary" in block
+    assert "Axis scores" in html and "log units" in html and "×2.0 better" in html  # risk halves
     # the x-risk sheet in its own box, labelled as the authors' statement
     statement = html.split('<aside class="statement"')[1].split("</aside>")[0]
     assert "Authors' own statement" in statement and "Not measured" in statement
@@ -303,6 +306,8 @@ def test_landscape_plots_one_point_per_measured_finding(client, user, measured_f
     assert "The aggregate answer" in html
     assert "lean-count--safety-leaning" in html
     assert "Correlation of safety and capability scores" in html
+    assert "not shown: withheld" in html  # two findings: no correlation, no trend
+    assert "capability score (log units" in svg and "safety score (log units" in svg
     assert "(not plotted)" in html  # the theory has no measured effects
 
     filtered = page(client, "/landscape/?tag=lm")
@@ -316,6 +321,7 @@ def test_plugins_catalogue(client):
     echo = html.split('id="plugin-echo"')[1].split("</section>")[0]
     assert "v1.0.0" in echo and "badge--available" in echo
     assert "<code>risk</code>" in echo and "axis--safety" in echo and "axis--capability" in echo
+    assert "<td>ratio</td>" in echo and "intervals" not in echo
     params = echo.split("params-table")[1]
     assert "<code>baseline</code>" in params and "number" in params and "<code>1.0</code>" in params
     assert "Value of the safety metric in the baseline arm." in params

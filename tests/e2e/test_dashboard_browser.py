@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from registry.effects.models import FindingEffects
 from registry.findings.models import Finding
+from registry.findings.services import experiment_retract
 from registry.reproductions.models import Run
 from tests.dashboard import builders as b
 from tests.factories import UserFactory
@@ -69,6 +71,11 @@ def test_sign_in_read_a_finding_and_reach_the_landscape(browser_page, author, tw
     expect(claims.first).to_contain_text("Risk at least 30% lower.")
     expect(page.locator("tr.claim .badge--verdict-confirmed")).to_have_count(2)
     expect(claims.first.locator("svg.chart--interval")).to_be_visible()
+    expect(claims.first).to_contain_text("decreases by at least 30%")
+    expect(claims.first).to_contain_text("relative change")
+    expect(page.locator(".axis-score--safety")).to_contain_text("log units")
+    expect(page.locator(".axis-score--safety .axis-score__factor")).to_contain_text("better")
+    expect(page.locator(f"#effects-experiment-{fix.experiments.get().pk}")).to_contain_text("echo")
     expect(page.locator("aside.statement")).to_contain_text("Not measured")
     expect(page.get_by_role("heading", name="Request reproduction")).to_be_visible()
     image = page.locator("img[alt^='samples.png']")
@@ -83,6 +90,9 @@ def test_sign_in_read_a_finding_and_reach_the_landscape(browser_page, author, tw
     assert sorted(points.evaluate_all("els => els.map(e => +e.dataset.finding)")) == sorted([fix.pk, scaling.pk])
     expect(page.locator(".lean-count--safety-leaning .lean-count__n")).to_have_text("1")
     expect(page.locator(".lean-count--capability-leaning .lean-count__n")).to_have_text("1")
+    expect(page.locator("svg.chart--scatter .chart__axis-label").first).to_contain_text("log units")
+    expect(page.locator(".correlation__withheld")).to_contain_text("withheld")  # two findings only
+    expect(page.locator(".progress__withheld")).to_be_visible()
 
     page.locator(f"svg.chart--scatter a[data-finding='{scaling.pk}'] circle").click()
     expect(page).to_have_url(re.compile(rf"/findings/{scaling.pk}/$"))
@@ -151,3 +161,30 @@ def test_pages_work_with_the_network_blocked(browser_page, live_server, author, 
 
     assert aborted == []
     assert failed == []
+
+
+def test_an_anonymous_reader_sees_recompute_state_status_and_a_retraction(browser_page, author):
+    page = browser_page
+    finding = b.finding(author, title="Partly there")
+    kept = b.echo_experiment(finding, author)
+    smoke = b.echo_experiment(finding, author, params={"effect": -0.1})
+    b.claim(finding, author, "risk", "decrease", min_relative_effect=0.3)
+    b.claim(finding, author, "skill", "increase", min_relative_effect=0.005)  # flat: undecided
+    b.measured(kept)
+    experiment_retract(experiment=smoke, user=author, reason="smoke test only")
+    b.recompute(finding)
+    FindingEffects.objects.filter(finding=finding).update(pending=True)
+
+    page.goto(f"/findings/{finding.pk}/")
+    expect(page.locator(".site-user")).to_contain_text("Sign in")  # not signed in
+    expect(page.locator(".recompute-pending")).to_be_visible()
+    expect(page.locator(".recompute-pending")).to_contain_text("being recomputed")
+    badge = page.locator(".finding__kicker .badge--status-partially-reproduced")
+    expect(badge).to_have_text("partially reproduced")
+    retracted = page.locator(f"#effects-experiment-{smoke.pk}")
+    expect(retracted.locator(".badge--retracted")).to_be_visible()
+    expect(retracted.locator(".retraction__reason")).to_have_text("smoke test only")
+    name = retracted.locator(".effects-experiment__name")
+    decoration = name.evaluate("el => getComputedStyle(el).textDecorationLine")
+    assert decoration == "line-through"
+    expect(page.locator("tr.claim .badge--verdict-confirmed")).to_have_count(1)

@@ -8,6 +8,7 @@ import pytest
 
 from registry.effects.models import FindingEffects
 from registry.effects.selectors import rollup_get
+from registry.effects.services import effects_recompute_run
 from registry.events.models import Event
 from registry.findings.models import Finding, Tag
 from registry.reproductions.models import Measurement, Reproduction, Run
@@ -31,21 +32,29 @@ def _finding(user, values=None, *, kind="fix", tags=(), builds_on=(), **extra) -
     finding.builds_on.set(builds_on)
     if values:
         reproduction(experiment_for(finding), values)
+        effects_recompute_run(finding_id=finding.pk)  # what the worker does once the runs finish
     return finding
 
 
 # ---------------------------------------------------------------- one finding
 
 
-def test_effects_endpoint_computes_on_first_read(api, user, anon):
-    finding = _finding(user, {"risk": RISK_DOWN, "skill": FLAT})
+def test_effects_endpoint_reads_the_cache_and_never_computes(api, user, anon):
+    finding = FindingFactory(created_by=user, kind="fix")
+    reproduction(experiment_for(finding), {"risk": RISK_DOWN, "skill": FLAT})
     c = claim(finding, "risk", "decrease", min_relative_effect=0.3)
+    response = anon.get(f"/api/v1/findings/{finding.pk}/effects/")
+    assert response.status_code == 200
+    body = response.json()
+    # nothing computed yet, and a read does not compute it
+    assert (body["finding"], body["status"], body["claims"], body["metrics"]) == (finding.pk, "unreproduced", [], [])
+    assert (body["computed_at"], body["pending"], body["error"], body["lean"]) == (None, False, None, "neither")
     assert not FindingEffects.objects.filter(finding=finding).exists()
+    effects_recompute_run(finding_id=finding.pk)
     body = anon.get(f"/api/v1/findings/{finding.pk}/effects/").json()
-    assert body["finding"] == finding.pk
     assert body["claims"][0]["claim"] == c.pk and body["claims"][0]["verdict"] == "confirmed"
     assert body["lean"] == "safety-leaning"
-    assert FindingEffects.objects.filter(finding=finding).exists()
+    assert body["pending"] is False and body["computed_at"] and body["error"] is None
     assert api.get(f"/api/v1/claims/{c.pk}/").json()["verdict"] == "confirmed"
 
 
@@ -59,6 +68,10 @@ def test_effects_follow_a_claim_added_after_the_last_run(api, user):
     )
     assert response.status_code == 201, response.json()
     body = api.get(f"/api/v1/findings/{finding.pk}/effects/").json()
+    assert body["pending"] is True and body["claims"] == []  # being recomputed: the cache as it was
+    effects_recompute_run(finding_id=finding.pk)  # the task the claim enqueued on commit
+    body = api.get(f"/api/v1/findings/{finding.pk}/effects/").json()
+    assert body["pending"] is False
     assert [c["verdict"] for c in body["claims"]] == ["refuted"]
     assert api.get(f"/api/v1/findings/{finding.pk}/").json()["status"] == "failed_to_reproduce"
 
@@ -100,8 +113,11 @@ def test_landscape_counts_flags_and_correlations(anon, landscape_findings):
     assert risk["correlation"]["method"] == "spearman"
     assert "too few runs" not in (risk["correlation"]["warning"] or "")
     assert body["lineage"] == [
-        {"finding": landscape_findings["unmeasured"].pk, "title": landscape_findings["unmeasured"].title,
-         "counts": {"descendants": 0, "lean": dict.fromkeys(aggregate["counts"], 0), "status": {}, "by_depth": {}}}
+        {
+            "finding": landscape_findings["unmeasured"].pk,
+            "title": landscape_findings["unmeasured"].title,
+            "counts": {"descendants": 0, "lean": dict.fromkeys(aggregate["counts"], 0), "status": {}, "by_depth": {}},
+        }
     ]
     json.dumps(body, allow_nan=False)
 
@@ -109,7 +125,8 @@ def test_landscape_counts_flags_and_correlations(anon, landscape_findings):
 def test_landscape_filters(anon, landscape_findings):
     by_tag = anon.get("/api/v1/landscape/?tag=vision").json()
     assert {p["finding"] for p in by_tag["findings"]} == {
-        landscape_findings["safety"].pk, landscape_findings["dual"].pk
+        landscape_findings["safety"].pk,
+        landscape_findings["dual"].pk,
     }
     by_kind = anon.get("/api/v1/landscape/?kind=observation").json()
     assert [p["finding"] for p in by_kind["findings"]] == [landscape_findings["capability"].pk]
@@ -213,6 +230,8 @@ def test_self_reported_run_is_stored_and_counted(api, user, experiment):
     assert (reproduction_.source, reproduction_.requested_by, reproduction_.seeds) == ("self_reported", user, [2])
     event = Event.objects.filter(type="run.finished").last()
     assert event.payload["self_reported"] is True and event.payload["run"] == body["id"]
+    assert api.get(f"/api/v1/findings/{experiment.finding_id}/effects/").json()["pending"] is True
+    effects_recompute_run(finding_id=experiment.finding_id)
     effects = api.get(f"/api/v1/findings/{experiment.finding_id}/effects/").json()
     assert effects["claims"][0]["claim"] == c.pk
     assert (effects["claims"][0]["verdict"], effects["claims"][0]["evidence"]) == ("confirmed", "self_reported")
@@ -222,13 +241,34 @@ def test_self_reported_run_is_stored_and_counted(api, user, experiment):
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"measurements": {"baseline": {"risk": 1, "skill": 1, "width": 3, "speed": 2},
-                           "intervention": {"risk": 1, "skill": 1, "width": 3}}}, "measurements"),
+        (
+            {
+                "measurements": {
+                    "baseline": {"risk": 1, "skill": 1, "width": 3, "speed": 2},
+                    "intervention": {"risk": 1, "skill": 1, "width": 3},
+                }
+            },
+            "measurements",
+        ),
         ({"measurements": {"baseline": {"risk": 1, "skill": 1, "width": 3}}}, "measurements"),
-        ({"measurements": {"baseline": {"risk": 1, "skill": 1},
-                           "intervention": {"risk": 1, "skill": 1, "width": 3}}}, "measurements"),
-        ({"measurements": {"baseline": {"risk": "high", "skill": 1, "width": 3},
-                           "intervention": {"risk": 1, "skill": 1, "width": 3}}}, "measurements.baseline.risk"),
+        (
+            {
+                "measurements": {
+                    "baseline": {"risk": 1, "skill": 1},
+                    "intervention": {"risk": 1, "skill": 1, "width": 3},
+                }
+            },
+            "measurements",
+        ),
+        (
+            {
+                "measurements": {
+                    "baseline": {"risk": "high", "skill": 1, "width": 3},
+                    "intervention": {"risk": 1, "skill": 1, "width": 3},
+                }
+            },
+            "measurements.baseline.risk",
+        ),
         ({"params": {"effect": -0.1}}, "params"),
         ({"params": {"noise": -1}}, "params.noise"),
         ({"params": {"unknown": 1}}, "params.unknown"),
@@ -236,8 +276,18 @@ def test_self_reported_run_is_stored_and_counted(api, user, experiment):
         ({"hardware": ""}, "hardware"),
         ({"environment": ["not", "a", "dict"]}, "environment"),
     ],
-    ids=["undeclared-metric", "missing-arm", "missing-metric", "not-a-number", "other-params", "invalid-params",
-         "unknown-param", "seed", "hardware", "environment"],
+    ids=[
+        "undeclared-metric",
+        "missing-arm",
+        "missing-metric",
+        "not-a-number",
+        "other-params",
+        "invalid-params",
+        "unknown-param",
+        "seed",
+        "hardware",
+        "environment",
+    ],
 )
 def test_self_reported_run_validation(api, experiment, change, field):
     response = api.post(f"/api/v1/experiments/{experiment.pk}/self-reported-runs/", _body(**change), format="json")
@@ -281,10 +331,20 @@ def test_registry_runs_then_outrank_the_self_reported_ones(api, experiment):
     c = claim(experiment.finding, "risk", "decrease", min_relative_effect=0.3)
     url = f"/api/v1/experiments/{experiment.pk}/self-reported-runs/"
     for seed in range(3):
-        assert api.post(url, _body(seed=seed, measurements={
-            "baseline": {"risk": 1.0 + seed / 10, "skill": 1.0, "width": 3.0},
-            "intervention": {"risk": 0.5 + seed / 10, "skill": 1.0, "width": 3.0},
-        }), format="json").status_code == 201
+        assert (
+            api.post(
+                url,
+                _body(
+                    seed=seed,
+                    measurements={
+                        "baseline": {"risk": 1.0 + seed / 10, "skill": 1.0, "width": 3.0},
+                        "intervention": {"risk": 0.5 + seed / 10, "skill": 1.0, "width": 3.0},
+                    },
+                ),
+                format="json",
+            ).status_code
+            == 201
+        )
     reproduction(experiment, {"risk": FLAT, "skill": FLAT, "width": FLAT})
     from registry.effects.services import finding_effects_recompute
 

@@ -22,7 +22,8 @@ def test_checkerboard_claim_is_confirmed_through_the_worker(celery_worker, api):
     from plugins.checkerboard import CheckerboardExperiment
 
     finding = api.post(
-        "/api/v1/findings/", {"title": "Resize-convolution removes checkerboard artifacts", "kind": "fix"},
+        "/api/v1/findings/",
+        {"title": "Resize-convolution removes checkerboard artifacts", "kind": "fix"},
         format="json",
     ).json()
     response = api.post(

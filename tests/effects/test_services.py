@@ -9,6 +9,7 @@ import pytest
 
 from registry.effects import stats
 from registry.effects.models import ClaimVerdict, FindingEffects
+from registry.effects.services import effects_recompute_run
 from registry.events.models import Event
 from registry.reproductions.models import Reproduction, Run
 from registry.reproductions.services import run_succeed, validate_results
@@ -66,7 +67,7 @@ def test_zero_effect_is_never_confirmed(finding, direction):
     reproduction(experiment_for(finding), {"risk": [(1.0, 1.0), (1.2, 1.2), (0.8, 0.8)]})
     data = recompute(finding)
     assert claim_entry(data, c)["verdict"] == "inconclusive"
-    assert finding.status == "unreproduced"
+    assert finding.status == "undecided"  # runs exist, nothing decided
 
 
 def test_bonferroni_intervals_and_holm_p_values_across_claims(finding):
@@ -150,14 +151,20 @@ def test_verdict_changed_is_emitted_once_per_change(finding):
     events = _events(finding, "finding.verdict_changed")
     assert [(e.payload["old"], e.payload["new"]) for e in events] == [(None, "confirmed")]
     assert events[0].payload == {
-        "finding": finding.pk, "claim": c.pk, "metric": "risk", "old": None, "new": "confirmed",
+        "finding": finding.pk,
+        "claim": c.pk,
+        "metric": "risk",
+        "old": None,
+        "new": "confirmed",
         "evidence": "registry",
+        "experiment": experiment.pk,
     }
     assert events[0].plugin == "echo"
 
     # New seeds where the intervention raises risk: the pooled interval straddles the threshold.
-    reproduction(experiment, {"risk": [(1.0, 1.4), (1.0, 1.6), (1.0, 1.5), (1.0, 1.45), (1.0, 1.55)]},
-                 seeds=range(5, 10))
+    reproduction(
+        experiment, {"risk": [(1.0, 1.4), (1.0, 1.6), (1.0, 1.5), (1.0, 1.45), (1.0, 1.55)]}, seeds=range(5, 10)
+    )
     recompute(finding)
     recompute(finding)
     events = _events(finding, "finding.verdict_changed")
@@ -215,7 +222,10 @@ def test_evidence_rungs(finding, other_user):
     assert recompute(finding)["evidence_rungs"] == ["self_reported", "registry", "registry_independent"]
     reproduction(experiment, {"risk": RISK_DOWN}, hardware="NVIDIA H100 80GB HBM3")
     assert recompute(finding)["evidence_rungs"] == [
-        "self_reported", "registry", "registry_independent", "second_hardware"
+        "self_reported",
+        "registry",
+        "registry_independent",
+        "second_hardware",
     ]
 
 
@@ -286,12 +296,27 @@ def test_a_run_finishing_recomputes_the_effects(finding):
         run = Run.objects.create(reproduction=repro, seed=seed, state=Run.State.RUNNING)
         rows = validate_results(
             plugin,
-            {"baseline": {"risk": base, "skill": 1.0, "width": 3.0},
-             "intervention": {"risk": after, "skill": 1.0, "width": 3.0}},
+            {
+                "baseline": {"risk": base, "skill": 1.0, "width": 3.0},
+                "intervention": {"risk": after, "skill": 1.0, "width": 3.0},
+            },
         )
-        assert run_succeed(run_id=run.pk, token=None, rows=rows, artifacts={}, environment={}, hardware="cpu",
-                           plugin_version="1.0.0", logs="")
+        assert run_succeed(
+            run_id=run.pk,
+            token=None,
+            rows=rows,
+            artifacts={},
+            environment={},
+            hardware="cpu",
+            plugin_version="1.0.0",
+            logs="",
+        )
+    # the runs only requested the recompute (pending); the worker's task computes it
+    assert FindingEffects.objects.get(finding=finding).pending is True
+    assert not ClaimVerdict.objects.filter(claim=c).exists()
+    effects_recompute_run(finding_id=finding.pk)
     finding.refresh_from_db()
+    assert FindingEffects.objects.get(finding=finding).pending is False
     assert ClaimVerdict.objects.get(claim=c).verdict == "confirmed"
     assert finding.status == "reproduced"
     assert FindingEffects.objects.get(finding=finding).data["n_runs"] == 3

@@ -7,7 +7,7 @@ import time
 
 from pydantic import Field
 
-from plugins.sdk import Axis, Experiment, Metric, Params, Resources, check_stop
+from plugins.sdk import Axis, Experiment, Metric, NotReached, Params, Resources, Scale, check_stop
 
 
 class EchoParams(Params):
@@ -24,9 +24,9 @@ class EchoExperiment(Experiment):
     version = "1.0.0"
     Params = EchoParams
     metrics = (
-        Metric("risk", Axis.SAFETY, higher_is_better=False, unit="score"),
-        Metric("skill", Axis.CAPABILITY, higher_is_better=True, unit="score"),
-        Metric("width", Axis.DIAGNOSTIC, higher_is_better=True),
+        Metric("risk", Axis.SAFETY, higher_is_better=False, unit="score", scale=Scale.RATIO),
+        Metric("skill", Axis.CAPABILITY, higher_is_better=True, unit="score", scale=Scale.RATIO),
+        Metric("width", Axis.DIAGNOSTIC, higher_is_better=True, scale=Scale.RATIO),
     )
     resources = Resources(device="cpu", time_limit_s=120)
     presets = {"tiny": {}}
@@ -90,3 +90,66 @@ class MalformedExperiment(EchoExperiment):
 
     name = "malformed"
     resources = {"device": "gpu"}
+
+
+class TimedParams(Params):
+    budget: float = Field(100.0, description="Step budget; an arm whose event time is None is NotReached(budget).")
+    baseline_steps: float | None = Field(None, description="Baseline event time (None: not reached).")
+    intervention_steps: float | None = Field(40.0, description="Intervention event time (None: not reached).")
+    accuracy: float = Field(0.5, description="Value of the proportion metric in both arms.")
+    loss: float = Field(1.0, description="Value of the ratio metric in both arms.")
+    count: float = Field(0.0, description="Value of the difference metric in both arms.")
+
+
+class TimedExperiment(Experiment):
+    """One metric of every scale, and a time to an event that may not be reached (for tests of
+    value checks and censored storage; used through register_temporarily)."""
+
+    name = "timed"
+    version = "1.0.0"
+    Params = TimedParams
+    metrics = (
+        Metric("steps_to_goal", Axis.CAPABILITY, higher_is_better=False, unit="steps", scale=Scale.RATIO,
+               time_to_event=True),
+        Metric("accuracy", Axis.CAPABILITY, higher_is_better=True, scale=Scale.PROPORTION),
+        Metric("loss", Axis.SAFETY, higher_is_better=False, scale=Scale.RATIO),
+        Metric("count", Axis.DIAGNOSTIC, higher_is_better=True, scale=Scale.DIFFERENCE),
+    )
+    presets = {"tiny": {}}
+
+    def run(self, params: TimedParams, ctx) -> dict[str, dict[str, float | NotReached]]:
+        ctx.progress(1.0, "done")
+
+        def arm(steps: float | None) -> dict[str, float | NotReached]:
+            event = NotReached(budget=params.budget) if steps is None else steps
+            return {"steps_to_goal": event, "accuracy": params.accuracy, "loss": params.loss, "count": params.count}
+
+        return {"baseline": arm(params.baseline_steps), "intervention": arm(params.intervention_steps)}
+
+
+class WrongArmsExperiment(EchoExperiment):
+    """Arms the registry cannot compare: refused at discovery."""
+
+    name = "wrong_arms"
+    arms = ("control", "treatment")
+
+
+class CensoredProportionExperiment(EchoExperiment):
+    """A time-to-event metric on the proportion scale: refused at discovery."""
+
+    name = "censored_proportion"
+    metrics = (Metric("time", Axis.SAFETY, higher_is_better=False, scale=Scale.PROPORTION, time_to_event=True),)
+
+
+class UnknownScaleExperiment(EchoExperiment):
+    """A metric with a scale the registry does not know: refused at discovery."""
+
+    name = "unknown_scale"
+    metrics = (Metric("risk", Axis.SAFETY, higher_is_better=False, scale="log"),)  # type: ignore[arg-type]
+
+
+class OldIntervalExperiment(EchoExperiment):
+    """Written for the SDK that let plugins pick the interval method: the attribute is ignored."""
+
+    name = "old_interval"
+    interval = "bootstrap"

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from plugins.grokking import EXAMPLE_FINDING, GrokkingExperiment
 from plugins.grokking.experiment import fourier_power, top_k_share
-from plugins.sdk import BASELINE, INTERVENTION, LocalContext, StopRequested, run_locally
+from plugins.sdk import BASELINE, INTERVENTION, LocalContext, NotReached, Scale, StopRequested, run_locally
+from registry.reproductions.services import validate_results
 
 METRICS = {metric.name for metric in GrokkingExperiment.metrics}
 
@@ -26,6 +27,14 @@ def test_declares_the_four_metrics_and_presets():
     assert {"tiny", "gpu"} <= set(GrokkingExperiment.presets)
     for preset in GrokkingExperiment.presets.values():
         GrokkingExperiment.Params.model_validate(preset)
+    scales = {m.name: (m.scale, m.time_to_event, m.version) for m in GrokkingExperiment.metrics}
+    assert scales == {
+        "fourier_sparsity": (Scale.PROPORTION, False, 1),
+        "test_accuracy": (Scale.PROPORTION, False, 1),
+        # version 2: "not reached" is censored, no longer the budget stored as a value
+        "steps_to_test_99": (Scale.RATIO, True, 2),
+        "steps_to_train_99": (Scale.RATIO, True, 2),
+    }
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -42,17 +51,26 @@ def test_weight_decay_generalises_with_sparse_fourier_embedding(tiny_runs, seed)
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_every_metric_of_every_arm_is_a_finite_float(tiny_runs, seed):
+def test_every_metric_of_every_arm_is_a_finite_float_or_not_reached(tiny_runs, seed):
     results, ctx = tiny_runs[seed]
     steps = GrokkingExperiment.presets["tiny"]["steps"]
     assert set(results) == {BASELINE, INTERVENTION}
     for arm in results.values():
         assert set(arm) == METRICS
-        assert all(type(value) is float and math.isfinite(value) for value in arm.values())
+        for name, value in arm.items():
+            if isinstance(value, NotReached):
+                assert GrokkingExperiment.metric(name).time_to_event
+            else:
+                assert type(value) is float and math.isfinite(value)
         assert 0.0 <= arm["test_accuracy"] <= 1.0
         assert 0.0 < arm["fourier_sparsity"] <= 1.0 + 1e-6
-        assert 0 < arm["steps_to_test_99"] <= steps
-    assert results[BASELINE]["steps_to_test_99"] == steps  # never reached: the budget
+    reached = results[INTERVENTION]["steps_to_test_99"]
+    assert reached == NotReached(budget=float(steps)) or 0 < reached <= steps
+    # never reached without weight decay: censored at the budget, not the budget as a value
+    assert results[BASELINE]["steps_to_test_99"] == NotReached(budget=float(steps))
+    rows = {(row.arm, row.metric): row for row in validate_results(GrokkingExperiment, results)}
+    assert rows[BASELINE, "steps_to_test_99"].censored and rows[BASELINE, "steps_to_test_99"].value == steps
+    assert not rows[BASELINE, "steps_to_train_99"].censored  # memorised early: a value
     assert ctx.progress_log[-1][0] == pytest.approx(1.0)
     curves = json.loads(ctx.artifacts["curves.json"])
     assert set(curves) == {BASELINE, INTERVENTION}
@@ -60,10 +78,13 @@ def test_every_metric_of_every_arm_is_a_finite_float(tiny_runs, seed):
     assert len(curves[INTERVENTION]["test_accuracy"]) == len(curves[INTERVENTION]["step"])
 
 
-def test_steps_to_target_is_the_budget_when_never_reached():
+def test_steps_to_target_is_not_reached_when_the_budget_is_too_small():
     results, _ = run_locally(GrokkingExperiment, {"steps": 10, "eval_every": 5}, preset="tiny", seed=0)
     for arm in results.values():
-        assert arm["steps_to_test_99"] == 10.0
+        assert arm["steps_to_test_99"] == NotReached(budget=10.0)
+        assert arm["steps_to_train_99"] == NotReached(budget=10.0)
+    assert all(row.censored == row.metric.startswith("steps_to_") for row in validate_results(GrokkingExperiment,
+                                                                                            results))
 
 
 def test_fourier_sparsity_of_a_pure_frequency_and_of_noise():

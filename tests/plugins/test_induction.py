@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from plugins.induction import EXAMPLE_FINDING, InductionHeadsExperiment
 from plugins.induction.experiment import InductionParams, induction_scores, make_batch
 from plugins.registry import declaration_errors
-from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
+from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, NotReached, Scale, StopRequested, run_locally
+from registry.reproductions.services import validate_results
 
 METRICS = {metric.name for metric in InductionHeadsExperiment.metrics}
 
@@ -24,7 +25,7 @@ def tiny_runs():
 def test_declaration():
     assert declaration_errors(InductionHeadsExperiment) == []
     assert InductionHeadsExperiment.name == "induction"
-    assert InductionHeadsExperiment.version == "1.0.0"
+    assert InductionHeadsExperiment.version == "1.1.0"
     assert InductionHeadsExperiment.arms == (BASELINE, INTERVENTION)
     assert METRICS == {"induction_score", "repeat_loss", "repeat_accuracy", "phase_change_step"}
     axes = {metric.name: metric.axis for metric in InductionHeadsExperiment.metrics}
@@ -35,6 +36,13 @@ def test_declaration():
     assert {"tiny", "gpu"} <= set(InductionHeadsExperiment.presets)
     for preset in InductionHeadsExperiment.presets.values():
         InductionParams.model_validate(preset)
+    scales = {m.name: (m.scale, m.time_to_event, m.version) for m in InductionHeadsExperiment.metrics}
+    assert scales == {
+        "induction_score": (Scale.PROPORTION, False, 1),
+        "repeat_loss": (Scale.RATIO, False, 1),
+        "repeat_accuracy": (Scale.PROPORTION, False, 1),
+        "phase_change_step": (Scale.RATIO, True, 2),  # version 2: censored when not reached
+    }
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -46,17 +54,21 @@ def test_two_layers_form_induction_heads(tiny_runs, seed):
     assert two["repeat_loss"] < one["repeat_loss"]
     # The phase change happens within the budget for two layers only.
     steps = InductionHeadsExperiment.presets["tiny"]["steps"]
-    assert two["phase_change_step"] < steps
-    assert one["phase_change_step"] == steps
+    assert 0 < two["phase_change_step"] < steps
+    assert one["phase_change_step"] == NotReached(budget=float(steps))
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_every_metric_of_every_arm_is_a_finite_float(tiny_runs, seed):
+def test_every_metric_of_every_arm_is_a_finite_float_or_not_reached(tiny_runs, seed):
     results, ctx = tiny_runs[seed]
     assert set(results) == {BASELINE, INTERVENTION}
     for arm in results.values():
         assert set(arm) == METRICS
-        assert all(type(value) is float and math.isfinite(value) for value in arm.values())
+        for name, value in arm.items():
+            if isinstance(value, NotReached):
+                assert name == "phase_change_step"
+            else:
+                assert type(value) is float and math.isfinite(value)
         assert 0.0 <= arm["induction_score"] <= 1.0 + 1e-6
         assert 0.0 <= arm["repeat_accuracy"] <= 1.0
     fractions = [fraction for fraction, _ in ctx.progress_log]
@@ -65,6 +77,24 @@ def test_every_metric_of_every_arm_is_a_finite_float(tiny_runs, seed):
     assert ctx.artifacts["attention_intervention.png"].startswith(b"\x89PNG")
     curves = json.loads(ctx.artifacts["repeat_loss_curves.json"])
     assert set(curves["curves"]) == {BASELINE, INTERVENTION}
+
+
+def test_phase_change_is_not_reached_when_the_budget_is_too_small():
+    results, ctx = run_locally(InductionHeadsExperiment, {"steps": 10, "eval_every": 5}, preset="tiny", seed=0)
+    for arm in results.values():
+        assert arm["phase_change_step"] == NotReached(budget=10.0)
+    assert any("not reached in 10" in line for line in ctx.logs)
+    rows = validate_results(InductionHeadsExperiment, results)
+    assert {(row.arm, row.value) for row in rows if row.censored} == {(BASELINE, 10.0), (INTERVENTION, 10.0)}
+
+
+def test_a_loss_below_the_threshold_before_training_is_no_event_at_step_0():
+    # A threshold above the untrained model's loss (about ln 16 = 2.8 nats): the event is at the first
+    # evaluation after training starts, never at step 0 (not a positive time).
+    results, _ = run_locally(InductionHeadsExperiment, {"steps": 10, "eval_every": 5, "phase_threshold": 19.0},
+                             preset="tiny", seed=0)
+    for arm in results.values():
+        assert arm["phase_change_step"] == 5.0
 
 
 def test_same_seed_gives_the_same_results(tiny_runs):
@@ -138,6 +168,7 @@ def test_example_finding_claims_declared_metrics():
         assert claim["metric"] in METRICS
         assert claim["direction"] in {"increase", "decrease", "non_inferior"}
         assert 0 < claim.get("min_relative_effect", claim.get("margin")) < 1
+        assert claim["statement"]
 
 
 @pytest.mark.gpu

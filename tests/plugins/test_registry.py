@@ -4,8 +4,13 @@ import pytest
 from django.test import override_settings
 
 from plugins import registry
-from plugins.sdk import API_VERSION, Axis, Experiment, Metric
-from tests.fakes.plugins import EchoExperiment
+from plugins.sdk import API_VERSION, Axis, Experiment, Metric, Scale
+from tests.fakes.plugins import (
+    EchoExperiment,
+    OldIntervalExperiment,
+    UnknownScaleExperiment,
+    WrongArmsExperiment,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +94,63 @@ def test_declaration_errors_catch_bad_metadata():
 
         resources = Resources(device="tpu")
 
-    assert "two distinct arms" in registry.declaration_errors(BadArms)[0]
+    assert "arms must be exactly those" in registry.declaration_errors(BadArms)[0]
     assert "resources.device" in registry.declaration_errors(BadDevice)[0]
     assert registry.declaration_errors(EchoExperiment) == []
+
+
+def test_arms_must_be_exactly_baseline_and_intervention():
+    for arms in (("control", "treatment"), ("intervention", "baseline"), ("baseline", "intervention", "other"),
+                 ("baseline",)):
+        class Arms(EchoExperiment):
+            pass
+
+        Arms.arms = arms
+        (error,) = registry.declaration_errors(Arms)
+        assert f"declares arms {arms!r}" in error
+        assert "('baseline', 'intervention')" in error and "compares exactly two arms" in error
+    assert registry.declaration_errors(WrongArmsExperiment) != []
+
+
+def test_a_time_to_event_metric_must_be_on_the_ratio_scale():
+    for scale in (Scale.PROPORTION, Scale.DIFFERENCE):
+        class Timed(EchoExperiment):
+            metrics = (Metric("t", Axis.SAFETY, higher_is_better=False, scale=scale, time_to_event=True),)
+
+        (error,) = registry.declaration_errors(Timed)
+        assert "metric 't' is a time to an event, so its scale must be 'ratio'" in error
+        assert f"not {scale.value!r}" in error
+
+    class Fine(EchoExperiment):
+        metrics = (Metric("t", Axis.SAFETY, higher_is_better=False, scale=Scale.RATIO, time_to_event=True),)
+
+    assert registry.declaration_errors(Fine) == []
+
+
+def test_an_unknown_scale_is_refused():
+    (error,) = registry.declaration_errors(UnknownScaleExperiment)
+    assert "metric 'risk' has an unknown scale 'log'" in error and "'ratio'" in error
+
+
+def test_an_interval_left_on_an_old_plugin_is_ignored():
+    assert registry.declaration_errors(OldIntervalExperiment) == []
+    assert not hasattr(Experiment, "interval")
+
+
+@override_settings(PLUGINS_EXTRA=[
+    "echo=tests.fakes.plugins:EchoExperiment",
+    "wrong_arms=tests.fakes.plugins:WrongArmsExperiment",
+    "censored_proportion=tests.fakes.plugins:CensoredProportionExperiment",
+    "unknown_scale=tests.fakes.plugins:UnknownScaleExperiment",
+    "old_interval=tests.fakes.plugins:OldIntervalExperiment",
+])
+def test_discovery_skips_plugins_with_bad_arms_or_scales():
+    plugins = registry.all_plugins(refresh=True)
+    assert plugins["echo"].available and plugins["old_interval"].available
+    assert "arms must be exactly those" in plugins["wrong_arms"].error
+    assert "scale must be 'ratio'" in plugins["censored_proportion"].error
+    assert "unknown scale 'log'" in plugins["unknown_scale"].error
+    for name in ("wrong_arms", "censored_proportion", "unknown_scale"):
+        assert not plugins[name].available
+        with pytest.raises(registry.PluginUnavailable, match=name):
+            registry.get_plugin(name)

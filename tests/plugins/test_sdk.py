@@ -1,5 +1,6 @@
 """The plugin SDK's helpers: seeding, deterministic mode, PNG encoding, the local context."""
 
+import dataclasses
 import io
 
 import pytest
@@ -7,7 +8,19 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from plugins.sdk import LocalContext, StopRequested, check_stop, png_bytes, run_locally, seed_everything
+from plugins.sdk import (
+    Axis,
+    Experiment,
+    LocalContext,
+    Metric,
+    NotReached,
+    Scale,
+    StopRequested,
+    check_stop,
+    png_bytes,
+    run_locally,
+    seed_everything,
+)
 from tests.fakes.plugins import EchoExperiment
 
 
@@ -55,3 +68,24 @@ def test_check_stop():
     check_stop(LocalContext())
     with pytest.raises(StopRequested):
         check_stop(LocalContext(stop=True))
+
+
+def test_metrics_declare_a_scale_and_may_be_times_to_an_event():
+    assert [s.value for s in Scale] == ["ratio", "proportion", "difference"]
+    plain = Metric("m", Axis.SAFETY, higher_is_better=True)
+    assert plain.scale is Scale.DIFFERENCE and plain.time_to_event is False
+    timed = Metric("t", Axis.CAPABILITY, higher_is_better=False, scale=Scale.RATIO, time_to_event=True)
+    assert timed.scale == "ratio" and timed.time_to_event
+    assert Metric("s", Axis.SAFETY, higher_is_better=True, scale="proportion").scale is Scale.PROPORTION
+    assert Metric("u", Axis.SAFETY, higher_is_better=True, scale="log").scale == "log"  # refused at discovery
+
+
+def test_not_reached_carries_its_budget_and_is_frozen():
+    value = NotReached(budget=2000.0)
+    assert value.budget == 2000.0 and value == NotReached(2000.0) and value != NotReached(1000.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.budget = 1.0  # type: ignore[misc]
+
+
+def test_the_interval_method_is_not_the_plugins_choice():
+    assert not hasattr(Experiment, "interval")

@@ -14,7 +14,7 @@ import json
 import torch
 from pydantic import Field
 
-from plugins.sdk import API_VERSION, Axis, Experiment, Metric, Params, Resources, check_stop
+from plugins.sdk import API_VERSION, Axis, Experiment, Metric, Params, Resources, Scale, check_stop
 
 
 class ProbeParams(Params):
@@ -30,9 +30,9 @@ class ProbeDecayExperiment(Experiment):
     api_version = API_VERSION
     Params = ProbeParams
     metrics = (
-        Metric("spurious_reliance", Axis.SAFETY, higher_is_better=False, unit="fraction",
+        Metric("spurious_reliance", Axis.SAFETY, higher_is_better=False, unit="fraction", scale=Scale.PROPORTION,
                description="Share of the probe's weight norm on the spurious feature."),
-        Metric("shifted_accuracy", Axis.CAPABILITY, higher_is_better=True, unit="fraction",
+        Metric("shifted_accuracy", Axis.CAPABILITY, higher_is_better=True, unit="fraction", scale=Scale.PROPORTION,
                description="Accuracy where the spurious feature carries no information."),
     )
     resources = Resources(device="cpu", time_limit_s=60)

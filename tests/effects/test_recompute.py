@@ -1,0 +1,231 @@
+"""The one recompute task: requested inside the writing transaction, enqueued once on commit,
+run by the worker (here: the task's body, or the task applied eagerly), failures visible."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from celery.exceptions import Retry
+from django.db import transaction
+from django.utils import timezone
+
+from registry.effects import services
+from registry.effects.models import ClaimVerdict, FindingEffects
+from registry.effects.services import effects_recompute_request, effects_recompute_run, effects_recompute_sweep
+from registry.events.models import Event
+from registry.findings.models import Claim, Finding
+from registry.findings.services import claim_create, claim_update, experiment_retract
+from registry.reproductions.services import experiment_create, run_fail
+from registry.reproductions.versions import findings_mark_stale
+from tests.effects.builders import FLAT, RISK_DOWN, experiment_for, reproduction
+from tests.factories import FindingFactory
+from worker.tasks import effects_recompute
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple]:
+    """Messages sent to the broker (recorded instead of sent)."""
+    messages: list[tuple] = []
+
+    def send_task(name, args=None, kwargs=None, queue=None, **options):
+        messages.append((name, tuple(args or ()), queue))
+
+    monkeypatch.setattr(services.celery_app, "send_task", send_task)
+    return messages
+
+
+@pytest.fixture
+def finding(user) -> Finding:
+    finding = FindingFactory(created_by=user, kind="fix")
+    finding.authors.add(user)
+    reproduction(experiment_for(finding), {"risk": RISK_DOWN, "skill": FLAT, "width": FLAT})
+    return finding
+
+
+def _pending(finding: Finding) -> bool:
+    return FindingEffects.objects.get(finding=finding).pending
+
+
+# ---------------------------------------------------------------- requests and coalescing
+
+
+def test_a_claim_created_triggers_a_recompute_that_changes_the_stored_verdict(
+    finding, user, sent, django_capture_on_commit_callbacks
+):
+    first = claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+    effects_recompute_run(finding_id=finding.pk)
+    assert ClaimVerdict.objects.get(claim=first).verdict == "confirmed"
+
+    # supersede it with a claim the data cannot meet (a 90% fall where risk halves)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        second = claim_create(
+            finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.9, supersedes=first
+        )
+    assert len(callbacks) == 1
+    assert sent == [("worker.effects_recompute", (finding.pk,), "maintenance")]
+    assert _pending(finding)
+    assert not ClaimVerdict.objects.filter(claim=second).exists()  # nothing computed synchronously
+
+    effects_recompute.apply(args=[finding.pk], throw=True)  # what the worker does with the message
+    assert not _pending(finding)
+    assert ClaimVerdict.objects.get(claim=second).verdict == "refuted"
+    data = FindingEffects.objects.get(finding=finding).data
+    assert [c["claim"] for c in data["claims"]] == [second.pk]
+    assert Event.objects.filter(type="finding.verdict_changed", payload__claim=second.pk).exists()
+
+
+def test_two_requests_in_one_transaction_enqueue_once(finding, user, sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with transaction.atomic():
+            claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+            claim_create(finding=finding, user=user, metric="skill", direction="non_inferior", margin=0.05)
+            effects_recompute_request(finding_id=finding.pk)
+    assert len(callbacks) == 1
+    assert sent == [("worker.effects_recompute", (finding.pk,), "maintenance")]
+    # once the task has started (pending cleared), the next change enqueues again
+    effects_recompute_run(finding_id=finding.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        effects_recompute_request(finding_id=finding.pk)
+    assert len(sent) == 2
+
+
+def test_a_rolled_back_change_sends_nothing(finding, user, sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+            raise RuntimeError("the writer failed later")
+    assert callbacks == [] and sent == []
+    assert not Claim.objects.filter(finding=finding).exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["claim_create", "claim_update", "experiment_create", "experiment_retract", "run_finished", "stale"],
+)
+def test_every_change_that_can_move_effects_requests_a_recompute(user, change, monkeypatch):
+    finding = FindingFactory(created_by=user, kind="fix")
+    finding.authors.add(user)
+    if change == "claim_update":
+        claim = claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+    experiment = None
+    if change in ("experiment_retract", "run_finished", "stale"):
+        experiment = experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    FindingEffects.objects.filter(finding=finding).update(pending=False)
+    if change == "claim_create":
+        claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+    elif change == "claim_update":
+        claim_update(claim=claim, user=user, data={"min_relative_effect": 0.5})
+    elif change == "experiment_create":
+        experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    elif change == "experiment_retract":
+        experiment_retract(experiment=experiment, user=user, reason="smoke test, wrong parameters")
+    elif change == "run_finished":
+        repro = reproduction(experiment, {"risk": RISK_DOWN[:1]})
+        run = repro.runs.get()
+        run.state = "running"
+        run.save(update_fields=["state"])
+        assert run_fail(run_id=run.pk, token=None, error="lost")
+    elif change == "stale":
+        reproduction(experiment, {"risk": RISK_DOWN[:1]})  # results of plugin version "" (not the installed one)
+        monkeypatch.setattr("registry.reproductions.versions.installed_versions", lambda: {"echo": "9.0.0"})
+        assert findings_mark_stale() == [finding.pk]
+    assert _pending(finding)
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_a_failing_recompute_is_logged_stored_announced_and_raised(finding, user, monkeypatch, caplog):
+    claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+
+    def broken(*, finding_id):
+        raise ValueError("statistics exploded")
+
+    monkeypatch.setattr(services, "finding_effects_recompute", broken)
+    with caplog.at_level(logging.ERROR, logger="registry.effects.services"), pytest.raises(ValueError):
+        effects_recompute_run(finding_id=finding.pk)
+    record = next(r for r in caplog.records if "effects recompute failed" in r.getMessage())
+    assert str(finding.pk) in record.getMessage() and record.exc_info
+    row = FindingEffects.objects.get(finding=finding)
+    assert row.error == "ValueError: statistics exploded" and not row.pending
+    event = Event.objects.get(type="finding.effects_failed", finding_id=finding.pk)
+    assert event.payload == {"finding": finding.pk, "error": "ValueError: statistics exploded"}
+
+    # the task does not swallow it either: it raises for Celery to retry (then to record the failure)
+    with pytest.raises((ValueError, Retry)):
+        effects_recompute.apply(args=[finding.pk], throw=True)
+    assert Event.objects.filter(type="finding.effects_failed", finding_id=finding.pk).count() >= 2
+
+    # the read side shows it
+    from registry.effects.selectors import finding_effects_get
+
+    assert finding_effects_get(finding=finding, user=None)["error"] == "ValueError: statistics exploded"
+
+    # a later success clears it
+    monkeypatch.undo()
+    effects_recompute_run(finding_id=finding.pk)
+    assert FindingEffects.objects.get(finding=finding).error == ""
+    assert finding_effects_get(finding=finding, user=None)["error"] is None
+
+
+# ---------------------------------------------------------------- the sweep (lost messages)
+
+
+def test_the_sweep_resends_recomputes_pending_for_too_long(user, sent):
+    old, recent, done = (FindingFactory(created_by=user) for _ in range(3))
+    now = timezone.now()
+    FindingEffects.objects.create(finding=old, pending=True, requested_at=now - timedelta(minutes=30))
+    FindingEffects.objects.create(finding=recent, pending=True, requested_at=now - timedelta(seconds=30))
+    FindingEffects.objects.create(finding=done, pending=False, requested_at=now - timedelta(minutes=30))
+    assert effects_recompute_sweep(now=now) == [old.pk]
+    assert sent == [("worker.effects_recompute", (old.pk,), "maintenance")]
+    assert FindingEffects.objects.get(finding=old).requested_at == now
+    assert effects_recompute_sweep(now=now + timedelta(minutes=1)) == []  # not again at once
+
+
+def test_the_task_and_the_sweep_are_routed_to_the_maintenance_queue():
+    from worker.celery import app
+
+    routes = app.conf.task_routes
+    assert routes["worker.effects_recompute"] == {"queue": "maintenance"}
+    assert routes["worker.effects_sweep"] == {"queue": "maintenance"}
+    assert effects_recompute.max_retries and effects_recompute.max_retries <= 5
+
+
+# ---------------------------------------------------------------- through a real worker
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.worker
+def test_runs_finishing_in_the_worker_get_their_effects_recomputed(celery_worker, api):
+    from tests.conftest import wait_for
+
+    finding = api.post("/api/v1/findings/", {"title": "Echo", "kind": "fix"}, format="json").json()
+    claim = api.post(
+        f"/api/v1/findings/{finding['id']}/claims/",
+        {"metric": "risk", "direction": "decrease", "min_relative_effect": 0.3},
+        format="json",
+    ).json()
+    response = api.post(
+        f"/api/v1/findings/{finding['id']}/experiments/",
+        {"plugin": "echo", "params": {"effect": -0.5, "noise": 0.05}, "default_seeds": 3},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+
+    def recomputed() -> bool:
+        body = api.get(f"/api/v1/findings/{finding['id']}/effects/").json()
+        return not body["pending"] and body.get("n_runs") == 3
+
+    wait_for(recomputed, timeout=90)
+    body = api.get(f"/api/v1/findings/{finding['id']}/effects/").json()
+    assert body["computed_at"] and body["error"] is None, celery_worker.output()[-3000:]
+    assert [c["claim"] for c in body["claims"]] == [claim["id"]]
+    assert ClaimVerdict.objects.filter(claim_id=claim["id"]).exists()
+    assert "worker.effects_recompute" in celery_worker.output()

@@ -1,0 +1,61 @@
+"""The built-ins' example claims follow the scale rules: relative thresholds only on ratio metrics
+(a decrease below 100%), absolute thresholds (points as fractions) on proportions and differences,
+and every claim says in words what it checks. Every metric of every built-in declares its scale."""
+
+import importlib
+
+import pytest
+
+from plugins.sdk import Scale
+
+BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
+
+SCALES = {
+    "checkerboard": {"checkerboard_energy": "ratio", "pooled_mse": "ratio", "full_mse": "ratio",
+                     "overlap_ratio": "ratio"},
+    "sae": {"mmcs": "proportion", "fvu": "ratio", "l0": "difference"},
+    "induction": {"induction_score": "proportion", "repeat_loss": "ratio", "repeat_accuracy": "proportion",
+                  "phase_change_step": "ratio"},
+    "shortcut": {"test_accuracy": "proportion", "worst_group_accuracy": "proportion", "train_accuracy": "proportion"},
+    "grokking": {"fourier_sparsity": "proportion", "test_accuracy": "proportion", "steps_to_test_99": "ratio",
+                 "steps_to_train_99": "ratio"},
+    "superposition": {"monosemanticity": "proportion", "weighted_loss": "ratio", "features_represented": "difference",
+                      "features_in_superposition": "difference", "pentagon": "proportion"},
+}
+TIME_TO_EVENT = {
+    ("grokking", "steps_to_test_99"), ("grokking", "steps_to_train_99"), ("induction", "phase_change_step"),
+}
+
+
+def _plugin(name):
+    package = importlib.import_module(f"plugins.{name}")
+    (experiment,) = [v for k, v in vars(package).items() if k.endswith("Experiment")]
+    return package, experiment
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_metric_declares_its_scale(name):
+    _, experiment = _plugin(name)
+    assert {m.name: Scale(m.scale).value for m in experiment.metrics} == SCALES[name]
+    assert {(name, m.name) for m in experiment.metrics if m.time_to_event} == {
+        key for key in TIME_TO_EVENT if key[0] == name
+    }
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_example_claims_use_the_threshold_their_scale_allows(name):
+    package, experiment = _plugin(name)
+    for claim in package.EXAMPLE_FINDING["claims"]:
+        scale = experiment.metric(claim["metric"]).scale
+        unit = claim.get("threshold_unit", "relative")
+        threshold = claim["margin"] if claim["direction"] == "non_inferior" else claim["min_relative_effect"]
+        assert claim.get("statement"), claim
+        assert threshold > 0, claim
+        if scale is Scale.RATIO:
+            assert unit == "relative", claim
+            assert threshold < 1, "a relative decrease of 100% or more is impossible on the ratio scale"
+        else:
+            assert unit == "absolute", f"{name}.{claim['metric']} is on the {scale} scale: no relative claims"
+        if scale is Scale.PROPORTION:
+            assert threshold < 1, "points as fractions: 0.3 = 30 points"
+            assert f"{round(threshold * 100)} points" in claim["statement"] or f"{threshold:g}" in claim["statement"]
