@@ -1,8 +1,9 @@
 """Effects, verdicts and axis scores of the example findings, computed by the registry's own
 pipeline from real runs of the built-in plugins at default parameters.
 
-    python bench/collect_builtins.py --seeds 5            # train: bench/results/builtins_default.json
-    python bench/effects_builtins.py --seeds 5            # Markdown report on stdout
+    python bench/collect_builtins.py --seeds 7            # train: bench/results/builtins_default.json
+    python bench/effects_builtins.py                      # each example at its own seed count
+    python bench/effects_builtins.py --seeds 5            # every example at 5 seeds
     python bench/effects_builtins.py --keep-db var/bench  # also keep the database for the dashboard
 
 The runs are loaded into a fresh embedded (SQLite) registry as registry runs of each example
@@ -79,7 +80,7 @@ def _score_text(score: dict | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(ROOT / "bench/results/builtins_default.json"))
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per finding (default: its experiment's)")
     parser.add_argument("--keep-db", default=None, help="a folder for the registry's database (kept)")
     parser.add_argument("--json", default=None, help="write the landscape and effects as JSON here")
     args = parser.parse_args()
@@ -114,7 +115,10 @@ def main() -> None:
         experiment = finding.experiments.first()
         plugin = get_plugin(experiment.plugin)
         budget = experiment.params.get("steps")
-        runs = sorted(data[experiment.plugin]["runs"], key=lambda r: r["seed"])[: args.seeds]
+        wanted = args.seeds or experiment.default_seeds
+        runs = sorted(data[experiment.plugin]["runs"], key=lambda r: r["seed"])[:wanted]
+        if len(runs) < wanted:
+            report.append(f"\n(only {len(runs)} of {wanted} seeds collected for {experiment.plugin})")
         if not Run.objects.filter(reproduction__experiment=experiment).exists():
             with transaction.atomic():
                 repro = Reproduction.objects.create(

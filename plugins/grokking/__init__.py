@@ -22,7 +22,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
     "tags": ["grokking", "weight-decay", "fourier", "modular-arithmetic", "generalisation", "toy-model"],
     "references": ["arXiv:2201.02177", "arXiv:2301.05217"],
     "params": {},
-    "seeds": 3,
+    "seeds": 5,  # 3 seeds leave the censored steps-to-99% claim and the Fourier claim undecided
     "claims": [
         {
             "metric": "fourier_sparsity",

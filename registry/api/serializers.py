@@ -39,9 +39,25 @@ class NameListField(serializers.ListField):
         return sorted(getattr(item, self.attribute, item) for item in items)
 
 
+class ThresholdField(serializers.FloatField):
+    """A claim threshold: a finite number, not a boolean (JSON true is not 1.0); -0.0 reads as 0.0."""
+
+    default_error_messages = {"boolean": "a number is required, not a boolean"}
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("boolean")
+        value = super().to_internal_value(data)
+        return 0.0 if value == 0 else value
+
+
 class ClaimSerializer(serializers.ModelSerializer):
     verdict = serializers.SerializerMethodField()
     supersedes = serializers.PrimaryKeyRelatedField(queryset=Claim.objects.all(), required=False, allow_null=True)
+    min_relative_effect = ThresholdField(
+        required=False, allow_null=True, help_text=Claim._meta.get_field("min_relative_effect").help_text
+    )
+    margin = ThresholdField(required=False, allow_null=True, help_text=Claim._meta.get_field("margin").help_text)
 
     class Meta:
         model = Claim
@@ -57,12 +73,38 @@ class ClaimSerializer(serializers.ModelSerializer):
         return verdict.verdict if verdict else None
 
 
+CLAIM_IMMUTABLE_MESSAGES = {
+    "metric": "a claim's metric cannot be changed; post a new claim or supersede this one",
+    "supersedes": "what a claim supersedes is fixed; post a new claim with 'supersedes' to version one",
+    "finding": "a claim's finding cannot be changed; post a new claim on the other finding",
+}
+
+
 class ClaimUpdateSerializer(serializers.Serializer):
+    """PATCH of a claim: only these fields; any other (the metric, read-only or unknown fields) is a
+    400 naming it, never silently ignored."""
+
     direction = serializers.ChoiceField(choices=Claim.Direction.choices, required=False)
-    min_relative_effect = serializers.FloatField(required=False, allow_null=True)
-    margin = serializers.FloatField(required=False, allow_null=True)
+    min_relative_effect = ThresholdField(required=False, allow_null=True)
+    margin = ThresholdField(required=False, allow_null=True)
     threshold_unit = serializers.ChoiceField(choices=Claim.ThresholdUnit.choices, required=False)
     statement = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = sorted(self.fields)
+            read_only = set(ClaimSerializer.Meta.fields) - set(allowed)
+            errors = {}
+            for name in sorted(set(data) - set(allowed), key=str):
+                if name in CLAIM_IMMUTABLE_MESSAGES:
+                    errors[name] = [CLAIM_IMMUTABLE_MESSAGES[name]]
+                elif name in read_only:
+                    errors[name] = [f"{name} is read-only; a claim's editable fields are {', '.join(allowed)}"]
+                else:
+                    errors[name] = [f"unknown field; a claim's editable fields are {', '.join(allowed)}"]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
 
 class XRiskSheetSerializer(serializers.Serializer):

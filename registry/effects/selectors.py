@@ -192,10 +192,11 @@ def _arm_observations(finding_ids: list[int], plugin: str) -> dict[tuple[int, st
         run__reproduction__experiment__retracted_at__isnull=True,
         run__reproduction__source=Reproduction.Source.REGISTRY,
         run__state=Run.State.SUCCEEDED,
-    ).values_list("run_id", "arm", "metric", "metric_version", "value")
-    observations: dict[tuple[int, str], dict[str, tuple[int, float]]] = defaultdict(dict)
-    for run_id, arm, metric, version, value in rows:
-        observations[(run_id, arm)][metric] = (version, value)
+    ).values_list("run_id", "arm", "metric", "metric_version", "value", "censored")
+    observations: dict[tuple[int, str], dict[str, tuple[int, float | None]]] = defaultdict(dict)
+    for run_id, arm, metric, version, value, censored in rows:
+        # A censored time is a bound, not a number: it never enters the PCA.
+        observations[(run_id, arm)][metric] = (version, None if censored else value)
     return observations
 
 
@@ -219,10 +220,11 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
     entries = []
     for metric in safety:
         wanted = [metric, *capability]
-        usable = [
+        measured = [
             (key, values) for key, values in sorted(observations.items())
             if all(values.get(m.name, (None,))[0] == m.version for m in wanted)
         ]
+        usable = [(key, values) for key, values in measured if all(values[m.name][1] is not None for m in wanted)]
         correlation = stats.capabilities_correlation(
             [values[metric.name][1] for _, values in usable],
             [[values[m.name][1] for m in capability] for _, values in usable],
@@ -238,6 +240,7 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
                 "capability_metrics": [m.name for m in capability],
                 "oriented": {m.name: ("as is" if m.higher_is_better else "negated") for m in wanted},
                 "observations": len(usable),
+                "censored_left_out": len(measured) - len(usable),
                 "runs": len({run_id for (run_id, _), _ in usable}),
                 "correlation": correlation.to_dict(),
             }

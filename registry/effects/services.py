@@ -626,7 +626,7 @@ def _axis_scores(groups: list[MetricGroup]) -> dict[str, dict[str, Any] | None]:
                     intervention_censored=_aligned(values.intervention_censored, index, seeds, False),
                 )
             )
-        score = stats.axis_score(metrics, confidence=CONFIDENCE)
+        score = stats.axis_score(metrics, confidence=CONFIDENCE, min_seeds=min_seeds())
         scores[axis] = score.to_dict() if score else None
     return scores
 
@@ -673,7 +673,7 @@ def _summary_scores(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], in
 
 
 def _improved(score: dict[str, Any] | None) -> bool:
-    return bool(score) and score.get("ci_low") is not None and score["ci_low"] > 0.0
+    return bool(score) and bool(score.get("significant")) and score["ci_low"] is not None and score["ci_low"] > 0.0
 
 
 def lean_flag(safety: dict[str, Any] | None, capability: dict[str, Any] | None) -> str:

@@ -373,6 +373,9 @@ def paired_effect(
             if np.any(a < 0.0) or np.any(a > 1.0) or np.any(b < 0.0) or np.any(b > 1.0):
                 raise ValueError("proportion-scale values must lie in [0, 1]")
             if s.low is not None and s.high is not None:
+                # A difference of proportions lies in [-1, 1]. (Clipping to [-mean(b), 1 - mean(b)]
+                # would treat the baseline's sample mean as exactly known, and break the symmetry
+                # of swapping the arms.)
                 s = _Summary(s.n, s.mean, s.sd, max(-1.0, s.low), min(1.0, s.high), s.p_value, s.deterministic)
             if float(np.min(b)) < MIN_PROPORTION_BASELINE:
                 notes.append(
@@ -556,6 +559,21 @@ def absolute_claim_problem(scale: ScaleName) -> str | None:
     return None
 
 
+#: Relative tolerance under which an interval end counts as touching the threshold (rounding).
+_TIE_EPS = 64 * float(np.finfo(np.float64).eps)
+
+
+def deterministic_min_seeds(confidence: float) -> int:
+    """Seeds a zero-variance effect needs before it can decide a claim.
+
+    With every seed giving the same effect the t interval degenerates; the test that stays exact
+    for any metric (discrete ones included) is the sign test: all n seeds beyond the threshold
+    has one-sided p = 2^-n under a null symmetric about the threshold. It must not exceed the
+    one-sided level (1 - confidence) / 2 of the interval it replaces: n >= log2(2 / (1 - confidence)).
+    """
+    return max(1, math.ceil(math.log2(2.0 / (1.0 - confidence)) - 1e-12))
+
+
 def _decide(
     low: float | None, high: float | None, threshold: float, *, confirm_above: bool, what: str
 ) -> tuple[Verdict, str | None]:
@@ -566,9 +584,15 @@ def _decide(
     side (censored data) is never used.
     """
     confirm_side, refute_side = (low, high) if confirm_above else (high, low)
-    if confirm_side is not None and (confirm_side > threshold if confirm_above else confirm_side < threshold):
+
+    def beyond(bound: float, above: bool) -> bool:
+        # An interval end that equals the threshold up to rounding touches it: no decision.
+        tolerance = _TIE_EPS * max(1.0, abs(threshold), abs(bound))
+        return bound > threshold + tolerance if above else bound < threshold - tolerance
+
+    if confirm_side is not None and beyond(confirm_side, confirm_above):
         return "confirmed", None
-    if refute_side is not None and (refute_side < threshold if confirm_above else refute_side > threshold):
+    if refute_side is not None and beyond(refute_side, not confirm_above):
         return "refuted", None
     if confirm_side is None or refute_side is None:
         missing = "lower" if low is None else "upper"
@@ -630,6 +654,13 @@ def claim_verdict(
     if estimate.n < min_seeds:
         return "inconclusive", (
             f"only {estimate.n} seed(s): at least {min_seeds} are needed for a verdict (the registry's minimum)"
+        )
+    if estimate.deterministic and estimate.n < deterministic_min_seeds(estimate.confidence):
+        needed = deterministic_min_seeds(estimate.confidence)
+        return "inconclusive", (
+            f"deterministic effect (every seed identical) from {estimate.n} seeds: with no spread the exact sign "
+            f"test is the valid check, and at {estimate.confidence:.4g} confidence it needs at least {needed} "
+            f"seeds (all {estimate.n} on one side has p = 2^-{estimate.n})"
         )
     if threshold_unit == "relative":
         if estimate.scale == "difference":
@@ -945,7 +976,9 @@ def _oriented_effects(metric: AxisMetric) -> FloatArray:
     return e if metric.higher_is_better else -e
 
 
-def axis_score(metrics: Sequence[AxisMetricInput], *, confidence: float = 0.95) -> AxisScore | None:
+def axis_score(
+    metrics: Sequence[AxisMetricInput], *, confidence: float = 0.95, min_seeds: int = 3
+) -> AxisScore | None:
     """Combine the metrics of one axis into one score in log units, comparable across findings.
 
     Input: metrics (:class:`AxisMetric` or ``(name, scale, higher_is_better, baseline,
@@ -953,16 +986,18 @@ def axis_score(metrics: Sequence[AxisMetricInput], *, confidence: float = 0.95) 
     that metric).  Per seed ``i`` and metric ``k`` the oriented effect in log units:
 
     * ratio: ``ln(a/b)``;  proportion: ``logit(a) - logit(b)`` (values clipped to [0.01, 0.99]:
-      the log odds ratio);  difference: ``a - b`` as declared (must already be in log-like
-      units, e.g. nats);
-    * negated when lower is better, so positive always means better on the axis.
+      the log odds ratio);
+    * negated when lower is better, so positive always means better on the axis;
+    * left out, with a note: difference-scale metrics (no log unit) and time-to-event metrics
+      with any censored seed (a censored value is a bound, never averaged as a number).
 
     ``x_i`` = mean of the oriented effects present for seed i; ``score = mean_i x_i``; t interval
     over seeds, ``score +/- t_{(1+c)/2, s-1} sd(x) / sqrt(s)``; ``significant`` iff the interval
     excludes 0; zero variance (s >= 2): ``deterministic``, interval ``[score, score]``; fewer than
-    2 seeds: no interval.  ``factor = exp(score)``: the average multiplicative improvement (ratio
-    or odds ratio) per metric.  ``components[name]`` = mean over seeds of that metric's oriented
-    effect.  Every metric with data counts, zero-variance ones included.
+    2 seeds: no interval.  ``significant`` also needs ``min_seeds`` seeds, and a deterministic
+    score :func:`deterministic_min_seeds` (as verdicts do).  ``factor = exp(score)``: the
+    average multiplicative improvement (ratio or odds ratio) per metric.  ``components[name]`` =
+    mean over seeds of that metric's oriented effect.  Every other metric with data counts, zero-variance ones included.
 
     Why: an effect size in the scale's native log units depends on the effect only, not on the
     seed-to-seed noise (unlike a standardised mean difference, which divides by the noise), so
@@ -982,21 +1017,26 @@ def axis_score(metrics: Sequence[AxisMetricInput], *, confidence: float = 0.95) 
     for m in items:
         if len(m.baseline) != n_seeds_total:
             raise ValueError("every metric must have one entry per seed (use None for a missing value)")
+        n_cens = sum(bool(f) for f in (m.baseline_censored or ())) + sum(
+            bool(f) for f in (m.intervention_censored or ())
+        )
+        if n_cens:
+            notes.append(
+                f"metric {m.name!r} is left out: {n_cens} censored value(s) are bounds on the event time, not "
+                "numbers to average (its effect is shown on its own)"
+            )
+            continue
+        if _scale_name(m.scale) == "difference":
+            notes.append(
+                f"metric {m.name!r} is left out: a difference-scale metric has no log unit to put it on this scale"
+            )
+            continue
         e = _oriented_effects(m)
         if not np.any(np.isfinite(e)):
             notes.append(f"metric {m.name!r} has no paired values and is left out")
             continue
         columns.append(e)
         names.append(m.name)
-        n_cens = sum(bool(f) for f in (m.baseline_censored or ())) + sum(
-            bool(f) for f in (m.intervention_censored or ())
-        )
-        if n_cens:
-            notes.append(
-                f"metric {m.name!r}: {n_cens} censored value(s) enter at their budget (a bound on the event time)"
-            )
-        if _scale_name(m.scale) == "difference":
-            notes.append(f"metric {m.name!r} is on the difference scale: its differences are taken as log units")
     if not columns:
         return None
     mat = np.vstack(columns)  # metrics x seeds
@@ -1010,6 +1050,15 @@ def axis_score(metrics: Sequence[AxisMetricInput], *, confidence: float = 0.95) 
     if s.deterministic:
         notes.append("deterministic: every seed gives the same score (zero variance)")
     significant = s.low is not None and s.high is not None and (s.low > 0.0 or s.high < 0.0)
+    if significant and s.n < min_seeds:
+        significant = False
+        notes.append(f"only {s.n} seed(s): significance needs at least {min_seeds}, as verdicts do")
+    if significant and s.deterministic and s.n < deterministic_min_seeds(confidence):
+        significant = False
+        notes.append(
+            f"deterministic score from {s.n} seeds: significance needs at least "
+            f"{deterministic_min_seeds(confidence)} (the exact sign test, as for verdicts)"
+        )
     return AxisScore(
         score=float(s.mean),
         ci_low=_opt_float(s.low),
@@ -1155,10 +1204,15 @@ def correlation_with_interval(
             f"no interval: the Spearman Fisher-z variance 1.06/(n-3) is validated from n = {MIN_SPEARMAN_INTERVAL_N}"
         )
     else:
-        z = math.atanh(r)
-        half = float(_st.norm.ppf(0.5 + confidence / 2.0)) * math.sqrt((1.0 if method == "pearson" else 1.06) / (n - 3))
-        low, high = math.tanh(z - half), math.tanh(z + half)
+        low, high = _fisher_interval(r, n, confidence, 1.0 if method == "pearson" else 1.06)
     return Correlation(r, low, high, n, p, "; ".join(notes) or None, method, p_method, floor)
+
+
+def _fisher_interval(r: float, n: int, confidence: float, variance: float) -> tuple[float, float]:
+    """``tanh(atanh(r) +/- z_{(1+c)/2} sqrt(variance / (n - 3)))`` (|r| < 1, n >= 4)."""
+    z = math.atanh(r)
+    half = float(_st.norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(variance / (n - 3))
+    return math.tanh(z - half), math.tanh(z + half)
 
 
 # --------------------------------------------------------------------------- 8. differential progress
@@ -1345,13 +1399,15 @@ def capabilities_correlation(
        two arms of a run share a seed and data, so they are resampled together; without
        clusters every row is its own cluster), ``n_bootstrap`` resamples,
        ``numpy.random.default_rng(rng_seed)``, re-running steps 2-4 in every resample
-       (degenerate resamples are discarded and counted in the warning).
+       (degenerate resamples are discarded and counted in the warning), widened where needed
+       to at least the Fisher-z interval with the number of clusters as n (variance
+       1.06/(k-3)): a percentile bootstrap of 10-15 clusters alone covered only 88-92%.
     6. p-value: without clustering (every cluster of size 1), the t approximation with n - 2 df,
        floored at 1/n!; with clustered rows no p-value (rows are not independent; read the
        cluster-bootstrap interval).
 
-    Withheld (``r`` None, reason in ``warning``) below ``min_n`` observations, when every
-    capability column or the safety values are constant.
+    Withheld (``r`` None, reason in ``warning``) below ``min_n`` clusters (runs; observations
+    when unclustered), when every capability column or the safety values are constant.
     """
     s = _as_finite_1d(safety_values, "safety_values")
     try:
@@ -1401,8 +1457,9 @@ def capabilities_correlation(
             n_clusters,
         )
 
-    if n < max(3, min_n):
-        notes.append(f"withheld: only {n} observation(s), at least {max(3, min_n)} are needed")
+    if n_clusters < max(4, min_n):
+        unit = "run(s)" if clustered else "observation(s)"
+        notes.append(f"withheld: only {n_clusters} {unit}, at least {max(4, min_n)} are needed")
         return result(None, None, None, None)
     s = s if safety_higher_is_better else -s
     x = np.where(hib[None, :], x, -x)
@@ -1449,6 +1506,11 @@ def capabilities_correlation(
         alpha = 1.0 - confidence
         lo, hi = np.quantile(valid, [alpha / 2.0, 1.0 - alpha / 2.0])
         low, high = float(lo), float(hi)
+        if abs(r) < 1.0:
+            # A percentile bootstrap of a few clusters under-covers; never report an interval
+            # narrower than Fisher's z with the clusters (runs) as the sample size.
+            f_low, f_high = _fisher_interval(r, n_clusters, confidence, 1.06)
+            low, high = min(low, f_low), max(high, f_high)
     else:
         notes.append("too few usable bootstrap resamples for an interval")
     p: float | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,10 @@ from registry.reproductions.models import Experiment, Measurement, Run
 
 UPDATABLE_FIELDS = ("title", "summary", "kind", "references", "visibility", "embargo_until", "xrisk_sheet")
 MAX_RETRACTION_REASON_CHARS = 2000
+# thresholds beyond these are vacuous or typos, not claims: an absolute change of more than 1e12
+# metric units, a relative increase of more than a millionfold
+MAX_ABSOLUTE_THRESHOLD = 1e12
+MAX_RELATIVE_INCREASE = 1e6
 
 
 def finding_can_edit(*, finding: Finding, user: Any) -> bool:
@@ -132,9 +137,24 @@ def finding_delete(*, finding: Finding, user: Any) -> None:
     finding.delete()
 
 
+def _number(value: Any, field: str) -> float | None:
+    """A claim threshold as a finite float (None stays None); booleans are refused (JSON true is
+    not 1.0) and -0.0 is stored as 0.0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApplicationError(f"{field} must be a number, not {type(value).__name__}", field=field)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ApplicationError(f"{field} must be a finite number", field=field)
+    return 0.0 if value == 0 else value
+
+
 def _validate_claim(
     *, direction: str, min_relative_effect: float | None, margin: float | None
 ) -> tuple[float | None, float | None]:
+    min_relative_effect = _number(min_relative_effect, "min_relative_effect")
+    margin = _number(margin, "margin")
     if direction == Claim.Direction.NON_INFERIOR:
         if margin is None:
             raise ApplicationError("a non_inferior claim needs a margin", field="margin")
@@ -181,6 +201,69 @@ def _baseline_values(finding: Finding, metric: str) -> list[float]:
     )
 
 
+def _threshold_problem(
+    *,
+    finding: Finding,
+    declared: list[PluginMetric],
+    metric: str,
+    direction: str,
+    threshold_unit: str,
+    min_relative_effect: float | None,
+    margin: float | None,
+    strict: bool,
+) -> ApplicationError | None:
+    """Why the threshold cannot be met or a claim in this unit cannot mean anything for these
+    declarations of the metric (an error naming the field, saying what to claim instead); None if
+    it can. ``strict``: every declaration must allow it (otherwise the rule of ``_refused``)."""
+    if threshold_unit not in Claim.ThresholdUnit.values:
+        return ApplicationError(
+            f"threshold_unit must be one of {', '.join(Claim.ThresholdUnit.values)}", field="threshold_unit"
+        )
+    threshold, field = (margin, "margin") if direction == Claim.Direction.NON_INFERIOR else (
+        min_relative_effect, "min_relative_effect"
+    )
+    threshold = threshold or 0.0
+    if threshold_unit == Claim.ThresholdUnit.ABSOLUTE:
+        if any(m.scale == Scale.PROPORTION for m in declared) and threshold > 1:
+            return ApplicationError(
+                f"{metric!r} is a proportion: an absolute threshold is a fraction (0.3 = 30 points), at most 1",
+                field=field,
+            )
+        if threshold > MAX_ABSOLUTE_THRESHOLD:
+            return ApplicationError(
+                f"an absolute threshold above {MAX_ABSOLUTE_THRESHOLD:g} of {metric!r}'s units is no claim "
+                f"({field} is in the metric's own units)",
+                field=field,
+            )
+        absolute_problems = [stats.absolute_claim_problem(Scale(m.scale).value) for m in declared]
+        if _refused(absolute_problems, finding, strict=strict):
+            return ApplicationError(next(p for p in absolute_problems if p), field="threshold_unit")
+        return None
+    if direction == Claim.Direction.DECREASE and threshold >= 1:
+        return ApplicationError(
+            "a relative decrease of 100% or more is impossible (min_relative_effect must be below 1); "
+            "claim an absolute decrease (threshold_unit 'absolute') to require a drop in the metric's units",
+            field="min_relative_effect",
+        )
+    if direction == Claim.Direction.INCREASE and threshold > MAX_RELATIVE_INCREASE:
+        return ApplicationError(
+            f"a relative increase of more than {MAX_RELATIVE_INCREASE:g} (a millionfold) is no claim "
+            "(min_relative_effect is a fraction of the baseline: 0.5 = at least 50% more)",
+            field="min_relative_effect",
+        )
+    if direction == Claim.Direction.NON_INFERIOR and threshold >= 1:
+        return ApplicationError(
+            f"a relative margin m says {metric!r} is not worse by more than m of the baseline (0.05 = 5%); "
+            "m must be below 1 (a margin of 100% or more allows any loss, so the claim could never fail)",
+            field="margin",
+        )
+    baseline = _baseline_values(finding, metric) if any(m.scale == Scale.PROPORTION for m in declared) else []
+    problems = [stats.relative_claim_problem(Scale(m.scale).value, baseline or None) for m in declared]
+    if _refused(problems, finding, strict=strict):
+        return ApplicationError(next(p for p in problems if p), field="threshold_unit")
+    return None
+
+
 def _check_threshold(
     *,
     finding: Finding,
@@ -193,47 +276,33 @@ def _check_threshold(
 ) -> None:
     """Refuse thresholds the metric cannot meet or a relative claim cannot mean (a 400 naming the
     field, saying what to claim instead)."""
-    if threshold_unit not in Claim.ThresholdUnit.values:
-        raise ApplicationError(
-            f"threshold_unit must be one of {', '.join(Claim.ThresholdUnit.values)}", field="threshold_unit"
-        )
-    if threshold_unit == Claim.ThresholdUnit.ABSOLUTE:
-        threshold, field = (margin, "margin") if direction == Claim.Direction.NON_INFERIOR else (
-            min_relative_effect, "min_relative_effect"
-        )
-        if any(m.scale == Scale.PROPORTION for m in declared) and threshold is not None and threshold > 1:
-            raise ApplicationError(
-                f"{metric!r} is a proportion: an absolute threshold is a fraction (0.3 = 30 points), at most 1",
-                field=field,
-            )
-        absolute_problems = [stats.absolute_claim_problem(Scale(m.scale).value) for m in declared]
-        if _refused(absolute_problems, finding):
-            raise ApplicationError(next(p for p in absolute_problems if p), field="threshold_unit")
-        return
-    if direction == Claim.Direction.DECREASE and (min_relative_effect or 0.0) >= 1:
-        raise ApplicationError(
-            "a relative decrease of 100% or more is impossible (min_relative_effect must be below 1); "
-            "claim an absolute decrease (threshold_unit 'absolute') to require a drop in the metric's units",
-            field="min_relative_effect",
-        )
-    if direction == Claim.Direction.NON_INFERIOR and (margin or 0.0) >= 1 and any(m.higher_is_better for m in declared):
-        raise ApplicationError(
-            f"{metric!r} is higher-is-better: a relative margin of 100% or more allows any loss (margin must be "
-            f"below 1)",
-            field="margin",
-        )
-    baseline = _baseline_values(finding, metric) if any(m.scale == Scale.PROPORTION for m in declared) else []
-    problems = [stats.relative_claim_problem(Scale(m.scale).value, baseline or None) for m in declared]
-    if _refused(problems, finding):
-        raise ApplicationError(next(p for p in problems if p), field="threshold_unit")
+    problem = _threshold_problem(
+        finding=finding, declared=declared, metric=metric, direction=direction, threshold_unit=threshold_unit,
+        min_relative_effect=min_relative_effect, margin=margin, strict=False,
+    )
+    if problem is not None:
+        raise problem
 
 
-def _refused(problems: list[str | None], finding: Finding) -> bool:
-    """With experiments, every plugin they use must allow the claim; before the first experiment,
-    it stands if some installed plugin declaring the metric allows it."""
+def claim_problem_for_metric(*, claim: Claim, declaration: PluginMetric) -> str | None:
+    """Why ``claim`` could not be decided on a metric declared like this (a plugin's declaration of
+    the claim's metric, e.g. of an experiment about to be added), by the rules a new claim is
+    checked with; None if it can be."""
+    problem = _threshold_problem(
+        finding=claim.finding, declared=[declaration], metric=claim.metric, direction=claim.direction,
+        threshold_unit=claim.threshold_unit, min_relative_effect=claim.min_relative_effect, margin=claim.margin,
+        strict=True,
+    )
+    return None if problem is None else problem.message
+
+
+def _refused(problems: list[str | None], finding: Finding, *, strict: bool = False) -> bool:
+    """With experiments (or ``strict``), every plugin they use must allow the claim; before the
+    first experiment, it stands if some installed plugin declaring the metric allows it (and each
+    plugin added later is checked against it: ``claim_problem_for_metric``)."""
     if not any(problems):
         return False
-    return True if finding.experiments.exists() else all(problems)
+    return True if strict or finding.experiments.exists() else all(problems)
 
 
 def claim_has_evidence(claim: Claim) -> bool:

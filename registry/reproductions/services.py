@@ -195,7 +195,8 @@ def experiment_create(
     reproduce: bool = True,
 ) -> Experiment:
     """Attach an experiment to a finding and (unless told not to) queue its first reproduction."""
-    from registry.findings.services import _ensure_can_edit
+    from registry.findings.models import Claim
+    from registry.findings.services import _ensure_can_edit, claim_problem_for_metric
 
     _ensure_can_edit(finding, user)
     plugin_cls = plugin_resolve(plugin)
@@ -205,6 +206,24 @@ def experiment_create(
         raise ApplicationError(
             f"default_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="default_seeds"
         )
+    if not finding.experiments.filter(plugin=plugin).exists():
+        # a plugin new to the finding: every current claim on a metric it declares must be decidable
+        # under its declaration (a claim made before the first experiment needed only some
+        # installed plugin to allow it; plugins in use were checked when the claim was made or
+        # when their first experiment was added)
+        declarations = {m.name: m for m in plugin_cls.metrics}
+        for claim in Claim.objects.filter(finding=finding, is_current=True, metric__in=declarations).order_by("pk"):
+            declaration = declarations[claim.metric]
+            problem = (claim_problem_for_metric(claim=claim, declaration=declaration) or "").rstrip(".")
+            if problem:
+                raise ApplicationError(
+                    f"claim {claim.pk} on {claim.metric!r} could not be decided with plugin {plugin!r}, which "
+                    f"declares {claim.metric!r} on the {Scale(declaration.scale).value} scale: {problem}. Supersede "
+                    f"the claim first (post a new claim with supersedes={claim.pk} and a threshold_unit and "
+                    "threshold this plugin can decide), then add the experiment",
+                    field="plugin",
+                    extra={"claim": claim.pk, "metric": claim.metric},
+                )
     effects_recompute_request(finding_id=finding.pk)
     metric_catalogue_sync(plugin_cls)
     experiment = Experiment.objects.create(

@@ -278,3 +278,231 @@ def test_patch_threshold_unit_is_validated(api, finding):
                          format="json")
     assert response.status_code == 200, response.content
     assert response.json()["threshold_unit"] == "relative"
+
+
+# ---------------------------------------------------------------- vacuous and malformed thresholds
+
+
+@pytest.mark.parametrize(
+    ("metric", "margin"),
+    [("risk", 1e308), ("risk", 1.0), ("skill", 1.0), ("skill", 1e308)],  # lower- and higher-is-better
+)
+def test_relative_non_inferiority_margin_must_be_below_one(api, finding, metric, margin):
+    before = counts()
+    body = assert_error(api.post(claims_url(finding.pk), {"metric": metric, "direction": "non_inferior",
+                                                          "margin": margin}, format="json"), 400, "margin")
+    assert "not worse by more than" in body["detail"] and "below 1" in body["detail"]
+    assert counts() == before
+    response = api.post(claims_url(finding.pk), {"metric": metric, "direction": "non_inferior", "margin": 0.99},
+                        format="json")
+    assert response.status_code == 201, response.content
+
+
+def test_patch_to_a_vacuous_margin_is_refused(api, claim):
+    assert_error(api.patch(f"/api/v1/claims/{claim.pk}/", {"direction": "non_inferior", "margin": 1e308},
+                           format="json"), 400, "margin")
+    claim.refresh_from_db()
+    assert claim.direction == "decrease" and claim.margin is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"direction": "decrease", "min_relative_effect": 1e13}, "min_relative_effect"),
+        ({"direction": "increase", "min_relative_effect": 1e308}, "min_relative_effect"),
+        ({"direction": "non_inferior", "margin": 1e13}, "margin"),
+    ],
+)
+def test_absurd_absolute_thresholds_are_refused(api, finding, make_experiment, body, field):
+    make_experiment(finding, plugin="crashing", reproduce=False)  # "risk": difference scale
+    before = counts()
+    response = api.post(claims_url(finding.pk), {"metric": "risk", "threshold_unit": "absolute", **body},
+                        format="json")
+    assert "1e+12" in assert_error(response, 400, field)["detail"]
+    assert counts() == before
+    at_the_cap = {**body, field: 1e12}
+    response = api.post(claims_url(finding.pk), {"metric": "risk", "threshold_unit": "absolute", **at_the_cap},
+                        format="json")
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("field", ["min_relative_effect", "margin"])
+def test_non_finite_thresholds_are_refused(api, finding, field):
+    direction = "non_inferior" if field == "margin" else "decrease"
+    before = counts()
+    for number in ("1e309", "-1e309"):  # JSON numbers Python reads as +-inf
+        raw = f'{{"metric": "risk", "direction": "{direction}", "threshold_unit": "absolute", "{field}": {number}}}'
+        assert_error(api.generic("POST", claims_url(finding.pk), raw, content_type="application/json"), 400, field)
+    assert counts() == before
+
+
+def test_relative_increase_above_a_millionfold_is_refused(api, finding):
+    before = counts()
+    body = assert_error(api.post(claims_url(finding.pk), {"metric": "skill", "direction": "increase",
+                                                          "min_relative_effect": 1e6 * 1.5}, format="json"),
+                        400, "min_relative_effect")
+    assert "millionfold" in body["detail"]
+    assert counts() == before
+    response = api.post(claims_url(finding.pk), {"metric": "skill", "direction": "increase",
+                                                 "min_relative_effect": 1e6}, format="json")
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"metric": "risk", "direction": "decrease", "min_relative_effect": True},
+        {"metric": "risk", "direction": "decrease", "min_relative_effect": False},
+        {"metric": "skill", "direction": "non_inferior", "margin": True},
+        {"metric": "skill", "direction": "non_inferior", "margin": False},
+    ],
+)
+def test_booleans_are_not_thresholds(api, finding, claim, body):
+    field = "margin" if "margin" in body else "min_relative_effect"
+    before = counts()
+    assert "boolean" in assert_error(api.post(claims_url(finding.pk), body, format="json"), 400, field)["detail"]
+    assert counts() == before
+    patch = {k: v for k, v in body.items() if k != "metric"}
+    assert_error(api.patch(f"/api/v1/claims/{claim.pk}/", patch, format="json"), 400, field)
+    claim.refresh_from_db()
+    assert claim.direction == "decrease" and claim.min_relative_effect == 0.5 and claim.margin is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"metric": "skill", "direction": "increase", "min_relative_effect": True}, "min_relative_effect"),
+        ({"metric": "risk", "direction": "non_inferior", "margin": True}, "margin"),
+        ({"metric": "skill", "direction": "increase", "min_relative_effect": float("inf")}, "min_relative_effect"),
+        ({"metric": "risk", "direction": "non_inferior", "margin": float("nan")}, "margin"),
+    ],
+)
+def test_booleans_and_non_finite_numbers_are_refused_by_the_service_too(user, finding, fields, field):
+    from registry.errors import ApplicationError
+    from registry.findings.services import claim_create
+
+    with pytest.raises(ApplicationError) as refused:
+        claim_create(finding=finding, user=user, **fields)
+    assert refused.value.field == field
+    assert "bool" in refused.value.message or "finite" in refused.value.message
+    assert not Claim.objects.filter(finding=finding).exists()
+
+
+def test_negative_zero_is_stored_as_zero(api, finding, claim):
+    import math
+
+    created = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease",
+                                                "min_relative_effect": -0.0}, format="json")
+    assert created.status_code == 201, created.content
+    stored = Claim.objects.get(pk=created.json()["id"]).min_relative_effect
+    assert stored == 0.0 and math.copysign(1.0, stored) == 1.0
+    assert math.copysign(1.0, created.json()["min_relative_effect"]) == 1.0
+    margin = api.post(claims_url(finding.pk), {"metric": "skill", "direction": "non_inferior", "margin": -0.0},
+                      format="json")
+    assert margin.status_code == 201, margin.content
+    assert math.copysign(1.0, Claim.objects.get(pk=margin.json()["id"]).margin) == 1.0
+    patched = api.patch(f"/api/v1/claims/{claim.pk}/", {"min_relative_effect": -0.0}, format="json")
+    assert patched.status_code == 200, patched.content
+    claim.refresh_from_db()
+    assert math.copysign(1.0, claim.min_relative_effect) == 1.0
+
+
+# ---------------------------------------------------------------- PATCH refuses what it cannot change
+
+
+def test_patch_of_the_metric_is_refused(api, claim):
+    body = assert_error(api.patch(f"/api/v1/claims/{claim.pk}/", {"metric": "skill"}, format="json"), 400, "metric")
+    assert "cannot be changed" in body["errors"]["metric"][0] and "supersede" in body["errors"]["metric"][0]
+    # together with an editable field nothing is applied either
+    assert_error(api.patch(f"/api/v1/claims/{claim.pk}/", {"metric": "skill", "statement": "x"}, format="json"),
+                 400, "metric")
+    claim.refresh_from_db()
+    assert claim.metric == "risk" and claim.statement == ""
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["supersedes", "finding", "version", "is_current", "verdict", "created_at", "id", "colour"],
+)
+def test_patch_of_read_only_or_unknown_fields_is_refused(api, claim, field):
+    before = counts()
+    body = assert_error(api.patch(f"/api/v1/claims/{claim.pk}/", {field: 7}, format="json"), 400, field)
+    assert "statement" in body["errors"][field][0] or "supersede" in body["errors"][field][0] \
+        or "post a new claim" in body["errors"][field][0]
+    assert counts() == before
+    claim.refresh_from_db()
+    assert claim.version == 1 and claim.is_current is True and claim.supersedes_id is None
+
+
+def test_patch_of_the_metric_by_others_changes_nothing(client_for, other_user, anon, claim):
+    response = anon.patch(f"/api/v1/claims/{claim.pk}/", {"metric": "skill"}, format="json")
+    assert response.status_code in (401, 403)
+    response = client_for(other_user).patch(f"/api/v1/claims/{claim.pk}/", {"metric": "skill"}, format="json")
+    assert response.status_code in (400, 403)
+    assert client_for(other_user).patch(f"/api/v1/claims/{claim.pk}/", {"statement": "x"},
+                                        format="json").status_code == 403
+    claim.refresh_from_db()
+    assert claim.metric == "risk" and claim.statement == ""
+
+
+# ---------------------------------------------------------------- claims stay decidable when experiments are added
+
+
+def experiments_url(finding_id: int) -> str:
+    return f"{FINDINGS}{finding_id}/experiments/"
+
+
+def test_an_experiment_whose_plugin_cannot_decide_a_claim_is_refused(api, finding):
+    # before any experiment an absolute claim on "risk" stands: "crashing" declares it on the difference scale
+    claim = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 2,
+                                              "threshold_unit": "absolute"}, format="json")
+    assert claim.status_code == 201, claim.content
+    claim_id = claim.json()["id"]
+    before = counts()
+    # "echo" declares "risk" on the ratio scale: an absolute claim on it could never be decided
+    body = assert_error(api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False}, format="json"),
+                        400, "plugin")
+    message = body["errors"]["plugin"][0]
+    assert f"claim {claim_id}" in message and "'risk'" in message and "ratio" in message
+    assert f"supersedes={claim_id}" in message and "threshold_unit" in message
+    assert body["claim"] == claim_id and body["metric"] == "risk"
+    assert counts() == before
+    # a plugin that can decide it is accepted; and once the claim is superseded by a relative one, echo is too
+    crashing = api.post(experiments_url(finding.pk), {"plugin": "crashing", "reproduce": False}, format="json")
+    assert crashing.status_code == 201, crashing.content
+
+
+def test_superseding_the_claim_lets_the_experiment_in(api, finding):
+    claim = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 2,
+                                              "threshold_unit": "absolute"}, format="json").json()
+    assert_error(api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False}, format="json"),
+                 400, "plugin")
+    new = api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 0.5,
+                                            "supersedes": claim["id"]}, format="json")
+    assert new.status_code == 201, new.content
+    response = api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False}, format="json")
+    assert response.status_code == 201, response.content
+    # and now "crashing" (difference scale) cannot decide the relative claim
+    body = assert_error(api.post(experiments_url(finding.pk), {"plugin": "crashing", "reproduce": False},
+                                 format="json"), 400, "plugin")
+    assert f"claim {new.json()['id']}" in body["detail"]
+
+
+def test_a_vacuous_margin_made_before_experiments_is_caught_when_one_is_added(api, finding, user):
+    # a claim stored before this rule existed (written directly): adding an experiment names it
+    stored = Claim.objects.create(finding=finding, metric="risk", direction="non_inferior", margin=1e308,
+                                  created_by=user)
+    body = assert_error(api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False}, format="json"),
+                        400, "plugin")
+    assert f"claim {stored.pk}" in body["detail"] and "below 1" in body["detail"]
+
+
+def test_experiments_of_others_are_refused_before_claims_are_checked(client_for, other_user, anon, finding, api):
+    api.post(claims_url(finding.pk), {"metric": "risk", "direction": "decrease", "min_relative_effect": 2,
+                                      "threshold_unit": "absolute"}, format="json")
+    before = counts()
+    assert_error(client_for(other_user).post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False},
+                                             format="json"), 403)
+    assert anon.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False},
+                     format="json").status_code in (401, 403)
+    assert counts() == before

@@ -27,7 +27,7 @@ from tests.fakes.plugins import TimedExperiment
 
 pytestmark = pytest.mark.django_db
 
-NOISE_FREE_NULL = [(1.0, 1.0), (1.1, 1.1), (0.9, 0.9)]
+NOISY_NULL = [(1.0, 1.02), (1.1, 1.08), (0.9, 0.91)]
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_experiments_with_other_parameters_are_never_pooled(finding):
     real = experiment_for(finding)
     smoke = experiment_for(finding, params={**echo_params(), "effect": 0.0})
     reproduction(real, {"risk": RISK_DOWN})
-    reproduction(smoke, {"risk": NOISE_FREE_NULL})
+    reproduction(smoke, {"risk": NOISY_NULL})
     data = recompute(finding)
     by_experiment = {m["experiment"]: m for m in metric_entries(data, "risk")}
     assert set(by_experiment) == {real.pk, smoke.pk}
@@ -77,7 +77,7 @@ def test_a_retracted_experiment_is_excluded_and_listed(finding, user):
     real = experiment_for(finding)
     smoke = experiment_for(finding, params={**echo_params(), "effect": 0.0})
     reproduction(real, {"risk": RISK_DOWN})
-    reproduction(smoke, {"risk": NOISE_FREE_NULL})
+    reproduction(smoke, {"risk": NOISY_NULL})
     Experiment.objects.filter(pk=smoke.pk).update(retracted_at=timezone.now(), retraction_reason="20-step smoke test")
     data = recompute(finding)
     assert {m["experiment"] for m in data["metrics"]} == {real.pk}
@@ -109,12 +109,18 @@ def test_no_runs_is_unreproduced_and_fewer_than_min_seeds_decides_nothing(findin
 
 def test_identical_differences_are_deterministic_not_p_zero(finding):
     c = claim(finding, "risk", "decrease", min_relative_effect=0.3)
-    reproduction(experiment_for(finding), {"risk": [(1.0, 0.5), (2.0, 1.0), (4.0, 2.0)]})  # ratio 0.5 each seed
+    halved = [(1.0, 0.5), (2.0, 1.0), (4.0, 2.0), (0.5, 0.25), (3.0, 1.5), (8.0, 4.0)]  # ratio 0.5 each seed
+    experiment = experiment_for(finding)
+    reproduction(experiment, {"risk": halved[:3]})
     data = recompute(finding)
     effect = metric_entries(data, "risk")[0]["effect"]
     assert effect["deterministic"] is True and effect["p_value"] is None
     assert effect["relative_change"] == pytest.approx(-0.5)
-    assert claim_entry(data, c)["verdict"] == "confirmed"
+    # No spread: the exact sign test decides, and 3 identical seeds (p = 1/8) are not enough.
+    entry = claim_entry(data, c)
+    assert entry["verdict"] == "inconclusive" and "at least 6" in entry["experiments"][0]["reason"]
+    reproduction(experiment, {"risk": halved[3:]}, seeds=[3, 4, 5])
+    assert claim_entry(recompute(finding), c)["verdict"] == "confirmed"
 
 
 def test_ratio_effects_never_pass_minus_100_percent(finding):

@@ -488,18 +488,22 @@ def test_axis_score_hand_example() -> None:
     assert s.score == pytest.approx((math.log(2) + math.log(4)) / 2)
     assert s.factor == pytest.approx(math.sqrt(8))
     assert s.components == pytest.approx({"energy": math.log(2), "accuracy": math.log(4)})
-    assert s.deterministic and s.ci_low == s.ci_high == s.score and s.significant
+    # Zero spread from 3 seeds: not significant (the exact sign test needs 6 at 95%).
+    assert s.deterministic and s.ci_low == s.ci_high == s.score and not s.significant
+    six = axis_score([("energy", "ratio", False, [1.0, 2.0, 4.0] * 2, [0.5, 1.0, 2.0] * 2)])
+    assert six.deterministic and six.significant and six.n_seeds == 6
 
 
 def test_axis_score_t_interval_over_seeds_and_missing_values() -> None:
+    e = math.exp
     metrics = [
-        ("m1", "difference", True, [0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, None]),
-        ("m2", "difference", False, [0.0, 0.0, 0.0, 0.0], [-3.0, None, -1.0, -2.0]),
+        ("m1", "ratio", True, [1.0, 1.0, 1.0, 1.0], [e(1.0), e(2.0), e(3.0), None]),
+        ("m2", "ratio", False, [1.0, 1.0, 1.0, 1.0], [e(-3.0), None, e(-1.0), e(-2.0)]),
     ]
     s = axis_score(metrics)
     per_seed = np.array([2.0, 2.0, 2.0, 2.0])  # (1+3)/2, 2, (3+1)/2, 2
     assert s.deterministic and s.score == pytest.approx(per_seed.mean())
-    metrics[1] = ("m2", "difference", False, [0.0] * 4, [-5.0, None, -1.0, -2.0])
+    metrics[1] = ("m2", "ratio", False, [1.0] * 4, [e(-5.0), None, e(-1.0), e(-2.0)])
     s = axis_score(metrics)
     per_seed = np.array([3.0, 2.0, 2.0, 2.0])
     ci = sps.ttest_1samp(per_seed, 0.0).confidence_interval(0.95)
@@ -509,10 +513,26 @@ def test_axis_score_t_interval_over_seeds_and_missing_values() -> None:
 
 def test_axis_score_zero_variance_metric_counts() -> None:
     # superposition-like: the only safety metric falls 1 -> 0 on every seed (lower is better)
-    s = axis_score([("interference", "proportion", False, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0])])
+    s = axis_score([("interference", "proportion", False, [1.0] * 6, [0.0] * 6)])
     expected = math.log(0.99 / 0.01) * 2  # -(logit(0.01) - logit(0.99))
     assert s is not None and s.score == pytest.approx(expected) and s.deterministic and s.significant
     assert lean_flag(s, None) == "safety-leaning"
+
+
+def test_axis_score_leaves_out_censored_and_difference_metrics() -> None:
+    metrics = [
+        AxisMetric("loss", "ratio", False, [1.0, 1.0, 1.0], [0.5, 0.6, 0.4]),
+        AxisMetric("steps", "ratio", False, [100.0, 100.0, 100.0], [40.0, 50.0, 45.0],
+                   baseline_censored=[True, False, False]),
+        AxisMetric("count", "difference", True, [1.0, 2.0, 3.0], [5.0, 6.0, 7.0]),
+    ]
+    s = axis_score(metrics)
+    assert s.n_metrics == 1 and set(s.components) == {"loss"}
+    assert any("'steps' is left out" in w for w in s.warnings)
+    assert any("'count' is left out" in w for w in s.warnings)
+    # Two seeds have a clean interval above 0 but fall short of the minimum for significance.
+    two = axis_score([AxisMetric("loss", "ratio", False, [1.0, 1.0], [0.5, 0.6])], min_seeds=3)
+    assert two.ci_low is not None and not two.significant
 
 
 def test_axis_score_same_effect_same_score_whatever_the_noise() -> None:

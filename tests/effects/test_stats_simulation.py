@@ -84,7 +84,21 @@ def _time_to_event_at(log_effect: float) -> Callable:
     return draw
 
 
+def _discrete_null(step: float) -> Callable:
+    """A metric that moves in whole steps (accuracy on a small test set): each seed's difference is
+    +step or -step with equal probability, so identical differences (zero variance) are common."""
+
+    def draw(rng: np.random.Generator, sims: int, n: int):
+        b = np.full((sims, n), 0.5)
+        return b, b + step * rng.choice([-1.0, 1.0], size=(sims, n)), None, None
+
+    return draw
+
+
 NULL_PATHS: dict[str, Path] = {
+    "discrete null, zero threshold (deterministic path)": Path(
+        "proportion", "increase", 0.0, "absolute", True, _discrete_null(0.001)
+    ),
     "ratio relative increase 50%": Path("ratio", "increase", 0.5, "relative", True, _ratio_at(math.log(1.5))),
     "ratio relative decrease 90%": Path("ratio", "decrease", 0.9, "relative", False, _ratio_at(math.log(0.1))),
     "proportion relative increase 20%": Path(

@@ -237,6 +237,41 @@ def test_supersede_chain(user):
     assert Claim.objects.count() == 3
 
 
+def test_claim_problem_for_metric_judges_one_declaration(user):
+    from plugins.sdk import Axis, Scale
+    from plugins.sdk import Metric as PluginMetric
+
+    finding = create(user)
+    ratio = PluginMetric("risk", Axis.SAFETY, higher_is_better=False, scale=Scale.RATIO)
+    difference = PluginMetric("risk", Axis.SAFETY, higher_is_better=False, scale=Scale.DIFFERENCE)
+    relative = services.claim_create(finding=finding, user=user, metric="risk", direction="decrease",
+                                     min_relative_effect=0.5)
+    absolute = services.claim_create(finding=finding, user=user, metric="risk", direction="decrease",
+                                     min_relative_effect=2, threshold_unit="absolute")
+    assert services.claim_problem_for_metric(claim=relative, declaration=ratio) is None
+    assert "absolute" in services.claim_problem_for_metric(claim=relative, declaration=difference)
+    assert services.claim_problem_for_metric(claim=absolute, declaration=difference) is None
+    assert "relative" in services.claim_problem_for_metric(claim=absolute, declaration=ratio)
+    vacuous = Claim.objects.create(finding=finding, metric="risk", direction="non_inferior", margin=1e308,
+                                   created_by=user)
+    assert "below 1" in services.claim_problem_for_metric(claim=vacuous, declaration=ratio)
+
+
+def test_experiment_create_refuses_a_plugin_that_cannot_decide_a_current_claim(user):
+    finding = create(user)
+    claim = services.claim_create(finding=finding, user=user, metric="risk", direction="decrease",
+                                  min_relative_effect=0.5)  # allowed: "echo" declares risk on the ratio scale
+    with pytest.raises(ApplicationError) as refused:
+        experiment_create(finding=finding, user=user, plugin="crashing", reproduce=False)  # difference scale
+    assert refused.value.field == "plugin" and refused.value.status == 400
+    assert f"claim {claim.pk}" in refused.value.message and "'risk'" in refused.value.message
+    assert not finding.experiments.exists()
+    # a superseded version is history, not a current claim: it no longer blocks
+    services.claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=2,
+                          threshold_unit="absolute", supersedes=claim)
+    assert experiment_create(finding=finding, user=user, plugin="crashing", reproduce=False).plugin == "crashing"
+
+
 # ---------------------------------------------------------------- markdown
 
 
