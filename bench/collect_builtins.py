@@ -25,10 +25,12 @@ BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superpo
 
 
 def _plain(value):
+    from plugins.sdk import NotReached
+
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "to_json"):
-        return value.to_json()
+    if isinstance(value, NotReached):
+        return {"censored": True, "value": float(value.budget)}
     return float(value)
 
 

@@ -22,7 +22,9 @@ EXAMPLE_FINDING: dict[str, Any] = {
     "tags": ["grokking", "weight-decay", "fourier", "modular-arithmetic", "generalisation", "toy-model"],
     "references": ["arXiv:2201.02177", "arXiv:2301.05217"],
     "params": {},
-    "seeds": 5,  # 3 seeds leave the censored steps-to-99% claim and the Fourier claim undecided
+    # 3 seeds leave the censored steps-to-99% claim and the Fourier claim undecided; test accuracy
+    # saturates (0 -> 1 on every seed), so the capability score is constant and needs 6 (the sign test).
+    "seeds": 6,
     "claims": [
         {
             "metric": "fourier_sparsity",

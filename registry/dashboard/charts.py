@@ -225,17 +225,7 @@ def interval_svg(
         )
     g = interval_geometry(estimate, low, high, reference=reference, domain=domain, width=width)
     mid = height / 2 - 3
-    parts = [
-        f'<line class="chart__axis" x1="8" x2="{_n(width - 8)}" y1="{_n(height - 6)}" y2="{_n(height - 6)}"/>',
-        f'<line class="chart__zero" x1="{_n(g.x_zero)}" x2="{_n(g.x_zero)}" y1="2" y2="{_n(height - 6)}"/>',
-    ]
-    described = []
-    if g.x_reference is not None:
-        parts.append(
-            f'<line class="chart__reference" x1="{_n(g.x_reference)}" x2="{_n(g.x_reference)}" '
-            f'y1="2" y2="{_n(height - 6)}"/>'
-        )
-        described.append(f"claimed {formatter(reference)}")
+    parts, described = _interval_frame(g, reference, formatter, width, height)
     if g.x_low is not None and g.x_high is not None:
         parts.append(
             f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_high)}" y1="{_n(mid)}" y2="{_n(mid)}"/>'
@@ -259,6 +249,24 @@ def interval_svg(
     return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
 
 
+def _interval_frame(
+    g: IntervalGeometry, reference: float | None, formatter: Formatter, width: float, height: float
+) -> tuple[list[str], list[str]]:
+    """The axis, the zero line and the claimed reference of an interval chart, and their words."""
+    parts = [
+        f'<line class="chart__axis" x1="8" x2="{_n(width - 8)}" y1="{_n(height - 6)}" y2="{_n(height - 6)}"/>',
+        f'<line class="chart__zero" x1="{_n(g.x_zero)}" x2="{_n(g.x_zero)}" y1="2" y2="{_n(height - 6)}"/>',
+    ]
+    described = []
+    if g.x_reference is not None:
+        parts.append(
+            f'<line class="chart__reference" x1="{_n(g.x_reference)}" x2="{_n(g.x_reference)}" '
+            f'y1="2" y2="{_n(height - 6)}"/>'
+        )
+        described.append(f"claimed {formatter(reference)}")
+    return parts, described
+
+
 def _one_sided_svg(
     limit: float | None,
     *,
@@ -273,17 +281,7 @@ def _one_sided_svg(
     """A one-sided interval: the valid limit with a cap, an open whisker towards the other side."""
     g = interval_geometry(limit, limit, limit, reference=reference, domain=domain, width=width)
     mid = height / 2 - 3
-    parts = [
-        f'<line class="chart__axis" x1="8" x2="{_n(width - 8)}" y1="{_n(height - 6)}" y2="{_n(height - 6)}"/>',
-        f'<line class="chart__zero" x1="{_n(g.x_zero)}" x2="{_n(g.x_zero)}" y1="2" y2="{_n(height - 6)}"/>',
-    ]
-    described = []
-    if g.x_reference is not None:
-        parts.append(
-            f'<line class="chart__reference" x1="{_n(g.x_reference)}" x2="{_n(g.x_reference)}" '
-            f'y1="2" y2="{_n(height - 6)}"/>'
-        )
-        described.append(f"claimed {formatter(reference)}")
+    parts, described = _interval_frame(g, reference, formatter, width, height)
     if g.x_estimate is None:
         parts.append(
             f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">'

@@ -672,22 +672,6 @@ def _summary_scores(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], in
     return scores, best["experiment"]
 
 
-def _improved(score: dict[str, Any] | None) -> bool:
-    return bool(score) and bool(score.get("significant")) and score["ci_low"] is not None and score["ci_low"] > 0.0
-
-
-def lean_flag(safety: dict[str, Any] | None, capability: dict[str, Any] | None) -> str:
-    """Which axes the finding improves: an axis counts when its score's interval lies above 0."""
-    s, c = _improved(safety), _improved(capability)
-    if s and c:
-        return "dual"
-    if c:
-        return "capability-leaning"
-    if s:
-        return "safety-leaning"
-    return "neither"
-
-
 def finding_status(claims: list[dict[str, Any]], has_runs: bool) -> str:
     """The finding's status from its claims' verdicts (see README, "Finding status")."""
     if not has_runs:
@@ -777,7 +761,7 @@ def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
         "metrics": [_metric_entry(group) for group in groups],
         "claims": claim_entries,
         "axis_scores": scores,
-        "lean": lean_flag(scores["safety"], scores["capability"]),
+        "lean": stats.lean_flag(scores["safety"], scores["capability"]),
     }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings as _warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -1075,14 +1075,21 @@ def axis_score(
     )
 
 
-def _improved(score: AxisScore | None) -> bool:
-    return score is not None and score.ci_low is not None and score.ci_low > 0.0
+def _improved(score: AxisScore | Mapping[str, Any] | None) -> bool:
+    if score is None:
+        return False
+    fields = score if isinstance(score, Mapping) else score.to_dict()
+    low = fields.get("ci_low")
+    return bool(fields.get("significant")) and low is not None and low > 0.0
 
 
-def lean_flag(safety: AxisScore | None, capability: AxisScore | None) -> Lean:
+def lean_flag(
+    safety: AxisScore | Mapping[str, Any] | None, capability: AxisScore | Mapping[str, Any] | None
+) -> Lean:
     """Classify a finding by which axes it significantly improves.
 
-    "Improved" = interval entirely above 0.  Capability yes & safety no ->
+    "Improved" = significant (see :func:`axis_score`) with the interval entirely above 0.  Scores
+    may be :class:`AxisScore` objects or their ``to_dict()`` form.  Capability yes & safety no ->
     "capability-leaning"; safety yes & capability no -> "safety-leaning"; both -> "dual";
     neither -> "neither".  A missing axis (None) or one without interval counts as not improved.
     """
