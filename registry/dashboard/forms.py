@@ -43,6 +43,11 @@ class LandscapeFilterForm(FindingFilterForm):
         del self.fields["status"]
 
 
+def reproducible_experiments(finding: Finding):
+    """The finding's experiments that may be reproduced: every one not retracted, oldest first."""
+    return finding.experiments.filter(retracted_at__isnull=True).order_by("id")
+
+
 class ReproductionRequestForm(forms.Form):
     experiment = forms.ModelChoiceField(queryset=Experiment.objects.none(), empty_label=None)
     n_seeds = forms.IntegerField(
@@ -54,9 +59,11 @@ class ReproductionRequestForm(forms.Form):
 
     def __init__(self, *args, finding: Finding, **kwargs):
         super().__init__(*args, **kwargs)
-        experiments = finding.experiments.order_by("id")
+        # A retracted experiment is never reproduced again: it is neither offered nor accepted.
+        experiments = reproducible_experiments(finding)
         self.fields["experiment"].queryset = experiments
         self.fields["experiment"].label_from_instance = lambda e: f"#{e.pk} {e.plugin}"
         first = experiments.first()
         if first is not None and not self.is_bound:
+            self.initial.setdefault("experiment", first.pk)
             self.initial.setdefault("n_seeds", first.default_seeds)

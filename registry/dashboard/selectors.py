@@ -644,30 +644,80 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
+#: How a censored value reads: the stored value is the budget, a lower bound, never a time.
+NOT_REACHED_NOTE = (
+    "“> N (not reached)”: the event did not happen within the budget N; the value is a lower bound on "
+    "the time to the event, not a time."
+)
+
+
+def measurement_cell(value: float | None, censored: bool) -> dict[str, Any]:
+    """One table cell: a number, or for a censored time-to-event value "> budget (not reached)"."""
+    if value is None:
+        return {"value": None, "censored": False, "text": "n/a"}
+    if censored:
+        return {"value": value, "censored": True, "text": f"> {charts.fmt_number(value)} (not reached)"}
+    return {"value": value, "censored": False, "text": charts.fmt_number(value)}
+
+
 def measurement_table(runs: list[Run]) -> dict[str, Any]:
-    """Per run and arm, the value of each metric (rows), metrics as columns."""
+    """Per run and arm, the value of each metric (rows), metrics as columns. Each cell has its text;
+    a censored value (event not reached within the budget) reads "> budget (not reached)"."""
     metrics = sorted({m.metric for run in runs for m in run.measurements.all()})
     rows = []
+    n_censored = 0
     for run in runs:
-        by_arm: dict[str, dict[str, float]] = defaultdict(dict)
+        by_arm: dict[str, dict[str, tuple[float, bool]]] = defaultdict(dict)
         for m in run.measurements.all():
-            by_arm[m.arm][m.metric] = m.value
+            by_arm[m.arm][m.metric] = (m.value, bool(m.censored))
+            n_censored += bool(m.censored)
         for arm in sorted(by_arm, key=lambda a: (a != "baseline", a != "intervention", a)):
-            rows.append({"run": run, "arm": arm, "values": [by_arm[arm].get(metric) for metric in metrics]})
-    return {"metrics": metrics, "rows": rows}
+            cells = [measurement_cell(*by_arm[arm].get(metric, (None, False))) for metric in metrics]
+            rows.append({"run": run, "arm": arm, "values": cells})
+    return {
+        "metrics": metrics,
+        "rows": rows,
+        "censored": n_censored,
+        "censored_note": NOT_REACHED_NOTE if n_censored else "",
+    }
+
+
+def _arm_order(arm: str) -> tuple[bool, bool, str]:
+    return (arm != "baseline", arm != "intervention", arm)
 
 
 def metric_plots(runs: list[Run], units: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One dot plot per metric: every run's arms, baseline against intervention."""
+    """One dot plot per metric: every run's arms, baseline against intervention. A censored value
+    (event not reached) is a bound, not a value: it is left out of the plot, and the plot's note
+    says how many per arm were left out. A metric whose every value is censored has no plot."""
     values: dict[str, list[tuple[str, int, int, float]]] = defaultdict(list)
+    censored: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    arms: dict[str, set[str]] = defaultdict(set)
     for run in runs:
         for m in run.measurements.all():
-            values[m.metric].append((m.arm, run.pk, run.seed, m.value))
+            arms[m.metric].add(m.arm)
+            if m.censored:
+                censored[m.metric][m.arm] += 1
+            else:
+                values[m.metric].append((m.arm, run.pk, run.seed, m.value))
     units = units or {}
-    return [
-        {"metric": metric, "svg": charts.dot_plot_svg(items, metric=metric, unit=units.get(metric, ""))}
-        for metric, items in sorted(values.items())
-    ]
+    plots = []
+    for metric in sorted(arms):
+        left_out = censored.get(metric) or {}
+        note = ""
+        if left_out:
+            per_arm = ", ".join(f"{left_out[arm]} {arm}" for arm in sorted(left_out, key=_arm_order))
+            note = (
+                f"Not reached within the budget: {per_arm} value(s), left out of the plot "
+                "(a censored value is a lower bound, not a time)."
+            )
+        svg = None
+        if values.get(metric):
+            svg = charts.dot_plot_svg(
+                values[metric], metric=metric, unit=units.get(metric, ""), arms=sorted(arms[metric], key=_arm_order)
+            )
+        plots.append({"metric": metric, "svg": svg, "censored": sum(left_out.values()), "note": note})
+    return plots
 
 
 def _metric_units(plugin: str) -> dict[str, str]:

@@ -11,7 +11,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from registry.dashboard import selectors
-from registry.dashboard.forms import FindingFilterForm, LandscapeFilterForm, ReproductionRequestForm
+from registry.dashboard.forms import (
+    FindingFilterForm,
+    LandscapeFilterForm,
+    ReproductionRequestForm,
+    reproducible_experiments,
+)
 from registry.errors import ApplicationError
 from registry.findings.models import Finding
 from registry.findings.services import finding_can_edit
@@ -46,7 +51,7 @@ def _finding_page(
     # Any signed-in user may reproduce a finding: a reproduction by someone other than its
     # authors is the "independent" rung of the evidence ladder.
     can_reproduce = request.user.is_authenticated
-    if can_reproduce and form is None and finding.experiments.exists():
+    if can_reproduce and form is None and reproducible_experiments(finding).exists():
         form = ReproductionRequestForm(finding=finding)
     context.update(
         runs=selectors.finding_runs(finding=finding),

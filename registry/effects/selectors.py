@@ -22,7 +22,7 @@ from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 
 LEANS = ("safety-leaning", "capability-leaning", "dual", "neither")
-#: The capabilities correlation warns below this many observations (runs x arms).
+#: The capabilities correlation is withheld below this many runs (each run gives two models).
 MIN_CORRELATION_OBSERVATIONS = 10
 #: Correlations and trends across findings are shown only with at least this many findings.
 MIN_LANDSCAPE_FINDINGS = 5
@@ -91,7 +91,7 @@ def _point(finding: Finding, data: dict[str, Any]) -> dict[str, Any]:
         "kind": finding.kind,
         "status": finding.status,
         "tags": sorted(t.name for t in finding.tags.all()),
-        "plugins": sorted({e.plugin for e in finding.experiments.all()}),
+        "plugins": sorted({e.plugin for e in finding.experiments.all() if e.retracted_at is None}),
         "safety": scores.get("safety"),
         "capability": scores.get("capability"),
         "lean": data.get("lean", "neither"),
@@ -319,7 +319,7 @@ def _landscape_findings(*, user: Any, tag: str | None, kind: str | None, plugin:
     if kind:
         findings = findings.filter(kind=kind)
     if plugin:
-        findings = findings.filter(experiments__plugin=plugin)
+        findings = findings.filter(experiments__plugin=plugin, experiments__retracted_at__isnull=True)
     return findings.distinct().prefetch_related("experiments").order_by("id")
 
 
@@ -331,7 +331,11 @@ def landscape_get(*, user: Any, tag: str | None = None, kind: str | None = None,
     scored = [p for p in points if p["safety"] or p["capability"]]
     counts = _lean_counts(points)
     ids = [f.pk for f in findings]
-    plugins = sorted(set(Experiment.objects.filter(finding_id__in=ids).values_list("plugin", flat=True)))
+    plugins = sorted(
+        set(
+            Experiment.objects.filter(finding_id__in=ids, retracted_at__isnull=True).values_list("plugin", flat=True)
+        )
+    )
     if plugin:
         plugins = [name for name in plugins if name == plugin]
     visible = finding_list(user=user)

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
@@ -757,6 +758,10 @@ def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
         "evidence_rungs": _rungs(all_pairs, author_ids),
         "experiments": summaries,
         "retracted_experiments": retracted,
+        # what the effects were computed with (the stale scan recomputes when an installed version changes)
+        "plugin_versions": {
+            e.plugin: getattr(_plugin_class(e.plugin), "version", None) for e in experiments.values()
+        },
         "summary_experiment": summary_experiment,
         "metrics": [_metric_entry(group) for group in groups],
         "claims": claim_entries,
@@ -791,6 +796,10 @@ RECOMPUTE_QUEUE = "maintenance"
 #: A recompute still pending this long after its request is enqueued again by the sweep (the
 #: broker may have lost the message; a duplicate is harmless: recomputing is idempotent).
 RECOMPUTE_RESEND_AFTER = timedelta(minutes=5)
+#: A recompute that failed (and exhausted its retries) is tried again this often by the sweep.
+RECOMPUTE_FAILED_RESEND_AFTER = timedelta(hours=1)
+#: At most this many requests are re-sent per sweep (oldest first).
+SWEEP_LIMIT = 200
 MAX_ERROR_CHARS = 10_000
 
 
@@ -827,48 +836,52 @@ def effects_recompute_request(*, finding_id: int) -> None:
 
 
 def effects_recompute_run(*, finding_id: int) -> dict:
-    """The recompute task's body: clear ``pending`` (committed at once, so a change that commits
-    during the computation requests, and gets, another recompute), then recompute and store.
+    """The recompute task's body: one transaction that locks the finding's effects row, recomputes
+    and stores the effects, and clears ``pending``.
 
+    While it runs, writers requesting a recompute wait on the row lock; they then find ``pending``
+    cleared and request (and get) another recompute that sees their change. A crash anywhere rolls
+    the transaction back and leaves ``pending`` set, so the sweep sends the request again. A
+    duplicate message (the sweep re-sent a request already done) finds nothing pending and returns.
     A failure is logged with the finding, stored in ``FindingEffects.error`` with the event
     ``finding.effects_failed``, and re-raised (the task retries); a success clears ``error``.
     """
-    with transaction.atomic():
-        # The UPDATE waits for the row lock of a requesting writer still committing: that writer's
-        # data is then visible to the computation below.
-        FindingEffects.objects.filter(finding_id=finding_id).update(pending=False)
     try:
         with transaction.atomic():
             # the writers' lock order: this row, then the finding (finding_effects_recompute)
-            list(FindingEffects.objects.select_for_update().filter(finding_id=finding_id).values_list("pk"))
+            row = FindingEffects.objects.select_for_update().filter(finding_id=finding_id).first()
+            if row is None or not row.pending:
+                return {}
             data = finding_effects_recompute(finding_id=finding_id)
-            FindingEffects.objects.filter(finding_id=finding_id).exclude(error="").update(error="")
+            FindingEffects.objects.filter(finding_id=finding_id).update(pending=False, error="")
     except Exception as exc:
         logger.exception("effects recompute failed for finding %s", finding_id)
-        message = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        # Readers see the kind of failure; the details (which may name hosts or SQL) stay in the log.
+        message = f"{type(exc).__name__} while recomputing the effects (details in the worker log)"
         with transaction.atomic():
-            FindingEffects.objects.filter(finding_id=finding_id).update(error=message)
+            FindingEffects.objects.filter(finding_id=finding_id).update(error=message[:MAX_ERROR_CHARS])
             event_emit(
                 type="finding.effects_failed",
                 finding_id=finding_id,
-                payload={"finding": finding_id, "error": message[:500]},
+                payload={"finding": finding_id, "error": message},
             )
         raise
     return data
 
 
-def effects_recompute_sweep(*, now: datetime | None = None) -> list[int]:
+def effects_recompute_sweep(*, now: datetime | None = None, limit: int = SWEEP_LIMIT) -> list[int]:
     """Enqueue again the recomputes still pending ``RECOMPUTE_RESEND_AFTER`` after their request
-    (a lost message); returns their findings. The request time moves on, so each is re-sent at
-    most once per interval."""
+    (a lost message, a crashed worker), oldest first and at most ``limit`` per sweep; one that
+    failed (``error`` set) only every ``RECOMPUTE_FAILED_RESEND_AFTER``. Returns their findings.
+    The request time moves on, so each is re-sent at most once per interval."""
     now = now or timezone.now()
-    cutoff = now - RECOMPUTE_RESEND_AFTER
+    due = Q(error="", requested_at__lt=now - RECOMPUTE_RESEND_AFTER) | (
+        ~Q(error="") & Q(requested_at__lt=now - RECOMPUTE_FAILED_RESEND_AFTER)
+    )
     resent = []
-    stale = FindingEffects.objects.filter(pending=True, requested_at__lt=cutoff)
-    for finding_id in stale.values_list("finding_id", flat=True):
-        if FindingEffects.objects.filter(finding_id=finding_id, pending=True, requested_at__lt=cutoff).update(
-            requested_at=now
-        ):
+    stale = FindingEffects.objects.filter(due, pending=True).order_by("requested_at")
+    for finding_id in list(stale.values_list("finding_id", flat=True)[:limit]):
+        if FindingEffects.objects.filter(due, finding_id=finding_id, pending=True).update(requested_at=now):
             effects_recompute_enqueue(finding_id)
             resent.append(finding_id)
     return resent

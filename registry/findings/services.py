@@ -428,6 +428,7 @@ def experiment_retract(*, experiment: Experiment, user: Any, reason: str | None)
     experiment.retracted_at = timezone.now()
     experiment.retraction_reason = reason
     experiment.save(update_fields=["retracted_at", "retraction_reason"])
+    cancelled = _cancel_unfinished_runs(experiment)
     event_emit(
         type="experiment.retracted",
         finding_id=experiment.finding_id,
@@ -437,9 +438,26 @@ def experiment_retract(*, experiment: Experiment, user: Any, reason: str | None)
             "experiment": experiment.pk,
             "plugin": experiment.plugin,
             "reason": reason,
+            "cancelled_runs": cancelled,
         },
     )
     return experiment
+
+
+def _cancel_unfinished_runs(experiment: Experiment) -> list[int]:
+    """A retracted experiment's queued or running runs can never count: cancel them (a running one
+    stops at its next ``should_stop`` check)."""
+    from registry.reproductions.services import run_event_emit, run_transition  # the layer above
+
+    cancelled = []
+    unfinished = Run.objects.filter(
+        reproduction__experiment=experiment, state__in=(Run.State.QUEUED, Run.State.RUNNING)
+    ).values_list("pk", flat=True)
+    for run_id in list(unfinished):
+        if run_transition(run_id=run_id, to_state=Run.State.CANCELLED, finished_at=timezone.now()):
+            run_event_emit("run.finished", run_id, reason="experiment retracted")
+            cancelled.append(run_id)
+    return cancelled
 
 
 def finding_is_visible(*, finding: Finding, user: Any) -> bool:

@@ -21,11 +21,11 @@ from registry.errors import ApplicationError, PermissionDenied
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import (
     ResultRow,
-    _run_event,
     check_storable,
     metric_catalogue_sync,
     params_validate,
     plugin_resolve,
+    run_event_emit,
     validate_results,
 )
 
@@ -180,6 +180,6 @@ def self_reported_run_record(
             for r in rows
         ]
     )
-    _run_event("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
+    run_event_emit("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
     effects_recompute_request(finding_id=experiment.finding_id)
     return run

@@ -375,11 +375,11 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
         )
         if not claimed:
             return None
-        _run_event("run.started", run_id)
+        run_event_emit("run.started", run_id)
     return token
 
 
-def _run_event(type: str, run_id: int, **extra: Any) -> Run:
+def run_event_emit(type: str, run_id: int, **extra: Any) -> Run:
     """Write a run.* event for the run as it now is (inside the transaction of the change)."""
     run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
     experiment = run.reproduction.experiment
@@ -566,7 +566,7 @@ def run_succeed(
                 for name, (digest, size, ct) in stored.items()
             ]
         )
-        _after_run_finished(_run_event("run.finished", run_id, measurements=len(rows)))
+        _after_run_finished(run_event_emit("run.finished", run_id, measurements=len(rows)))
     return True
 
 
@@ -593,7 +593,7 @@ def run_fail(
     with transaction.atomic():
         if not run_transition(run_id=run_id, to_state=state, token=token, **fields):
             return False
-        _after_run_finished(_run_event("run.finished", run_id, error=storable_text(error)[:500]))
+        _after_run_finished(run_event_emit("run.finished", run_id, error=storable_text(error)[:500]))
     return True
 
 
@@ -608,7 +608,7 @@ def run_cancel(*, run: Run, user: Any) -> bool:
     with transaction.atomic():
         if not run_transition(run_id=run.pk, to_state=State.CANCELLED, finished_at=timezone.now()):
             raise ApplicationError("the run finished meanwhile", field="state", status=409)
-        _run_event("run.finished", run.pk)
+        run_event_emit("run.finished", run.pk)
     return True
 
 
@@ -667,7 +667,7 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                 progress_message=f"requeued: worker {run.worker_host} stopped answering",
             ):
                 counts["requeued"] += 1
-                _run_event("run.requeued", run.pk, worker=run.worker_host)
+                run_event_emit("run.requeued", run.pk, worker=run.worker_host)
     lost_ids = _runs_to_redispatch(now)
     if lost_ids:
         runs_dispatch(lost_ids)

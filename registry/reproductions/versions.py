@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from plugins.registry import all_plugins
+from registry.effects.models import FindingEffects
 from registry.effects.services import effects_recompute_request
 from registry.events.services import event_emit
 from registry.findings.models import Finding
@@ -43,13 +44,23 @@ def findings_mark_stale() -> list[int]:
     """Refresh every finding's ``effects_stale`` flag; returns the findings that became stale."""
     versions = installed_versions()
     newly_stale = []
+    computed_with = dict(
+        FindingEffects.objects.filter(finding__experiments__isnull=False).values_list("finding_id", "data")
+    )
     for finding in Finding.objects.filter(experiments__isnull=False).distinct():
         stale = finding_is_stale(finding=finding, versions=versions)
-        if stale == finding.effects_stale:
+        # The installed plugin's declarations (metric versions, scales, axes) feed the effects: a
+        # version other than the one the cached effects were computed with asks for a recompute.
+        cached = (computed_with.get(finding.pk) or {}).get("plugin_versions")
+        upgraded = cached is not None and cached != {
+            e.plugin: versions.get(e.plugin) for e in finding.experiments.all()
+        }
+        if stale == finding.effects_stale and not upgraded:
             continue
         with transaction.atomic():
-            # The installed plugin's declarations (metric versions, scales, axes) feed the effects.
             effects_recompute_request(finding_id=finding.pk)
+            if stale == finding.effects_stale:
+                continue
             Finding.objects.filter(pk=finding.pk).update(effects_stale=stale)
             if stale:
                 newly_stale.append(finding.pk)

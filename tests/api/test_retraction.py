@@ -35,7 +35,7 @@ def test_an_author_retracts_an_experiment(api, experiment):
     event = Event.objects.filter(type="experiment.retracted").get()
     assert (event.finding_id, event.plugin) == (experiment.finding_id, "echo")
     assert event.payload == {"finding": experiment.finding_id, "experiment": experiment.pk, "plugin": "echo",
-                             "reason": REASON}
+                             "reason": REASON, "cancelled_runs": []}
     assert FindingEffects.objects.get(finding=experiment.finding).pending  # a recompute was requested
     # kept for the record, and shown as retracted
     shown = api.get(f"/api/v1/experiments/{experiment.pk}/").json()
@@ -112,3 +112,19 @@ def test_rereproduce_skips_retracted_experiments(api, finding, make_experiment):
     response = api.post(f"/api/v1/findings/{finding.pk}/rereproduce/", format="json")
     assert response.status_code in (200, 201, 202), response.content
     assert kept.reproductions.count() == 1 and retracted.reproductions.count() == 0
+
+
+def test_retracting_cancels_the_runs_still_to_come(api, finding, make_experiment):
+    from registry.reproductions.models import Run
+
+    experiment = make_experiment(finding, reproduce=False)
+    response = api.post(f"/api/v1/experiments/{experiment.pk}/reproductions/", {"seeds": [1, 2]}, format="json")
+    assert response.status_code == 202, response.content
+    queued = sorted(Run.objects.filter(reproduction__experiment=experiment).values_list("pk", flat=True))
+    assert len(queued) == 2
+    assert api.post(retract_url(experiment), {"reason": REASON}, format="json").status_code == 200
+    assert set(Run.objects.filter(pk__in=queued).values_list("state", flat=True)) == {"cancelled"}
+    event = Event.objects.filter(type="experiment.retracted").get()
+    assert event.payload["cancelled_runs"] == queued
+    finished = Event.objects.filter(type="run.finished").values_list("payload", flat=True)
+    assert sorted(p["run"] for p in finished) == queued

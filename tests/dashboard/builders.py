@@ -8,11 +8,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from registry.effects.services import effects_recompute_run
 from registry.findings.models import Claim, Finding
 from registry.findings.services import claim_create, finding_create
 from registry.reproductions.models import Artifact, Experiment, Measurement, Reproduction, Run
 from registry.reproductions.services import artifact_path, experiment_create
+from tests.effects.builders import recompute_as_the_worker
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def measured(
             ]
         )
     if recompute:
-        effects_recompute_run(finding_id=experiment.finding_id)
+        recompute_as_the_worker(experiment.finding_id)
     return reproduction
 
 
@@ -127,4 +127,4 @@ def stored_png(run: Run, name: str = "samples.png") -> Artifact:
 
 def recompute(finding_: Finding) -> None:
     """Recompute a finding's effects now, as the worker's task does after a change."""
-    effects_recompute_run(finding_id=finding_.pk)
+    recompute_as_the_worker(finding_.pk)

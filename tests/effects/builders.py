@@ -86,3 +86,15 @@ def claim_entry(data: dict, claim_obj: Claim) -> dict:
 
 def metric_entries(data: dict, metric: str) -> list[dict]:
     return [m for m in data["metrics"] if m["metric"] == metric]
+
+
+def recompute_as_the_worker(finding_id: int) -> dict:
+    """What a change followed by the worker's task does: request a recompute (rows written straight
+    through the ORM request none), then run the task's body."""
+    from django.db import transaction
+
+    from registry.effects.services import effects_recompute_request, effects_recompute_run
+
+    with transaction.atomic():
+        effects_recompute_request(finding_id=finding_id)
+    return effects_recompute_run(finding_id=finding_id)

@@ -8,7 +8,6 @@ import pytest
 
 from registry.effects.models import FindingEffects
 from registry.effects.selectors import rollup_get
-from registry.effects.services import effects_recompute_run
 from registry.events.models import Event
 from registry.findings.models import Finding, Tag
 from registry.reproductions.models import Measurement, Reproduction, Run
@@ -19,6 +18,7 @@ from tests.effects.builders import (
     claim,
     echo_params,
     experiment_for,
+    recompute_as_the_worker,
     reproduction,
 )
 from tests.factories import FindingFactory
@@ -32,7 +32,7 @@ def _finding(user, values=None, *, kind="fix", tags=(), builds_on=(), **extra) -
     finding.builds_on.set(builds_on)
     if values:
         reproduction(experiment_for(finding), values)
-        effects_recompute_run(finding_id=finding.pk)  # what the worker does once the runs finish
+        recompute_as_the_worker(finding.pk)  # what the worker does once the runs finish
     return finding
 
 
@@ -50,7 +50,7 @@ def test_effects_endpoint_reads_the_cache_and_never_computes(api, user, anon):
     assert (body["finding"], body["status"], body["claims"], body["metrics"]) == (finding.pk, "unreproduced", [], [])
     assert (body["computed_at"], body["pending"], body["error"], body["lean"]) == (None, False, None, "neither")
     assert not FindingEffects.objects.filter(finding=finding).exists()
-    effects_recompute_run(finding_id=finding.pk)
+    recompute_as_the_worker(finding.pk)
     body = anon.get(f"/api/v1/findings/{finding.pk}/effects/").json()
     assert body["claims"][0]["claim"] == c.pk and body["claims"][0]["verdict"] == "confirmed"
     assert body["lean"] == "safety-leaning"
@@ -69,7 +69,7 @@ def test_effects_follow_a_claim_added_after_the_last_run(api, user):
     assert response.status_code == 201, response.json()
     body = api.get(f"/api/v1/findings/{finding.pk}/effects/").json()
     assert body["pending"] is True and body["claims"] == []  # being recomputed: the cache as it was
-    effects_recompute_run(finding_id=finding.pk)  # the task the claim enqueued on commit
+    recompute_as_the_worker(finding.pk)  # the task the claim enqueued on commit
     body = api.get(f"/api/v1/findings/{finding.pk}/effects/").json()
     assert body["pending"] is False
     assert [c["verdict"] for c in body["claims"]] == ["refuted"]
@@ -231,7 +231,7 @@ def test_self_reported_run_is_stored_and_counted(api, user, experiment):
     event = Event.objects.filter(type="run.finished").last()
     assert event.payload["self_reported"] is True and event.payload["run"] == body["id"]
     assert api.get(f"/api/v1/findings/{experiment.finding_id}/effects/").json()["pending"] is True
-    effects_recompute_run(finding_id=experiment.finding_id)
+    recompute_as_the_worker(experiment.finding_id)
     effects = api.get(f"/api/v1/findings/{experiment.finding_id}/effects/").json()
     assert effects["claims"][0]["claim"] == c.pk
     assert (effects["claims"][0]["verdict"], effects["claims"][0]["evidence"]) == ("confirmed", "self_reported")

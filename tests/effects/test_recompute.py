@@ -136,6 +136,24 @@ def test_every_change_that_can_move_effects_requests_a_recompute(user, change, m
     assert _pending(finding)
 
 
+def test_a_second_plugin_upgrade_of_a_stale_finding_still_recomputes(user):
+    finding = FindingFactory(created_by=user)
+    experiment = experiment_for(finding)
+    reproduction(experiment, {"risk": RISK_DOWN[:3]})  # plugin version "": stale against the installed 1.0.0
+    assert findings_mark_stale() == [finding.pk]
+    effects_recompute_run(finding_id=finding.pk)
+    assert not _pending(finding)
+    assert FindingEffects.objects.get(finding=finding).data["plugin_versions"] == {"echo": "1.0.0"}
+    # already stale; the installed version the effects were computed with changes again
+    FindingEffects.objects.filter(finding=finding).update(
+        data={**FindingEffects.objects.get(finding=finding).data, "plugin_versions": {"echo": "0.9.0"}}
+    )
+    assert findings_mark_stale() == []  # no new stale event
+    assert _pending(finding)
+    effects_recompute_run(finding_id=finding.pk)
+    assert findings_mark_stale() == [] and not _pending(finding)  # nothing changed since: no request
+
+
 # ---------------------------------------------------------------- failures
 
 
@@ -145,15 +163,20 @@ def test_a_failing_recompute_is_logged_stored_announced_and_raised(finding, user
     def broken(*, finding_id):
         raise ValueError("statistics exploded")
 
+    MESSAGE = "ValueError while recomputing the effects (details in the worker log)"
+
     monkeypatch.setattr(services, "finding_effects_recompute", broken)
     with caplog.at_level(logging.ERROR, logger="registry.effects.services"), pytest.raises(ValueError):
         effects_recompute_run(finding_id=finding.pk)
     record = next(r for r in caplog.records if "effects recompute failed" in r.getMessage())
     assert str(finding.pk) in record.getMessage() and record.exc_info
     row = FindingEffects.objects.get(finding=finding)
-    assert row.error == "ValueError: statistics exploded" and not row.pending
+    # the request stays pending (the sweep tries again); readers see the kind of failure, not
+    # the exception text, which stays in the log
+    assert row.error == MESSAGE and row.pending
+    assert "statistics exploded" in record.exc_text or "statistics exploded" in str(record.exc_info[1])
     event = Event.objects.get(type="finding.effects_failed", finding_id=finding.pk)
-    assert event.payload == {"finding": finding.pk, "error": "ValueError: statistics exploded"}
+    assert event.payload == {"finding": finding.pk, "error": MESSAGE}
 
     # the task does not swallow it either: it raises for Celery to retry (then to record the failure)
     with pytest.raises((ValueError, Retry)):
@@ -163,7 +186,7 @@ def test_a_failing_recompute_is_logged_stored_announced_and_raised(finding, user
     # the read side shows it
     from registry.effects.selectors import finding_effects_get
 
-    assert finding_effects_get(finding=finding, user=None)["error"] == "ValueError: statistics exploded"
+    assert finding_effects_get(finding=finding, user=None)["error"] == MESSAGE
 
     # a later success clears it
     monkeypatch.undo()
@@ -229,3 +252,39 @@ def test_runs_finishing_in_the_worker_get_their_effects_recomputed(celery_worker
     assert [c["claim"] for c in body["claims"]] == [claim["id"]]
     assert ClaimVerdict.objects.filter(claim_id=claim["id"]).exists()
     assert "worker.effects_recompute" in celery_worker.output()
+
+
+def test_a_crash_mid_recompute_leaves_the_request_pending_for_the_sweep(user, monkeypatch, sent):
+    finding = FindingFactory(created_by=user)
+    claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+    assert FindingEffects.objects.get(finding=finding).pending
+
+    def killed(*, finding_id):
+        raise KeyboardInterrupt  # stands in for a SIGKILL between the start and the commit
+
+    monkeypatch.setattr(services, "finding_effects_recompute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        effects_recompute_run(finding_id=finding.pk)
+    row = FindingEffects.objects.get(finding=finding)
+    assert row.pending and row.error == ""  # rolled back: still requested
+    FindingEffects.objects.filter(pk=row.pk).update(requested_at=timezone.now() - timedelta(minutes=10))
+    assert effects_recompute_sweep() == [finding.pk]
+
+
+def test_a_duplicate_message_does_not_recompute_twice(user, monkeypatch):
+    finding = FindingFactory(created_by=user)
+    claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
+    calls = []
+    real = services.finding_effects_recompute
+    monkeypatch.setattr(services, "finding_effects_recompute", lambda **kw: calls.append(kw) or real(**kw))
+    effects_recompute_run(finding_id=finding.pk)
+    effects_recompute_run(finding_id=finding.pk)
+    assert len(calls) == 1 and not FindingEffects.objects.get(finding=finding).pending
+
+
+def test_the_sweep_is_bounded_and_oldest_first(user, sent):
+    old = timezone.now() - timedelta(minutes=30)
+    findings = [FindingFactory(created_by=user) for _ in range(3)]
+    for age, finding in enumerate(findings):
+        FindingEffects.objects.create(finding=finding, pending=True, requested_at=old - timedelta(minutes=age))
+    assert effects_recompute_sweep(limit=2) == [findings[2].pk, findings[1].pk]

@@ -9,7 +9,6 @@ import pytest
 
 from registry.effects import stats
 from registry.effects.models import ClaimVerdict, FindingEffects
-from registry.effects.services import effects_recompute_run
 from registry.events.models import Event
 from registry.reproductions.models import Reproduction, Run
 from registry.reproductions.services import run_succeed, validate_results
@@ -22,6 +21,7 @@ from tests.effects.builders import (
     experiment_for,
     metric_entries,
     recompute,
+    recompute_as_the_worker,
     reproduction,
 )
 from tests.factories import FindingFactory
@@ -314,7 +314,7 @@ def test_a_run_finishing_recomputes_the_effects(finding):
     # the runs only requested the recompute (pending); the worker's task computes it
     assert FindingEffects.objects.get(finding=finding).pending is True
     assert not ClaimVerdict.objects.filter(claim=c).exists()
-    effects_recompute_run(finding_id=finding.pk)
+    recompute_as_the_worker(finding.pk)
     finding.refresh_from_db()
     assert FindingEffects.objects.get(finding=finding).pending is False
     assert ClaimVerdict.objects.get(claim=c).verdict == "confirmed"

@@ -555,7 +555,8 @@ def test_axis_score_edge_cases() -> None:
 
 
 def _score(low: float | None, high: float | None) -> AxisScore:
-    return AxisScore(0.0, low, high, False, 3, 1, "log", 1.0, {}, False, 0.95)
+    significant = low is not None and high is not None and (low > 0 or high < 0)
+    return AxisScore(0.0, low, high, significant, 3, 1, "log", 1.0, {}, False, 0.95)
 
 
 @pytest.mark.parametrize(
@@ -567,6 +568,10 @@ def _score(low: float | None, high: float | None) -> AxisScore:
         (_score(-0.5, -0.1), None, "neither"),
         (_score(None, None), None, "neither"),
         (None, None, "neither"),
+        # an interval above 0 that is not significant (too few seeds) improves nothing
+        (AxisScore(0.3, 0.1, 0.5, False, 2, 1, "log", 1.35, {}, False, 0.95), None, "neither"),
+        # the to_dict() form reads the same
+        (_score(0.1, 0.5).to_dict(), None, "safety-leaning"),
     ],
 )
 def test_lean_flag(safety: AxisScore | None, capability: AxisScore | None, expected: str) -> None:
