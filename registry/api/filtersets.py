@@ -5,6 +5,7 @@ from django.db.models import Q
 
 from plugins.registry import all_plugins
 from registry.findings.models import Claim, Finding
+from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
 
 
@@ -46,7 +47,7 @@ class FindingFilter(django_filters.FilterSet):
     axis = django_filters.ChoiceFilter(
         choices=MetricDefinition.Axis.choices, method="by_axis", label="Has a claim on a metric of this axis"
     )
-    builds_on = django_filters.NumberFilter(field_name="builds_on__id")
+    builds_on = django_filters.NumberFilter(method="by_parent", label="Builds directly on this finding")
 
     class Meta:
         model = Finding
@@ -57,6 +58,13 @@ class FindingFilter(django_filters.FilterSet):
 
     def by_axis(self, queryset, name, value):
         return queryset.filter(pk__in=findings_with_claims_on_axis(value))
+
+    def by_parent(self, queryset, name, value):
+        # A parent the reader may not see answers like an absent one: nothing builds on it.
+        user = getattr(self.request, "user", None)
+        if not finding_list(user=user).filter(pk=value).exists():
+            return queryset.none()
+        return queryset.filter(builds_on__id=value)
 
 
 # Related ids are plain numbers, not model choices: a choice filter answers 400 for an id that does

@@ -341,6 +341,19 @@ def test_restricted_finding_is_hidden_from_others(client_for, anon, restricted):
     assert_error(stranger.patch(detail(restricted.pk), {"title": "x"}, format="json"), 404)
 
 
+def test_builds_on_a_hidden_finding_answers_like_an_absent_one(client_for, anon, reader, make_finding, restricted):
+    child = make_finding(title="A public follow-up", builds_on=[restricted])
+    absent = restricted.pk + 10_000
+    for client in (anon, client_for(UserFactory())):
+        hidden = client.get(f"/api/v1/findings/?builds_on={restricted.pk}")
+        missing = client.get(f"/api/v1/findings/?builds_on={absent}")
+        assert hidden.status_code == missing.status_code == 200
+        assert hidden.json() == missing.json() and hidden.json()["count"] == 0
+    # whoever may see the parent finds the child
+    seen = client_for(reader).get(f"/api/v1/findings/?builds_on={restricted.pk}").json()["results"]
+    assert [f["id"] for f in seen] == [child.pk]
+
+
 def test_restricted_finding_is_visible_to_readers_authors_and_staff(client_for, api, reader, other_user,
                                                                    staff_user, restricted):
     for client in (client_for(reader), api, client_for(other_user), client_for(staff_user)):
