@@ -67,6 +67,15 @@ class ClaimSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "finding", "version", "is_current", "verdict", "created_at"]
 
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        finding = self.context.get("finding")
+        if finding is not None:
+            # Only this finding's claims can be superseded: another finding's claim (hidden or not)
+            # answers exactly like an id that does not exist.
+            fields["supersedes"].queryset = Claim.objects.filter(finding=finding)
+        return fields
+
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_verdict(self, claim: Claim) -> str | None:
         verdict = getattr(claim, "verdict", None)

@@ -67,7 +67,7 @@ class FindingViewSet(viewsets.ModelViewSet):
             if request.query_params.get("history") not in ("1", "true"):
                 claims = claims.filter(is_current=True)
             return Response(s.ClaimSerializer(claims.select_related("verdict"), many=True).data)
-        serializer = s.ClaimSerializer(data=request.data)
+        serializer = s.ClaimSerializer(data=request.data, context={"finding": finding})
         serializer.is_valid(raise_exception=True)
         claim = finding_services.claim_create(finding=finding, user=request.user, **serializer.validated_data)
         return Response(s.ClaimSerializer(claim).data, status=status.HTTP_201_CREATED)

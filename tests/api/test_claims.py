@@ -160,6 +160,25 @@ def test_cannot_supersede_a_claim_of_another_finding(api, claim, make_finding):
     assert Claim.objects.get(pk=claim.pk).is_current is True
 
 
+def test_superseding_a_hidden_claim_answers_like_an_absent_one(client_for, other_user, make_finding, user):
+    from tests.factories import FindingFactory
+
+    hidden = FindingFactory(created_by=other_user, visibility="restricted")
+    hidden.authors.set([other_user])
+    secret = Claim.objects.create(finding=hidden, metric="risk", direction="decrease", min_relative_effect=0.5,
+                                  created_by=other_user)
+    mine = make_finding(title="Mine")
+    client = client_for(user)
+    bodies = []
+    for target in (secret.pk, secret.pk + 10_000):
+        response = client.post(claims_url(mine.pk), {"metric": "risk", "direction": "decrease", "supersedes": target},
+                               format="json")
+        assert response.status_code == 400
+        bodies.append(response.json()["errors"]["supersedes"][0].replace(str(target), "ID"))
+    assert bodies[0] == bodies[1]
+    assert Claim.objects.get(pk=secret.pk).is_current is True
+
+
 def test_claims_of_restricted_findings_are_hidden(client_for, make_finding, other_user):
     from registry.findings.services import claim_create
 
