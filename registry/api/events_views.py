@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.syndication.views import Feed
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.feedgenerator import Atom1Feed
@@ -22,10 +21,9 @@ from rest_framework.response import Response
 from registry.api.errors import query_text
 from registry.errors import ApplicationError
 from registry.events import services
+from registry.events.cursor import events_after, events_head, events_latest
 from registry.events.models import Delivery, Event, Subscription
-from registry.events.selectors import event_list
 from registry.findings.models import Finding
-from registry.findings.selectors import finding_list
 
 # --- Subscriptions -------------------------------------------------------------------------------
 
@@ -115,6 +113,19 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
 
+    @extend_schema(request=None, responses=SubscriptionSerializer)
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
+        """A new webhook secret, shown once; the former one keeps signing deliveries (a second
+        ``v1,`` signature) for WEBHOOKS_SECRET_ROTATION_GRACE_S."""
+        subscription, secret = services.subscription_secret_rotate(subscription=self.get_object())
+        data = SubscriptionSerializer(subscription).data
+        data["secret"] = secret
+        data["previous_secret_expires_at"] = serializers.DateTimeField().to_representation(
+            subscription.previous_secret_expires_at
+        )
+        return Response(data)
+
 
 # --- Server-sent events --------------------------------------------------------------------------
 
@@ -151,12 +162,6 @@ def _int_param(raw: str | None, name: str, default: int, low: int, high: int) ->
     return max(low, min(high, value))
 
 
-def _visible(user: Any, finding_ids: set[int]) -> set[int]:
-    if not finding_ids:
-        return set()
-    return set(finding_list(user=user).filter(id__in=finding_ids).values_list("id", flat=True))
-
-
 def event_stream(
     *, user: Any, after: int, timeout_s: float, poll_s: float = STREAM_POLL_S, keepalive_s: float = STREAM_KEEPALIVE_S
 ) -> Iterator[bytes]:
@@ -164,17 +169,14 @@ def event_stream(
     last_write = time.monotonic()
     yield b"retry: 3000\n\n"
     while True:
-        events = list(event_list(after=after)[:STREAM_BATCH])
+        # The commit-ordered cursor, hidden events left out of the scan: nothing of an event the
+        # reader may not see reaches the stream, not even its id.
+        events = events_after(after, limit=STREAM_BATCH, visible_to=user)
         if events:
-            visible = _visible(user, {e.finding_id for e in events if e.finding_id is not None})
             chunks = []
             for event in events:
-                if event.finding_id is None or event.finding_id in visible:
-                    data = json.dumps(_event_json(event), separators=(",", ":"))
-                    chunks.append(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n")
-            if events[-1].finding_id is not None and events[-1].finding_id not in visible:
-                # moves the client's Last-Event-ID past hidden events without dispatching anything
-                chunks.append(f"id: {events[-1].id}\n\n")
+                data = json.dumps(_event_json(event), separators=(",", ":"))
+                chunks.append(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n")
             after = events[-1].id
             yield "".join(chunks).encode()
             last_write = time.monotonic()
@@ -204,7 +206,9 @@ def events_stream(request: Request) -> StreamingHttpResponse:
     if last_id not in (None, ""):
         after = _int_param(last_id, "Last-Event-ID", 0, 0, 2**62)
     else:
-        after = _int_param(request.query_params.get("after"), "after", 0, 0, 2**62)
+        after = _int_param(request.query_params.get("after"), "after", -1, 0, 2**62)
+    if after < 0:  # neither ?after= nor Last-Event-ID: live from now, not a replay of the history
+        after = events_head()
     timeout_s = _int_param(
         request.query_params.get("timeout"), "timeout", STREAM_DEFAULT_TIMEOUT_S, 1, STREAM_MAX_TIMEOUT_S
     )
@@ -233,15 +237,14 @@ class EventsAtomFeed(Feed):
         return reverse("api:event-list")
 
     def items(self, obj: dict[str, Any]) -> list[Event]:
-        visible = finding_list(user=obj["user"]).values("id")
-        events = Event.objects.filter(Q(finding_id__isnull=True) | Q(finding_id__in=visible))
+        events = Event.objects.all()
         if obj.get("finding") is not None:
             events = events.filter(finding_id=obj["finding"])
         if obj.get("tag"):
             events = events.filter(finding_id__in=Finding.objects.filter(tags__name=obj["tag"]).values("id"))
         if obj.get("plugin"):
             events = events.filter(plugin=obj["plugin"])
-        return list(events.order_by("-id")[:FEED_SIZE])
+        return events_latest(limit=FEED_SIZE, visible_to=obj["user"], events=events)
 
     def item_title(self, item: Event) -> str:
         return f"{item.type}" + (f" on finding #{item.finding_id}" if item.finding_id else "")

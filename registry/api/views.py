@@ -16,7 +16,7 @@ from registry.api import serializers as s
 from registry.api.errors import query_text
 from registry.api.filtersets import ExperimentFilter, FindingFilter, ReproductionFilter, RunFilter
 from registry.errors import ApplicationError, NotFound
-from registry.events.selectors import event_list
+from registry.events.cursor import events_after
 from registry.findings import services as finding_services
 from registry.findings.models import Claim, Finding
 from registry.findings.selectors import finding_lineage, finding_list
@@ -284,23 +284,18 @@ def events(request: Request) -> Response:
     limit = integer("limit", 100, 1, 1000)
     finding = request.query_params.get("finding")
     types = [t for t in (query_text(request, "type", max_length=2000) or "").split(",") if t]
-    visible = set(finding_list(user=request.user).values_list("id", flat=True))
-    rows = []
-    # The cursor moves past every event scanned, hidden ones included: a reader whose next page
-    # holds only events it may not see must not be handed the same cursor forever.
-    next_cursor = after
-    scan = event_list(
-        after=after, types=types or None, finding_id=integer("finding", 0, 0, 2**62) if finding else None
-    )[: limit * 10]
-    for event in scan.iterator(chunk_size=limit + 1):
-        next_cursor = event.id
-        if event.finding_id is None or event.finding_id in visible:
-            rows.append(
-                {"id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
-                 "payload": event.payload, "created_at": event.created_at.isoformat()}
-            )
-        if len(rows) >= limit:
-            break
+    # One commit-ordered cursor (registry.events.cursor): never past an event that may still commit
+    # below it. Hidden events are left out of the scan, so a hidden finding answers like an absent one.
+    events = events_after(
+        after, limit=limit, visible_to=request.user, types=types or None,
+        finding_id=integer("finding", 0, 0, 2**62) if finding else None,
+    )
+    rows = [
+        {"id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
+         "payload": event.payload, "created_at": event.created_at.isoformat()}
+        for event in events
+    ]
+    next_cursor = events[-1].id if events else after
     return Response({"events": rows, "next": next_cursor})
 
 

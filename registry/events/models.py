@@ -2,10 +2,27 @@ from django.conf import settings
 from django.db import models
 
 
+class WritingTransactionId(models.Func):
+    """Column default of ``Event.txid``: the writing transaction's id on PostgreSQL
+    (``pg_current_xact_id()``, the top-level transaction's even inside a savepoint, as a bigint),
+    0 elsewhere (SQLite serialises writers: see ``registry.events.cursor``)."""
+
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return "0", []
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return "(pg_current_xact_id()::text::bigint)", []
+
+
 class Event(models.Model):
     """Append-only log, written in the same transaction as the change it describes.
 
-    The id is monotonic: readers page with ``?after=<id>``.
+    Readers never order by ``id`` alone (ids are allocated at insert and become visible at commit,
+    out of order): they read through ``registry.events.cursor.events_after``, which orders by
+    ``(txid, id)`` and stops at the oldest transaction that may still commit. ``?after=<id>``
+    stays an event id; its position is that event's ``(txid, id)``.
     """
 
     type = models.CharField(max_length=64)
@@ -13,10 +30,12 @@ class Event(models.Model):
     plugin = models.CharField(max_length=100, blank=True)
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The writing transaction (PostgreSQL xid8 as a bigint; 0 on SQLite), set by the database.
+    txid = models.BigIntegerField(db_default=WritingTransactionId(), editable=False)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["type"])]
+        indexes = [models.Index(fields=["type"]), models.Index(fields=["txid", "id"], name="events_event_cursor")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type}"
@@ -41,6 +60,9 @@ class Subscription(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.WEBHOOK)
     url = models.CharField(max_length=2000, blank=True)
     secret = models.CharField(max_length=128, blank=True)
+    # After a rotation the former secret still signs deliveries (a second signature) until then.
+    previous_secret = models.CharField(max_length=128, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
     # Events up to this id predate the subscription and are never delivered to it.
     after_event_id = models.BigIntegerField(default=0)

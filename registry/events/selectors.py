@@ -1,14 +1,7 @@
+"""Reading the event log: always through the commit-ordered cursor (see ``registry.events.cursor``)."""
+
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from registry.events.cursor import events_after, events_head, events_latest
 
-from registry.events.models import Event
-
-
-def event_list(*, after: int = 0, types: list[str] | None = None, finding_id: int | None = None) -> QuerySet[Event]:
-    events = Event.objects.filter(id__gt=after).order_by("id")
-    if types:
-        events = events.filter(type__in=types)
-    if finding_id is not None:
-        events = events.filter(finding_id=finding_id)
-    return events
+__all__ = ["events_after", "events_head", "events_latest"]

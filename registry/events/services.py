@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import secrets
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, Min
 from django.utils import timezone
 
 from registry.errors import ApplicationError
+from registry.events.cursor import cursor_position, events_after, events_head
 from registry.events.models import Delivery, DeliveryCursor, Event, Subscription
+from registry.events.webhooks import (  # noqa: F401 - re-exported: the webhook code moved there
+    WEBHOOK_BACKOFF_BASE_S,
+    WEBHOOK_MAX_ATTEMPTS,
+    WEBHOOK_TIMEOUT_S,
+    _is_private_host,
+    _NoRedirect,
+    _post,
+    _webhook_url_check,
+    delivery_send,
+    subscription_secret_rotate,
+    webhook_body,
+    webhook_headers,
+    webhook_secret_generate,
+    webhook_signature,
+)
 
 
 def event_emit(*, type: str, finding_id: int | None = None, plugin: str = "", payload: dict[str, Any]) -> Event:
@@ -49,41 +56,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 _UNSET = object()
-
-
-def _webhook_url_check(url: str) -> str:
-    url = (url or "").strip()
-    if not url:
-        raise ApplicationError("a webhook subscription needs a url", field="url")
-    if len(url) > 2000 or any(c.isspace() or ord(c) < 32 for c in url):
-        raise ApplicationError("url must be an http(s) URL of at most 2000 characters", field="url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApplicationError("url must be an http(s) URL", field="url")
-    if not settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES and _is_private_host(parts.hostname):
-        raise ApplicationError(
-            "url must point to a public address (this registry refuses loopback, private and link-local "
-            "addresses; WEBHOOKS_ALLOW_PRIVATE_ADDRESSES changes that)",
-            field="url",
-        )
-    return url
-
-
-def _is_private_host(hostname: str) -> bool:
-    """Whether any address the name resolves to is loopback, private, link-local or reserved (a
-    webhook must not be a way to reach the registry's own network)."""
-    import ipaddress
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(hostname, None)
-    except OSError:
-        return False  # unresolvable now: delivery will fail and be retried, and is checked again then
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not address.is_global or address.is_multicast:
-            return True
-    return False
 
 
 def _subscription_check(subscription: Subscription, *, owner: Any) -> None:
@@ -144,9 +116,11 @@ def subscription_create(
     _subscription_check(subscription, owner=owner)
     secret = ""
     if subscription.channel == Subscription.Channel.WEBHOOK:
-        secret = secrets.token_hex(32)
+        secret = webhook_secret_generate()
         subscription.secret = secret
-    subscription.after_event_id = Event.objects.aggregate(m=Max("id"))["m"] or 0
+    # "From now" on the commit-ordered cursor: an event with a lower id that commits later still
+    # comes after this position (see registry.events.cursor).
+    subscription.after_event_id = events_head()
     subscription.save()
     return subscription, secret
 
@@ -165,10 +139,11 @@ def subscription_update(*, subscription: Subscription, data: dict[str, Any]) -> 
     _subscription_check(subscription, owner=subscription.owner)
     secret = ""
     if subscription.channel == Subscription.Channel.WEBHOOK and not subscription.secret:
-        secret = secrets.token_hex(32)
+        secret = webhook_secret_generate()
         subscription.secret = secret
     elif subscription.channel != Subscription.Channel.WEBHOOK:
-        subscription.secret = ""
+        subscription.secret = subscription.previous_secret = ""
+        subscription.previous_secret_expires_at = None
     subscription.save()
     return subscription, secret
 
@@ -179,9 +154,18 @@ def subscription_delete(*, subscription: Subscription) -> None:
 
 # --- Matching ------------------------------------------------------------------------------------
 
-def subscription_matches(subscription: Subscription, event: Event, *, finding_tags: dict[int, set[str]]) -> bool:
-    """The filter alone (visibility is checked separately)."""
-    if event.id <= subscription.after_event_id:
+def subscription_matches(
+    subscription: Subscription,
+    event: Event,
+    *,
+    finding_tags: dict[int, set[str]],
+    start: tuple[int, int] | None = None,
+) -> bool:
+    """The filter alone (visibility is checked separately). ``start`` is the subscription's cursor
+    position (``cursor_position(subscription.after_event_id)``): events at or before it predate
+    the subscription."""
+    start = start if start is not None else cursor_position(subscription.after_event_id)
+    if (event.txid, event.id) <= start:
         return False
     if subscription.event_types and event.type not in subscription.event_types:
         return False
@@ -224,10 +208,12 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
     ):
         finding_tags.setdefault(finding_id, set()).add(tag)
     visible_by_owner: dict[int, set[int]] = {}
+    starts = {s.after_event_id: cursor_position(s.after_event_id) for s in subscriptions}
     rows = []
     for subscription in subscriptions:
         for event in events:
-            if not subscription_matches(subscription, event, finding_tags=finding_tags):
+            start = starts[subscription.after_event_id]
+            if not subscription_matches(subscription, event, finding_tags=finding_tags, start=start):
                 continue
             if event.finding_id is not None:
                 if subscription.owner_id not in visible_by_owner:
@@ -242,129 +228,41 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
 
 # --- Webhook delivery ----------------------------------------------------------------------------
 
-WEBHOOK_TIMEOUT_S = 10
-WEBHOOK_MAX_ATTEMPTS = 6
-WEBHOOK_BACKOFF_BASE_S = 30  # 30 s, 1 min, 2 min, 4 min, 8 min between the six attempts
 WEBHOOK_LEASE_S = 60  # a claimed delivery is not picked again by a concurrent sweep for this long
 SWEEP_EVENT_BATCH = 500
 SWEEP_MAX_BATCHES = 20
 SWEEP_MAX_SENDS = 100
-# Event ids are allocated at insert but become visible at commit, so a lower id can appear after a
-# higher one. The sweep re-scans events younger than this (enqueueing is idempotent).
-SWEEP_COMMIT_LAG_S = 60
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib's API
-        return None  # a redirect is an answer like any other non-2xx one: not followed
-
-
-_opener = urllib.request.build_opener(_NoRedirect)
-
-
-def webhook_body(event: Event) -> bytes:
-    return json.dumps(
-        {
-            "id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
-            "payload": event.payload, "created_at": event.created_at.isoformat(),
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
-
-
-def webhook_signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
-    hostname = urlsplit(url).hostname or ""
-    if not settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES and _is_private_host(hostname):
-        return None, f"refused: {hostname} resolves to a non-public address"
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with _opener.open(request, timeout=WEBHOOK_TIMEOUT_S) as response:
-            response.read(65536)
-            return response.status, ""
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code} {exc.reason}"
-    except Exception as exc:  # noqa: BLE001 - any network failure is a failed attempt
-        return None, f"{type(exc).__name__}: {exc}"[:1000]
-
-
-def delivery_send(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
-    """One attempt: POST the event, record the outcome and schedule the retry."""
-    now = now or timezone.now()
-    subscription, event = delivery.subscription, delivery.event
-    error = ""
-    code: int | None = None
-    if not subscription.active or subscription.channel != Subscription.Channel.WEBHOOK:
-        error = "subscription is no longer an active webhook"
-    elif event.finding_id is not None and not _visible_ids(subscription.owner, {event.finding_id}):
-        error = "the event's finding is not visible to the subscription's owner"
-    if error:  # not retried: nothing will change by waiting
-        delivery.status, delivery.last_error, delivery.next_attempt_at = Delivery.Status.FAILED, error, None
-        delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
-        return delivery
-    body = webhook_body(event)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "interp-registry-webhooks/1",
-        "X-Registry-Event": event.type,
-        "X-Registry-Delivery": str(delivery.pk),
-        "X-Registry-Signature": webhook_signature(subscription.secret, body),
-    }
-    code, error = _post(subscription.url, body, headers)
-    delivery.attempts += 1
-    delivery.last_status_code = code
-    if code is not None and 200 <= code < 300:
-        delivery.status, delivery.last_error = Delivery.Status.DELIVERED, ""
-        delivery.delivered_at, delivery.next_attempt_at = now, None
-    else:
-        delivery.last_error = error or f"HTTP {code}"
-        if delivery.attempts >= WEBHOOK_MAX_ATTEMPTS:
-            delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
-        else:
-            delay = WEBHOOK_BACKOFF_BASE_S * 2 ** (delivery.attempts - 1)
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-    delivery.save(
-        update_fields=["attempts", "status", "last_status_code", "last_error", "next_attempt_at", "delivered_at"]
-    )
-    return delivery
 
 
 def _sweep_enqueue(now: datetime) -> int:
+    """Match the events after the sweep's cursor to subscriptions. The cursor is the commit-ordered
+    one (``registry.events.cursor``): it never passes an event that may still commit below it, so
+    no lag window is needed and each event is matched once."""
+
     created = 0
-    cutoff = now - timedelta(seconds=SWEEP_COMMIT_LAG_S)
     with transaction.atomic():
         cursor = DeliveryCursor.objects.select_for_update().filter(pk=1).first()
         if cursor is None:
-            start = Subscription.objects.filter(channel=Subscription.Channel.WEBHOOK).aggregate(
-                m=Min("after_event_id")
-            )["m"]
+            # The earliest subscription's start on the commit-ordered cursor, else "from now".
+            starts = Subscription.objects.filter(channel=Subscription.Channel.WEBHOOK).values_list(
+                "after_event_id", flat=True
+            ).distinct()
+            start = min(starts, key=cursor_position, default=None)
             if start is None:
-                start = Event.objects.aggregate(m=Max("id"))["m"] or 0
+                start = events_head()
             DeliveryCursor.objects.get_or_create(pk=1, defaults={"last_event_id": start})
             cursor = DeliveryCursor.objects.select_for_update().get(pk=1)
-        position = safe = cursor.last_event_id
-        contiguous = True
+        position = cursor.last_event_id
         for _ in range(SWEEP_MAX_BATCHES):
-            rows = list(Event.objects.filter(id__gt=position).order_by("id").values_list("id", "created_at")[
-                :SWEEP_EVENT_BATCH
-            ])
-            if not rows:
+            batch = events_after(position, limit=SWEEP_EVENT_BATCH)
+            if not batch:
                 break
-            created += deliveries_enqueue([r[0] for r in rows], now=now)
-            for event_id, created_at in rows:
-                if contiguous and created_at <= cutoff:
-                    safe = event_id
-                else:
-                    contiguous = False
-            position = rows[-1][0]
-            if len(rows) < SWEEP_EVENT_BATCH:
+            created += deliveries_enqueue([e.id for e in batch], now=now)
+            position = batch[-1].id
+            if len(batch) < SWEEP_EVENT_BATCH:
                 break
-        if safe != cursor.last_event_id:
-            cursor.last_event_id = safe
+        if position != cursor.last_event_id:
+            cursor.last_event_id = position
             cursor.save(update_fields=["last_event_id", "updated_at"])
     return created
 

@@ -165,6 +165,8 @@ STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
 WEBHOOKS_SWEEP_INTERVAL_S = env.float("WEBHOOKS_SWEEP_INTERVAL_S", default=10.0)
 # Webhooks to loopback/private addresses would let users probe the registry's own network.
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", default=False)
+# After a secret rotation, deliveries carry the old secret's signature too for this long.
+WEBHOOKS_SECRET_ROTATION_GRACE_S = env.float("WEBHOOKS_SECRET_ROTATION_GRACE_S", default=86400.0)
 RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)

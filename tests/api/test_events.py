@@ -121,3 +121,31 @@ def test_the_cursor_moves_past_hidden_events(anon, make_finding, make_experiment
 def test_bad_cursor_is_a_400(anon):
     assert_error(anon.get(EVENTS, {"after": "yesterday"}), 400, "after")
     assert_error(anon.get(EVENTS, {"after": "0x10"}), 400, "after")
+
+
+@pytest.mark.parametrize("who", ["anonymous", "stranger"])
+def test_hidden_finding_answers_like_an_absent_one(who, client_for, user, other_user):
+    from tests.events.helpers import emit, finding
+
+    client = client_for(None if who == "anonymous" else other_user)
+    public = finding(created_by=user)
+    hidden = finding(created_by=user, restricted_to=[])
+    emit("finding.created", public)
+    start = Event.objects.latest("id").id
+    emit("finding.created", hidden)
+    emit("run.finished", hidden, plugin="echo")
+    emit("finding.updated", hidden)
+    absent = hidden.pk + 1000
+    for after in (0, start):
+        by_hidden = client.get(EVENTS, {"finding": hidden.pk, "after": after})
+        by_absent = client.get(EVENTS, {"finding": absent, "after": after})
+        assert by_hidden.status_code == by_absent.status_code == 200
+        assert by_hidden.json() == by_absent.json() == {"events": [], "next": after}
+        # a type filter neither lists nor counts the hidden finding's events
+        typed = client.get(EVENTS, {"type": "run.finished,finding.updated", "after": after}).json()
+        assert typed == {"events": [], "next": after}
+    # the unfiltered log past the public event: the hidden events do not move the cursor either
+    assert client.get(EVENTS, {"after": start}).json() == {"events": [], "next": start}
+    # the owner sees them all
+    owner = client_for(user).get(EVENTS, {"finding": hidden.pk}).json()
+    assert [e["type"] for e in owner["events"]] == ["finding.created", "run.finished", "finding.updated"]

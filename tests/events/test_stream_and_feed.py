@@ -40,10 +40,10 @@ def test_stream_format_visibility_and_resume(anon, user, other_user):
     hidden = finding(created_by=other_user, restricted_to=[])
     e1 = emit("finding.created", public)
     e2 = emit("run.finished", public, plugin="echo", run=3)
-    e3 = emit("finding.created", hidden)  # last and hidden: only moves the client's Last-Event-ID
+    e3 = emit("finding.created", hidden)  # last and hidden: nothing of it reaches the stream
 
     started = time.monotonic()
-    response, messages = _stream(anon)
+    response, messages = _stream(anon, "&after=0")
     assert time.monotonic() - started < 5  # ?timeout closes the stream
     assert response["Cache-Control"] == "no-cache"
     assert messages[0] == {"retry": "3000"}
@@ -54,7 +54,8 @@ def test_stream_format_visibility_and_resume(anon, user, other_user):
         "id": e2.pk, "type": "run.finished", "finding": public.pk, "plugin": "echo", "payload": {"run": 3},
         "created_at": e2.created_at.isoformat(),
     }
-    assert {"id": str(e3.pk)} in messages  # no data: not dispatched, but the cursor moves
+    assert all("data" in m for m in messages[1:])  # no bare `id:` line for a hidden event
+    assert str(e3.pk) not in {m.get("id") for m in messages}
     assert hidden.pk not in {json.loads(m["data"])["finding"] for m in events}
 
     # resume with Last-Event-ID (header wins over ?after=)
@@ -67,7 +68,7 @@ def test_stream_format_visibility_and_resume(anon, user, other_user):
 def test_stream_shows_restricted_events_to_those_allowed(client_for, other_user):
     hidden = finding(created_by=other_user, restricted_to=[])
     event = emit("finding.created", hidden)
-    _, messages = _stream(client_for(other_user))
+    _, messages = _stream(client_for(other_user), "&after=0")
     assert [m["id"] for m in messages if "data" in m] == [str(event.pk)]
 
 
@@ -138,3 +139,46 @@ def test_atom_feed_is_limited_to_50(anon, user):
 def test_atom_feed_bad_parameter(anon):
     response = anon.get("/api/v1/events/feed.atom?finding=x")
     assert response.status_code == 400 and "finding" in response.json()["errors"]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "stranger"])
+def test_stream_shows_nothing_of_a_hidden_event(who, client_for, user, other_user):
+    client = client_for(None if who == "anonymous" else other_user)
+    hidden = finding(created_by=user, restricted_to=[])
+    public = finding(created_by=user)
+    before = emit("finding.created", public)
+    secret_edit = emit("finding.updated", hidden, title="secret")
+    _, messages = _stream(client, f"&after={before.pk}")
+    assert messages == [{"retry": "3000"}]  # no bare `id:` line, no data: as if nothing happened
+    after = emit("finding.updated", public)
+    _, messages = _stream(client, f"&after={before.pk}")
+    assert [m.get("id") for m in messages[1:]] == [str(after.pk)]
+    assert str(secret_edit.pk) not in {m.get("id") for m in messages}
+
+
+@pytest.mark.parametrize("who", ["anonymous", "stranger"])
+def test_stream_starts_from_now_by_default(who, client_for, user, other_user):
+    from registry.events.cursor import events_head
+
+    client = client_for(None if who == "anonymous" else other_user)
+    old = emit("finding.created", finding(created_by=user))
+    assert events_head() == old.pk
+    _, messages = _stream(client)  # no ?after=, no Last-Event-ID: live from now, no replay
+    assert [m for m in messages if "data" in m] == []
+    _, messages = _stream(client, "&after=0")  # an explicit cursor replays
+    assert [m["id"] for m in messages if "data" in m] == [str(old.pk)]
+    _, messages = _stream(client, HTTP_LAST_EVENT_ID="0")
+    assert [m["id"] for m in messages if "data" in m] == [str(old.pk)]
+    # live: an event written after the stream starts is delivered
+    reader = _anon_or(who, other_user)
+    stream = event_stream(user=reader, after=events_head(), timeout_s=0.5, poll_s=0.05, keepalive_s=0.1)
+    assert next(stream) == b"retry: 3000\n\n"
+    new = emit("finding.created", finding(created_by=user))
+    chunks = b"".join(stream)
+    assert f"id: {new.pk}\n".encode() in chunks and f"id: {old.pk}\n".encode() not in chunks
+
+
+def _anon_or(who, other_user):
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser() if who == "anonymous" else other_user

@@ -1,5 +1,7 @@
 """Subscription CRUD: validation, owner isolation, secret shown once, delivery log."""
 
+import base64
+
 import pytest
 
 from registry.events.models import Delivery, Subscription
@@ -17,7 +19,8 @@ def test_create_webhook_shows_the_secret_once(api, user):
     )
     assert response.status_code == 201, response.json()
     body = response.json()
-    assert body["channel"] == "webhook" and len(body["secret"]) == 64
+    assert body["channel"] == "webhook" and body["secret"].startswith("whsec_")
+    assert len(base64.b64decode(body["secret"].removeprefix("whsec_"))) >= 24
     assert body["finding"] is None and body["event_types"] == ["run.finished"]
     assert Subscription.objects.get(pk=body["id"]).secret == body["secret"]
     assert Subscription.objects.get(pk=body["id"]).owner == user
@@ -100,7 +103,7 @@ def test_update_and_delete(api):
     bad = api.patch(f"{URL}{created['id']}/", {"channel": "webhook"}, format="json")
     assert bad.status_code == 400 and "url" in bad.json()["errors"]
     good = api.patch(f"{URL}{created['id']}/", {"channel": "webhook", "url": "https://e.org/h"}, format="json")
-    assert good.status_code == 200 and len(good.json()["secret"]) == 64
+    assert good.status_code == 200 and good.json()["secret"].startswith("whsec_")
     bad = api.patch(f"{URL}{created['id']}/", {"tag": "x"}, format="json")
     assert bad.status_code == 400 and "plugin" in bad.json()["errors"]
     assert api.delete(f"{URL}{created['id']}/").status_code == 204

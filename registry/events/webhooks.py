@@ -1,0 +1,380 @@
+"""Webhook signing and sending: Standard Webhooks signatures, secret rotation, and a connection
+that goes only to the address that passed the public-address check.
+
+Signing follows https://www.standardwebhooks.com: every delivery carries ``webhook-id`` (stable
+across retries of that delivery), ``webhook-timestamp`` (unix seconds of this attempt) and
+``webhook-signature: v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))>``, with one
+space-separated ``v1,`` entry per live secret (two during a rotation's grace period). Secrets are
+``whsec_<base64 of 32 random bytes>`` and the key is the decoded part.
+
+Subscriptions created before Standard Webhooks hold a 64-character hex secret without the prefix.
+It is read the way the reference library (``standardwebhooks.Webhook(secret)``) and the
+specification read an unprefixed secret: as base64, so a receiver passes its old secret unchanged
+to the library. Their deliveries also keep the old ``X-Registry-Signature: sha256=<hex HMAC of the
+body>`` header, so receivers written against it keep working until the secret is rotated.
+
+Sending: the host is resolved once per attempt, every address is checked (loopback, private,
+link-local, CGNAT, multicast, reserved, unspecified, NAT64, 6to4, Teredo, IPv4-mapped/compatible are
+refused unless ``WEBHOOKS_ALLOW_PRIVATE_ADDRESSES``), then the socket connects to one of those
+checked addresses itself: the HTTP client never resolves the name again. The Host header and, for
+HTTPS, the SNI and certificate check use the URL's hostname. No redirects are followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import secrets
+import socket
+import ssl
+import threading
+import time
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.utils import timezone
+
+from registry.errors import ApplicationError
+from registry.events.models import Delivery, Event, Subscription
+
+WEBHOOK_CONNECT_TIMEOUT_S = 5
+WEBHOOK_TIMEOUT_S = 10  # the whole attempt: resolution, connection, TLS, request and response
+WEBHOOK_MAX_ATTEMPTS = 6
+WEBHOOK_BACKOFF_BASE_S = 30  # 30 s, 1 min, 2 min, 4 min, 8 min between the six attempts
+WEBHOOK_RESPONSE_MAX_BYTES = 65536
+SECRET_PREFIX = "whsec_"
+USER_AGENT = "interp-registry-webhooks/1"
+
+
+# --- Secrets and signatures ----------------------------------------------------------------------
+
+def webhook_secret_generate() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a secret: the base64-decoded part after ``whsec_``. An older unprefixed
+    (hex) secret is decoded as base64 too, as the reference library does with any unprefixed
+    secret; a string that is not base64 at all is used as raw bytes."""
+    encoded = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
+    try:
+        key = base64.b64decode(encoded + "==")
+    except (binascii.Error, ValueError):
+        key = b""
+    return key or secret.encode()
+
+
+def webhook_sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` signature of ``{id}.{timestamp}.{body}``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(webhook_secret_key(secret), signed, hashlib.sha256).digest()).decode()
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    """The pre-Standard-Webhooks signature (``X-Registry-Signature``), sent for legacy secrets only."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def webhook_live_secrets(subscription: Subscription, *, now: datetime | None = None) -> list[str]:
+    """The current secret, then the previous one while its rotation grace period lasts."""
+    now = now or timezone.now()
+    live = [subscription.secret] if subscription.secret else []
+    if (
+        subscription.previous_secret
+        and subscription.previous_secret_expires_at is not None
+        and subscription.previous_secret_expires_at > now
+    ):
+        live.append(subscription.previous_secret)
+    return live
+
+
+def webhook_body(event: Event) -> bytes:
+    return json.dumps(
+        {
+            "id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
+            "payload": event.payload, "created_at": event.created_at.isoformat(),
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+
+
+def webhook_headers(
+    delivery: Delivery, body: bytes, *, now: datetime | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    """The headers of one attempt. ``webhook-timestamp`` is the real time of sending (``now`` is the
+    sweep's clock, which decides which secrets are live)."""
+    subscription, event = delivery.subscription, delivery.event
+    live = webhook_live_secrets(subscription, now=now)
+    msg_id = f"dlv_{delivery.pk}"
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(webhook_sign(s, msg_id, timestamp, body) for s in live),
+        "X-Registry-Event": event.type,
+        "X-Registry-Delivery": str(delivery.pk),
+    }
+    legacy = next((s for s in live if not s.startswith(SECRET_PREFIX)), None)
+    if legacy:
+        headers["X-Registry-Signature"] = webhook_signature(legacy, body)
+    return headers
+
+
+def subscription_secret_rotate(*, subscription: Subscription, now: datetime | None = None) -> tuple[Subscription, str]:
+    """Give a webhook subscription a new secret; the current one stays valid (deliveries carry both
+    signatures) for ``WEBHOOKS_SECRET_ROTATION_GRACE_S``. Rotating again within the grace period
+    drops the oldest secret. Returns the subscription and the new secret (shown only now)."""
+    if subscription.channel != Subscription.Channel.WEBHOOK:
+        raise ApplicationError("only a webhook subscription has a secret to rotate", field="channel")
+    now = now or timezone.now()
+    secret = webhook_secret_generate()
+    subscription.previous_secret = subscription.secret
+    subscription.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOKS_SECRET_ROTATION_GRACE_S)
+    subscription.secret = secret
+    subscription.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at"])
+    return subscription, secret
+
+
+# --- Addresses -----------------------------------------------------------------------------------
+
+_REFUSED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.ip_network(network), reason)
+    for network, reason in (
+        ("0.0.0.0/8", "unspecified"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "carrier-grade NAT"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "reserved"),
+        ("192.0.2.0/24", "reserved"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "reserved"),
+        ("198.51.100.0/24", "reserved"),
+        ("203.0.113.0/24", "reserved"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+        ("::/96", "IPv4-compatible"),
+        ("64:ff9b::/96", "NAT64"),
+        ("64:ff9b:1::/48", "NAT64"),
+        ("100::/64", "reserved"),
+        ("2001::/32", "Teredo"),
+        ("2001:db8::/32", "reserved"),
+        ("2002::/16", "6to4"),
+        ("fc00::/7", "private"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "reserved"),
+        ("ff00::/8", "multicast"),
+    )
+)
+
+
+def address_refusal(address: str) -> str:
+    """Why a webhook may not connect to this IP address ("" when it may)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    for network, reason in _REFUSED_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return reason
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_reserved or not ip.is_global:
+        return "not a public address"
+    return ""
+
+
+def _resolve(hostname: str, port: int) -> list[str]:
+    """Every address of the name, in the resolver's order, without duplicates. Tests replace this
+    (or socket.getaddrinfo) to play a rebinding resolver."""
+    seen: list[str] = []
+    for info in socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM):
+        address = info[4][0]
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def _checked_addresses(hostname: str, port: int) -> list[str]:
+    """Resolve once and check every answer; raises ApplicationError(field="url") on refusal."""
+    try:
+        addresses = [str(ipaddress.ip_address(hostname))]  # an address literal needs no lookup
+    except ValueError:
+        addresses = []
+    try:
+        addresses = addresses or _resolve(hostname, port)
+    except (OSError, UnicodeError) as exc:
+        raise ApplicationError(f"url host {hostname!r} does not resolve ({exc})", field="url") from None
+    if not addresses:
+        raise ApplicationError(f"url host {hostname!r} does not resolve", field="url")
+    if not settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:
+        for address in addresses:
+            reason = address_refusal(address)
+            if reason:
+                raise ApplicationError(
+                    f"url must point to a public address: {hostname} resolves to {address} ({reason}); this "
+                    "registry refuses loopback, private, link-local, CGNAT, multicast, reserved, NAT64, 6to4, "
+                    "Teredo and IPv4-mapped addresses (WEBHOOKS_ALLOW_PRIVATE_ADDRESSES changes that)",
+                    field="url",
+                )
+    return addresses
+
+
+def _url_port(parts) -> int:
+    try:
+        port = parts.port
+    except ValueError:
+        raise ApplicationError("url has an invalid port", field="url") from None
+    return port or (443 if parts.scheme == "https" else 80)
+
+
+def _webhook_url_check(url: str) -> str:
+    url = (url or "").strip()
+    if not url:
+        raise ApplicationError("a webhook subscription needs a url", field="url")
+    if len(url) > 2000 or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ApplicationError("url must be an http(s) URL of at most 2000 characters", field="url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApplicationError("url must be an http(s) URL", field="url")
+    _checked_addresses(parts.hostname, _url_port(parts))
+    return url
+
+
+def _is_private_host(hostname: str) -> bool:
+    """Whether any address the name resolves to is refused (kept for callers of the old helper)."""
+    try:
+        addresses = _resolve(hostname, 0)
+    except (OSError, UnicodeError):
+        return False
+    return any(address_refusal(a) for a in addresses)
+
+
+# --- Sending -------------------------------------------------------------------------------------
+
+def _ssl_context() -> ssl.SSLContext:
+    """The TLS context of deliveries: the system's CAs, hostname check on. Tests replace it."""
+    return ssl.create_default_context()
+
+
+class _NoRedirect:
+    """Kept for imports of the old name: http.client never follows redirects, so a 3xx is an
+    answer like any other non-2xx one."""
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
+    """POST to the address that passed the check, never to a second resolution of the name.
+    Returns (status code or None, error text)."""
+    started = time.monotonic()
+    parts = urlsplit(url)
+    hostname = parts.hostname or ""
+    try:
+        port = _url_port(parts)
+        addresses = _checked_addresses(hostname, port)
+    except ApplicationError as exc:
+        return None, f"refused: {exc.message}"[:1000]
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+
+    def connect_checked(_address, timeout, source_address=None):
+        last: Exception | None = None
+        for address in addresses:  # only the checked answers, in order
+            remaining = WEBHOOK_TIMEOUT_S - (time.monotonic() - started)
+            if remaining <= 0:
+                break
+            try:
+                return socket.create_connection(
+                    (address, port), timeout=min(WEBHOOK_CONNECT_TIMEOUT_S, remaining), source_address=source_address
+                )
+            except OSError as exc:
+                last = exc
+        raise last or TimeoutError("no time left to connect")
+
+    if parts.scheme == "https":
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            hostname, port, timeout=WEBHOOK_CONNECT_TIMEOUT_S, context=_ssl_context()
+        )
+    else:
+        connection = http.client.HTTPConnection(hostname, port, timeout=WEBHOOK_CONNECT_TIMEOUT_S)
+    connection._create_connection = connect_checked  # the name is never resolved again
+    watchdog: threading.Timer | None = None
+    try:
+        connection.connect()  # TCP to the checked address, then TLS with SNI = hostname
+        remaining = WEBHOOK_TIMEOUT_S - (time.monotonic() - started)
+        if remaining <= 0:
+            raise TimeoutError(f"no answer within {WEBHOOK_TIMEOUT_S} s")
+        connection.sock.settimeout(remaining)
+        sock = connection.sock
+
+        def _cut() -> None:  # the 10 s total holds even against a server that drips bytes
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        watchdog = threading.Timer(remaining, _cut)
+        watchdog.daemon = True
+        watchdog.start()
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(WEBHOOK_RESPONSE_MAX_BYTES)
+        if time.monotonic() - started > WEBHOOK_TIMEOUT_S:
+            raise TimeoutError(f"no complete answer within {WEBHOOK_TIMEOUT_S} s")
+        if 200 <= response.status < 300:
+            return response.status, ""
+        return response.status, f"HTTP {response.status} {response.reason}"[:1000]
+    except Exception as exc:  # noqa: BLE001 - any network failure is a failed attempt
+        if time.monotonic() - started > WEBHOOK_TIMEOUT_S:
+            return None, f"TimeoutError: no complete answer within {WEBHOOK_TIMEOUT_S} s"
+        return None, f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        connection.close()
+
+
+def delivery_send(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
+    """One attempt: POST the event, record the outcome and schedule the retry."""
+    from registry.events.services import _visible_ids
+
+    now = now or timezone.now()
+    subscription, event = delivery.subscription, delivery.event
+    error = ""
+    code: int | None = None
+    if not subscription.active or subscription.channel != Subscription.Channel.WEBHOOK:
+        error = "subscription is no longer an active webhook"
+    elif event.finding_id is not None and not _visible_ids(subscription.owner, {event.finding_id}):
+        error = "the event's finding is not visible to the subscription's owner"
+    if error:  # not retried: nothing will change by waiting
+        delivery.status, delivery.last_error, delivery.next_attempt_at = Delivery.Status.FAILED, error, None
+        delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
+        return delivery
+    body = webhook_body(event)
+    code, error = _post(subscription.url, body, webhook_headers(delivery, body, now=now))
+    delivery.attempts += 1
+    delivery.last_status_code = code
+    if code is not None and 200 <= code < 300:
+        delivery.status, delivery.last_error = Delivery.Status.DELIVERED, ""
+        delivery.delivered_at, delivery.next_attempt_at = now, None
+    else:
+        delivery.last_error = error or f"HTTP {code}"
+        if delivery.attempts >= WEBHOOK_MAX_ATTEMPTS:
+            delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
+        else:
+            delay = WEBHOOK_BACKOFF_BASE_S * 2 ** (delivery.attempts - 1)
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+    delivery.save(
+        update_fields=["attempts", "status", "last_status_code", "last_error", "next_attempt_at", "delivered_at"]
+    )
+    return delivery
