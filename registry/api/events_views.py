@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.syndication.views import Feed
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.feedgenerator import Atom1Feed
+from django.utils.html import escape
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
@@ -23,6 +24,7 @@ from registry.errors import ApplicationError
 from registry.events import services
 from registry.events.cursor import events_after, events_head, events_latest
 from registry.events.models import Delivery, Event, Subscription
+from registry.events.presentation import event_summary, event_title, finding_titles
 from registry.findings.models import Finding
 
 # --- Subscriptions -------------------------------------------------------------------------------
@@ -39,8 +41,11 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Subscription
-        fields = ["id", "name", "channel", "url", "finding", "tag", "plugin", "event_types", "active", "created_at"]
-        read_only_fields = ["id", "created_at"]
+        fields = [
+            "id", "name", "channel", "url", "finding", "tag", "plugin", "event_types", "active", "created_at",
+            "disabled_reason", "disabled_at",
+        ]
+        read_only_fields = ["id", "created_at", "disabled_reason", "disabled_at"]
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -52,6 +57,14 @@ class DeliverySerializer(serializers.ModelSerializer):
             "id", "event", "event_type", "status", "attempts", "last_status_code", "last_error",
             "next_attempt_at", "delivered_at", "created_at",
         ]
+
+
+class WebhookPingSerializer(serializers.Serializer):
+    webhook_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["delivered", "failed"])
+    status_code = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.FloatField()
+    error = serializers.CharField(allow_blank=True)
 
 
 def _service_kwargs(validated: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +138,26 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
             subscription.previous_secret_expires_at
         )
         return Response(data)
+
+    @extend_schema(request=None, responses={202: DeliverySerializer})
+    @action(
+        detail=True, methods=["post"], url_path=r"deliveries/(?P<delivery_id>[0-9]+)/redeliver",
+        serializer_class=DeliverySerializer,
+    )
+    def redeliver(self, request: Request, pk: str | None = None, delivery_id: str | None = None) -> Response:
+        """Queue a new attempt of one delivery now, with the same ``webhook-id``."""
+        subscription = self.get_object()
+        delivery = subscription.deliveries.select_related("event", "subscription").filter(pk=delivery_id).first()
+        if delivery is None:
+            raise Http404  # another subscription's delivery looks like an absent one
+        delivery = services.delivery_redeliver(delivery)
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses=WebhookPingSerializer)
+    @action(detail=True, methods=["post"], serializer_class=WebhookPingSerializer)
+    def ping(self, request: Request, pk: str | None = None) -> Response:
+        """Send a signed ``ping`` to the webhook now; answers its outcome and latency."""
+        return Response(services.webhook_ping(self.get_object()))
 
 
 # --- Server-sent events --------------------------------------------------------------------------
@@ -244,13 +277,23 @@ class EventsAtomFeed(Feed):
             events = events.filter(finding_id__in=Finding.objects.filter(tags__name=obj["tag"]).values("id"))
         if obj.get("plugin"):
             events = events.filter(plugin=obj["plugin"])
-        return events_latest(limit=FEED_SIZE, visible_to=obj["user"], events=events)
+        latest = events_latest(limit=FEED_SIZE, visible_to=obj["user"], events=events)
+        titles = finding_titles(latest)  # one query for all entries
+        for event in latest:
+            payload = event.payload if isinstance(event.payload, dict) else {}
+            event.finding_title = titles.get(event.finding_id) or payload.get("title")
+        return latest
 
     def item_title(self, item: Event) -> str:
-        return f"{item.type}" + (f" on finding #{item.finding_id}" if item.finding_id else "")
+        """For people, e.g. "Run 12 of “<finding title>” finished (succeeded)"; the feed generator
+        escapes it (an Atom text construct)."""
+        return event_title(item, getattr(item, "finding_title", None))
 
     def item_description(self, item: Event) -> str:
-        return json.dumps(_event_json(item), sort_keys=True)
+        """A plain-text summary, HTML-escaped (Django writes ``<summary type="html">``) with line
+        breaks kept; the feed generator escapes it once more as XML."""
+        text = event_summary(item, getattr(item, "finding_title", None))
+        return "<br>\n".join(escape(line) for line in text.split("\n"))
 
     def item_link(self, item: Event) -> str:
         if item.finding_id:

@@ -78,6 +78,25 @@ def cursor_position(after: int) -> tuple[int, int]:
     return (-1 if txid is None else txid, after)
 
 
+def deleted_findings_visible(user: Any) -> QuerySet[Event]:
+    """The ``finding.deleted`` events (tombstones) of the deleted findings this user could read
+    when they were deleted: the audience recorded on the event (``Event.audience_public``,
+    ``Event.audience``). A deleted finding's events are visible to exactly these readers; a
+    restricted finding's deletion reaches no stranger. Staff read every finding, deleted ones too."""
+    from registry.findings.models import Finding
+
+    tombstones = Event.objects.filter(type="finding.deleted", finding_id__isnull=False).exclude(
+        finding_id__in=Finding.objects.values("id")  # a rolled-back or premature tombstone decides nothing
+    )
+    if getattr(user, "is_authenticated", False):
+        if user.is_staff:
+            return tombstones
+        return tombstones.filter(
+            Q(audience_public=True) | Q(pk__in=Event.audience.through.objects.filter(user=user).values("event_id"))
+        )
+    return tombstones.filter(audience_public=True)
+
+
 def _filtered(
     events: QuerySet[Event], *, visible_to: Any, types: list[str] | None, finding_id: int | None,
 ) -> QuerySet[Event]:
@@ -85,7 +104,9 @@ def _filtered(
         from registry.findings.selectors import finding_list
 
         events = events.filter(
-            Q(finding_id__isnull=True) | Q(finding_id__in=finding_list(user=visible_to).values("id"))
+            Q(finding_id__isnull=True)
+            | Q(finding_id__in=finding_list(user=visible_to).values("id"))
+            | Q(finding_id__in=deleted_findings_visible(visible_to).values("finding_id"))
         )
     if types:
         events = events.filter(type__in=types)

@@ -32,6 +32,12 @@ class Event(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # The writing transaction (PostgreSQL xid8 as a bigint; 0 on SQLite), set by the database.
     txid = models.BigIntegerField(db_default=WritingTransactionId(), editable=False)
+    # Who could read the finding when its ``finding.deleted`` event was written (set by
+    # ``event_emit`` for that type only): everyone (``audience_public``) or these users. Once the
+    # finding is gone this is what the visibility rule goes on for all of its events
+    # (``registry.events.cursor``, ``registry.events.services._visible_ids``).
+    audience_public = models.BooleanField(null=True, blank=True, editable=False)
+    audience = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+", editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -64,6 +70,13 @@ class Subscription(models.Model):
     previous_secret = models.CharField(max_length=128, blank=True)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     active = models.BooleanField(default=True)
+    # Automatic disabling (registry.events.webhooks): failed delivery attempts in a row, when the
+    # first of them happened, and why/when the registry turned the subscription off (empty/None
+    # unless it did; PATCH {"active": true} clears all four).
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
     # Events up to this id predate the subscription and are never delivered to it.
     after_event_id = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,10 +21,12 @@ from registry.events.webhooks import (  # noqa: F401 - re-exported: the webhook 
     _NoRedirect,
     _post,
     _webhook_url_check,
+    delivery_redeliver,
     delivery_send,
     subscription_secret_rotate,
     webhook_body,
     webhook_headers,
+    webhook_ping,
     webhook_secret_generate,
     webhook_signature,
 )
@@ -32,7 +35,29 @@ from registry.events.webhooks import (  # noqa: F401 - re-exported: the webhook 
 def event_emit(*, type: str, finding_id: int | None = None, plugin: str = "", payload: dict[str, Any]) -> Event:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("events must be written in the transaction of the change they describe")
-    return Event.objects.create(type=type, finding_id=finding_id, plugin=plugin, payload=payload)
+    event = Event.objects.create(type=type, finding_id=finding_id, plugin=plugin, payload=payload)
+    if type == "finding.deleted" and finding_id is not None:
+        _audience_record(event)
+    return event
+
+
+def _audience_record(event: Event) -> None:
+    """Remember who can read the finding now, before it is deleted: afterwards the visibility rule
+    has only this to go on (so ``finding.deleted`` reaches exactly those who could see it)."""
+    from registry.findings.models import Finding
+    from registry.findings.selectors import finding_list
+
+    finding = Finding.objects.filter(pk=event.finding_id).first()
+    if finding is None:
+        event.audience_public = False
+    else:
+        event.audience_public = finding_list(user=AnonymousUser()).filter(pk=finding.pk).exists()
+        if not event.audience_public:
+            readers = {
+                *finding.authors.values_list("pk", flat=True), *finding.restricted_to.values_list("pk", flat=True)
+            }
+            event.audience.set(readers)
+    Event.objects.filter(pk=event.pk).update(audience_public=event.audience_public)
 
 
 # --- Subscriptions -------------------------------------------------------------------------------
@@ -127,7 +152,11 @@ def subscription_create(
 
 def subscription_update(*, subscription: Subscription, data: dict[str, Any]) -> tuple[Subscription, str]:
     """Partial update; returns the subscription and a secret only when one was newly generated
-    (a feed subscription turned into a webhook)."""
+    (a feed subscription turned into a webhook). Setting ``active`` to true re-enables a
+    subscription and clears its ``disabled_reason`` and failure count."""
+    if data.get("active") is True:
+        subscription.disabled_reason, subscription.disabled_at = "", None
+        subscription.consecutive_failures, subscription.failing_since = 0, None
     for field in ("name", "channel", "url", "tag", "plugin", "event_types", "active"):
         if field in data:
             value = data[field]
@@ -179,11 +208,19 @@ def subscription_matches(
 
 
 def _visible_ids(owner: Any, finding_ids: set[int]) -> set[int]:
+    """The findings among these the owner may see: existing ones by the visibility rule, deleted
+    ones by the audience recorded on their ``finding.deleted`` event."""
+    from registry.events.cursor import deleted_findings_visible
     from registry.findings.selectors import finding_list
 
     if not finding_ids:
         return set()
-    return set(finding_list(user=owner).filter(id__in=finding_ids).values_list("id", flat=True))
+    visible = set(finding_list(user=owner).filter(id__in=finding_ids).values_list("id", flat=True))
+    missing = finding_ids - visible
+    if missing:
+        deleted = deleted_findings_visible(owner).filter(finding_id__in=missing)
+        visible |= set(deleted.values_list("finding_id", flat=True))
+    return visible
 
 
 def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> int:
@@ -207,6 +244,11 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
         "finding_id", "tag__name"
     ):
         finding_tags.setdefault(finding_id, set()).add(tag)
+    for event in events:  # a deleted finding's tags survive in its finding.deleted payload
+        if event.type == "finding.deleted" and event.finding_id not in finding_tags:
+            tags = event.payload.get("tags") if isinstance(event.payload, dict) else None
+            if isinstance(tags, list):
+                finding_tags[event.finding_id] = {t for t in tags if isinstance(t, str)}
     visible_by_owner: dict[int, set[int]] = {}
     starts = {s.after_event_id: cursor_position(s.after_event_id) for s in subscriptions}
     rows = []

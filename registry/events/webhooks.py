@@ -29,6 +29,7 @@ import hmac
 import http.client
 import ipaddress
 import json
+import random
 import secrets
 import socket
 import ssl
@@ -45,8 +46,17 @@ from registry.events.models import Delivery, Event, Subscription
 
 WEBHOOK_CONNECT_TIMEOUT_S = 5
 WEBHOOK_TIMEOUT_S = 10  # the whole attempt: resolution, connection, TLS, request and response
-WEBHOOK_MAX_ATTEMPTS = 6
-WEBHOOK_BACKOFF_BASE_S = 30  # 30 s, 1 min, 2 min, 4 min, 8 min between the six attempts
+# Retries: exponential back-off with full jitter for up to 3 days. Before retry n (n = 1 after the
+# first failed attempt) the delivery waits a uniformly random time between 0 and
+# WEBHOOK_RETRY_SCHEDULE_S[n-1] seconds (the last entry repeats): ceilings of 1 min, 2 min, 5 min,
+# 10 min, 30 min, 1 h, 2 h, 4 h, 8 h, then 12 h. A retry that would fall after the delivery's
+# creation + WEBHOOK_RETRY_WINDOW_S is moved to the window's end (one last attempt then); a delivery
+# still failing at the end of the window, or after WEBHOOK_MAX_ATTEMPTS attempts (a safety bound; the
+# expected number over 3 days is about 20), is ``failed``.
+WEBHOOK_RETRY_WINDOW_S = 3 * 86400
+WEBHOOK_RETRY_SCHEDULE_S: tuple[int, ...] = (60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200)
+WEBHOOK_MAX_ATTEMPTS = 50
+WEBHOOK_BACKOFF_BASE_S = WEBHOOK_RETRY_SCHEDULE_S[0]  # kept for imports of the old name
 WEBHOOK_RESPONSE_MAX_BYTES = 65536
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "interp-registry-webhooks/1"
@@ -95,10 +105,17 @@ def webhook_live_secrets(subscription: Subscription, *, now: datetime | None = N
 
 
 def webhook_body(event: Event) -> bytes:
+    """The event and what a receiver needs to act on it without a second call (computed now, see
+    ``registry.events.presentation``): ``title`` (one line for people), ``finding_title``,
+    ``links`` (absolute API and dashboard URLs of the finding and, for run.* events, of the run),
+    ``verdict`` and ``measurements`` where the event has them. Only called for a delivery whose
+    owner may see the event's finding (``delivery_send`` checks it first)."""
+    from registry.events.presentation import event_details
+
     return json.dumps(
         {
             "id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
-            "payload": event.payload, "created_at": event.created_at.isoformat(),
+            "payload": event.payload, "created_at": event.created_at.isoformat(), **event_details(event),
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -369,12 +386,121 @@ def delivery_send(delivery: Delivery, *, now: datetime | None = None) -> Deliver
         delivery.delivered_at, delivery.next_attempt_at = now, None
     else:
         delivery.last_error = error or f"HTTP {code}"
-        if delivery.attempts >= WEBHOOK_MAX_ATTEMPTS:
-            delivery.status, delivery.next_attempt_at = Delivery.Status.FAILED, None
-        else:
-            delay = WEBHOOK_BACKOFF_BASE_S * 2 ** (delivery.attempts - 1)
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
+        delivery.next_attempt_at = webhook_next_attempt(delivery, now=now)
+        if delivery.next_attempt_at is None:
+            delivery.status = Delivery.Status.FAILED
     delivery.save(
         update_fields=["attempts", "status", "last_status_code", "last_error", "next_attempt_at", "delivered_at"]
     )
+    subscription_attempt_recorded(subscription, ok=delivery.status == Delivery.Status.DELIVERED, now=now)
+    return delivery
+
+
+# --- Retries and automatic disabling -------------------------------------------------------------
+
+def _jitter(ceiling: float) -> float:
+    """Full jitter: uniform in [0, ceiling]. Tests replace it to pin the schedule."""
+    return random.uniform(0, ceiling)
+
+
+def webhook_next_attempt(delivery: Delivery, *, now: datetime) -> datetime | None:
+    """When to retry a delivery whose attempt number ``delivery.attempts`` just failed, or None
+    when it has failed for good (see WEBHOOK_RETRY_SCHEDULE_S)."""
+    if delivery.attempts >= WEBHOOK_MAX_ATTEMPTS:
+        return None
+    deadline = (delivery.created_at or now) + timedelta(seconds=WEBHOOK_RETRY_WINDOW_S)
+    if now >= deadline:
+        return None
+    ceiling = WEBHOOK_RETRY_SCHEDULE_S[min(delivery.attempts, len(WEBHOOK_RETRY_SCHEDULE_S)) - 1]
+    return min(now + timedelta(seconds=_jitter(ceiling)), deadline)
+
+
+def subscription_attempt_recorded(subscription: Subscription, *, ok: bool, now: datetime) -> None:
+    """Count consecutive failed attempts; disable the subscription once there are at least
+    ``WEBHOOKS_DISABLE_AFTER_FAILURES`` of them spanning at least ``WEBHOOKS_DISABLE_AFTER_S``.
+
+    The owner learns it from the subscription itself (``active: false``, ``disabled_reason``,
+    ``disabled_at``), not from an event: events without a finding are visible to every reader of
+    the log, and a ``subscription.disabled`` event would tell everyone about another user's
+    subscription."""
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+
+    rows = Subscription.objects.filter(pk=subscription.pk)
+    if ok:
+        if subscription.consecutive_failures or subscription.failing_since:
+            rows.update(consecutive_failures=0, failing_since=None)
+            subscription.consecutive_failures, subscription.failing_since = 0, None
+        return
+    rows.update(consecutive_failures=F("consecutive_failures") + 1, failing_since=Coalesce("failing_since", now))
+    fresh = rows.values("consecutive_failures", "failing_since").first()
+    if fresh is None:
+        return
+    failures, since = fresh["consecutive_failures"], fresh["failing_since"]
+    subscription.consecutive_failures, subscription.failing_since = failures, since
+    span = (now - since).total_seconds()
+    if failures >= settings.WEBHOOKS_DISABLE_AFTER_FAILURES and span >= settings.WEBHOOKS_DISABLE_AFTER_S:
+        reason = (
+            f"disabled automatically after {fresh['consecutive_failures']} consecutive failed delivery attempts "
+            f"over {span / 3600:.1f} h (since {fresh['failing_since'].isoformat()}); "
+            'fix the endpoint, then PATCH {"active": true}'
+        )[:500]
+        if rows.filter(active=True).update(active=False, disabled_reason=reason, disabled_at=now):
+            subscription.active, subscription.disabled_reason, subscription.disabled_at = False, reason, now
+
+
+# --- Test ping -----------------------------------------------------------------------------------
+
+def webhook_ping(subscription: Subscription, *, now: datetime | None = None) -> dict:
+    """Send one signed ``ping`` to the subscription's URL now (inactive subscriptions too, to
+    check an endpoint before re-enabling it). Not logged as a delivery, not retried, not counted
+    towards automatic disabling. Returns the outcome."""
+    if subscription.channel != Subscription.Channel.WEBHOOK:
+        raise ApplicationError("only a webhook subscription can be pinged", field="channel")
+    now = now or timezone.now()
+    msg_id = f"ping_{secrets.token_hex(12)}"
+    timestamp = int(time.time())
+    body = json.dumps(
+        {"type": "ping", "subscription": subscription.pk, "created_at": now.isoformat()},
+        separators=(",", ":"), sort_keys=True,
+    ).encode()
+    live = webhook_live_secrets(subscription, now=now)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(webhook_sign(s, msg_id, timestamp, body) for s in live),
+        "X-Registry-Event": "ping",
+    }
+    legacy = next((s for s in live if not s.startswith(SECRET_PREFIX)), None)
+    if legacy:
+        headers["X-Registry-Signature"] = webhook_signature(legacy, body)
+    started = time.monotonic()
+    code, error = _post(subscription.url, body, headers)
+    latency_ms = round((time.monotonic() - started) * 1000, 1)
+    ok = code is not None and 200 <= code < 300
+    return {
+        "webhook_id": msg_id,
+        "status": "delivered" if ok else "failed",
+        "status_code": code,
+        "latency_ms": latency_ms,
+        "error": "" if ok else (error or f"HTTP {code}"),
+    }
+
+
+def delivery_redeliver(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
+    """Queue a new attempt of this delivery now (same ``webhook-id``); the next sweep sends it. A
+    redelivered attempt that fails is retried only while the delivery's 3-day window lasts."""
+    subscription = delivery.subscription
+    if subscription.channel != Subscription.Channel.WEBHOOK:
+        raise ApplicationError("only a webhook subscription has deliveries to resend", field="channel")
+    if not subscription.active:
+        raise ApplicationError(
+            'the subscription is inactive; re-enable it (PATCH {"active": true}) before redelivering',
+            field="active", status=409,
+        )
+    now = now or timezone.now()
+    delivery.status, delivery.next_attempt_at, delivery.delivered_at = Delivery.Status.PENDING, now, None
+    delivery.save(update_fields=["status", "next_attempt_at", "delivered_at"])
     return delivery

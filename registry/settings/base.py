@@ -162,11 +162,18 @@ RUN_HEARTBEAT_TIMEOUT_S = env.float("RUN_HEARTBEAT_TIMEOUT_S", default=120.0)
 RUN_REDISPATCH_AFTER_S = env.float("RUN_REDISPATCH_AFTER_S", default=300.0)
 REAPER_INTERVAL_S = env.float("REAPER_INTERVAL_S", default=30.0)
 STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
+# The registry's public address: absolute links in webhook payloads (no request to take it from).
+REGISTRY_BASE_URL = env.str("REGISTRY_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 WEBHOOKS_SWEEP_INTERVAL_S = env.float("WEBHOOKS_SWEEP_INTERVAL_S", default=10.0)
 # Webhooks to loopback/private addresses would let users probe the registry's own network.
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", default=False)
 # After a secret rotation, deliveries carry the old secret's signature too for this long.
 WEBHOOKS_SECRET_ROTATION_GRACE_S = env.float("WEBHOOKS_SECRET_ROTATION_GRACE_S", default=86400.0)
+# Automatic disabling: a webhook subscription is turned off (active=False, disabled_reason set)
+# once at least this many delivery attempts in a row have failed AND the first of them is at least
+# this many seconds old (so a short outage never disables anyone). Any success resets the count.
+WEBHOOKS_DISABLE_AFTER_FAILURES = env.int("WEBHOOKS_DISABLE_AFTER_FAILURES", default=20)
+WEBHOOKS_DISABLE_AFTER_S = env.float("WEBHOOKS_DISABLE_AFTER_S", default=86400.0)
 RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)

@@ -116,8 +116,8 @@ def test_atom_feed_entries_filters_and_visibility(anon, client_for, other_user):
     entries = _feed(anon)
     assert _ids(entries) == [e2.pk, e1.pk]  # newest first, the hidden one left out
     first = entries[0]
-    assert first.find(f"{ATOM}title").text == f"run.finished on finding #{plain.pk}"
-    assert json.loads(first.find(f"{ATOM}summary").text)["plugin"] == "echo"
+    assert first.find(f"{ATOM}title").text == f"A run of “{plain.title}” finished"  # no run id in the payload
+    assert "Plugin: echo" in first.find(f"{ATOM}summary").text
     assert f"/findings/{plain.pk}/" in first.find(f"{ATOM}link").get("href")
     assert {c.get("term") for c in first.findall(f"{ATOM}category")} == {"run.finished", "echo"}
 

@@ -14,7 +14,6 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from registry.events import webhooks
 from registry.events.models import Delivery, DeliveryCursor, Subscription
 from registry.events.services import (
-    WEBHOOK_MAX_ATTEMPTS,
     deliveries_enqueue,
     subscription_create,
     subscription_secret_rotate,
@@ -110,10 +109,11 @@ def test_webhook_delivered_signed_to_a_real_server(user):
         assert len(receiver.requests) == 1
         request = receiver.requests[0]
     body = json.loads(request.body)
-    assert body == {
+    assert {k: body[k] for k in ("id", "type", "finding", "plugin", "payload", "created_at")} == {
         "id": event.pk, "type": "run.finished", "finding": target.pk, "plugin": "sae",
         "payload": {"run": 7, "state": "succeeded"}, "created_at": event.created_at.isoformat(),
     }
+    assert body["finding_title"] == target.title  # and links, verdict: tests/events/test_payloads_and_feed.py
     # a receiver written to the Standard Webhooks specification accepts it
     assert secret.startswith("whsec_")
     assert Webhook(secret).verify(request.body, request.headers) == body
@@ -131,26 +131,29 @@ def test_webhook_delivered_signed_to_a_real_server(user):
     assert webhooks_sweep()["delivered"] == 0
 
 
-def test_failing_server_retries_with_backoff_then_fails(user):
+def test_failing_server_retries_with_backoff_then_fails(user, monkeypatch):
+    # full jitter pinned to its ceiling: the schedule's upper bounds, then the 3-day window's end
+    monkeypatch.setattr(webhooks, "_jitter", lambda ceiling: ceiling)
     now = timezone.now()
     with webhook_receiver(status=500) as receiver:
         sub = _sub(user, url=receiver.url)
         emit("finding.created", finding(created_by=user))
         webhooks_sweep(now=now)
+        Delivery.objects.filter(subscription=sub).update(created_at=now)  # the window starts at the first attempt
         delivery = Delivery.objects.get(subscription=sub)
         assert delivery.status == "pending" and delivery.attempts == 1 and delivery.last_status_code == 500
         delays = []
         previous = now
-        for attempt in range(2, WEBHOOK_MAX_ATTEMPTS + 1):
+        while delivery.status == "pending":
             delays.append((delivery.next_attempt_at - previous).total_seconds())
             assert webhooks_sweep(now=delivery.next_attempt_at - timedelta(seconds=1))["delivered"] == 0
-            assert Delivery.objects.get(pk=delivery.pk).attempts == attempt - 1  # not due yet
+            assert Delivery.objects.get(pk=delivery.pk).attempts == delivery.attempts  # not due yet
             previous = delivery.next_attempt_at
             webhooks_sweep(now=previous)
             delivery.refresh_from_db()
-            assert delivery.attempts == attempt
-        assert len(receiver.requests) == WEBHOOK_MAX_ATTEMPTS
-    assert delays == [30, 60, 120, 240, 480]
+        assert len(receiver.requests) == delivery.attempts == 15
+    assert delays == [60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200, 43200, 43200, 29520]
+    assert previous == now + timedelta(days=3)  # the last attempt is at the window's end
     assert delivery.status == "failed" and delivery.next_attempt_at is None
     assert delivery.last_status_code == 500 and "500" in delivery.last_error
     assert webhooks_sweep(now=previous + timedelta(days=1))["failed"] == 0
