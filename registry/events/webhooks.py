@@ -127,18 +127,27 @@ def webhook_headers(
 ) -> dict[str, str]:
     """The headers of one attempt. ``webhook-timestamp`` is the real time of sending (``now`` is the
     sweep's clock, which decides which secrets are live)."""
-    subscription, event = delivery.subscription, delivery.event
-    live = webhook_live_secrets(subscription, now=now)
-    msg_id = f"dlv_{delivery.pk}"
     timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = _signed_headers(
+        delivery.subscription, f"dlv_{delivery.pk}", timestamp, body, now=now, event_type=delivery.event.type
+    )
+    headers["X-Registry-Delivery"] = str(delivery.pk)
+    return headers
+
+
+def _signed_headers(
+    subscription: Subscription, msg_id: str, timestamp: int, body: bytes, *, now: datetime | None, event_type: str
+) -> dict[str, str]:
+    """Standard Webhooks headers, one signature per live secret (and the old header for an old
+    secret)."""
+    live = webhook_live_secrets(subscription, now=now)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": " ".join(webhook_sign(s, msg_id, timestamp, body) for s in live),
-        "X-Registry-Event": event.type,
-        "X-Registry-Delivery": str(delivery.pk),
+        "X-Registry-Event": event_type,
     }
     legacy = next((s for s in live if not s.startswith(SECRET_PREFIX)), None)
     if legacy:
@@ -464,18 +473,7 @@ def webhook_ping(subscription: Subscription, *, now: datetime | None = None) -> 
         {"type": "ping", "subscription": subscription.pk, "created_at": now.isoformat()},
         separators=(",", ":"), sort_keys=True,
     ).encode()
-    live = webhook_live_secrets(subscription, now=now)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(webhook_sign(s, msg_id, timestamp, body) for s in live),
-        "X-Registry-Event": "ping",
-    }
-    legacy = next((s for s in live if not s.startswith(SECRET_PREFIX)), None)
-    if legacy:
-        headers["X-Registry-Signature"] = webhook_signature(legacy, body)
+    headers = _signed_headers(subscription, msg_id, timestamp, body, now=now, event_type="ping")
     started = time.monotonic()
     code, error = _post(subscription.url, body, headers)
     latency_ms = round((time.monotonic() - started) * 1000, 1)
