@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from plugins.registry import register_temporarily
@@ -17,6 +16,7 @@ from registry.findings.services import experiment_retract
 from registry.reproductions.models import Experiment
 from registry.reproductions.services import experiment_create
 from tests.dashboard import builders as b
+from tests.dashboard.test_views import page
 from tests.fakes.plugins import TimedExperiment
 
 pytestmark = pytest.mark.django_db
@@ -25,23 +25,6 @@ pytestmark = pytest.mark.django_db
 RISK_HALVED_EXACTLY = [(1.0, 0.5), (2.0, 1.0), (4.0, 2.0)]
 
 
-@pytest.fixture
-def stranger(other_user):
-    client = Client()
-    client.force_login(other_user)
-    return client
-
-
-@pytest.fixture
-def readers(client, stranger):
-    """An anonymous visitor and a signed-in user who is not an author."""
-    return {"anonymous": client, "stranger": stranger}
-
-
-def page(client, url: str, status: int = 200) -> str:
-    response = client.get(url)
-    assert response.status_code == status, (url, response.status_code)
-    return response.content.decode()
 
 
 def claim_row(html: str, claim_pk: int) -> str:

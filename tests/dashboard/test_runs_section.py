@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.test import Client
 
 from plugins.registry import register_temporarily
 from registry.findings.services import experiment_retract
 from registry.reproductions.models import Experiment, Reproduction, Run
 from registry.reproductions.services import experiment_create
 from tests.dashboard import builders as b
+from tests.dashboard.test_views import page
 from tests.fakes.plugins import TimedExperiment
 
 pytestmark = pytest.mark.django_db
@@ -22,23 +22,6 @@ pytestmark = pytest.mark.django_db
 NEVER = b.Censored(100.0)
 
 
-@pytest.fixture
-def stranger(other_user):
-    client = Client()
-    client.force_login(other_user)
-    return client
-
-
-@pytest.fixture
-def readers(client, stranger):
-    """An anonymous visitor and a signed-in user who is not an author."""
-    return {"anonymous": client, "stranger": stranger}
-
-
-def page(client, url: str, status: int = 200) -> str:
-    response = client.get(url)
-    assert response.status_code == status, (url, response.status_code)
-    return response.content.decode()
 
 
 def runs_block(html: str, experiment_pk: int) -> str:
