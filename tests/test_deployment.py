@@ -54,3 +54,15 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
         timeout=60, env={**env, "DJANGO_SETTINGS_MODULE": "registry.settings.production"},
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_web_serves_asgi_with_uvicorn_workers():
+    """Live event streams hold no worker: the web service runs the ASGI app under uvicorn workers."""
+    import tomllib
+
+    command = " ".join(COMPOSE["services"]["web"]["command"].split())
+    assert "gunicorn registry.asgi:application -k uvicorn_worker.UvicornWorker" in command
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("uvicorn") for d in project["dependencies"])
+    assert any(d.startswith("uvicorn-worker") for d in project["optional-dependencies"]["production"])
+    assert "registry.asgi:application" in (ROOT / "scripts" / "dev").read_text()

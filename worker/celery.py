@@ -37,6 +37,9 @@ app.conf.update(
         "worker.effects_sweep": {"queue": "maintenance"},
     },
     broker_connection_retry_on_startup=True,
+    # A publish to a frozen broker gives up within seconds (socket timeouts in the transport
+    # options): callers log it and the reaper re-sends; a web request never hangs on the broker.
+    task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
     worker_hijack_root_logger=False,
 )
 
@@ -45,16 +48,29 @@ app.conf.update(
 def _schedule_reaper(sender: Celery, **kwargs) -> None:
     from django.conf import settings
 
-    sender.add_periodic_task(settings.REAPER_INTERVAL_S, sender.signature("worker.runs_reap"), name="reap runs")
+    # lease=True: a second beat's triggers find the lease taken and do nothing (worker/tasks.py);
+    # expires: a trigger that waited longer than its interval is superseded by the next one.
+    def beat(task: str, interval: float) -> object:
+        return sender.signature(task, kwargs={"lease": True}, options={"expires": interval})
+
     sender.add_periodic_task(
-        settings.STALE_CHECK_INTERVAL_S, sender.signature("worker.findings_mark_stale"), name="mark stale findings"
+        settings.REAPER_INTERVAL_S, beat("worker.runs_reap", settings.REAPER_INTERVAL_S), name="reap runs"
     )
     sender.add_periodic_task(
-        settings.WEBHOOKS_SWEEP_INTERVAL_S, sender.signature("worker.webhooks_sweep"), name="sweep webhooks"
+        settings.STALE_CHECK_INTERVAL_S,
+        beat("worker.findings_mark_stale", settings.STALE_CHECK_INTERVAL_S),
+        name="mark stale findings",
+    )
+    sender.add_periodic_task(
+        settings.WEBHOOKS_SWEEP_INTERVAL_S,
+        beat("worker.webhooks_sweep", settings.WEBHOOKS_SWEEP_INTERVAL_S),
+        name="sweep webhooks",
     )
     # Cheap (one query on pending recomputes): re-sends recomputes whose message the broker lost.
     sender.add_periodic_task(
-        settings.REAPER_INTERVAL_S, sender.signature("worker.effects_sweep"), name="resend lost effects recomputes"
+        settings.REAPER_INTERVAL_S,
+        beat("worker.effects_sweep", settings.REAPER_INTERVAL_S),
+        name="resend lost effects recomputes",
     )
 
 app.conf.imports = ("worker.tasks",)

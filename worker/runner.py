@@ -1,158 +1,134 @@
-"""Execute one run of a plugin: claim it, run it, write the result, whatever happens.
+"""Execute one run of a plugin: claim it, run it in a child process, write how it ended.
 
-Any exception (any ``BaseException``) ends with the run recorded as failed or timed out, with the
-error and traceback: a run is never left ``running`` by this process.
+The plugin runs in a child process of its own (worker/sandbox.py: a fresh interpreter with a
+scrubbed environment, a scratch directory, a memory limit, its own process group). This function,
+in the Celery pool process, is the only part that talks to the database: it keeps the heartbeat
+going, passes cancellation on, enforces the time limit (stop request, then SIGTERM, then SIGKILL)
+and records what happened: succeeded, failed (the plugin's error and traceback, or the exit code
+or signal of its process, the last lines it wrote), timed_out (only when the limit was reached)
+or nothing when the run was cancelled. A run is never left ``running`` by this process.
+
+A database error while writing a successful result is retried (back-off, up to RUN_SAVE_RETRY_S);
+it never turns the run into a failure.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import platform
+import signal
 import socket
-import sys
-import threading
 import time
 import traceback
-import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 import registry
-from plugins.sdk import RunContext, StopRequested, seed_everything
 from registry.errors import ApplicationError
 from registry.reproductions import services
 from registry.reproductions.models import Run
+from worker.sandbox import ChildRun, capture_environment, nvidia_smi_query
+
+__all__ = ["capture_environment", "nvidia_smi_query", "run_execute", "save_with_retry"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+PROGRESS_WRITE_INTERVAL_S = 0.5
 
 
-class RegistryContext(RunContext):
-    """The run context a plugin gets inside the registry: progress, logs, artifacts, cancellation."""
-
-    def __init__(self, *, run_id: int, token: uuid.UUID, seed: int, device: Any, deterministic: bool):
-        self.run_id = run_id
-        self.token = token
-        self.seed = seed
-        self.device = device
-        self.deterministic = deterministic
-        self.artifacts: dict[str, tuple[bytes, str]] = {}
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self._fraction: float | None = None
-        self._message: str | None = None
-        self._last_write = 0.0
-        self._stopped = False
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        with self._lock:
-            self._fraction, self._message = float(fraction), message
-        now = time.monotonic()
-        if now - self._last_write >= 0.5 or fraction >= 1.0:
-            self._last_write = now
-            try:
-                self.flush()
-            except Exception:  # a transient database error must not fail a healthy run
-                logger.exception("run %s: could not record progress", self.run_id)
-                close_old_connections()
-
-    def log(self, message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        logger.info("run %s: %s", self.run_id, message)
-        with self._lock:
-            self.lines.append(line)
-
-    def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        if not isinstance(data, bytes | bytearray):
-            raise TypeError("save_artifact needs bytes")
-        self.artifacts[name] = (bytes(data), content_type)
-
-    def should_stop(self) -> bool:
-        return self._stopped
-
-    def logs(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines)
-
-    def flush(self) -> None:
-        """Write heartbeat and progress; notice a cancellation."""
-        with self._lock:
-            fraction, message = self._fraction, self._message
-        state = services.run_heartbeat(run_id=self.run_id, token=self.token, progress=fraction, message=message)
-        if state != Run.State.RUNNING:
-            self._stopped = True
-
-
-class Heartbeat(threading.Thread):
-    """Keeps the run's heartbeat fresh even while the plugin is busy between progress calls."""
-
-    def __init__(self, ctx: RegistryContext, interval: float):
-        super().__init__(daemon=True, name=f"heartbeat-{ctx.run_id}")
-        self.ctx = ctx
-        self.interval = interval
-        self.done = threading.Event()
-
-    def run(self) -> None:
+def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None = None) -> T:
+    """Call ``save`` until it does not raise a database connection error: back-off 0.5, 1, 2, 4...
+    (at most 30 s apart) for up to ``total_s`` (RUN_SAVE_RETRY_S), closing the connection between
+    tries so the next one reconnects. Other errors, and the last connection error, are raised."""
+    budget = settings.RUN_SAVE_RETRY_S if total_s is None else total_s
+    deadline = time.monotonic() + budget
+    delay = 0.5
+    attempt = 1
+    while True:
         try:
-            while not self.done.wait(self.interval):
-                try:
-                    self.ctx.flush()
-                except Exception:
-                    logger.exception("heartbeat for run %s failed", self.ctx.run_id)
-                    connection.close()  # reconnect on the next beat
-        finally:
-            connection.close()
+            return save()
+        except (OperationalError, InterfaceError) as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.error("%s: database unavailable for %.0f s, giving up: %s", what, budget, exc)
+                raise
+            logger.warning("%s: database error on attempt %d, retrying in %.1f s: %s", what, attempt, delay, exc)
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
+                pass
+            time.sleep(min(delay, remaining))
+            delay, attempt = min(delay * 2, 30.0), attempt + 1
 
 
-def _choose_device(requested: str) -> Any:
-    import torch
-
-    if requested == "gpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def capture_environment(device: Any, *, seed: int, plugin_version: str, deterministic: bool) -> dict[str, Any]:
-    import torch
-
-    environment: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "device": str(device),
-        "device_name": "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "seed": seed,
-        "deterministic": deterministic,
-        "plugin_version": plugin_version,
-        "registry_version": registry.__version__,
-    }
-    if device.type == "cuda":
-        environment["device_name"] = torch.cuda.get_device_name(device)
-        environment["gpu_count"] = torch.cuda.device_count()
-        environment["driver"] = nvidia_smi_query("driver_version")
-        environment["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    return environment
-
-
-def nvidia_smi_query(field: str) -> str | None:
-    """One field of the first GPU from nvidia-smi (e.g. name, driver_version); None without one."""
-    import subprocess
-
+def _record_failure(
+    *, run_id: int, token: Any, state: str, error: str, tb: str = "", logs: str = "",
+    environment: dict[str, Any] | None = None,
+) -> None:
+    close_old_connections()
     try:
-        output = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
-    except Exception:
-        return None
-    return output.strip().splitlines()[0] if output.strip() else None
+        save_with_retry(
+            lambda: services.run_fail(
+                run_id=run_id, token=token, state=state, error=error, traceback=tb, logs=logs,
+                environment=environment,
+            ),
+            what=f"run {run_id}: recording {state}",
+        )
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:  # e.g. unstorable text: record the failure with the essentials only
+        logger.exception("run %s: could not record the failure in full", run_id)
+        services.run_fail(run_id=run_id, token=token, state=state, error=error[:1000])
+
+
+def _supervise(child: ChildRun, *, run_id: int, token: Any, time_limit: float) -> str | None:
+    """Wait for the child while keeping the heartbeat going; stop it on cancellation or at the
+    time limit (stop request, SIGTERM after half the grace period, SIGKILL after all of it).
+    Returns why it was stopped ("cancelled", "timeout") or None when it ended by itself."""
+    grace = max(0.0, float(settings.RUN_KILL_GRACE_S))
+    interval = float(settings.RUN_HEARTBEAT_INTERVAL_S)
+    deadline = child.started_at + time_limit
+    reason: str | None = None
+    stop_at: float | None = None
+    last_beat = last_progress = time.monotonic()
+    while child.wait(0.1) is None:
+        now = time.monotonic()
+        progress = child.take_progress() if now - last_progress >= PROGRESS_WRITE_INTERVAL_S else None
+        if progress is not None or now - last_beat >= interval:
+            last_progress = last_beat = now
+            fraction, message = progress or (None, None)
+            try:
+                state = services.run_heartbeat(run_id=run_id, token=token, progress=fraction, message=message)
+            except Exception:  # a transient database error must not fail a healthy run
+                logger.exception("run %s: could not record the heartbeat", run_id)
+                connection.close()
+            else:
+                if state != Run.State.RUNNING and reason is None:
+                    reason = "cancelled"
+        if reason is None and now >= deadline:
+            reason = "timeout"
+        if reason is not None:
+            if stop_at is None:
+                stop_at = now
+                child.request_stop()
+            elif now >= stop_at + grace and "SIGKILL" not in child.signals_sent:
+                child.kill_group(signal.SIGKILL)
+            elif now >= stop_at + grace / 2 and "SIGTERM" not in child.signals_sent:
+                child.kill_group(signal.SIGTERM)
+    return reason
+
+
+def _how_it_ended(child: ChildRun, reason: str | None) -> str:
+    _, words = child.exit_description()
+    if reason and not child.signals_sent and child.stopped:
+        return "the plugin stopped when asked"
+    if reason and child.signals_sent:
+        return f"{words} (after a stop request, then {', '.join(child.signals_sent)})"
+    return words
 
 
 def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
@@ -162,76 +138,96 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     token = services.run_claim(run_id=run_id, worker_host=host)
     if token is None:
         return "skipped: the run is not queued (duplicate or late message)"
-    ctx: RegistryContext | None = None
-    heartbeat: Heartbeat | None = None
+    child: ChildRun | None = None
     environment: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        import torch
-
         run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
         experiment = run.reproduction.experiment
-
         plugin = services.plugin_resolve(experiment.plugin)
         services._check_version_constraint(plugin, experiment.plugin_version_constraint)
         params = plugin.Params.model_validate(experiment.params)
-        torch.set_num_threads(settings.RUN_TORCH_THREADS)
-        device = _choose_device(run.reproduction.device)
-        deterministic = settings.RUN_DETERMINISTIC
-        ctx = RegistryContext(
-            run_id=run_id, token=token, seed=run.seed, device=device, deterministic=deterministic
-        )
-        environment = capture_environment(
-            device, seed=run.seed, plugin_version=plugin.version, deterministic=deterministic
-        )
-        if run.reproduction.device == "gpu" and device.type != "cuda":
-            ctx.log("a GPU was requested but this worker has none: running on the CPU")
-        heartbeat = Heartbeat(ctx, settings.RUN_HEARTBEAT_INTERVAL_S)
-        heartbeat.start()
-        seed_everything(run.seed, deterministic=deterministic)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        ctx.log(f"{plugin.name} {plugin.version} seed {run.seed} on {environment['device_name']}")
-        results = plugin().run(params, ctx)
-        rows = services.validate_results(plugin, results)
-        environment["wall_time_s"] = round(time.monotonic() - started, 3)
-        if device.type == "cuda":
-            environment["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        heartbeat.done.set()
-        close_old_connections()  # a connection that died during a long run is replaced, not fatal
-        stored = services.run_succeed(
+        memory_limit_mb = experiment.memory_limit_mb
+        if memory_limit_mb is None:
+            memory_limit_mb = settings.RUN_MEMORY_LIMIT_MB
+        child = ChildRun(
             run_id=run_id,
-            token=token,
-            rows=rows,
-            artifacts=ctx.artifacts,
-            environment=environment,
-            hardware=environment["device_name"],
-            plugin_version=plugin.version,
-            logs=ctx.logs(),
+            plugin=f"{plugin.__module__}:{plugin.__qualname__}",
+            params=params.model_dump(mode="json"),
+            seed=run.seed,
+            device=run.reproduction.device,
+            deterministic=settings.RUN_DETERMINISTIC,
+            torch_threads=settings.RUN_TORCH_THREADS,
+            memory_limit_mb=int(memory_limit_mb or 0),
+            scratch_root=settings.RUN_SCRATCH_DIR,
+            cgroup_parent=settings.RUN_CGROUP_PARENT,
+            env_passthrough=settings.RUN_ENV_PASSTHROUGH,
+        )
+        child.start()
+        reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s)
+        child.finish()  # no process of the run is left after this; all its messages are read
+        exit_fields, exit_words = child.exit_description()
+        environment = {
+            **child.environment, "registry_version": registry.__version__, **exit_fields,
+            "child_start_s": child.spawn_s, "wall_time_s": round(time.monotonic() - started, 3),
+        }
+        logs = child.logs()
+        succeeded = child.has_result and child.process is not None and child.process.returncode == 0
+        if reason == "cancelled" and not succeeded:
+            return "stopped: the run was cancelled"
+        if reason == "timeout" and not succeeded:
+            error = f"exceeded the time limit of {experiment.time_limit_s} s; {_how_it_ended(child, reason)}"
+            _record_failure(run_id=run_id, token=token, state=Run.State.TIMED_OUT, error=error, logs=logs,
+                            environment=environment)
+            return Run.State.TIMED_OUT
+        if not succeeded:
+            limit = child.memory_limit_mb
+            tb = ""
+            if child.error is not None:
+                error, tb = child.error.get("error", ""), child.error.get("traceback", "")
+                if limit and child.error.get("memory"):
+                    error = f"memory limit of {limit} MiB exceeded ({error})"
+            elif child.oom_killed():
+                error = f"memory limit of {limit} MiB exceeded; {exit_words}"
+            elif child.stopped:
+                return "stopped: the run was cancelled"
+            elif exit_fields.get("exit_code") == 0:
+                error = "the run's process exited without a result"
+            else:
+                error = exit_words
+            _record_failure(run_id=run_id, token=token, state=Run.State.FAILED, error=error, tb=tb, logs=logs,
+                            environment=environment)
+            return Run.State.FAILED
+        results, extra = child.load_results()
+        environment.update(extra)
+        rows = services.validate_results(plugin, results)  # a ValueError: the plugin's failure
+        artifacts = child.load_artifacts()
+        close_old_connections()  # a connection that died during a long run is replaced, not fatal
+        stored = save_with_retry(
+            lambda: services.run_succeed(
+                run_id=run_id, token=token, rows=rows, artifacts=artifacts, environment=environment,
+                hardware=str(environment.get("device_name", "cpu")), plugin_version=plugin.version, logs=logs,
+            ),
+            what=f"run {run_id}: saving the result",
         )
         return "succeeded" if stored else "discarded: the run was no longer ours"
+    except (OperationalError, InterfaceError):
+        # the database stayed away for longer than RUN_SAVE_RETRY_S: the run stays running, and
+        # the reaper requeues it once its heartbeat is stale; it is not the plugin's failure
+        logger.exception("run %s: could not reach the database; leaving it to the reaper", run_id)
+        raise
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
-        environment["wall_time_s"] = round(time.monotonic() - started, 3)
-        logs = ctx.logs() if ctx else ""
-        if isinstance(exc, StopRequested) or (ctx is not None and ctx.should_stop()):
-            return "stopped: the run was cancelled"
+        environment.setdefault("wall_time_s", round(time.monotonic() - started, 3))
         state = Run.State.TIMED_OUT if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else Run.State.FAILED
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ApplicationError):
-            message = exc.message
-        close_old_connections()
-        try:
-            services.run_fail(
-                run_id=run_id, token=token, state=state, error=message, traceback=traceback.format_exc(),
-                logs=logs, environment=environment,
-            )
-        except Exception:  # e.g. unstorable text: record the failure with the essentials only
-            logger.exception("run %s: could not record the failure in full", run_id)
-            services.run_fail(run_id=run_id, token=token, state=state, error=message[:1000])
+        message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
+        _record_failure(
+            run_id=run_id, token=token, state=state, error=message, tb=traceback.format_exc(),
+            logs=child.logs() if child is not None else "", environment=environment,
+        )
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return state
     finally:
-        if heartbeat is not None:
-            heartbeat.done.set()
-            heartbeat.join(timeout=5)
+        if child is not None:
+            child.finish()
+            child.cleanup()

@@ -7,9 +7,12 @@ value is a list of strings.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -18,6 +21,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from registry.errors import ApplicationError
 
 NON_FIELD_KEYS = ("non_field_errors", "detail")
+logger = logging.getLogger(__name__)
 
 
 def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -54,6 +58,13 @@ def _first_message(errors: dict[str, list[str]]) -> str:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
+        from registry.api.middleware import DB_UNAVAILABLE_DETAIL, RETRY_AFTER_S
+
+        logger.warning("database unavailable", exc_info=exc)
+        return Response(
+            {"detail": DB_UNAVAILABLE_DETAIL, "errors": {}}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
     if isinstance(exc, ApplicationError):
         data = exc.as_detail()
         data["errors"] = flatten_errors(data.get("errors") or {})

@@ -4,26 +4,32 @@ Atom feed. Thin: parse, call a service or selector, render."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.contrib.syndication.views import Feed
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import NoReverseMatch, reverse
 from django.utils.feedgenerator import Atom1Feed
 from django.utils.html import escape
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import permissions, renderers, serializers, status, viewsets
-from rest_framework.decorators import action, api_view, permission_classes, renderer_classes
+from rest_framework import exceptions, permissions, renderers, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
 from registry.api.errors import query_text
 from registry.errors import ApplicationError
-from registry.events import services
-from registry.events.cursor import events_after, events_head, events_latest
-from registry.events.models import Delivery, Event, Subscription
+from registry.events import services, stream
+from registry.events.cursor import events_head, events_latest
+from registry.events.models import Delivery, DeliveryAttempt, Event, Subscription
 from registry.events.presentation import event_summary, event_title, finding_titles
 from registry.findings.models import Finding
 
@@ -31,7 +37,15 @@ from registry.findings.models import Finding
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):
-    finding = serializers.IntegerField(source="finding_id", allow_null=True, required=False, min_value=1)
+    finding = serializers.IntegerField(
+        source="finding_ref", allow_null=True, required=False, min_value=1,
+        help_text=(
+            "The one finding this subscription follows (or null). When that finding is deleted the "
+            "subscription still receives its finding.deleted event (if its owner could read the finding), "
+            "with the title in the payload; it keeps this id and stays as it is (active), but matches "
+            "nothing new since finding ids are never reused: delete it or point it elsewhere when done."
+        ),
+    )
     event_types = serializers.ListField(
         child=serializers.CharField(max_length=64), required=False, allow_empty=True, max_length=50
     )
@@ -48,14 +62,28 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "disabled_reason", "disabled_at"]
 
 
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    response_body = serializers.CharField(
+        read_only=True, help_text="the first 1 KB of the answer's body, as text, control characters removed"
+    )
+
+    class Meta:
+        model = DeliveryAttempt
+        fields = ["number", "status_code", "latency_ms", "response_body", "error", "attempted_at"]
+        read_only_fields = fields
+
+
 class DeliverySerializer(serializers.ModelSerializer):
+    """One delivery with its log: ``attempt_log`` has one entry per attempt, oldest first."""
+
     event_type = serializers.CharField(source="event.type", read_only=True)
+    attempt_log = DeliveryAttemptSerializer(many=True, read_only=True)
 
     class Meta:
         model = Delivery
         fields = [
-            "id", "event", "event_type", "status", "attempts", "last_status_code", "last_error",
-            "next_attempt_at", "delivered_at", "created_at",
+            "id", "event", "event_type", "status", "attempts", "last_status_code", "last_latency_ms", "last_error",
+            "next_attempt_at", "delivered_at", "created_at", "attempt_log",
         ]
 
 
@@ -69,8 +97,8 @@ class WebhookPingSerializer(serializers.Serializer):
 
 def _service_kwargs(validated: dict[str, Any]) -> dict[str, Any]:
     data = dict(validated)
-    if "finding_id" in data:
-        data["finding"] = data.pop("finding_id")
+    if "finding_ref" in data:
+        data["finding"] = data.pop("finding_ref")
     return data
 
 
@@ -117,7 +145,7 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get"], serializer_class=DeliverySerializer)
     def deliveries(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
-        deliveries = subscription.deliveries.select_related("event").order_by("-id")
+        deliveries = subscription.deliveries.select_related("event").prefetch_related("attempt_log").order_by("-id")
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in Delivery.Status.values:
@@ -125,6 +153,23 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
             deliveries = deliveries.filter(status=wanted)
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
+
+    @extend_schema(responses=DeliverySerializer)
+    @action(
+        detail=True, methods=["get"], url_path=r"deliveries/(?P<delivery_id>[0-9]+)",
+        serializer_class=DeliverySerializer,
+    )
+    def delivery(self, request: Request, pk: str | None = None, delivery_id: str | None = None) -> Response:
+        """One delivery of this subscription with its attempt log (status code, latency, the start
+        of the answer, error, time of each attempt)."""
+        subscription = self.get_object()
+        delivery = (
+            subscription.deliveries.select_related("event").prefetch_related("attempt_log")
+            .filter(pk=delivery_id).first()
+        )
+        if delivery is None:
+            raise Http404  # another subscription's delivery looks like an absent one
+        return Response(DeliverySerializer(delivery).data)
 
     @extend_schema(request=None, responses=SubscriptionSerializer)
     @action(detail=True, methods=["post"], url_path="rotate-secret")
@@ -161,12 +206,8 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
 
 
 # --- Server-sent events --------------------------------------------------------------------------
-
-STREAM_POLL_S = 1.0
-STREAM_KEEPALIVE_S = 15.0
-STREAM_DEFAULT_TIMEOUT_S = 300
-STREAM_MAX_TIMEOUT_S = 3600
-STREAM_BATCH = 200
+# An async view: under ASGI (uvicorn, gunicorn with uvicorn workers) an open stream is a coroutine
+# on the event loop, not a worker (registry/events/stream.py); under WSGI it is a polling iterator.
 
 
 class EventStreamRenderer(renderers.BaseRenderer):
@@ -178,11 +219,13 @@ class EventStreamRenderer(renderers.BaseRenderer):
         return json.dumps(data).encode()  # errors only; the stream itself is a StreamingHttpResponse
 
 
-def _event_json(event: Event) -> dict[str, Any]:
-    return {
-        "id": event.id, "type": event.type, "finding": event.finding_id, "plugin": event.plugin,
-        "payload": event.payload, "created_at": event.created_at.isoformat(),
-    }
+def event_stream(
+    *, user: Any, after: int, timeout_s: float, poll_s: float | None = None, keepalive_s: float | None = None
+) -> Iterator[bytes]:
+    """The stream as a blocking, polling iterator (what WSGI servers serve)."""
+    return stream.event_stream_blocking(
+        user=user, after=after, timeout_s=timeout_s, poll_s=poll_s, keepalive_s=keepalive_s
+    )
 
 
 def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -195,62 +238,103 @@ def _int_param(raw: str | None, name: str, default: int, low: int, high: int) ->
     return max(low, min(high, value))
 
 
-def event_stream(
-    *, user: Any, after: int, timeout_s: float, poll_s: float = STREAM_POLL_S, keepalive_s: float = STREAM_KEEPALIVE_S
-) -> Iterator[bytes]:
-    deadline = time.monotonic() + timeout_s
-    last_write = time.monotonic()
-    yield b"retry: 3000\n\n"
-    while True:
-        # The commit-ordered cursor, hidden events left out of the scan: nothing of an event the
-        # reader may not see reaches the stream, not even its id.
-        events = events_after(after, limit=STREAM_BATCH, visible_to=user)
-        if events:
-            chunks = []
-            for event in events:
-                data = json.dumps(_event_json(event), separators=(",", ":"))
-                chunks.append(f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n")
-            after = events[-1].id
-            yield "".join(chunks).encode()
-            last_write = time.monotonic()
-        elif time.monotonic() - last_write >= keepalive_s:
-            yield b": keep-alive\n\n"
-            last_write = time.monotonic()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        if len(events) < STREAM_BATCH:
-            time.sleep(min(poll_s, remaining))
+def _stream_user(request: HttpRequest) -> Any:
+    """The caller, by the API's own authenticators (Token, Session; a test client's forced user)."""
+    return Request(request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]).user
 
 
-@extend_schema(
-    parameters=[
-        OpenApiParameter("after", int, description="resume after this event id (or send Last-Event-ID)"),
-        OpenApiParameter("timeout", int, description="close after this many seconds (default 300, max 3600)"),
-    ],
-    responses={(200, "text/event-stream"): str},
-)
-@api_view(["GET"])
-@permission_classes([permissions.AllowAny])
-@renderer_classes([renderers.JSONRenderer, EventStreamRenderer])
-def events_stream(request: Request) -> StreamingHttpResponse:
-    """Live events the caller may see, as server-sent events (``id:``/``event:``/``data:``)."""
-    last_id = request.headers.get("Last-Event-ID")
-    if last_id not in (None, ""):
-        after = _int_param(last_id, "Last-Event-ID", 0, 0, 2**62)
-    else:
-        after = _int_param(request.query_params.get("after"), "after", -1, 0, 2**62)
-    if after < 0:  # neither ?after= nor Last-Event-ID: live from now, not a replay of the history
-        after = events_head()
-    timeout_s = _int_param(
-        request.query_params.get("timeout"), "timeout", STREAM_DEFAULT_TIMEOUT_S, 1, STREAM_MAX_TIMEOUT_S
+async def _on_this_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+
+
+def _json_error(data: dict[str, Any], status_code: int, **headers: str) -> JsonResponse:
+    response = JsonResponse(data, status=status_code)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+class EventStreamSchema(APIView):
+    """The stream's OpenAPI description (the view itself is the async function below)."""
+
+    permission_classes = [permissions.AllowAny]
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="events_stream_retrieve",
+        parameters=[
+            OpenApiParameter("after", int, description="resume after this event id (or send Last-Event-ID)"),
+            OpenApiParameter("timeout", int, description="close after this many seconds (default 300, max 3600)"),
+        ],
+        responses={
+            (200, "text/event-stream"): str,
+            (400, "application/json"): OpenApiTypes.OBJECT,
+            (429, "application/json"): OpenApiTypes.OBJECT,
+        },
+        description="Live events the caller may see, as server-sent events (`id:`/`event:`/`data:`), "
+        "a `: keep-alive` comment when idle. 429 with Retry-After beyond the open streams allowed "
+        "per client or per server.",
     )
-    response = StreamingHttpResponse(
-        event_stream(user=request.user, after=after, timeout_s=timeout_s), content_type="text/event-stream"
-    )
+    def get(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+def _stream_headers(response: HttpResponseBase) -> HttpResponseBase:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# CSRF-exempt: the view writes nothing, and any other method than GET/HEAD gets its JSON 405 (not
+# Django's HTML 403 page for a POST without a CSRF token).
+@csrf_exempt
+async def events_stream(request: HttpRequest) -> HttpResponseBase:
+    """Live events the caller may see, as server-sent events (``id:``/``event:``/``data:``).
+    HEAD answers the same status and headers with an empty body at once, taking no stream slot."""
+    if request.method not in ("GET", "HEAD"):
+        return _json_error(
+            {"detail": f'Method "{request.method}" not allowed.', "errors": {}}, 405, Allow="GET, HEAD"
+        )
+    asgi = isinstance(request, ASGIRequest)
+    read = stream.run_db if asgi else _on_this_thread  # under ASGI: the stream's bounded pool
+    try:
+        user = await read(_stream_user, request)
+    except exceptions.APIException as exc:
+        headers = {"WWW_Authenticate": "Token"} if exc.status_code == 401 else {}
+        return _json_error({"detail": str(exc.detail), "errors": {}}, exc.status_code, **headers)
+    try:
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id not in (None, ""):
+            after = _int_param(last_id, "Last-Event-ID", 0, 0, 2**62)
+        else:
+            after = _int_param(request.GET.get("after"), "after", -1, 0, 2**62)
+        timeout_s = _int_param(
+            request.GET.get("timeout"), "timeout", stream.DEFAULT_TIMEOUT_S, 1, stream.MAX_TIMEOUT_S
+        )
+    except ApplicationError as exc:
+        data = exc.as_detail()
+        data.setdefault("errors", {})
+        return _json_error(data, exc.status)
+    if request.method == "HEAD":  # no stream to hold open (nor a slot taken for it)
+        return _stream_headers(HttpResponse(b"", content_type="text/event-stream"))
+    if after < 0:  # neither ?after= nor Last-Event-ID: live from now, not a replay of the history
+        after = await read(events_head)
+    client = f"user:{user.pk}" if user.is_authenticated else f"addr:{request.META.get('REMOTE_ADDR', '')}"
+    try:
+        lease = stream.acquire(client)
+    except stream.StreamLimitExceeded as exc:
+        return _json_error(exc.as_detail(), 429, Retry_After=str(exc.retry_after))
+    if asgi:
+        content: Any = stream.event_stream(user=user, after=after, timeout_s=timeout_s, lease=lease)
+    else:
+        content = stream.event_stream_blocking(user=user, after=after, timeout_s=timeout_s, lease=lease)
+    response = StreamingHttpResponse(content, content_type="text/event-stream")
+    response._resource_closers.append(lease.release)  # also released if the stream never starts
+    return _stream_headers(response)
+
+
+events_stream.cls = EventStreamSchema  # type: ignore[attr-defined]  # listed in the OpenAPI schema
+events_stream.initkwargs = {}  # type: ignore[attr-defined]
 
 
 # --- Atom feed -----------------------------------------------------------------------------------
@@ -324,9 +408,13 @@ def events_feed(request: HttpRequest) -> HttpResponse:
     try:
         finding = request.GET.get("finding")
         if finding not in (None, ""):
-            if not finding.isdigit():
+            try:  # not str.isdigit(): "²" is a digit to it, and int() refuses it
+                finding_id = int(finding)
+            except ValueError:
+                finding_id = 0
+            if not 1 <= finding_id < 2**63:
                 raise ApplicationError("finding must be an integer", field="finding")
-            params["finding"] = int(finding)
+            params["finding"] = finding_id
         for name, limit in (("tag", 64), ("plugin", 100)):
             value = query_text(request, name, max_length=limit)
             if value:
@@ -335,4 +423,9 @@ def events_feed(request: HttpRequest) -> HttpResponse:
         data = exc.as_detail()
         data.setdefault("errors", {})
         return JsonResponse(data, status=exc.status)
+    try:  # feed readers send a token too, not only a browser session
+        request.user = _stream_user(request)
+    except exceptions.APIException as exc:
+        headers = {"WWW_Authenticate": "Token"} if exc.status_code == 401 else {}
+        return _json_error({"detail": str(exc.detail), "errors": {}}, exc.status_code, **headers)
     return EventsAtomFeed()(request, **params)

@@ -243,9 +243,12 @@ class ExperimentSerializer(serializers.ModelSerializer):
         model = Experiment
         fields = [
             "id", "finding", "plugin", "plugin_version_constraint", "params", "default_seeds", "device",
-            "time_limit_s", "reproduce", "reproductions", "retracted_at", "retraction_reason", "created_at",
+            "time_limit_s", "memory_limit_mb", "reproduce", "reproductions", "retracted_at", "retraction_reason",
+            "created_at",
         ]
-        read_only_fields = ["id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason"]
+        read_only_fields = [
+            "id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason", "memory_limit_mb",
+        ]
 
     def get_reproductions(self, experiment: Experiment) -> list[int]:
         return [r.pk for r in experiment.reproductions.all()]

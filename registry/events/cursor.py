@@ -103,8 +103,15 @@ def _filtered(
     if visible_to is not _EVERYONE:
         from registry.findings.selectors import finding_list
 
+        # An event without a finding is everyone's unless it names an audience
+        # (``audience_public=False``: e.g. ``subscription.disabled``, its subscription's owner alone).
+        unaddressed = Q(finding_id__isnull=True) & (Q(audience_public__isnull=True) | Q(audience_public=True))
+        if getattr(visible_to, "is_authenticated", False):
+            unaddressed |= Q(finding_id__isnull=True, audience_public=False) & Q(
+                pk__in=Event.audience.through.objects.filter(user=visible_to).values("event_id")
+            )
         events = events.filter(
-            Q(finding_id__isnull=True)
+            unaddressed
             | Q(finding_id__in=finding_list(user=visible_to).values("id"))
             | Q(finding_id__in=deleted_findings_visible(visible_to).values("finding_id"))
         )

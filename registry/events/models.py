@@ -57,9 +57,13 @@ class Subscription(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscriptions")
     name = models.CharField(max_length=200)
+    # SET_NULL, not CASCADE: a follower must outlive the finding to receive its ``finding.deleted``.
+    # ``finding_ref`` keeps the followed finding's id after that (matching goes on it; ids are never
+    # reused, so once the finding is gone the subscription matches nothing new).
     finding = models.ForeignKey(
-        "findings.Finding", null=True, blank=True, on_delete=models.CASCADE, related_name="subscriptions"
+        "findings.Finding", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscriptions"
     )
+    finding_ref = models.BigIntegerField(null=True, blank=True, db_index=True)
     tag = models.CharField(max_length=64, blank=True)
     plugin = models.CharField(max_length=100, blank=True)
     event_types = models.JSONField(default=list, blank=True)
@@ -106,6 +110,11 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Latency of the latest attempt (ms), for the delivery list; every attempt is in ``attempt_log``.
+    last_latency_ms = models.FloatField(null=True, blank=True)
+    # The lease: while set and in the future, one sender (a sweep) is sending an attempt of this
+    # delivery; nobody else claims it and a redelivery is refused until it is recorded.
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -116,6 +125,27 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery #{self.pk} of event #{self.event_id} to subscription #{self.subscription_id}"
+
+
+class DeliveryAttempt(models.Model):
+    """One attempt of a delivery, as the subscription's owner sees it in the delivery log: the
+    answer's status code, the latency, the first ``DELIVERY_RESPONSE_LOG_BYTES`` of the answer's
+    body (text, control characters stripped) and the error."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    status_code = models.IntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    attempted_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["delivery", "number", "id"]
+        indexes = [models.Index(fields=["delivery", "number"])]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery #{self.delivery_id}"
 
 
 class DeliveryCursor(models.Model):

@@ -103,6 +103,8 @@ def event_title(event: Event, finding_title: str | None) -> str:
         "finding.stale": f"{of} has results from an older plugin version",
         "finding.effects_failed": f"Recomputing the effects of {of} failed",
     }
+    if event.type == "subscription.disabled":
+        return f"Your webhook “{payload.get('name') or payload.get('subscription')}” was disabled"
     if event.type == "finding.verdict_changed":
         return (f"Verdict on {payload.get('metric') or 'a claim'} of {of}: "
                 f"{payload.get('old') or 'none'} → {payload.get('new')}")

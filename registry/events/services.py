@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from registry.errors import ApplicationError
@@ -17,11 +20,16 @@ from registry.events.webhooks import (  # noqa: F401 - re-exported: the webhook 
     WEBHOOK_BACKOFF_BASE_S,
     WEBHOOK_MAX_ATTEMPTS,
     WEBHOOK_TIMEOUT_S,
+    PostResult,
     _is_private_host,
     _NoRedirect,
     _post,
     _webhook_url_check,
+    delivery_attempt_post,
+    delivery_attempt_record,
     delivery_redeliver,
+    delivery_refusal,
+    delivery_refused,
     delivery_send,
     subscription_secret_rotate,
     webhook_body,
@@ -32,13 +40,42 @@ from registry.events.webhooks import (  # noqa: F401 - re-exported: the webhook 
 )
 
 
-def event_emit(*, type: str, finding_id: int | None = None, plugin: str = "", payload: dict[str, Any]) -> Event:
+def event_emit(
+    *,
+    type: str,
+    finding_id: int | None = None,
+    plugin: str = "",
+    payload: dict[str, Any],
+    audience: list[int] | None = None,
+) -> Event:
+    """Write one event. ``audience`` (user ids, for an event without a finding) makes it visible to
+    those users alone on every surface (``/events/``, the stream, the feeds, webhooks) instead of
+    to everyone, e.g. ``subscription.disabled`` to the subscription's owner."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("events must be written in the transaction of the change they describe")
-    event = Event.objects.create(type=type, finding_id=finding_id, plugin=plugin, payload=payload)
+    if audience is not None and finding_id is not None:
+        raise ValueError("an event about a finding is visible to the finding's readers; audience is for the others")
+    event = Event.objects.create(
+        type=type, finding_id=finding_id, plugin=plugin, payload=payload,
+        **({"audience_public": False} if audience is not None else {}),
+    )
+    if audience is not None:
+        event.audience_public = False
+        event.audience.set(audience)
     if type == "finding.deleted" and finding_id is not None:
         _audience_record(event)
     return event
+
+
+def event_visible_to(event: Event, user: Any) -> bool:
+    """Whether this user may see this event (the rule of ``registry.events.cursor``, for one event):
+    an event about a finding by the finding's visibility (a deleted one's by its recorded audience),
+    one without a finding by its audience when it has one, else to everyone."""
+    if event.finding_id is not None:
+        return bool(_visible_ids(user, {event.finding_id}))
+    if event.audience_public is False:
+        return bool(getattr(user, "is_authenticated", False)) and event.audience.filter(pk=user.pk).exists()
+    return True
 
 
 def _audience_record(event: Event) -> None:
@@ -78,16 +115,21 @@ EVENT_TYPES: tuple[str, ...] = (
     "finding.status_changed",
     "finding.stale",
     "finding.effects_failed",
+    "subscription.disabled",  # the owner's own subscriptions only
 )
 
 _UNSET = object()
 
 
-def _subscription_check(subscription: Subscription, *, owner: Any) -> None:
-    """Validate the whole (merged) subscription; raises ApplicationError naming the field."""
+def _subscription_check(subscription: Subscription, *, owner: Any, check_url: bool = True) -> None:
+    """Validate the whole (merged) subscription; raises ApplicationError naming the field.
+    ``check_url=False`` skips resolving the webhook URL again (it has not changed)."""
     if not (subscription.name or "").strip():
         raise ApplicationError("name is required", field="name")
-    chosen = [f for f in ("finding", "tag", "plugin") if getattr(subscription, f if f != "finding" else "finding_id")]
+    chosen = [
+        f for f in ("finding", "tag", "plugin")
+        if (subscription.finding_ref if f == "finding" else getattr(subscription, f)) not in (None, "")
+    ]
     if len(chosen) > 1:
         raise ApplicationError(
             f"a subscription follows one of finding, tag or plugin, not {' and '.join(chosen)}", field=chosen[1]
@@ -104,7 +146,8 @@ def _subscription_check(subscription: Subscription, *, owner: Any) -> None:
         )
     subscription.event_types = sorted(set(types), key=EVENT_TYPES.index)
     if subscription.channel == Subscription.Channel.WEBHOOK:
-        subscription.url = _webhook_url_check(subscription.url)
+        if check_url:
+            subscription.url = _webhook_url_check(subscription.url)
     else:
         subscription.url = ""
 
@@ -138,6 +181,7 @@ def subscription_create(
         event_types=list(event_types or []), active=active,
     )
     subscription.finding = _finding_for(owner, finding)
+    subscription.finding_ref = subscription.finding.pk if subscription.finding else None
     _subscription_check(subscription, owner=owner)
     secret = ""
     if subscription.channel == Subscription.Channel.WEBHOOK:
@@ -153,7 +197,9 @@ def subscription_create(
 def subscription_update(*, subscription: Subscription, data: dict[str, Any]) -> tuple[Subscription, str]:
     """Partial update; returns the subscription and a secret only when one was newly generated
     (a feed subscription turned into a webhook). Setting ``active`` to true re-enables a
-    subscription and clears its ``disabled_reason`` and failure count."""
+    subscription and clears its ``disabled_reason`` and failure count. The webhook URL is resolved
+    and checked again only when it changes (or the subscription becomes a webhook)."""
+    previous_url, previous_channel = subscription.url, subscription.channel
     if data.get("active") is True:
         subscription.disabled_reason, subscription.disabled_at = "", None
         subscription.consecutive_failures, subscription.failing_since = 0, None
@@ -165,7 +211,9 @@ def subscription_update(*, subscription: Subscription, data: dict[str, Any]) -> 
         subscription.event_types = []
     if "finding" in data:
         subscription.finding = _finding_for(subscription.owner, data["finding"])
-    _subscription_check(subscription, owner=subscription.owner)
+        subscription.finding_ref = subscription.finding.pk if subscription.finding else None
+    url_changed = subscription.url != previous_url or subscription.channel != previous_channel
+    _subscription_check(subscription, owner=subscription.owner, check_url=url_changed)
     secret = ""
     if subscription.channel == Subscription.Channel.WEBHOOK and not subscription.secret:
         secret = webhook_secret_generate()
@@ -198,8 +246,8 @@ def subscription_matches(
         return False
     if subscription.event_types and event.type not in subscription.event_types:
         return False
-    if subscription.finding_id is not None:
-        return event.finding_id == subscription.finding_id
+    if subscription.finding_ref is not None:  # kept after the finding's deletion: its finding.deleted matches
+        return event.finding_id == subscription.finding_ref
     if subscription.tag:
         return event.finding_id is not None and subscription.tag in finding_tags.get(event.finding_id, set())
     if subscription.plugin:
@@ -250,6 +298,14 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
             if isinstance(tags, list):
                 finding_tags[event.finding_id] = {t for t in tags if isinstance(t, str)}
     visible_by_owner: dict[int, set[int]] = {}
+    # Events without a finding but with an audience (subscription.disabled): those users alone.
+    audiences: dict[int, set[int]] = {
+        e.id: set() for e in events if e.finding_id is None and e.audience_public is False
+    }
+    for event_id, user_id in Event.audience.through.objects.filter(event_id__in=audiences).values_list(
+        "event_id", "user_id"
+    ):
+        audiences[event_id].add(user_id)
     starts = {s.after_event_id: cursor_position(s.after_event_id) for s in subscriptions}
     rows = []
     for subscription in subscriptions:
@@ -262,6 +318,8 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
                     visible_by_owner[subscription.owner_id] = _visible_ids(subscription.owner, finding_ids)
                 if event.finding_id not in visible_by_owner[subscription.owner_id]:
                     continue
+            elif event.id in audiences and subscription.owner_id not in audiences[event.id]:
+                continue
             rows.append(Delivery(subscription=subscription, event=event, next_attempt_at=now))
     before = Delivery.objects.filter(event_id__in=event_ids).count()
     Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
@@ -270,10 +328,24 @@ def deliveries_enqueue(event_ids: list[int], *, now: datetime | None = None) -> 
 
 # --- Webhook delivery ----------------------------------------------------------------------------
 
-WEBHOOK_LEASE_S = 60  # a claimed delivery is not picked again by a concurrent sweep for this long
+# A claimed delivery is not picked again by a concurrent sweep (nor redelivered) for this long,
+# counted from the moment of the claim (the real clock, not the sweep's start: a sweep claims for
+# up to SWEEP_SEND_BUDGET_S). Claims are taken one at a time as pool threads free up, right before
+# the POST, and an attempt takes at most WEBHOOK_TIMEOUT_S, so the lease is never shorter than
+# that plus a margin (for recording the outcome). An attempt whose lease was lost anyway (a stalled
+# process) is not recorded: the row is no longer ours (see ``delivery_attempt_record``).
+WEBHOOK_LEASE_S = 60
+WEBHOOK_LEASE_MARGIN_S = 20
+
+
+def webhook_lease_s() -> float:
+    return max(WEBHOOK_LEASE_S, WEBHOOK_TIMEOUT_S + WEBHOOK_LEASE_MARGIN_S)
+
+
 SWEEP_EVENT_BATCH = 500
 SWEEP_MAX_BATCHES = 20
-SWEEP_MAX_SENDS = 100
+SWEEP_MAX_SENDS = 5000  # due deliveries considered per sweep (1,000 to a fast receiver take seconds)
+SWEEP_SEND_BUDGET_S = 120  # no new claims after this long; attempts under way finish (<= 10 s each)
 
 
 def _sweep_enqueue(now: datetime) -> int:
@@ -309,32 +381,98 @@ def _sweep_enqueue(now: datetime) -> int:
     return created
 
 
+def _attempt_in_pool(delivery: Delivery, body: bytes, now: datetime) -> PostResult:
+    """A pool thread's work: sign and POST (no database access), then close the thread's
+    database connection in case anything opened one."""
+    try:
+        return delivery_attempt_post(delivery, body, now=now)
+    finally:
+        connection.close()
+
+
 def webhooks_sweep(*, now: datetime | None = None, send: bool = True) -> dict[str, int]:
     """The periodic webhook job: (a) match new events to subscriptions, (b) send due deliveries.
 
-    ``now`` drives the clock (tests pass it to step through the retry schedule without sleeping).
+    Sending is concurrent: up to ``WEBHOOKS_SEND_CONCURRENCY`` POSTs at once in a thread pool, so a
+    slow endpoint holds one thread, not the sweep. The sweep's own thread does all the database
+    work (claim, load, record): it works the same on SQLite (one writer) and inside a caller's
+    transaction, and the pool threads never hold a connection. A delivery is claimed (its lease
+    taken by a conditional update) only when a thread is free to send it, so two concurrent sweeps
+    (or a sweep and a redelivery) never send the same delivery.
+
+    ``now`` drives the clock (tests pass it to step through the retry schedule without sleeping):
+    it is the sweep's start, and each claim, attempt and record is timed at ``now`` plus the real
+    time elapsed since (the real clock when ``now`` is not given).
     """
+    started = time.monotonic()
+    explicit_now = now is not None
     now = now or timezone.now()
-    result = {"enqueued": _sweep_enqueue(now), "delivered": 0, "failed": 0, "retrying": 0}
+
+    def clock() -> datetime:
+        if explicit_now:
+            return now + timedelta(seconds=time.monotonic() - started)
+        return timezone.now()
+
+    result = {"enqueued": _sweep_enqueue(now), "delivered": 0, "failed": 0, "retrying": 0, "lease_lost": 0}
     if not send:
         return result
     due = list(
         Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         .order_by("next_attempt_at", "id")
         .values_list("id", "next_attempt_at")[:SWEEP_MAX_SENDS]
     )
-    started = time.monotonic()
-    for delivery_id, due_at in due:
-        if time.monotonic() - started > 120:
-            break  # the rest waits for the next sweep
-        # claim it: a concurrent sweep sees a moved next_attempt_at and skips it
-        claimed = Delivery.objects.filter(
-            pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at=due_at
-        ).update(next_attempt_at=now + timedelta(seconds=WEBHOOK_LEASE_S))
-        if not claimed:
-            continue
-        delivery = Delivery.objects.select_related("subscription__owner", "event").get(pk=delivery_id)
-        delivery = delivery_send(delivery, now=now)
+    if not due:
+        return result
+    concurrency = max(1, int(settings.WEBHOOKS_SEND_CONCURRENCY))
+    bodies: dict[int, bytes] = {}  # one body per event: a fan-out signs the same bytes for everyone
+    in_flight: dict[Future[PostResult], tuple[Delivery, datetime]] = {}
+
+    def count(delivery: Delivery | None) -> None:
+        if delivery is None:  # the lease was lost before the outcome came: not recorded
+            result["lease_lost"] += 1
+            return
         key = {Delivery.Status.DELIVERED: "delivered", Delivery.Status.FAILED: "failed"}.get(delivery.status)
         result[key or "retrying"] += 1
+
+    def drain(below: int) -> None:
+        """Record finished attempts until fewer than ``below`` are under way."""
+        while in_flight and len(in_flight) >= below:
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                delivery, attempted_at = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # noqa: BLE001 - a bug in signing is a failed attempt
+                    outcome = PostResult(None, f"{type(exc).__name__}: {exc}"[:1000], 0.0, "")
+                count(delivery_attempt_record(delivery, outcome, now=clock(), attempted_at=attempted_at))
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook-send") as pool:
+        try:
+            for delivery_id, due_at in due:
+                if time.monotonic() - started > SWEEP_SEND_BUDGET_S:
+                    break  # the rest waits for the next sweep
+                drain(concurrency)  # claim only when a thread is free
+                claimed_at = clock()  # the lease runs from the claim, not from the sweep's start
+                lease = claimed_at + timedelta(seconds=webhook_lease_s())
+                # claim it: a concurrent sweep sees a moved next_attempt_at (and the lease) and skips it
+                claimed = Delivery.objects.filter(
+                    Q(claimed_until__isnull=True) | Q(claimed_until__lte=claimed_at),
+                    pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at=due_at,
+                ).update(next_attempt_at=lease, claimed_until=lease)
+                if not claimed:
+                    continue
+                delivery = Delivery.objects.select_related("subscription__owner", "event").get(pk=delivery_id)
+                refusal = delivery_refusal(delivery)
+                if refusal:
+                    count(delivery_refused(delivery, refusal))
+                    continue
+                if delivery.event_id not in bodies:
+                    bodies[delivery.event_id] = webhook_body(delivery.event)
+                delivery.claimed_until = lease  # what the record checks the row still holds
+                attempted_at = clock()
+                future = pool.submit(_attempt_in_pool, delivery, bodies[delivery.event_id], attempted_at)
+                in_flight[future] = (delivery, attempted_at)
+        finally:
+            drain(1)  # record every attempt under way
     return result

@@ -29,20 +29,27 @@ import hmac
 import http.client
 import ipaddress
 import json
+import logging
 import random
 import secrets
 import socket
 import ssl
 import threading
 import time
+import unicodedata
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from registry.errors import ApplicationError
-from registry.events.models import Delivery, Event, Subscription
+from registry.events.models import Delivery, DeliveryAttempt, Event, Subscription
+
+logger = logging.getLogger(__name__)
 
 WEBHOOK_CONNECT_TIMEOUT_S = 5
 WEBHOOK_TIMEOUT_S = 10  # the whole attempt: resolution, connection, TLS, request and response
@@ -58,6 +65,7 @@ WEBHOOK_RETRY_SCHEDULE_S: tuple[int, ...] = (60, 120, 300, 600, 1800, 3600, 7200
 WEBHOOK_MAX_ATTEMPTS = 50
 WEBHOOK_BACKOFF_BASE_S = WEBHOOK_RETRY_SCHEDULE_S[0]  # kept for imports of the old name
 WEBHOOK_RESPONSE_MAX_BYTES = 65536
+DELIVERY_RESPONSE_LOG_BYTES = 1024  # the start of an answer's body kept in the delivery log
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "interp-registry-webhooks/1"
 
@@ -298,17 +306,39 @@ class _NoRedirect:
     answer like any other non-2xx one."""
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
+class PostResult(NamedTuple):
+    """The outcome of one POST: status code (None without an answer), error text ("" on a 2xx),
+    latency in ms (resolution to the end of the answer, or to the failure) and the start of the
+    answer's body as text (``response_text``)."""
+
+    status_code: int | None
+    error: str
+    latency_ms: float
+    body: str
+
+
+def response_text(raw: bytes, limit: int = DELIVERY_RESPONSE_LOG_BYTES) -> str:
+    """The first ``limit`` bytes of an answer as text for the delivery log: decoded as UTF-8
+    (undecodable bytes replaced), control characters other than newline and tab removed."""
+    text = raw[:limit].decode("utf-8", errors="replace")
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> PostResult:
     """POST to the address that passed the check, never to a second resolution of the name.
-    Returns (status code or None, error text)."""
+    Returns the status code (or None), the error text, the latency and the answer's start."""
     started = time.monotonic()
+
+    def result(code: int | None, error: str, raw: bytes = b"") -> PostResult:
+        return PostResult(code, error, round((time.monotonic() - started) * 1000, 1), response_text(raw))
+
     parts = urlsplit(url)
     hostname = parts.hostname or ""
     try:
         port = _url_port(parts)
         addresses = _checked_addresses(hostname, port)
     except ApplicationError as exc:
-        return None, f"refused: {exc.message}"[:1000]
+        return result(None, f"refused: {exc.message}"[:1000])
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -354,55 +384,112 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, s
         watchdog.start()
         connection.request("POST", path, body=body, headers=headers)
         response = connection.getresponse()
-        response.read(WEBHOOK_RESPONSE_MAX_BYTES)
+        raw = response.read(WEBHOOK_RESPONSE_MAX_BYTES)
         if time.monotonic() - started > WEBHOOK_TIMEOUT_S:
             raise TimeoutError(f"no complete answer within {WEBHOOK_TIMEOUT_S} s")
         if 200 <= response.status < 300:
-            return response.status, ""
-        return response.status, f"HTTP {response.status} {response.reason}"[:1000]
+            return result(response.status, "", raw)
+        return result(response.status, f"HTTP {response.status} {response.reason}"[:1000], raw)
     except Exception as exc:  # noqa: BLE001 - any network failure is a failed attempt
         if time.monotonic() - started > WEBHOOK_TIMEOUT_S:
-            return None, f"TimeoutError: no complete answer within {WEBHOOK_TIMEOUT_S} s"
-        return None, f"{type(exc).__name__}: {exc}"[:1000]
+            return result(None, f"TimeoutError: no complete answer within {WEBHOOK_TIMEOUT_S} s")
+        return result(None, f"{type(exc).__name__}: {exc}"[:1000])
     finally:
         if watchdog is not None:
             watchdog.cancel()
         connection.close()
 
 
-def delivery_send(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
-    """One attempt: POST the event, record the outcome and schedule the retry."""
-    from registry.events.services import _visible_ids
+def delivery_refusal(delivery: Delivery) -> str:
+    """Why this delivery may not be sent at all ("" when it may): the subscription is no longer an
+    active webhook, or its owner may no longer see the event. Not retried: waiting changes nothing."""
+    from registry.events.services import event_visible_to
 
-    now = now or timezone.now()
     subscription, event = delivery.subscription, delivery.event
-    error = ""
-    code: int | None = None
     if not subscription.active or subscription.channel != Subscription.Channel.WEBHOOK:
-        error = "subscription is no longer an active webhook"
-    elif event.finding_id is not None and not _visible_ids(subscription.owner, {event.finding_id}):
-        error = "the event's finding is not visible to the subscription's owner"
-    if error:  # not retried: nothing will change by waiting
-        delivery.status, delivery.last_error, delivery.next_attempt_at = Delivery.Status.FAILED, error, None
-        delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
-        return delivery
-    body = webhook_body(event)
-    code, error = _post(subscription.url, body, webhook_headers(delivery, body, now=now))
-    delivery.attempts += 1
-    delivery.last_status_code = code
+        return "subscription is no longer an active webhook"
+    if not event_visible_to(event, subscription.owner):
+        return "the event's finding is not visible to the subscription's owner"
+    return ""
+
+
+def delivery_attempt_post(delivery: Delivery, body: bytes, *, now: datetime) -> PostResult:
+    """Sign and POST one attempt. No database access (the sweep runs it in pool threads): the
+    delivery comes with its subscription and event loaded."""
+    return _post(delivery.subscription.url, body, webhook_headers(delivery, body, now=now))
+
+
+def delivery_attempt_record(
+    delivery: Delivery, outcome: PostResult, *, now: datetime, attempted_at: datetime | None = None,
+) -> Delivery | None:
+    """Record one attempt's outcome: the attempt log, the delivery's state and retry, the lease
+    released, and the subscription's failure count (which may disable it).
+
+    Recorded only while the row is still ours: ``delivery.claimed_until`` is the lease this attempt
+    was sent under, and the update is conditional on the row still holding it. When another sweep
+    (or a redelivery) took the row after the lease ran out, nothing is written, no attempt row
+    either, and None is returned. ``now`` is when the outcome came (the retry schedule counts from
+    it); ``attempted_at`` when the attempt started (default ``now``)."""
+    code = outcome.status_code
+    attempts = delivery.attempts + 1
+    fields: dict = {
+        "last_status_code": code, "last_latency_ms": outcome.latency_ms, "claimed_until": None,
+    }
     if code is not None and 200 <= code < 300:
-        delivery.status, delivery.last_error = Delivery.Status.DELIVERED, ""
-        delivery.delivered_at, delivery.next_attempt_at = now, None
+        fields.update(status=Delivery.Status.DELIVERED, last_error="", delivered_at=now, next_attempt_at=None)
     else:
-        delivery.last_error = error or f"HTTP {code}"
-        delivery.next_attempt_at = webhook_next_attempt(delivery, now=now)
-        if delivery.next_attempt_at is None:
-            delivery.status = Delivery.Status.FAILED
-    delivery.save(
-        update_fields=["attempts", "status", "last_status_code", "last_error", "next_attempt_at", "delivered_at"]
-    )
-    subscription_attempt_recorded(subscription, ok=delivery.status == Delivery.Status.DELIVERED, now=now)
+        delivery.attempts = attempts  # the schedule reads the attempt number
+        try:
+            next_attempt_at = webhook_next_attempt(delivery, now=now)
+        finally:
+            delivery.attempts = attempts - 1
+        fields.update(last_error=outcome.error or f"HTTP {code}", next_attempt_at=next_attempt_at)
+        if next_attempt_at is None:
+            fields["status"] = Delivery.Status.FAILED
+    with transaction.atomic():
+        ours = Delivery.objects.filter(pk=delivery.pk, claimed_until=delivery.claimed_until).update(
+            attempts=F("attempts") + 1, **fields
+        )
+        if not ours:
+            logger.warning(
+                "webhook delivery %s: lease lost before the attempt was recorded; not recorded", delivery.pk
+            )
+            return None
+        for name, value in fields.items():
+            setattr(delivery, name, value)
+        delivery.attempts = attempts
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=attempts, status_code=code, latency_ms=outcome.latency_ms,
+            response_body=outcome.body,
+            error="" if delivery.status == Delivery.Status.DELIVERED else delivery.last_error,
+            attempted_at=attempted_at or now,
+        )
+        subscription_attempt_recorded(
+            delivery.subscription, ok=delivery.status == Delivery.Status.DELIVERED, now=now
+        )
     return delivery
+
+
+def delivery_refused(delivery: Delivery, error: str) -> Delivery:
+    delivery.status, delivery.last_error, delivery.next_attempt_at = Delivery.Status.FAILED, error, None
+    delivery.claimed_until = None
+    delivery.save(update_fields=["status", "last_error", "next_attempt_at", "claimed_until"])
+    return delivery
+
+
+def delivery_send(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
+    """One attempt in this thread: POST the event, record the outcome and schedule the retry.
+    (The sweep does the same in three steps, the POST in a pool thread.)"""
+    now = now or timezone.now()
+    error = delivery_refusal(delivery)
+    if error:
+        return delivery_refused(delivery, error)
+    body = webhook_body(delivery.event)
+    recorded = delivery_attempt_record(delivery, delivery_attempt_post(delivery, body, now=now), now=now)
+    if recorded is None:  # the row was taken meanwhile (see delivery_attempt_record)
+        delivery.refresh_from_db()
+        return delivery
+    return recorded
 
 
 # --- Retries and automatic disabling -------------------------------------------------------------
@@ -429,9 +516,9 @@ def subscription_attempt_recorded(subscription: Subscription, *, ok: bool, now: 
     ``WEBHOOKS_DISABLE_AFTER_FAILURES`` of them spanning at least ``WEBHOOKS_DISABLE_AFTER_S``.
 
     The owner learns it from the subscription itself (``active: false``, ``disabled_reason``,
-    ``disabled_at``), not from an event: events without a finding are visible to every reader of
-    the log, and a ``subscription.disabled`` event would tell everyone about another user's
-    subscription."""
+    ``disabled_at``) and from a ``subscription.disabled`` event whose audience is the owner alone
+    (``Event.audience_public=False``, ``Event.audience={owner}``): no other reader of the log, the
+    stream, the feeds or another user's webhooks sees it."""
     from django.db.models import F
     from django.db.models.functions import Coalesce
 
@@ -454,8 +541,37 @@ def subscription_attempt_recorded(subscription: Subscription, *, ok: bool, now: 
             f"over {span / 3600:.1f} h (since {fresh['failing_since'].isoformat()}); "
             'fix the endpoint, then PATCH {"active": true}'
         )[:500]
-        if rows.filter(active=True).update(active=False, disabled_reason=reason, disabled_at=now):
-            subscription.active, subscription.disabled_reason, subscription.disabled_at = False, reason, now
+        with transaction.atomic():
+            if rows.filter(active=True).update(active=False, disabled_reason=reason, disabled_at=now):
+                subscription.active, subscription.disabled_reason, subscription.disabled_at = False, reason, now
+                _disabled_event_emit(subscription, reason=reason, now=now)
+
+
+def _subscription_url(subscription_id: int) -> str | None:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return settings.REGISTRY_BASE_URL + reverse("api:subscription-detail", args=[subscription_id])
+    except NoReverseMatch:
+        return None
+
+
+def _disabled_event_emit(subscription: Subscription, *, reason: str, now: datetime) -> Event:
+    """``subscription.disabled``, for the owner only (never the secret or the URL)."""
+    from registry.events.services import event_emit
+
+    url = _subscription_url(subscription.pk)
+    return event_emit(
+        type="subscription.disabled",
+        payload={
+            "subscription": subscription.pk,
+            "name": subscription.name,
+            "reason": reason,
+            "disabled_at": now.isoformat(),
+            "reenable": {"method": "PATCH", "url": url, "body": {"active": True}},
+        },
+        audience=[subscription.owner_id],
+    )
 
 
 # --- Test ping -----------------------------------------------------------------------------------
@@ -474,9 +590,7 @@ def webhook_ping(subscription: Subscription, *, now: datetime | None = None) -> 
         separators=(",", ":"), sort_keys=True,
     ).encode()
     headers = _signed_headers(subscription, msg_id, timestamp, body, now=now, event_type="ping")
-    started = time.monotonic()
-    code, error = _post(subscription.url, body, headers)
-    latency_ms = round((time.monotonic() - started) * 1000, 1)
+    code, error, latency_ms, _answer = _post(subscription.url, body, headers)
     ok = code is not None and 200 <= code < 300
     return {
         "webhook_id": msg_id,
@@ -489,7 +603,10 @@ def webhook_ping(subscription: Subscription, *, now: datetime | None = None) -> 
 
 def delivery_redeliver(delivery: Delivery, *, now: datetime | None = None) -> Delivery:
     """Queue a new attempt of this delivery now (same ``webhook-id``); the next sweep sends it. A
-    redelivered attempt that fails is retried only while the delivery's 3-day window lasts."""
+    redelivered attempt that fails is retried only while the delivery's 3-day window lasts.
+
+    Refused (409) while a sweep holds the delivery's lease (an attempt is being sent right now):
+    queueing it again then would let a second sweep send the same delivery concurrently."""
     subscription = delivery.subscription
     if subscription.channel != Subscription.Channel.WEBHOOK:
         raise ApplicationError("only a webhook subscription has deliveries to resend", field="channel")
@@ -499,6 +616,16 @@ def delivery_redeliver(delivery: Delivery, *, now: datetime | None = None) -> De
             field="active", status=409,
         )
     now = now or timezone.now()
+    from django.db.models import Q
+
+    queued = Delivery.objects.filter(pk=delivery.pk).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    ).update(status=Delivery.Status.PENDING, next_attempt_at=now, delivered_at=None, claimed_until=None)
+    if not queued:
+        raise ApplicationError(
+            "an attempt of this delivery is being sent right now; redeliver once it is recorded",
+            field="delivery", status=409,
+        )
     delivery.status, delivery.next_attempt_at, delivery.delivered_at = Delivery.Status.PENDING, now, None
-    delivery.save(update_fields=["status", "next_attempt_at", "delivered_at"])
+    delivery.claimed_until = None
     return delivery

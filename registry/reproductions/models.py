@@ -49,6 +49,8 @@ class Experiment(models.Model):
     default_seeds = models.PositiveIntegerField(default=3)
     device = models.CharField(max_length=8, choices=Device.choices, default=Device.CPU)
     time_limit_s = models.PositiveIntegerField(default=600)
+    # Memory limit of each run's process; null: the worker's RUN_MEMORY_LIMIT_MB (0: none).
+    memory_limit_mb = models.PositiveIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     # A retracted experiment is kept for the record but excluded from effects.

@@ -314,23 +314,36 @@ def reproduction_waiting_for_gpu(reproduction: Reproduction) -> bool:
 
 
 def runs_dispatch(run_ids: list[int]) -> None:
-    """Send run ids to the broker. A failure here is repaired by the reaper's re-dispatch."""
+    """Send run ids to the broker. Never raises and never waits long: a publish that fails (an
+    unreachable or frozen broker fails within BROKER_SOCKET_TIMEOUT_S) is logged, the rest of the
+    batch is not attempted, and the reaper re-sends the runs left undispatched.
+
+    Each send gets its own task id ``run-<id>-<random>`` (see ``worker.broker.run_task_id``): the
+    reaper finds a run's message in the broker by it.
+    """
+    from worker.broker import run_task_id
     from worker.celery import app
 
     queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related("reproduction__experiment")
     for run in queued:
-        limit = run.reproduction.experiment.time_limit_s
+        # The worker enforces the run's own limit (stop, SIGTERM, SIGKILL after RUN_KILL_GRACE_S)
+        # and retries saving its result: Celery's limits are only a backstop beyond all that.
+        limit = int(run.reproduction.experiment.time_limit_s + settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S
+                    + 60)
         try:
             app.send_task(
                 "worker.run_execute",
                 args=[run.pk],
                 queue=run.queue,
+                task_id=run_task_id(run.pk, uuid.uuid4().hex[:12]),
+                retry=False,  # one try bounded by the socket timeouts; redis-py replaces a dead pooled connection
                 soft_time_limit=limit,
                 time_limit=limit + 30,
             )
-        except Exception:
-            logger.exception("could not dispatch run %s; the reaper will retry", run.pk)
-            continue
+        except Exception:  # noqa: BLE001 - the broker is down: the reaper re-sends
+            logger.warning("could not dispatch run %s (and %d more); the reaper will retry", run.pk,
+                           len(run_ids) - 1, exc_info=True)
+            break
         Run.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
 
 
@@ -356,12 +369,28 @@ def run_transition(
 
 
 def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
-    """Claim a queued run for this worker; None when it is not queued (duplicate message)."""
+    """Claim a run for this worker; None when it is not ours to run (a duplicate message).
+
+    A queued run is claimed; so is a running run whose heartbeat is older than
+    RUN_HEARTBEAT_TIMEOUT_S (its worker died: this is its redelivered or re-sent message), while
+    attempts remain. One UPDATE decides, so two messages never both win (PostgreSQL re-checks the
+    condition on the row another claim just changed: its heartbeat is then fresh). A claim bumps
+    ``attempts`` and issues a new ``claim_token``; the previous holder's heartbeats, results and
+    failures all require its own token, so a late write from a worker presumed dead changes nothing
+    (and its next heartbeat tells it to stop).
+    """
     token = uuid.uuid4()
     now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)
+    abandoned = Q(state=State.RUNNING, attempts__lt=settings.RUN_MAX_ATTEMPTS) & (
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
+    )
     with transaction.atomic():
+        previous = Run.objects.filter(pk=run_id).values_list("state", "worker_host").first()
+        if previous is None or previous[0] not in (State.QUEUED, State.RUNNING):
+            return None
         claimed = (
-            Run.objects.filter(pk=run_id, state=State.QUEUED).update(
+            Run.objects.filter(Q(state=State.QUEUED) | abandoned, pk=run_id).update(
                 state=State.RUNNING,
                 claim_token=token,
                 attempts=F("attempts") + 1,
@@ -375,7 +404,11 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
         )
         if not claimed:
             return None
-        run_event_emit("run.started", run_id)
+        if previous[0] == State.RUNNING:
+            logger.warning("run %s: taken over from %s, whose heartbeat stopped", run_id, previous[1])
+            run_event_emit("run.started", run_id, taken_over_from=previous[1])
+        else:
+            run_event_emit("run.started", run_id)
     return token
 
 
@@ -635,7 +668,10 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
 
     - running, heartbeat older than RUN_HEARTBEAT_TIMEOUT_S: requeued (or failed after max attempts);
     - running past its experiment's time limit plus grace: timed_out;
-    - queued, not dispatched for RUN_REDISPATCH_AFTER_S: dispatched again (a duplicate message is harmless).
+    - queued and its message lost (see ``_runs_to_redispatch``): dispatched again.
+
+    Requeued runs are dispatched in the same pass: a run whose worker died runs again within
+    about RUN_HEARTBEAT_TIMEOUT_S + REAPER_INTERVAL_S of the death.
     """
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "timed_out": 0, "redispatched": 0}
@@ -643,7 +679,10 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
     running = Run.objects.filter(state=State.RUNNING).select_related("reproduction__experiment")
     for run in running:
         limit = run.reproduction.experiment.time_limit_s
-        if run.started_at and run.started_at + timedelta(seconds=limit + 60) < now:
+        # The worker itself stops the run at its limit; the reaper only steps in once the worker's
+        # stop, kill grace and result-save retries have all had their time.
+        margin = settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60
+        if run.started_at and run.started_at + timedelta(seconds=limit + margin) < now:
             if run_fail(
                 run_id=run.pk, token=run.claim_token, state=State.TIMED_OUT,
                 error=f"exceeded the time limit of {limit} s",
@@ -676,20 +715,43 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
 
 
 def _runs_to_redispatch(now: Any) -> list[int]:
-    """Queued runs whose message may be lost: never sent, or sent long ago to a queue that a live
-    worker consumes. The wait doubles with each re-send (it is at least the run's age at its last
-    send), so a long backlog is not flooded with duplicates; a duplicate is harmless anyway."""
-    since = now - timedelta(seconds=settings.GPU_WORKER_SEEN_WINDOW_S)
-    consumed = {q for worker in WorkerPresence.objects.filter(last_seen__gte=since) for q in worker.queues}
+    """Queued runs whose message is lost: never sent (the publish failed), or sent at least
+    RUN_REDISPATCH_AFTER_S ago and no longer in the broker.
+
+    With Redis the broker is asked (``worker.broker.run_messages_present``): each send has the task
+    id ``run-<id>-<random>``, and the run's message counts as present when it waits in its queue
+    (a bounded LRANGE) or was delivered to a worker within RUN_REDISPATCH_AFTER_S and is not yet
+    acknowledged (kombu's ``unacked`` hash, by delivery time). So a long queue is never flooded with
+    duplicates, and a message lost in a broker restart, dropped by a worker or stranded with a
+    killed worker is re-sent within RUN_REDISPATCH_AFTER_S + REAPER_INTERVAL_S. A message moving
+    from the queue to a worker during the scan may be missed: the duplicate that follows is
+    harmless (``run_claim`` lets one message win).
+
+    Without that answer (another broker, an unreachable one, a queue too long to scan), the old
+    rule applies: re-send runs whose queue a live worker consumes, waiting at least as long as
+    the run had waited at its last send (the wait doubles with each re-send).
+    """
+    from worker import broker
+
     minimum = timedelta(seconds=settings.RUN_REDISPATCH_AFTER_S)
-    lost = []
     queued = Run.objects.filter(state=State.QUEUED).filter(
         Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - minimum)
     )
-    for run_id, queue, created_at, dispatched_at in queued.values_list("pk", "queue", "created_at", "dispatched_at"):
-        if dispatched_at is None:
-            lost.append(run_id)
-        elif queue in consumed and now - dispatched_at > max(minimum, dispatched_at - created_at):
+    rows = list(queued.order_by("pk").values_list("pk", "queue", "created_at", "dispatched_at")[:5000])
+    lost = [run_id for run_id, _, _, dispatched_at in rows if dispatched_at is None]
+    sent = [(run_id, queue, created_at, dispatched_at) for run_id, queue, created_at, dispatched_at in rows
+            if dispatched_at is not None]
+    if not sent:
+        return lost
+    present = broker.run_messages_present(
+        [(run_id, queue) for run_id, queue, _, _ in sent], delivered_within_s=settings.RUN_REDISPATCH_AFTER_S
+    )
+    if present is not None:
+        return lost + [run_id for run_id, _, _, _ in sent if run_id not in present]
+    since = now - timedelta(seconds=settings.GPU_WORKER_SEEN_WINDOW_S)
+    consumed = {q for worker in WorkerPresence.objects.filter(last_seen__gte=since) for q in worker.queues}
+    for run_id, queue, created_at, dispatched_at in sent:
+        if queue in consumed and now - dispatched_at > max(minimum, dispatched_at - created_at):
             lost.append(run_id)
     return lost
 

@@ -41,6 +41,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: an unreachable database is a 503 with Retry-After wherever it is noticed
+    "registry.api.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,8 +81,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    # 0: a connection per request. The web runs under ASGI, where Django's persistent connections
+    # pile up (one per request thread, never reused; Django's docs: disable them under ASGI). Pool
+    # with pgbouncer or OPTIONS["pool"] instead; DATABASE_CONN_MAX_AGE still overrides (workers).
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # An unreachable database fails a request in seconds (answered 503), never hangs it.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT_S", default=3)
+    )
+    # A cut network link fails a connection in about 30 s instead of the kernel's ~15 min, so a
+    # partitioned worker stops supervising blind (its late writes are fenced off anyway).
+    for _name, _value in (
+        ("keepalives", 1), ("keepalives_idle", 10), ("keepalives_interval", 5), ("keepalives_count", 3),
+        ("tcp_user_timeout", env.int("DATABASE_TCP_USER_TIMEOUT_MS", default=30000)),
+    ):
+        DATABASES["default"]["OPTIONS"].setdefault(_name, _value)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -148,8 +164,20 @@ CELERY_BROKER_KEY_PREFIX = env.str("CELERY_BROKER_KEY_PREFIX", default="")
 # and the run's claim makes a redelivered duplicate harmless anyway.
 # (The SQLAlchemy transport of the embedded default passes its options to create_engine: none there.)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+# A frozen or unreachable broker fails a publish (or a readiness check) within seconds: the request
+# still answers, and the reaper re-sends what could not be published.
+BROKER_SOCKET_TIMEOUT_S = env.float("BROKER_SOCKET_TIMEOUT_S", default=2.0)
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 6 * 3600,
+        "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+        # connecting (kombu's ensure_connection): one try, not a hundred
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    }
     if CELERY_BROKER_KEY_PREFIX:
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = CELERY_BROKER_KEY_PREFIX
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1)
@@ -157,10 +185,17 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1)
 # Runs
 RUN_TORCH_THREADS = env.int("RUN_TORCH_THREADS", default=1)
 RUN_MAX_ATTEMPTS = env.int("RUN_MAX_ATTEMPTS", default=3)
-RUN_HEARTBEAT_INTERVAL_S = env.float("RUN_HEARTBEAT_INTERVAL_S", default=10.0)
-RUN_HEARTBEAT_TIMEOUT_S = env.float("RUN_HEARTBEAT_TIMEOUT_S", default=120.0)
-RUN_REDISPATCH_AFTER_S = env.float("RUN_REDISPATCH_AFTER_S", default=300.0)
-REAPER_INTERVAL_S = env.float("REAPER_INTERVAL_S", default=30.0)
+# A dead worker's run is taken over once its heartbeat is RUN_HEARTBEAT_TIMEOUT_S old (by a
+# redelivered message, or by the reaper every REAPER_INTERVAL_S): within about timeout + interval.
+RUN_HEARTBEAT_INTERVAL_S = env.float("RUN_HEARTBEAT_INTERVAL_S", default=3.0)
+RUN_HEARTBEAT_TIMEOUT_S = env.float("RUN_HEARTBEAT_TIMEOUT_S", default=15.0)
+# A queued run whose message is in neither its queue nor with a worker is re-sent after this.
+RUN_REDISPATCH_AFTER_S = env.float("RUN_REDISPATCH_AFTER_S", default=15.0)
+REAPER_INTERVAL_S = env.float("REAPER_INTERVAL_S", default=5.0)
+# A worker that cannot reach the database puts a run's message back after this many seconds.
+RUN_DB_RETRY_S = env.float("RUN_DB_RETRY_S", default=3.0)
+# /readyz fails when the beat (the reaper's trigger) has not been seen for this long.
+BEAT_MISSING_AFTER_S = env.float("BEAT_MISSING_AFTER_S", default=5 * REAPER_INTERVAL_S)
 STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
 # The registry's public address: absolute links in webhook payloads (no request to take it from).
 REGISTRY_BASE_URL = env.str("REGISTRY_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
@@ -174,7 +209,26 @@ WEBHOOKS_SECRET_ROTATION_GRACE_S = env.float("WEBHOOKS_SECRET_ROTATION_GRACE_S",
 # this many seconds old (so a short outage never disables anyone). Any success resets the count.
 WEBHOOKS_DISABLE_AFTER_FAILURES = env.int("WEBHOOKS_DISABLE_AFTER_FAILURES", default=20)
 WEBHOOKS_DISABLE_AFTER_S = env.float("WEBHOOKS_DISABLE_AFTER_S", default=86400.0)
+# The live event stream (SSE, served under ASGI): a keep-alive comment after this many idle seconds;
+# open streams per client (signed-in user, else remote address) and in all, per server process
+# (beyond either: 429); how often the one watcher per process reads the head of the event log; the
+# threads (so at most that many database connections) that every stream's queries share.
+STREAM_HEARTBEAT_S = env.float("STREAM_HEARTBEAT_S", default=15.0)
+STREAM_MAX_PER_CLIENT = env.int("STREAM_MAX_PER_CLIENT", default=5)
+STREAM_MAX_TOTAL = env.int("STREAM_MAX_TOTAL", default=1000)
+STREAM_POLL_S = env.float("STREAM_POLL_S", default=1.0)
+STREAM_DB_THREADS = env.int("STREAM_DB_THREADS", default=4)
+# The sweep sends due deliveries concurrently through a pool of this many threads (1 = one after
+# another); a slow endpoint then holds one thread, not the whole sweep.
+WEBHOOKS_SEND_CONCURRENCY = env.int("WEBHOOKS_SEND_CONCURRENCY", default=16)
 RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
+# Containment of each run's child process (worker/sandbox.py).
+RUN_SCRATCH_DIR = env.str("RUN_SCRATCH_DIR", default="")  # "" = the system's temporary directory
+RUN_MEMORY_LIMIT_MB = env.int("RUN_MEMORY_LIMIT_MB", default=4096)  # 0 = none; Experiment.memory_limit_mb overrides
+RUN_KILL_GRACE_S = env.float("RUN_KILL_GRACE_S", default=10.0)  # stop request -> SIGTERM -> SIGKILL
+RUN_CGROUP_PARENT = env.str("RUN_CGROUP_PARENT", default="")  # a delegated cgroup v2 dir; "" = RLIMIT_AS
+RUN_ENV_PASSTHROUGH = env.list("RUN_ENV_PASSTHROUGH", default=[])  # extra variables the child may see
+RUN_SAVE_RETRY_S = env.float("RUN_SAVE_RETRY_S", default=120.0)  # retrying a result's save on DB errors
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)
 

@@ -21,7 +21,10 @@ WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True  # the tests' webhook receivers listen o
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ARTIFACT_ROOT = Path(VAR_DIR) / "artifacts"
 RUN_HEARTBEAT_INTERVAL_S = 0.5
+RUN_KILL_GRACE_S = 2.0
 PLUGINS_EXTRA = [
     "echo=tests.fakes.plugins:EchoExperiment",
     "crashing=tests.fakes.plugins:CrashingExperiment",
+    "host_bound=tests.fakes.plugins:HostBoundExperiment",
+    "faulty=tests.fakes.plugins:FaultyExperiment",
 ]

@@ -136,8 +136,9 @@ def test_atom_feed_is_limited_to_50(anon, user):
     assert _ids(_feed(anon)) == [e.pk for e in reversed(events)][:50]
 
 
-def test_atom_feed_bad_parameter(anon):
-    response = anon.get("/api/v1/events/feed.atom?finding=x")
+@pytest.mark.parametrize("value", ["x", "²", "-3", "0", "1.5", "9" * 30, "9" * 5000])
+def test_atom_feed_bad_parameter(anon, value):
+    response = anon.get("/api/v1/events/feed.atom", {"finding": value})
     assert response.status_code == 400 and "finding" in response.json()["errors"]
 
 
@@ -182,3 +183,23 @@ def _anon_or(who, other_user):
     from django.contrib.auth.models import AnonymousUser
 
     return AnonymousUser() if who == "anonymous" else other_user
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize("who", ["anonymous", "signed in"])
+def test_stream_answers_other_methods_with_a_json_405_not_a_csrf_page(method, who, user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    if who == "signed in":
+        client.force_login(user)
+    response = getattr(client, method)("/api/v1/events/stream")
+    assert response.status_code == 405, response.content[:200]
+    assert response["Content-Type"].startswith("application/json")
+    assert "GET" in response["Allow"] and "not allowed" in response.json()["detail"]
+
+
+def test_stream_head_is_empty_and_immediate(anon):
+    response = anon.head("/api/v1/events/stream?timeout=30")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    assert response.content == b""

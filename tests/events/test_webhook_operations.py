@@ -102,8 +102,10 @@ def test_consecutive_failures_over_the_minimum_period_disable_the_subscription(a
     assert subscription.active is False and subscription.consecutive_failures == 4
     assert subscription.disabled_at == t0 + timedelta(hours=2)
     assert "4 consecutive failed delivery attempts" in subscription.disabled_reason
-    # the owner sees why; nothing public is written (finding-less events are visible to everyone)
-    assert not Event.objects.filter(type__startswith="subscription.").exists()
+    # the owner sees why; the subscription.disabled event is addressed to the owner alone
+    disabled = Event.objects.get(type="subscription.disabled")
+    assert disabled.audience_public is False and list(disabled.audience.all()) == [user]
+    assert disabled.payload["subscription"] == sub["id"] and "secret" not in json.dumps(disabled.payload)
     body = api.get(f"{URL}{sub['id']}/").json()
     assert body["active"] is False and body["disabled_reason"] == subscription.disabled_reason
     assert body["disabled_at"] is not None

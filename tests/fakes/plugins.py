@@ -153,3 +153,112 @@ class OldIntervalExperiment(EchoExperiment):
 
     name = "old_interval"
     interval = "bootstrap"
+
+
+class HostBoundParams(Params):
+    slow_host: str = Field("", description="On the host of this name the run is slow and marked 2.0.")
+    slow_s: float = Field(20.0, ge=0.0, le=120.0, description="Seconds to work on the slow host.")
+    fast_s: float = Field(0.5, ge=0.0, le=120.0, description="Seconds to work elsewhere.")
+
+
+class HostBoundExperiment(Experiment):
+    """Slow on one host, fast elsewhere, and its values say which host computed them (mark 2.0 on
+    the slow host, 1.0 elsewhere). Reports progress but never checks for a stop: a run cut off
+    from the registry finishes and tries to write its result (for the partition test)."""
+
+    name = "host_bound"
+    version = "1.0.0"
+    Params = HostBoundParams
+    metrics = (
+        Metric("host_mark", Axis.DIAGNOSTIC, higher_is_better=True, scale=Scale.RATIO),
+        Metric("host_work_s", Axis.DIAGNOSTIC, higher_is_better=False, unit="s", scale=Scale.RATIO),
+    )
+
+    def run(self, params: HostBoundParams, ctx) -> dict[str, dict[str, float]]:
+        import socket
+
+        slow = socket.gethostname() == params.slow_host
+        duration = params.slow_s if slow else params.fast_s
+        start = time.monotonic()
+        while time.monotonic() - start < duration:
+            ctx.progress(min(0.99, (time.monotonic() - start) / max(duration, 1e-9)), "working")
+            time.sleep(0.05)
+        ctx.log(f"host_bound on {socket.gethostname()}")
+        mark = 2.0 if slow else 1.0
+        arm = {"host_mark": mark, "host_work_s": duration + 0.001}
+        return {"baseline": dict(arm), "intervention": dict(arm)}
+
+
+class FaultParams(Params):
+    kind: str = Field("hang", description="hang | crash | raise | fork | hog | snoop")
+    seconds: float = Field(1.0, ge=0.0, le=60.0, description="crash: seconds before exiting")
+    megabytes: int = Field(2048, ge=1, description="hog: how much to allocate")
+
+
+class FaultyExperiment(Experiment):
+    """Misbehaves like a buggy plugin: for the containment tests (tests/worker/test_containment.py).
+
+    hang: ignores should_stop; crash: os._exit(3) after ``seconds``; raise: raises; fork: leaves a
+    ``sleep 1000`` behind and returns; hog: allocates ``megabytes``; snoop: looks for the registry's
+    secrets, settings and database, and returns what it found (1) or not (0)."""
+
+    name = "faulty"
+    version = "1.0.0"
+    Params = FaultParams
+    metrics = (
+        Metric("found_secret", Axis.DIAGNOSTIC, higher_is_better=False),
+        Metric("found_settings", Axis.DIAGNOSTIC, higher_is_better=False),
+        Metric("reached_database", Axis.DIAGNOSTIC, higher_is_better=False),
+        Metric("wrote_app_dir", Axis.DIAGNOSTIC, higher_is_better=False),
+    )
+
+    def run(self, params: FaultParams, ctx) -> dict[str, dict[str, float]]:
+        import os
+        import subprocess
+
+        found = {"found_secret": 0.0, "found_settings": 0.0, "reached_database": 0.0, "wrote_app_dir": 0.0}
+        ctx.log(f"faulty: {params.kind}")
+        if params.kind == "hang":
+            while True:  # never looks at ctx.should_stop()
+                time.sleep(0.1)
+        elif params.kind == "crash":
+            time.sleep(params.seconds)
+            print("about to crash", flush=True)
+            os._exit(3)
+        elif params.kind == "raise":
+            raise RuntimeError("the faulty plugin raised")
+        elif params.kind == "fork":
+            child = subprocess.Popen(["sleep", "1000"])
+            ctx.log(f"left pid {child.pid} behind")
+        elif params.kind == "hog":
+            block = bytearray(b"\x01") * (params.megabytes * 1024 * 1024)
+            ctx.log(f"allocated {len(block)} bytes")
+        elif params.kind == "snoop":
+            secret_names = ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")
+            found["found_secret"] = float(any(os.environ.get(name) for name in secret_names) or any(
+                "REDIS" in key or "SECRET" in key or "PASSWORD" in key or "TOKEN" in key for key in os.environ))
+            try:
+                from django.conf import settings
+
+                found["found_settings"] = float(bool(settings.DATABASES))
+            except Exception:  # noqa: BLE001 - no settings module: what the child should see
+                pass
+            url = os.environ.get("DATABASE_URL")
+            if url:
+                try:
+                    import psycopg
+
+                    psycopg.connect(url, connect_timeout=3).close()
+                    found["reached_database"] = 1.0
+                except Exception:  # noqa: BLE001
+                    pass
+            try:  # a relative path: lands in the run's scratch directory, not the app directory
+                with open("registry-was-here.txt", "w") as handle:
+                    handle.write("x")
+                from pathlib import Path
+
+                app_dir = Path(__file__).resolve().parents[2]
+                found["wrote_app_dir"] = float((app_dir / "registry-was-here.txt").exists())
+            except OSError:
+                pass
+        return {"baseline": dict(found), "intervention": dict(found)}

@@ -86,8 +86,13 @@ def test_reaper_gives_up_after_max_attempts(run):
 
 def test_reaper_times_out_a_run_past_its_limit(run):
     services.run_claim(run_id=run.pk, worker_host="a")
+    from django.conf import settings
+
     limit = run.reproduction.experiment.time_limit_s
-    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=limit + 61))
+    margin = settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60  # the worker's own stop comes first
+    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=limit + margin - 5))
+    assert services.runs_reap()["timed_out"] == 0
+    Run.objects.filter(pk=run.pk).update(started_at=timezone.now() - timedelta(seconds=limit + margin + 1))
     assert services.runs_reap()["timed_out"] == 1
     run.refresh_from_db()
     assert run.state == "timed_out"
@@ -129,9 +134,12 @@ def test_claim_token_is_required_when_given(run):
     assert not services.run_transition(run_id=run.pk, to_state="succeeded", token=uuid.uuid4())
 
 
-def test_redispatch_backs_off_and_skips_queues_nobody_consumes(run):
+def test_redispatch_backs_off_and_skips_queues_nobody_consumes(run, monkeypatch):
+    """Without the broker's answer (not Redis, unreachable, a queue too long to scan): the backoff."""
     from registry.reproductions.models import WorkerPresence
+    from worker import broker
 
+    monkeypatch.setattr(broker, "run_messages_present", lambda runs, **kwargs: None)
     now = timezone.now()
     Run.objects.filter(pk=run.pk).update(created_at=now - timedelta(hours=2), dispatched_at=now - timedelta(hours=1))
     assert services._runs_to_redispatch(now) == []  # no worker consumes 'cpu': re-sending helps nobody

@@ -1,0 +1,220 @@
+"""Containment of runs (worker/sandbox.py), through the real worker: each run executes in a child
+process of its own, with a scrubbed environment, a scratch directory, a memory limit and its own
+process group; the worker enforces the time limit and records truthfully how the run ended."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from registry.events.models import Event
+from registry.reproductions import services
+from registry.reproductions.models import Experiment, Measurement, Run
+from tests.conftest import wait_for
+from tests.factories import FindingFactory
+from worker.runner import save_with_retry
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+worker = pytest.mark.worker
+redis = pytest.mark.redis
+
+
+def _run(user, kind: str, *, time_limit_s: int = 60, memory_limit_mb: int | None = None, **params) -> Run:
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(
+        finding=finding, user=user, plugin="faulty", params={"kind": kind, **params}, reproduce=False,
+        time_limit_s=time_limit_s,
+    )
+    if memory_limit_mb is not None:
+        Experiment.objects.filter(pk=experiment.pk).update(memory_limit_mb=memory_limit_mb)
+        experiment.refresh_from_db()
+    return services.reproduction_request(experiment=experiment, user=user, seeds=[0]).runs.get()
+
+
+def _finished(run: Run, timeout: float = 60) -> Run:
+    wait_for(lambda: Run.objects.get(pk=run.pk).state not in ("queued", "running"), timeout=timeout)
+    return Run.objects.get(pk=run.pk)
+
+
+def _events(run: Run) -> int:
+    return Event.objects.filter(type__startswith="run.", payload__run=run.pk).count()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@worker
+@redis
+def test_a_hanging_plugin_is_stopped_at_its_time_limit(celery_worker, user):
+    run = _finished(_run(user, "hang", time_limit_s=2))
+    assert run.state == "timed_out", (run.error, celery_worker.output()[-2000:])
+    assert run.error.startswith("exceeded the time limit of 2 s")
+    assert "SIGTERM" in run.error  # it ignored the stop request
+    assert run.environment.get("exit_signal") in ("SIGTERM", "SIGKILL")
+    assert (run.finished_at - run.started_at).total_seconds() < 2 + 2 + 6  # limit + grace + start-up
+    assert "faulty: hang" in run.logs
+    assert Measurement.objects.filter(run=run).count() == 0
+    assert _events(run) == 2  # run.started, run.finished
+
+
+@worker
+@redis
+def test_a_crashing_process_fails_within_seconds_with_its_exit_code(celery_worker, user):
+    run = _finished(_run(user, "crash", seconds=1.0, time_limit_s=120), timeout=30)
+    assert run.state == "failed", (run.error, celery_worker.output()[-2000:])
+    assert run.error == "the run's process exited with code 3"
+    assert run.environment["exit_code"] == 3
+    assert "about to crash" in run.logs  # the process's own output is kept
+    assert (run.finished_at - run.started_at).total_seconds() < 10
+    assert Measurement.objects.filter(run=run).count() == 0
+    assert _events(run) == 2
+
+
+@worker
+@redis
+def test_a_raising_plugin_keeps_its_traceback(celery_worker, user):
+    run = _finished(_run(user, "raise"))
+    assert run.state == "failed"
+    assert run.error == "RuntimeError: the faulty plugin raised"
+    assert "Traceback" in run.traceback and "the faulty plugin raised" in run.traceback
+    assert run.environment["exit_code"] == 1
+    assert Measurement.objects.filter(run=run).count() == 0
+    assert _events(run) == 2
+
+
+@worker
+@redis
+def test_a_process_left_behind_is_killed_with_the_run(celery_worker, user):
+    run = _finished(_run(user, "fork"))
+    assert run.state == "succeeded", (run.error, celery_worker.output()[-2000:])
+    pid = int(re.search(r"left pid (\d+) behind", run.logs).group(1))
+    wait_for(lambda: not _alive(pid), timeout=5)
+    assert Measurement.objects.filter(run=run).count() == 8
+    assert _events(run) == 2
+
+
+@worker
+@redis
+def test_the_memory_limit_fails_the_run_and_spares_its_neighbour(celery_worker, user):
+    hog = _run(user, "hog", megabytes=1024, memory_limit_mb=256)
+    neighbour = _run(user, "snoop")
+    hog, neighbour = _finished(hog), _finished(neighbour)
+    assert hog.state == "failed", (hog.error, celery_worker.output()[-2000:])
+    assert hog.error.startswith("memory limit of 256 MiB exceeded")
+    assert Measurement.objects.filter(run=hog).count() == 0
+    assert _events(hog) == 2
+    assert neighbour.state == "succeeded"
+    assert Measurement.objects.filter(run=neighbour).count() == 8
+
+
+@worker
+@redis
+def test_a_snooping_plugin_finds_no_secret_settings_or_database(celery_worker, user):
+    run = _finished(_run(user, "snoop"))
+    assert run.state == "succeeded", (run.error, celery_worker.output()[-2000:])
+    found = {m.metric: m.value for m in Measurement.objects.filter(run=run, arm="baseline")}
+    assert found == {"found_secret": 0.0, "found_settings": 0.0, "reached_database": 0.0, "wrote_app_dir": 0.0}
+    assert Measurement.objects.filter(run=run).count() == 8
+    assert run.environment["child_start_s"] > 0 and run.environment["exit_code"] == 0
+    assert _events(run) == 2
+
+
+def test_saving_a_result_survives_a_killed_database_connection(user):
+    """The connection is terminated (pg_terminate_backend) right before the save: it is retried on
+    a new connection and the run succeeds with all its measurements."""
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[0]).runs.get()
+    token = services.run_claim(run_id=run.pk, worker_host="test")
+    assert isinstance(token, uuid.UUID)
+    rows = [("baseline", m, 1, 1.0) for m in ("risk", "skill", "width")]
+    rows += [("intervention", m, 1, 0.5) for m in ("risk", "skill", "width")]
+    attempts = []
+
+    def kill(pid: int) -> None:
+        from django.db import connection as other  # this thread's own connection
+
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        other.close()
+
+    def save() -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:
+            connection.ensure_connection()
+            killer = threading.Thread(target=kill, args=(connection.connection.info.backend_pid,))
+            killer.start()
+            killer.join()
+        return services.run_succeed(
+            run_id=run.pk, token=token, rows=rows, artifacts={}, environment={}, hardware="cpu",
+            plugin_version="1.0.0", logs="",
+        )
+
+    assert save_with_retry(save, what="test", total_s=30) is True
+    assert len(attempts) == 2
+    run.refresh_from_db()
+    assert run.state == "succeeded"
+    assert Measurement.objects.filter(run=run).count() == 6
+    assert _events(run) == 2
+
+
+def test_the_child_environment_is_scrubbed(tmp_path, monkeypatch):
+    from worker.sandbox import child_environment
+
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE", "REDIS_URL",
+                 "API_TOKEN"):
+        monkeypatch.setenv(name, "secret")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    env = child_environment(tmp_path)
+    assert not {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE", "REDIS_URL",
+                "API_TOKEN"} & set(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["OMP_NUM_THREADS"] == "2"
+    assert env["HOME"] == env["TMPDIR"] == str(tmp_path)
+    assert "secret" not in "".join(env.values())
+    assert os.environ["DATABASE_URL"] == "secret"  # the parent's own environment is untouched
+
+
+def test_a_run_whose_worker_dies_takes_its_whole_process_group_with_it(tmp_path):
+    """The worker is SIGKILLed mid-run: the child and what the plugin started do not live on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    child = (
+        "import os, subprocess, sys, time\n"
+        "from worker.sandbox import _die_with_parent\n"
+        "_die_with_parent(0.1)\n"
+        "sleeper = subprocess.Popen(['sleep', '1000'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{sleeper.pid}}')\n"
+        "time.sleep(1000)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+        "time.sleep(1000)\n"
+    )
+    worker_process = subprocess.Popen([sys.executable, "-c", parent], cwd=os.getcwd())
+    try:
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, timeout=20)
+        child_pid, sleeper_pid = map(int, pids.read_text().split())
+        assert _alive(child_pid) and _alive(sleeper_pid)
+        os.kill(worker_process.pid, signal.SIGKILL)
+        worker_process.wait(5)
+        started = time.monotonic()
+        wait_for(lambda: not _alive(child_pid) and not _alive(sleeper_pid), timeout=10)
+        assert time.monotonic() - started < 10
+    finally:
+        worker_process.kill()

@@ -1,0 +1,161 @@
+"""Recovery in seconds, with real workers, a real beat, PostgreSQL and Redis: a killed worker's run
+runs again within 30 s, a lost message is re-sent, a worker without a database keeps its
+messages, and a duplicate of a healthy run's message changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+
+from registry.events.models import Event
+from registry.reproductions import services
+from registry.reproductions.models import Measurement, Run
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.factories import FindingFactory
+from worker import broker
+from worker.celery import app
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.worker]
+
+
+def _experiment(user, params=None, **kwargs):
+    finding = FindingFactory(created_by=user)
+    return services.experiment_create(
+        finding=finding, user=user, plugin="echo", params=params or {}, reproduce=False, **kwargs
+    )
+
+
+def _run(pk: int) -> Run:
+    return Run.objects.get(pk=pk)
+
+
+class Beat:
+    """A real ``celery beat`` process (the reaper's trigger)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.log_path = settings.VAR_DIR / f"beat-{time.time_ns()}.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker", "beat", "--loglevel", "INFO",
+             "-s", str(settings.VAR_DIR / f"beat-{time.time_ns()}.schedule")],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def test_a_killed_worker_s_run_is_retried_within_30_s(worker_env, user):
+    """SIGKILL the whole worker mid-run; with the default heartbeat timeout and reaper interval a
+    second worker (and a real beat) finishes the run, once, within 30 s of the death."""
+    env = {k: v for k, v in worker_env.items() if k not in ("RUN_HEARTBEAT_INTERVAL_S",)}
+    experiment = _experiment(user, params={"sleep_s": 6.0}, device="gpu")
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[5]).runs.get()
+    victim = WorkerProcess(env, queues="gpu", concurrency=1)
+    try:
+        wait_for(lambda: _run(run.pk).progress > 0, timeout=60)
+        victim.kill()
+        died = timezone.now()
+    finally:
+        victim.stop()
+    assert _run(run.pk).state == "running"
+    beat = Beat(env)
+    rescuer = WorkerProcess(env, queues="gpu,maintenance", concurrency=2)
+    try:
+        wait_for(lambda: _run(run.pk).state == "succeeded", timeout=60)
+    finally:
+        rescuer.stop()
+        beat.stop()
+    run.refresh_from_db()
+    retried_after = (run.started_at - died).total_seconds()
+    print(f"\nkilled worker's run retried {retried_after:.1f} s after the death; "
+          f"finished {(run.finished_at - died).total_seconds():.1f} s after it")
+    assert retried_after < 30, retried_after
+    assert (run.finished_at - died).total_seconds() < 40
+    assert run.attempts == 2
+    assert Measurement.objects.filter(run=run).count() == 6
+    assert Event.objects.filter(type="run.finished", payload__run=run.pk).count() == 1
+
+
+def test_a_duplicate_message_for_a_healthy_running_run_is_skipped(celery_worker, user):
+    experiment = _experiment(user, params={"sleep_s": 3.0})
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[1]).runs.get()
+    wait_for(lambda: _run(run.pk).progress > 0, timeout=60)
+    before = celery_worker.output().count("skipped: the run is not queued")
+    app.send_task("worker.run_execute", args=[run.pk], queue="cpu")
+    wait_for(lambda: celery_worker.output().count("skipped: the run is not queued") > before, timeout=30)
+    wait_for(lambda: _run(run.pk).state == "succeeded", timeout=60)
+    run.refresh_from_db()
+    assert run.attempts == 1
+    assert Measurement.objects.filter(run=run).count() == 6
+    assert Event.objects.filter(type="run.finished", payload__run=run.pk).count() == 1
+
+
+def test_a_stale_running_run_is_taken_over_by_its_redelivered_message_once(user):
+    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[2]).runs.get()
+    old = services.run_claim(run_id=run.pk, worker_host="dead")
+    assert services.run_claim(run_id=run.pk, worker_host="dup") is None  # healthy: a duplicate
+    Run.objects.filter(pk=run.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 1)
+    )
+    new = services.run_claim(run_id=run.pk, worker_host="rescuer")
+    assert new is not None and new != old
+    assert services.run_claim(run_id=run.pk, worker_host="third") is None  # one takeover only
+    assert services.run_heartbeat(run_id=run.pk, token=old) is None  # the old worker is fenced off
+    assert not services.run_fail(run_id=run.pk, token=old, error="late")
+    run.refresh_from_db()
+    assert run.state == "running" and run.attempts == 2 and run.worker_host == "rescuer"
+
+
+def test_a_lost_message_is_resent_and_a_waiting_one_is_not(user, settings):
+    settings.RUN_REDISPATCH_AFTER_S = 1.0
+    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[3], device="gpu").runs.get()
+    assert _run(run.pk).dispatched_at is not None
+    assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == {run.pk}
+    time.sleep(1.2)
+    assert services.runs_reap()["redispatched"] == 0  # still waiting in its queue: no duplicate
+    broker.redis_client().delete(f"{settings.CELERY_BROKER_KEY_PREFIX}gpu")  # a broker restart
+    assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == set()
+    assert services.runs_reap()["redispatched"] == 1
+    assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == {run.pk}
+    assert services.runs_reap()["redispatched"] == 0  # just sent
+    broker.redis_client().delete(f"{settings.CELERY_BROKER_KEY_PREFIX}gpu")
+
+
+def test_a_worker_without_its_database_keeps_the_message(worker_env, user):
+    """A worker that cannot reach the database retries the message instead of acknowledging and
+    dropping it; once a worker with a database gets it the run succeeds (no reaper involved)."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    bad_url = worker_env["DATABASE_URL"].replace(
+        worker_env["DATABASE_URL"].split("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{port}"
+    )
+    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[4], device="gpu").runs.get()
+    cut_off = WorkerProcess({**worker_env, "DATABASE_URL": bad_url, "RUN_DB_RETRY_S": "1"}, queues="gpu",
+                            concurrency=1)
+    try:
+        wait_for(lambda: cut_off.output().count("the database is unreachable") >= 2, timeout=60)
+    finally:
+        cut_off.stop()  # a warm shutdown gives its unacknowledged (retried) message back
+    assert _run(run.pk).state == "queued"
+    healthy = WorkerProcess(worker_env, queues="gpu", concurrency=1)
+    try:
+        wait_for(lambda: _run(run.pk).state == "succeeded", timeout=60)
+    finally:
+        healthy.stop()
+    assert _run(run.pk).attempts == 1

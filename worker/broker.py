@@ -1,0 +1,138 @@
+"""Direct, short-timeout access to a Redis broker: is a run's message still there, leases for the
+periodic maintenance tasks, and the beat's "last seen" mark.
+
+Every call here is bounded by ``BROKER_SOCKET_TIMEOUT_S`` and never raises for an unreachable
+broker where a caller can do without it (see each function). Keys carry the same
+``CELERY_BROKER_KEY_PREFIX`` as kombu's own (kombu prefixes every key with ``global_keyprefix``),
+so a queue ``cpu`` is the Redis list ``<prefix>cpu``, and the messages delivered to workers but
+not acknowledged are the hash ``<prefix>unacked`` (delivery tag -> message) indexed by the sorted
+set ``<prefix>unacked_index`` (delivery tag -> time of delivery).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+#: A queue longer than this is not scanned: its runs are assumed to be in it (see
+#: ``run_messages_present``); a run whose message really was lost is then re-sent by the backoff.
+QUEUE_SCAN_LIMIT = 5000
+BEAT_KEY = "beat:last"
+
+_client_lock = threading.Lock()
+_client: Any = None
+
+
+def is_redis() -> bool:
+    return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://"))
+
+
+def redis_client() -> Any:
+    """A redis-py client on the broker with short socket timeouts (one per process)."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            import redis
+
+            timeout = settings.BROKER_SOCKET_TIMEOUT_S
+            _client = redis.Redis.from_url(
+                settings.CELERY_BROKER_URL, socket_timeout=timeout, socket_connect_timeout=timeout,
+                health_check_interval=0,
+            )
+        return _client
+
+
+def reset_client() -> None:
+    """Forget the cached client (tests that point the broker elsewhere)."""
+    global _client
+    with _client_lock:
+        _client = None
+
+
+def _key(name: str) -> str:
+    return f"{settings.CELERY_BROKER_KEY_PREFIX}{name}"
+
+
+def run_task_id(run_id: int, dispatch: str) -> str:
+    """The Celery task id of one dispatch of a run: ``run-<id>-<dispatch>``; findable in the broker."""
+    return f"run-{run_id}-{dispatch}"
+
+
+def _marker(run_id: int) -> bytes:
+    return f'"run-{run_id}-'.encode()
+
+
+def run_messages_present(runs: list[tuple[int, str]], *, delivered_within_s: float) -> set[int] | None:
+    """Which of ``runs`` (run id, queue) still have a message in the broker: waiting in their queue
+    or delivered to a worker within the last ``delivered_within_s`` seconds and not acknowledged.
+
+    A message delivered longer ago whose run is still queued sits with a worker that is not
+    running it (a worker killed before claiming it: Redis would give it back only after the
+    visibility timeout, hours later) and does not count. Returns None when the broker is not Redis,
+    is unreachable, or a queue is longer than ``QUEUE_SCAN_LIMIT``: the caller cannot tell.
+    """
+    if not runs or not is_redis():
+        return None
+    try:
+        client = redis_client()
+        queues = sorted({queue for _, queue in runs})
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(_key(queue))
+        lengths = pipe.execute()
+        if any(length > QUEUE_SCAN_LIMIT for length in lengths):
+            return None
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.lrange(_key(queue), 0, -1)
+        pipe.zrangebyscore(_key("unacked_index"), time.time() - delivered_within_s, "+inf")
+        *queued, recent_tags = pipe.execute()
+        delivered = client.hmget(_key("unacked"), recent_tags) if recent_tags else []
+    except Exception:  # noqa: BLE001 - an unreachable broker: the caller falls back
+        logger.warning("could not inspect the broker's queues", exc_info=True)
+        return None
+    messages = [m for batch in queued for m in batch] + [m for m in delivered if m]
+    present = set()
+    for run_id, _ in runs:
+        marker = _marker(run_id)
+        if any(marker in message for message in messages):
+            present.add(run_id)
+    return present
+
+
+def lease_acquire(name: str, ttl_s: float) -> bool | None:
+    """Take the lease ``name`` for ``ttl_s`` seconds (SET NX PX): True when taken, False when
+    someone holds it, None when the broker is not Redis or unreachable (no lease to be had)."""
+    if not is_redis():
+        return None
+    try:
+        return bool(redis_client().set(_key(f"lease:{name}"), str(time.time()), nx=True, px=max(1, int(ttl_s * 1000))))
+    except Exception:  # noqa: BLE001
+        logger.warning("could not take the lease %s", name, exc_info=True)
+        return None
+
+
+def beat_record(now: float | None = None) -> None:
+    """Record that the beat's periodic tasks ran now (read by /readyz)."""
+    if not is_redis():
+        return
+    try:
+        redis_client().set(_key(BEAT_KEY), json.dumps(now if now is not None else time.time()))
+    except Exception:  # noqa: BLE001
+        logger.warning("could not record the beat", exc_info=True)
+
+
+def beat_last_seen() -> float | None:
+    """When the beat last triggered the reaper (epoch seconds), None if never (or not Redis).
+    Raises for an unreachable broker."""
+    if not is_redis():
+        return None
+    value = redis_client().get(_key(BEAT_KEY))
+    return float(value) if value is not None else None

@@ -1,0 +1,526 @@
+"""Each run executes in a child process of its own: the launcher (parent side) and the child.
+
+The parent (the Celery task, worker/runner.py) is the only part that talks to the database and
+the broker. The child is a fresh interpreter (``python -m worker.sandbox``: never a fork of a
+process that may have initialised CUDA), started in its own session with a scrubbed environment,
+a scratch directory as cwd/HOME/TMPDIR and a memory limit. It never imports Django.
+
+Protocol: the parent writes ``spec.json`` into the scratch directory; the child writes JSON lines
+(progress, log, artifact, environment, error, stopped, result) to the channel fd it is given,
+artifacts and ``result.json`` into the scratch directory. The child's stdout/stderr are kept as
+the tail of the run's logs. Cancellation: the parent creates the flag file ``STOP``; the plugin's
+``ctx.should_stop()`` becomes true. The parent kills the whole process group when the run ends.
+
+This module's top level imports nothing beyond the standard library, so the child starts fast.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP_FILE = "STOP"
+SPEC_FILE = "spec.json"
+RESULT_FILE = "result.json"
+ARTIFACT_DIR = ".artifacts"
+OUTPUT_TAIL_LINES = 200
+
+#: Environment variables a run's child may see: exact names, then prefixes. Nothing else (no
+#: DATABASE_URL, CELERY_BROKER_URL, DJANGO_*, REDIS_*, tokens...).
+ENV_ALLOWED = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "TORCH_HOME", "HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME",
+    "CUBLAS_WORKSPACE_CONFIG",
+})
+ENV_ALLOWED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "CUDNN_", "NCCL_")
+MEMORY_PATTERN = re.compile(r"can't allocate memory|not enough memory|out of memory|bad_alloc|cannot allocate",
+                            re.IGNORECASE)
+
+
+def child_environment(scratch: Path, *, extra: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The allow-listed environment for a run's child; HOME and TMPDIR are its scratch directory."""
+    env = {
+        key: value for key, value in os.environ.items()
+        if key in ENV_ALLOWED or key.startswith(ENV_ALLOWED_PREFIXES) or key in extra
+    }
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    env.update({
+        "HOME": str(scratch), "TMPDIR": str(scratch), "TEMP": str(scratch), "TMP": str(scratch),
+        "PYTHONPATH": os.pathsep.join(paths),  # the registry's own plugins and tests.fakes
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "MALLOC_ARENA_MAX": "2",  # keeps address space (RLIMIT_AS) close to what is really used
+    })
+    return env
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def nvidia_smi_query(field: str) -> str | None:
+    """One field of the first GPU from nvidia-smi (e.g. name, driver_version); None without one."""
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except Exception:
+        return None
+    return output.strip().splitlines()[0] if output.strip() else None
+
+
+def capture_environment(device: Any, *, seed: int, plugin_version: str, deterministic: bool) -> dict[str, Any]:
+    import torch
+
+    environment: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "seed": seed,
+        "deterministic": deterministic,
+        "plugin_version": plugin_version,
+    }
+    if device.type == "cuda":
+        environment["device_name"] = torch.cuda.get_device_name(device)
+        environment["gpu_count"] = torch.cuda.device_count()
+        environment["driver"] = nvidia_smi_query("driver_version")
+        environment["cublas_workspace_config"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    return environment
+
+
+def encode_results(results: Any) -> Any:
+    """Plugin results as JSON: NotReached becomes {"__not_reached__": budget}; tensors, numpy
+    scalars become floats where they can; anything else its repr (the parent then refuses it)."""
+    from plugins.sdk import NotReached
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, NotReached):
+            return {"__not_reached__": value.budget if isinstance(value.budget, int | float) else repr(value.budget)}
+        if isinstance(value, dict):
+            return {str(k): encode(v) for k, v in value.items()}
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        try:
+            return float(value)
+        except Exception:
+            return repr(value)[:200]
+
+    return encode(results)
+
+
+def decode_results(data: Any) -> Any:
+    from plugins.sdk import NotReached
+
+    if isinstance(data, dict):
+        if set(data) == {"__not_reached__"}:
+            return NotReached(budget=data["__not_reached__"])
+        return {k: decode_results(v) for k, v in data.items()}
+    return data
+
+
+# ---------------------------------------------------------------- the child
+
+
+class ChildContext:
+    """The RunContext a plugin gets in the child: everything goes to the parent over the channel."""
+
+    def __init__(self, channel: Any, scratch: Path, *, seed: int, device: Any, deterministic: bool):
+        self.channel = channel
+        self.scratch = scratch
+        self.seed = seed
+        self.device = device
+        self.deterministic = deterministic
+        self._lock = threading.Lock()
+        self._last_progress = 0.0
+        self._artifacts = 0
+
+    def send(self, **message: Any) -> None:
+        line = json.dumps(message, default=repr) + "\n"
+        with self._lock:
+            self.channel.write(line)
+            self.channel.flush()
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= 0.2 or fraction >= 1.0:
+            self._last_progress = now
+            self.send(t="progress", fraction=float(fraction), message=str(message)[:300])
+
+    def log(self, message: str) -> None:
+        self.send(t="log", line=f"{time.strftime('%H:%M:%S')} {message}")
+
+    def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("save_artifact needs bytes")
+        self._artifacts += 1
+        path = self.scratch / ARTIFACT_DIR / f"{self._artifacts:06d}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes(data))
+        self.send(t="artifact", name=str(name), file=path.name, content_type=str(content_type))
+
+    def should_stop(self) -> bool:
+        return (self.scratch / STOP_FILE).exists()
+
+
+def _join_cgroup(path: str) -> bool:
+    try:
+        Path(path, "cgroup.procs").write_text(str(os.getpid()))
+        return True
+    except OSError:
+        return False
+
+
+def _limit_address_space(limit_mb: int) -> int:
+    """RLIMIT_AS = what the interpreter with torch and the plugin already maps + the limit."""
+    mapped = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                mapped = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    total = mapped + limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (total, total))
+    return total
+
+
+def _die_with_parent(interval_s: float = 1.0) -> None:
+    """If the worker that started this run dies (SIGKILL, OOM, power cut of its container), kill
+    the run's whole process group: the plugin and anything it started. The worker's replacement
+    runs the attempt again; nothing of this one may keep running unsupervised."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def child_main(spec_path: str, channel_fd: int) -> None:
+    """Entry point of the child (``python -m worker.sandbox SPEC FD``); never returns."""
+    _die_with_parent()
+    channel = os.fdopen(channel_fd, "w", buffering=1, encoding="utf-8")
+    scratch = Path(spec_path).parent
+    spec = json.loads(Path(spec_path).read_text())
+    ctx: ChildContext | None = None
+    code = 1
+    try:
+        limit_mb = int(spec.get("memory_limit_mb") or 0)
+        in_cgroup = bool(spec.get("cgroup")) and _join_cgroup(spec["cgroup"])
+        import importlib
+
+        import torch
+
+        from plugins.sdk import seed_everything
+
+        torch.set_num_threads(int(spec.get("torch_threads") or 1))
+        module, _, qualname = spec["plugin"].partition(":")
+        plugin: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            plugin = getattr(plugin, part)
+        params = plugin.Params.model_validate(spec["params"])
+        device = torch.device("cuda") if spec["device"] == "gpu" and torch.cuda.is_available() else torch.device("cpu")
+        deterministic = bool(spec["deterministic"])
+        ctx = ChildContext(channel, scratch, seed=int(spec["seed"]), device=device, deterministic=deterministic)
+        environment = capture_environment(
+            device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
+        )
+        environment["memory_limit"] = (
+            f"cgroup memory.max {limit_mb} MiB" if in_cgroup
+            else f"RLIMIT_AS {limit_mb} MiB over the runtime's baseline" if limit_mb else "none"
+        )
+        ctx.send(t="environment", environment=environment)
+        if spec["device"] == "gpu" and device.type != "cuda":
+            ctx.log("a GPU was requested but this worker has none: running on the CPU")
+        if limit_mb and not in_cgroup:
+            _limit_address_space(limit_mb)
+        seed_everything(ctx.seed, deterministic=deterministic)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        ctx.log(f"{plugin.name} {plugin.version} seed {ctx.seed} on {environment['device_name']}")
+        results = plugin().run(params, ctx)
+        extra: dict[str, Any] = {}
+        if device.type == "cuda":
+            extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        temporary = scratch / (RESULT_FILE + ".tmp")
+        temporary.write_text(json.dumps({"results": encode_results(results), "environment": extra}))
+        temporary.replace(scratch / RESULT_FILE)
+        ctx.send(t="result", file=RESULT_FILE)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        stopped = exc.__class__.__name__ == "StopRequested" or (ctx is not None and ctx.should_stop())
+        try:
+            message = {"t": "stopped"} if stopped else {
+                "t": "error", "type": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}"[:10_000],
+                "traceback": traceback.format_exc()[-100_000:],
+                "memory": isinstance(exc, MemoryError) or bool(MEMORY_PATTERN.search(str(exc)[:2000])),
+            }
+            channel.write(json.dumps(message, default=repr) + "\n")
+            channel.flush()
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)  # threads the plugin left behind do not keep the child alive
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+class ChildRun:
+    """One run's child process as seen from the worker: start, watch, stop, collect, clean up."""
+
+    def __init__(
+        self,
+        *,
+        run_id: int,
+        plugin: str,
+        params: dict[str, Any],
+        seed: int,
+        device: str,
+        deterministic: bool,
+        torch_threads: int = 1,
+        memory_limit_mb: int = 0,
+        scratch_root: str = "",
+        cgroup_parent: str = "",
+        env_passthrough: list[str] | tuple[str, ...] = (),
+    ):
+        self.run_id = run_id
+        self.memory_limit_mb = memory_limit_mb
+        root = Path(scratch_root or tempfile.gettempdir())
+        root.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=root))
+        self.cgroup = self._make_cgroup(cgroup_parent, memory_limit_mb) if memory_limit_mb else None
+        self.spec = {
+            "plugin": plugin, "params": params, "seed": seed, "device": device, "deterministic": deterministic,
+            "torch_threads": torch_threads, "memory_limit_mb": memory_limit_mb,
+            "cgroup": str(self.cgroup) if self.cgroup else "",
+        }
+        self.env = child_environment(self.scratch, extra=list(env_passthrough))
+        self.process: subprocess.Popen | None = None
+        self.lock = threading.Lock()
+        self.fraction: float | None = None
+        self.message: str | None = None
+        self.progress_changed = False
+        self.lines: list[str] = []
+        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self.artifacts: list[tuple[str, str, str]] = []
+        self.environment: dict[str, Any] = {}
+        self.error: dict[str, Any] | None = None
+        self.stopped = False
+        self.has_result = False
+        self.signals_sent: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self.started_at = 0.0
+        self.spawn_s: float | None = None  # until the child's first message: the per-run start cost
+
+    @staticmethod
+    def _make_cgroup(parent: str, limit_mb: int) -> Path | None:
+        """A cgroup v2 child of RUN_CGROUP_PARENT with memory.max; None where that is not possible."""
+        if not parent:
+            return None
+        try:
+            path = Path(parent) / f"run-{os.getpid()}-{time.time_ns()}"
+            path.mkdir()
+            (path / "memory.max").write_text(str(limit_mb * 1024 * 1024))
+            try:
+                (path / "memory.swap.max").write_text("0")
+            except OSError:
+                pass
+            return path
+        except OSError:
+            return None
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        (self.scratch / SPEC_FILE).write_text(json.dumps(self.spec))
+        read_fd, write_fd = os.pipe()
+        self.started_at = time.monotonic()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.sandbox", str(self.scratch / SPEC_FILE), str(write_fd)],
+                cwd=self.scratch, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+            )
+        finally:
+            os.close(write_fd)
+        channel = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
+        for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
+            thread = threading.Thread(target=target, args=(stream,), daemon=True, name=f"run-{self.run_id}-io")
+            thread.start()
+            self._threads.append(thread)
+
+    def _read_channel(self, stream: Any) -> None:
+        with stream:
+            for line in stream:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                with self.lock:
+                    if self.spawn_s is None:
+                        self.spawn_s = round(time.monotonic() - self.started_at, 3)
+                    kind = message.get("t")
+                    if kind == "progress":
+                        self.fraction, self.message = message.get("fraction"), message.get("message")
+                        self.progress_changed = True
+                    elif kind == "log":
+                        self.lines.append(str(message.get("line", "")))
+                    elif kind == "artifact":
+                        self.artifacts.append((message["name"], message["file"], message.get("content_type", "")))
+                    elif kind == "environment":
+                        self.environment.update(message.get("environment") or {})
+                    elif kind == "error":
+                        self.error = message
+                    elif kind == "stopped":
+                        self.stopped = True
+                    elif kind == "result":
+                        self.has_result = True
+
+    def _read_output(self, stream: Any) -> None:
+        with stream:
+            for raw in stream:
+                self.output.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def poll(self) -> int | None:
+        assert self.process is not None
+        return self.process.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def request_stop(self) -> None:
+        """Cooperative: the plugin's ``ctx.should_stop()`` becomes true."""
+        try:
+            (self.scratch / STOP_FILE).touch()
+        except OSError:
+            pass
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> bool:
+        """Signal the child's whole process group (its session); False when nothing is left."""
+        if self.process is None:
+            return False
+        if sig != signal.SIGKILL or self.process.poll() is None:
+            self.signals_sent.append(signal.Signals(sig).name)
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        if self.cgroup is not None and sig == signal.SIGKILL:
+            try:
+                (self.cgroup / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+        return True
+
+    def oom_killed(self) -> bool:
+        if self.cgroup is None:
+            return False
+        try:
+            for line in (self.cgroup / "memory.events").read_text().splitlines():
+                name, _, count = line.partition(" ")
+                if name == "oom_kill" and int(count) > 0:
+                    return True
+        except (OSError, ValueError):
+            pass
+        return False
+
+    def finish(self) -> None:
+        """Kill whatever is left of the process group and wait for the reader threads."""
+        self.kill_group(signal.SIGKILL)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.cgroup is not None:
+            for _ in range(20):
+                try:
+                    self.cgroup.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+    # -- what the child left
+
+    def take_progress(self) -> tuple[float | None, str | None] | None:
+        with self.lock:
+            if not self.progress_changed:
+                return None
+            self.progress_changed = False
+            return self.fraction, self.message
+
+    def logs(self) -> str:
+        with self.lock:
+            lines = list(self.lines)
+        output = list(self.output)
+        if output:
+            lines += ["--- output of the run's process (last lines) ---", *output]
+        return "\n".join(lines)
+
+    def load_results(self) -> tuple[Any, dict[str, Any]]:
+        data = json.loads((self.scratch / RESULT_FILE).read_text())
+        return decode_results(data["results"]), data.get("environment") or {}
+
+    def load_artifacts(self) -> dict[str, tuple[bytes, str]]:
+        artifacts: dict[str, tuple[bytes, str]] = {}
+        for name, file, content_type in self.artifacts:
+            path = self.scratch / ARTIFACT_DIR / Path(file).name
+            if path.is_file():
+                artifacts[name] = (path.read_bytes(), content_type)
+        return artifacts
+
+    def exit_description(self) -> tuple[dict[str, Any], str]:
+        """``{"exit_code": n}`` or ``{"exit_signal": "SIGKILL"}``, and the same in words."""
+        code = self.process.returncode if self.process is not None else None
+        if code is None:
+            return {}, "the run's process did not end"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return {"exit_signal": name}, f"the run's process was killed by {name}"
+        return {"exit_code": code}, f"the run's process exited with code {code}"
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1], int(sys.argv[2]))
