@@ -18,7 +18,16 @@ from rest_framework.test import APIClient
 from tests.factories import UserFactory
 
 ROOT = Path(__file__).resolve().parents[1]
-IN_CI = bool(os.environ.get("CI"))
+
+
+def env_flag(value: str | None) -> bool:
+    """A boolean environment variable: unset, "", "false", "0", "no", "off" (any case, spaces
+    ignored) are false; "true", "1", "yes", "on" and any other value (some CI systems set CI to
+    their own name) are true."""
+    return (value or "").strip().lower() not in {"", "false", "0", "no", "off"}
+
+
+IN_CI = env_flag(os.environ.get("CI"))
 
 
 def _missing(what: str) -> None:

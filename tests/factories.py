@@ -1,7 +1,7 @@
 import factory
 from django.contrib.auth import get_user_model
 
-from registry.findings.models import Finding
+from registry.findings.models import Finding, FindingAuthor
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -25,5 +25,10 @@ class FindingFactory(factory.django.DjangoModelFactory):
 
     @factory.post_generation
     def authors(self, create, extracted, **kwargs):
+        """The creator and ``authors=[...]`` as *accepted* authors (a fixture shortcut: through the
+        services, a co-author named by someone else is only invited until they accept)."""
         if create:
-            self.authors.set([self.created_by, *(extracted or [])])
+            for user in {u.pk: u for u in [self.created_by, *(extracted or [])]}.values():
+                FindingAuthor.objects.get_or_create(
+                    finding=self, user=user, defaults={"status": FindingAuthor.Status.ACCEPTED}
+                )

@@ -61,7 +61,12 @@ def test_web_serves_asgi_with_uvicorn_workers():
     import tomllib
 
     command = " ".join(COMPOSE["services"]["web"]["command"].split())
-    assert "gunicorn registry.asgi:application -k uvicorn_worker.UvicornWorker" in command
+    assert "gunicorn registry.asgi:application -k registry.asgi_worker.Worker" in command
+    from uvicorn_worker import UvicornWorker
+
+    from registry.asgi_worker import Worker
+
+    assert issubclass(Worker, UvicornWorker) and Worker.CONFIG_KWARGS["server_header"] is False
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert any(d.startswith("uvicorn") for d in project["dependencies"])
     assert any(d.startswith("uvicorn-worker") for d in project["optional-dependencies"]["production"])

@@ -65,6 +65,19 @@ def run_task_id(run_id: int, dispatch: str) -> str:
     return f"run-{run_id}-{dispatch}"
 
 
+#: Run messages on Redis: kombu keeps one list per priority step (0 is served first). New runs go
+#: to step 6; the reaper's re-sends (a requeued run whose worker died, a lost message) to step 0,
+#: the front: they have waited already.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_NEW = 6
+PRIORITY_FRONT = 0
+
+
+def _queue_keys(queue: str) -> list[str]:
+    """The Redis lists of one queue, one per priority step (kombu's ``<queue>\x06\x16<step>``)."""
+    return [_key(queue if step == 0 else f"{queue}\x06\x16{step}") for step in PRIORITY_STEPS]
+
+
 def _marker(run_id: int) -> bytes:
     return f'"run-{run_id}-'.encode()
 
@@ -83,15 +96,16 @@ def run_messages_present(runs: list[tuple[int, str]], *, delivered_within_s: flo
     try:
         client = redis_client()
         queues = sorted({queue for _, queue in runs})
+        keys = [key for queue in queues for key in _queue_keys(queue)]
         pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.llen(_key(queue))
+        for key in keys:
+            pipe.llen(key)
         lengths = pipe.execute()
-        if any(length > QUEUE_SCAN_LIMIT for length in lengths):
+        if sum(lengths) > QUEUE_SCAN_LIMIT:
             return None
         pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            pipe.lrange(_key(queue), 0, -1)
+        for key in keys:
+            pipe.lrange(key, 0, -1)
         pipe.zrangebyscore(_key("unacked_index"), time.time() - delivered_within_s, "+inf")
         *queued, recent_tags = pipe.execute()
         delivered = client.hmget(_key("unacked"), recent_tags) if recent_tags else []

@@ -35,6 +35,7 @@ app.conf.update(
         "worker.webhooks_sweep": {"queue": "maintenance"},
         "worker.effects_recompute": {"queue": "maintenance"},
         "worker.effects_sweep": {"queue": "maintenance"},
+        "worker.idempotency_purge": {"queue": "maintenance"},
     },
     broker_connection_retry_on_startup=True,
     # A publish to a frozen broker gives up within seconds (socket timeouts in the transport
@@ -71,6 +72,11 @@ def _schedule_reaper(sender: Celery, **kwargs) -> None:
         settings.REAPER_INTERVAL_S,
         beat("worker.effects_sweep", settings.REAPER_INTERVAL_S),
         name="resend lost effects recomputes",
+    )
+    sender.add_periodic_task(
+        settings.IDEMPOTENCY_PURGE_INTERVAL_S,
+        beat("worker.idempotency_purge", settings.IDEMPOTENCY_PURGE_INTERVAL_S),
+        name="purge expired idempotency keys",
     )
 
 app.conf.imports = ("worker.tasks",)

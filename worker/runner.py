@@ -29,6 +29,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 import registry
 from registry.errors import ApplicationError
+from registry.logcontext import with_run_context
 from registry.reproductions import services
 from registry.reproductions.models import Run
 from worker.sandbox import ChildRun, capture_environment, nvidia_smi_query
@@ -131,6 +132,7 @@ def _how_it_ended(child: ChildRun, reason: str | None) -> str:
     return words
 
 
+@with_run_context  # every log record written while the run executes carries its run_id
 def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     """Claim and execute one run. Returns what happened, for the task's log."""
     close_old_connections()

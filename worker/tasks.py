@@ -118,3 +118,12 @@ def webhooks_sweep() -> dict:
     from registry.events.services import webhooks_sweep as sweep
 
     return sweep()
+
+
+@shared_task(name="worker.idempotency_purge", max_retries=0, ignore_result=True)
+@_beat_task("idempotency_purge", "IDEMPOTENCY_PURGE_INTERVAL_S")
+def idempotency_purge() -> int:
+    """Delete the idempotency keys older than IDEMPOTENCY_KEY_TTL_S."""
+    from registry.idempotency.services import keys_purge_expired
+
+    return keys_purge_expired()

@@ -12,18 +12,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from registry.api.errors import query_text
+from registry.api.parsers import JSONParser as RegistryJSONParser
 from registry.api.serializers import RunSerializer
 from registry.effects.selectors import landscape_get, rollup_get
 from registry.errors import ApplicationError, NotFound
 from registry.findings.models import Finding
 from registry.findings.selectors import finding_list
 from registry.reproductions.selectors import experiment_list
-from registry.reproductions.self_reported import self_reported_run_record
+from registry.reproductions.self_reported import ensure_reporting_author, self_reported_run_record
 
 ERROR = OpenApiResponse(OpenApiTypes.OBJECT, description='{"detail": message, "errors": {field: [messages]}}')
 
@@ -100,9 +100,10 @@ class SelfReportedRunSerializer(serializers.Serializer):
     )
 
 
-class NonStrictJSONParser(JSONParser):
+class NonStrictJSONParser(RegistryJSONParser):
     """Reads NaN/Infinity literals, so a non-finite measurement is refused by name (400 naming
-    the field) rather than as an unreadable body."""
+    the field) rather than as an unreadable body; the size, depth and NUL/surrogate checks of the
+    API's parser still apply."""
 
     strict = False
 
@@ -125,6 +126,7 @@ def self_reported_run_create(request: Request, pk: int) -> Response:
     experiment = experiment_list(user=request.user).select_related("finding").filter(pk=pk).first()
     if experiment is None:
         raise NotFound(f"no experiment {pk}")
+    ensure_reporting_author(experiment, request.user)  # before validation: a stranger learns nothing from a 400
     serializer = SelfReportedRunSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     run = self_reported_run_record(experiment=experiment, user=request.user, **serializer.validated_data)

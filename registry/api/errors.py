@@ -11,6 +11,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
+from django.db import DataError as DatabaseDataError
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404
@@ -65,10 +67,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"detail": DB_UNAVAILABLE_DETAIL, "errors": {}}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}
         )
+    bad_input = bad_input_response(exc)
+    if bad_input is not None:
+        return bad_input
     if isinstance(exc, ApplicationError):
         data = exc.as_detail()
         data["errors"] = flatten_errors(data.get("errors") or {})
-        return Response(data, status=exc.status)
+        return Response(data, status=exc.status, headers=getattr(exc, "headers", None))
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -86,6 +91,28 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     else:
         response.data = {"detail": str(response.data), "errors": {}}
     return response
+
+
+def bad_input_response(exc: BaseException) -> Response | None:
+    """A 4xx for input that got past validation and failed below it (a safety net: the parsers,
+    serializers and filters refuse it first), or for Django's own request limits."""
+    if isinstance(exc, RequestDataTooBig):
+        from registry.api.parsers import too_large_message
+
+        return Response({"detail": too_large_message(), "errors": {}}, status=413)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return Response({"detail": f"too many form fields: {exc}", "errors": {}}, status=400)
+    if isinstance(exc, SuspiciousOperation):
+        logger.warning("suspicious request refused: %s", exc)
+        return Response({"detail": "bad request", "errors": {}}, status=400)
+    if isinstance(exc, DatabaseDataError):
+        # PostgreSQL refusing a value (NUL, an out-of-range number...): the request's fault
+        logger.warning("database refused a value", exc_info=exc)
+        return Response({"detail": "invalid input: a value could not be stored", "errors": {}}, status=400)
+    if isinstance(exc, OverflowError):
+        # SQLite refusing an integer beyond 64 bits (PostgreSQL's DataError above)
+        return Response({"detail": "invalid input: a number is out of range", "errors": {}}, status=400)
+    return None
 
 
 def query_text(request: Any, name: str, *, max_length: int = 200) -> str | None:

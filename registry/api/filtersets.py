@@ -4,7 +4,7 @@ import django_filters
 from django.db.models import Q
 
 from plugins.registry import all_plugins
-from registry.findings.models import Claim, Finding
+from registry.findings.models import Claim, Finding, FindingAuthor
 from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
 
@@ -42,7 +42,7 @@ class FindingFilter(django_filters.FilterSet):
     visibility = django_filters.ChoiceFilter(choices=Finding.Visibility.choices)
     tag = django_filters.CharFilter(field_name="tags__name", lookup_expr="iexact", label="Tag name")
     plugin = django_filters.CharFilter(field_name="experiments__plugin", label="Plugin of one of its experiments")
-    author = django_filters.CharFilter(field_name="authors__username", label="Author username")
+    author = django_filters.CharFilter(method="by_author", label="Author username (accepted authors only)")
     q = django_filters.CharFilter(method="search", label="Text in title or summary")
     axis = django_filters.ChoiceFilter(
         choices=MetricDefinition.Axis.choices, method="by_axis", label="Has a claim on a metric of this axis"
@@ -52,6 +52,10 @@ class FindingFilter(django_filters.FilterSet):
     class Meta:
         model = Finding
         fields = ["kind", "status", "visibility", "tag", "plugin", "author", "q", "axis", "builds_on"]
+
+    def by_author(self, queryset, name, value):
+        # one filter() call: the username and the status are those of the same authorship row
+        return queryset.filter(author_links__user__username=value, author_links__status=FindingAuthor.Status.ACCEPTED)
 
     def search(self, queryset, name, value):
         return queryset.filter(Q(title__icontains=value) | Q(summary__icontains=value))

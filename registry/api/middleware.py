@@ -65,3 +65,34 @@ class DatabaseUnavailableMiddleware:
             logger.warning("database unavailable: %s %s", request.method, request.path, exc_info=exception)
             return database_unavailable_response()
         return None
+
+
+def _content_length(request: HttpRequest) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except (TypeError, ValueError):
+        return None
+
+
+class BodySizeLimitMiddleware:
+    """A request under ``/api/`` whose body is larger than ``API_MAX_BODY_BYTES`` (by its
+    ``Content-Length``) is a 413 JSON before anything reads the body; an unreadable
+    ``Content-Length`` is a 400 JSON. (The parsers also stop reading at the limit.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            from registry.api.parsers import max_body_bytes, too_large_message
+
+            length = _content_length(request)
+            if length is None or length < 0:
+                return JsonResponse(
+                    {"detail": "invalid Content-Length header", "errors": {"Content-Length": ["not a number"]}},
+                    status=400,
+                )
+            limit = max_body_bytes()
+            if length > limit:
+                return JsonResponse({"detail": too_large_message(limit), "errors": {}}, status=413)
+        return self.get_response(request)

@@ -39,6 +39,19 @@ class NameListField(serializers.ListField):
         return sorted(getattr(item, self.attribute, item) for item in items)
 
 
+class AuthorsField(NameListField):
+    """``authors``: in, the usernames to name as authors (new names are invited, not added); out,
+    the accepted authors only."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(attribute="username", **kwargs)
+
+    def get_attribute(self, instance: Any) -> Any:
+        from registry.findings.selectors import finding_authors_split
+
+        return finding_authors_split(instance)[0]
+
+
 class ThresholdField(serializers.FloatField):
     """A claim threshold: a finite number, not a boolean (JSON true is not 1.0); -0.0 reads as 0.0."""
 
@@ -155,7 +168,17 @@ class FindingSerializer(serializers.ModelSerializer):
     references = serializers.ListField(
         child=serializers.CharField(max_length=500), required=False, max_length=50
     )
-    authors = NameListField(attribute="username", child=serializers.CharField(), required=False, max_length=100)
+    authors = AuthorsField(
+        child=serializers.CharField(),
+        required=False,
+        max_length=100,
+        help_text="Accepted authors. On write, the names to be authors: a name not yet an author is invited "
+        "(listed in invited_authors until that user accepts); a name left out is removed.",
+    )
+    invited_authors = serializers.SerializerMethodField(
+        help_text="Pending invitations to author this finding: shown to its authors and staff, and to an "
+        "invited user (their own); empty for everyone else."
+    )
     restricted_to = NameListField(
         attribute="username", child=serializers.CharField(), required=False, max_length=1000
     )
@@ -171,8 +194,8 @@ class FindingSerializer(serializers.ModelSerializer):
     class Meta:
         model = Finding
         fields = [
-            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors", "status",
-            "builds_on", "built_upon_by", "visibility", "restricted_to",
+            "id", "url", "title", "summary", "summary_html", "kind", "tags", "references", "authors", "invited_authors",
+            "status", "builds_on", "built_upon_by", "visibility", "restricted_to",
             "embargo_until", "xrisk_sheet", "effects_stale", "claims", "experiments", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "status", "effects_stale", "created_at", "updated_at"]
@@ -199,6 +222,19 @@ class FindingSerializer(serializers.ModelSerializer):
 
     def get_url(self, finding: Finding) -> str:
         return reverse("api:finding-detail", args=[finding.pk])
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_invited_authors(self, finding: Finding) -> list[str]:
+        from registry.findings.selectors import finding_authors_split
+
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if not getattr(user, "is_authenticated", False):
+            return []
+        accepted, invited = finding_authors_split(finding)
+        if user.is_staff or any(u.pk == user.pk for u in accepted):
+            return sorted(u.get_username() for u in invited)
+        return [u.get_username() for u in invited if u.pk == user.pk]
 
     def get_built_upon_by(self, finding: Finding) -> list[int]:
         return sorted(f.pk for f in finding.built_upon_by.all())
@@ -235,7 +271,14 @@ class ExperimentSerializer(serializers.ModelSerializer):
     )
     params = serializers.JSONField(required=False, default=dict)
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
-    time_limit_s = serializers.IntegerField(required=False, min_value=10, max_value=7 * 24 * 3600)
+    # upper bounds: RUN_MAX_TIME_LIMIT_S / RUN_MAX_MEMORY_LIMIT_MB, checked by experiment_create
+    time_limit_s = serializers.IntegerField(
+        required=False, min_value=10, help_text="Seconds per run; at most the registry's RUN_MAX_TIME_LIMIT_S."
+    )
+    memory_limit_mb = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="Memory per run (MB); null: the worker's default. At most RUN_MAX_MEMORY_LIMIT_MB.",
+    )
     default_seeds = serializers.IntegerField(required=False, default=3, min_value=1)
     reproductions = serializers.SerializerMethodField()
 
@@ -247,7 +290,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = [
-            "id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason", "memory_limit_mb",
+            "id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason",
         ]
 
     def get_reproductions(self, experiment: Experiment) -> list[int]:

@@ -2,7 +2,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from registry.api import effects_views, events_views, version_views, views
+from registry.accounts.api import ApiTokenViewSet
+from registry.api import author_views, effects_views, events_views, metrics, quota_views, version_views, views
 
 app_name = "api"
 
@@ -13,6 +14,7 @@ router.register("experiments", views.ExperimentViewSet, basename="experiment")
 router.register("reproductions", views.ReproductionViewSet, basename="reproduction")
 router.register("runs", views.RunViewSet, basename="run")
 router.register("subscriptions", events_views.SubscriptionViewSet, basename="subscription")
+router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path(
@@ -24,6 +26,20 @@ urlpatterns = [
         "api/v1/experiments/<int:pk>/self-reported-runs/",
         effects_views.self_reported_run_create,
         name="experiment-self-reported-runs",
+    ),
+    path("api/v1/me/quota/", quota_views.my_quota, name="my-quota"),
+    path("api/v1/users/<str:username>/quota/", quota_views.user_quota, name="user-quota"),
+    path("api/v1/me/invitations/", author_views.my_invitations, name="my-invitations"),
+    path(
+        "api/v1/findings/<int:pk>/authors/<str:username>/accept", author_views.author_accept, name="author-accept"
+    ),
+    path(
+        "api/v1/findings/<int:pk>/authors/<str:username>/decline", author_views.author_decline, name="author-decline"
+    ),
+    path(
+        "api/v1/findings/<int:pk>/authors/<str:username>/withdraw",
+        author_views.author_withdraw,
+        name="author-withdraw",
     ),
     path("api/v1/", include(router.urls)),
     path("api/v1/artifacts/<int:pk>/download/", views.artifact_download, name="artifact-download"),
@@ -37,4 +53,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # Prometheus (registry/api/metrics.py); /api/v1/metrics/ is the plugins' metric catalogue
+    path("metrics", metrics.metrics_view, name="prometheus-metrics"),
 ]

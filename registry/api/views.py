@@ -17,7 +17,8 @@ from plugins.registry import all_plugins
 from registry.api import serializers as s
 from registry.api.errors import query_text
 from registry.api.filtersets import ExperimentFilter, FindingFilter, ReproductionFilter, RunFilter
-from registry.errors import ApplicationError, NotFound
+from registry.api.throttling import ReproductionThrottledMixin
+from registry.errors import ApplicationError, NotFound, PermissionDenied
 from registry.events.cursor import events_after
 from registry.findings import services as finding_services
 from registry.findings.models import Claim, Finding
@@ -41,12 +42,13 @@ class CanEditFinding(permissions.BasePermission):
         return finding_services.finding_can_edit(finding=obj, user=request.user)
 
 
-class FindingViewSet(viewsets.ModelViewSet):
+class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
     serializer_class = s.FindingSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, CanEditFinding]
     filterset_class = FindingFilter
     ordering_fields = ["created_at", "updated_at", "title", "status"]
     ordering = ["-created_at"]
+    reproduction_throttled_actions = ("experiments",)  # POST queues the first reproduction
 
     def get_queryset(self):
         return finding_list(user=self.request.user).prefetch_related("experiments", "built_upon_by", "restricted_to")
@@ -111,14 +113,18 @@ class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.
     @extend_schema(request=s.ClaimUpdateSerializer, responses=s.ClaimSerializer)
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         claim = self.get_object()
+        if not finding_services.finding_can_edit(finding=claim.finding, user=request.user):
+            # before validation: a stranger learns nothing from a 400
+            raise PermissionDenied("only the finding's authors or staff may change it")
         serializer = s.ClaimUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         claim = finding_services.claim_update(claim=claim, user=request.user, data=serializer.validated_data)
         return Response(s.ClaimSerializer(claim).data)
 
 
-class ExperimentViewSet(viewsets.ReadOnlyModelViewSet):
+class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ExperimentSerializer
+    reproduction_throttled_actions = ("reproductions",)
     filterset_class = ExperimentFilter
 
     def get_queryset(self):

@@ -740,39 +740,67 @@ def artifact_rows(runs: list[Run]) -> list[dict[str, Any]]:
     ]
 
 
-def finding_runs(*, finding: Finding) -> dict[str, Any]:
-    """Experiments of a (visible) finding with their reproductions, runs, per-arm values and
-    artifacts; ``active`` says whether some run is still queued or running."""
+#: Runs per page of a finding's runs section (and of each poll of it).
+RUNS_PAGE_SIZE = 50
+
+
+def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
+    """One page of a (visible) finding's runs (RUNS_PAGE_SIZE, newest reproductions first within
+    each experiment) grouped by experiment and reproduction, with the page's per-arm values, plots
+    and artifacts; ``active`` says whether some run of the finding is still queued or running and
+    ``page`` is the Django page (its number, ``has_next``...). Every experiment is listed, also
+    those with no run on this page. Never loads more than a page of runs."""
+    from django.core.paginator import Paginator
+    from django.db.models import Count, Prefetch
+
     from registry.reproductions.services import reproduction_waiting_for_gpu
 
-    experiments = (
-        Experiment.objects.filter(finding=finding)
-        .order_by("id")
-        .prefetch_related("reproductions__requested_by", "reproductions__runs__measurements",
-                          "reproductions__runs__artifacts")
+    all_runs = Run.objects.filter(reproduction__experiment__finding=finding)
+    ordered = all_runs.order_by("reproduction__experiment_id", "-reproduction_id", "id")
+    runs_page = Paginator(ordered.values_list("pk", flat=True), RUNS_PAGE_SIZE).get_page(page)
+    page_ids = list(runs_page.object_list)
+    page_runs = list(
+        Run.objects.filter(pk__in=page_ids)
+        .select_related("reproduction")
+        .prefetch_related("measurements", "artifacts")
+        .order_by("reproduction__experiment_id", "-reproduction_id", "id")
     )
+    reproduction_ids = {run.reproduction_id for run in page_runs}
+    reproductions = {
+        r.pk: r
+        for r in Reproduction.objects.filter(pk__in=reproduction_ids)
+        .select_related("requested_by")
+        .prefetch_related(Prefetch("runs", queryset=Run.objects.only("id", "state", "reproduction_id")))
+    }
+    experiments = (
+        Experiment.objects.filter(finding=finding).order_by("id").annotate(n_reproductions=Count("reproductions"))
+    )
+    by_experiment: dict[int, dict[int, list[Run]]] = defaultdict(dict)
+    for run in page_runs:
+        reproduction = reproductions[run.reproduction_id]
+        by_experiment[reproduction.experiment_id].setdefault(reproduction.pk, []).append(run)
     blocks = []
-    active = False
     for experiment in experiments:
-        reproductions = sorted(experiment.reproductions.all(), key=lambda r: -r.pk)
-        runs = [run for r in sorted(reproductions, key=lambda r: r.pk) for run in r.runs.all()]
+        runs_by_reproduction = by_experiment.get(experiment.pk, {})
+        runs = [run for pk in sorted(runs_by_reproduction) for run in runs_by_reproduction[pk]]
         repro_rows = []
-        for reproduction in reproductions:
-            rows = [run_row(run) for run in reproduction.runs.all()]
-            active = active or any(row["active"] for row in rows)
+        for reproduction_pk, repro_runs in runs_by_reproduction.items():  # newest first (the page order)
+            reproduction = reproductions[reproduction_pk]
             repro_rows.append(
                 {
                     "reproduction": reproduction,
                     "state": reproduction_state(reproduction),
                     "self_reported": reproduction.source == Reproduction.Source.SELF_REPORTED,
                     "waiting_for_gpu": reproduction_waiting_for_gpu(reproduction),
-                    "runs": rows,
+                    "runs": [run_row(run) for run in repro_runs],
+                    "n_runs": len(reproduction.runs.all()),
                 }
             )
         measured = [run for run in runs if run.measurements.all()]
         blocks.append(
             {
                 "experiment": experiment,
+                "n_reproductions": experiment.n_reproductions,
                 "params_json": json.dumps(experiment.params, indent=2, sort_keys=True),
                 "reproductions": repro_rows,
                 "measurements": measurement_table(measured),
@@ -780,7 +808,14 @@ def finding_runs(*, finding: Finding) -> dict[str, Any]:
                 "artifacts": artifact_rows(runs),
             }
         )
-    return {"finding": finding, "experiments": blocks, "active": active}
+    return {
+        "finding": finding,
+        "experiments": blocks,
+        "active": all_runs.filter(state__in=ACTIVE_STATES).exists(),
+        "page": runs_page,
+        "paginated": runs_page.paginator.num_pages > 1,
+        "n_runs": runs_page.paginator.count,
+    }
 
 
 # ---------------------------------------------------------------- one run

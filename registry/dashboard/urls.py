@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from registry.accounts import dashboard_views as token_views
 from registry.dashboard import views
 
 app_name = "dashboard"
@@ -21,4 +22,6 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="dashboard:finding-list"), name="logout"),
+    path("accounts/tokens/", token_views.token_list, name="tokens"),
+    path("accounts/tokens/<int:pk>/revoke/", token_views.token_revoke, name="token-revoke"),
 ]

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from registry.api.throttling import ReproductionRateThrottle, throttle_wait
 from registry.dashboard import selectors
 from registry.dashboard.forms import (
     FindingFilterForm,
@@ -54,7 +55,7 @@ def _finding_page(
     if can_reproduce and form is None and reproducible_experiments(finding).exists():
         form = ReproductionRequestForm(finding=finding)
     context.update(
-        runs=selectors.finding_runs(finding=finding),
+        runs=selectors.finding_runs(finding=finding, page=request.GET.get("runs_page")),
         can_edit=can_edit,
         form=form if can_reproduce else None,
     )
@@ -70,7 +71,8 @@ def finding_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def finding_runs(request: HttpRequest, pk: int) -> HttpResponse:
     """The live fragment the finding page polls while runs are queued or running."""
     finding = selectors.finding_get(user=request.user, pk=pk)
-    return render(request, "dashboard/_runs.html", {"runs": selectors.finding_runs(finding=finding)})
+    runs = selectors.finding_runs(finding=finding, page=request.GET.get("runs_page"))
+    return render(request, "dashboard/_runs.html", {"runs": runs})
 
 
 @require_POST
@@ -80,20 +82,31 @@ def reproduction_create(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(finding_url, reverse("dashboard:login"))
     form = ReproductionRequestForm(request.POST, finding=finding)
-    if form.is_valid():
+    status, retry_after = 400, None
+    # the API's reproduction rate limit, same counts (registry.api.throttling)
+    wait = throttle_wait(request, ReproductionRateThrottle)
+    if wait is not None:
+        form.add_error(None, f"Too many reproduction requests: please wait {wait} s before asking again.")
+        status, retry_after = 429, str(wait)
+    elif form.is_valid():
         try:
             reproduction = reproduction_request(
                 experiment=form.cleaned_data["experiment"], user=request.user, n_seeds=form.cleaned_data["n_seeds"]
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
+            if exc.status == 429:  # a quota (registry.reproductions.quotas)
+                status, retry_after = 429, exc.headers.get("Retry-After")
         else:
             messages.success(
                 request, f"Reproduction #{reproduction.pk} requested: {len(reproduction.seeds)} run(s) queued."
             )
             return redirect(finding_url + "#runs")
     messages.error(request, "The reproduction was not requested: please correct the form below.")
-    return _finding_page(request, finding, form=form, status=400)
+    response = _finding_page(request, finding, form=form, status=status)
+    if retry_after:
+        response["Retry-After"] = retry_after
+    return response
 
 
 @require_GET

@@ -738,6 +738,7 @@ def _store_status(finding: Finding, status: str) -> None:
 
 def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
     """Everything computed for one finding, JSON-safe (no writes)."""
+    # accepted authors only: an invited (or declined) user's reproductions stay independent
     author_ids = set(finding.authors.values_list("pk", flat=True))
     groups = _metric_groups(finding.pk)
     experiments = {e.pk: e for e in Experiment.objects.filter(finding=finding)}

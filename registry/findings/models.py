@@ -1,5 +1,7 @@
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
+from django.db.models import QuerySet
 
 
 class Tag(models.Model):
@@ -35,7 +37,6 @@ class Finding(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     tags = models.ManyToManyField(Tag, blank=True, related_name="findings")
     references = models.JSONField(default=list, blank=True, help_text="DOIs, arXiv ids or URLs.")
-    authors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="findings")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="created_findings"
     )
@@ -57,6 +58,51 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def authors(self) -> QuerySet:
+        """The finding's authors: its *accepted* authors only (``FindingAuthor``). Invited and
+        declined users are not authors: not for edit rights, not for the independence of
+        reproductions, not for display or ``?author=``. Read-only; change authorship through
+        ``registry.findings.services``."""
+        return get_user_model().objects.filter(
+            authorships__finding=self, authorships__status=FindingAuthor.Status.ACCEPTED
+        )
+
+    @property
+    def invited_authors(self) -> QuerySet:
+        """Users invited as co-authors who have not answered yet (not authors)."""
+        return get_user_model().objects.filter(
+            authorships__finding=self, authorships__status=FindingAuthor.Status.INVITED
+        )
+
+
+class FindingAuthor(models.Model):
+    """One user named as an author of a finding, and whether they agreed to it. The creator is an
+    accepted author from the start; anyone else named by an author is ``invited`` until they accept
+    (only they can), and counts as an author only once ``accepted``."""
+
+    class Status(models.TextChoices):
+        INVITED = "invited"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"  # declined the invitation, or withdrew after accepting
+
+    finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="author_links")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="authorships")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.INVITED)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["finding", "user"], name="finding_author_unique")]
+        indexes = [models.Index(fields=["user", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.finding_id}: {self.status}"
 
 
 class Claim(models.Model):

@@ -17,7 +17,7 @@ from registry.effects import stats
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.events.services import event_emit
-from registry.findings.models import Claim, Finding, Tag
+from registry.findings.models import Claim, Finding, FindingAuthor, Tag
 from registry.reproductions.models import Experiment, Measurement, Run
 
 UPDATABLE_FIELDS = ("title", "summary", "kind", "references", "visibility", "embargo_until", "xrisk_sheet")
@@ -89,7 +89,10 @@ def finding_create(
         embargo_until=embargo_until,
         xrisk_sheet=xrisk_sheet,
     )
-    finding.authors.set({user, *(authors or [])})
+    FindingAuthor.objects.create(
+        finding=finding, user=user, status=FindingAuthor.Status.ACCEPTED, responded_at=finding.created_at
+    )
+    _invite(finding=finding, inviter=user, users=[u for u in (authors or []) if u.pk != user.pk])
     finding.tags.set(_tags(tags or []))
     finding.builds_on.set(builds_on or [])
     finding.restricted_to.set(restricted_to or [])
@@ -119,7 +122,7 @@ def finding_update(*, finding: Finding, user: Any, data: dict[str, Any]) -> Find
         finding.builds_on.set(data["builds_on"])
         changed.append("builds_on")
     if "authors" in data:
-        finding.authors.set({finding.created_by, *data["authors"]})
+        _authors_change(finding=finding, editor=user, users=data["authors"])
         changed.append("authors")
     if "restricted_to" in data:
         finding.restricted_to.set(data["restricted_to"])
@@ -469,6 +472,137 @@ def finding_is_visible(*, finding: Finding, user: Any) -> bool:
         return False
     return (
         user.is_staff
-        or finding.authors.filter(pk=user.pk).exists()
+        or finding.author_links.filter(
+            user=user, status__in=(FindingAuthor.Status.ACCEPTED, FindingAuthor.Status.INVITED)
+        ).exists()
         or finding.restricted_to.filter(pk=user.pk).exists()
     )
+
+
+# --- Co-authorship by consent --------------------------------------------------------------------
+# A user named as an author by someone else is ``invited`` and counts as an author (edit rights,
+# independence of reproductions, display, ``?author=``) only once they accept; only they can.
+
+
+def _invite(*, finding: Finding, inviter: Any, users: list[Any]) -> list[Any]:
+    """Invite these users (none of them already accepted or invited): a new row, or a declined
+    one reopened. Returns the users invited."""
+    invited = []
+    existing = {link.user_id: link for link in FindingAuthor.objects.filter(finding=finding, user__in=users)}
+    for user in {u.pk: u for u in users}.values():
+        link = existing.get(user.pk)
+        if link is None:
+            FindingAuthor.objects.create(
+                finding=finding, user=user, status=FindingAuthor.Status.INVITED, invited_by=inviter
+            )
+        elif link.status == FindingAuthor.Status.DECLINED:
+            link.status, link.invited_by, link.responded_at = FindingAuthor.Status.INVITED, inviter, None
+            link.created_at = timezone.now()
+            link.save(update_fields=["status", "invited_by", "responded_at", "created_at"])
+        else:
+            continue
+        invited.append(user)
+    return invited
+
+
+def _authors_change(*, finding: Finding, editor: Any, users: list[Any]) -> None:
+    """PATCH of ``authors``: the names given are the finding's authors and invitations from now on.
+    Accepted authors and pending invitations named again stay as they are; new names (and users
+    who had declined) are invited, never added as authors; accepted or invited users left out are
+    removed. The creator, while an accepted author, is always kept (as before consent)."""
+    wanted = {u.pk for u in users}
+    links = list(FindingAuthor.objects.select_for_update().filter(finding=finding))
+    for link in links:
+        if link.user_id in wanted or link.status == FindingAuthor.Status.DECLINED:
+            continue
+        if link.user_id == finding.created_by_id and link.status == FindingAuthor.Status.ACCEPTED:
+            continue
+        link.delete()
+    _invite(finding=finding, inviter=editor, users=users)
+    if not FindingAuthor.objects.filter(finding=finding, status=FindingAuthor.Status.ACCEPTED).exists():
+        raise ApplicationError("a finding keeps at least one accepted author", field="authors")
+
+
+
+def _own_link(*, finding: Finding, user: Any, username: str) -> FindingAuthor | None:
+    """The caller's own authorship row on this finding; answering for someone else is refused."""
+    if not getattr(user, "is_authenticated", False):
+        raise PermissionDenied("sign in to answer an invitation")
+    if user.get_username() != username:
+        raise PermissionDenied("only the invited user can answer an invitation or withdraw their authorship")
+    return FindingAuthor.objects.filter(finding=finding, user=user).first()
+
+
+def _authors_changed_event(finding: Finding) -> None:
+    finding = Finding.objects.get(pk=finding.pk)
+    event_emit(
+        type="finding.updated", finding_id=finding.pk, payload={**_event_payload(finding), "changed": ["authors"]}
+    )
+
+
+@transaction.atomic
+def author_invitation_accept(*, finding: Finding, user: Any, username: str) -> FindingAuthor:
+    """The invited user (``username``, who must be the caller: nobody accepts for someone else)
+    becomes an author. Accepting again is a no-op. Their reproductions stop counting as
+    independent, so the finding's effects are recomputed."""
+    link = _own_link(finding=finding, user=user, username=username)
+    if link is not None and link.status == FindingAuthor.Status.ACCEPTED:
+        return link
+    if link is None or link.status != FindingAuthor.Status.INVITED:
+        raise PermissionDenied("you have no pending invitation to author this finding")
+    effects_recompute_request(finding_id=finding.pk)  # first: the recompute's lock order
+    link = FindingAuthor.objects.select_for_update().get(pk=link.pk)
+    if link.status != FindingAuthor.Status.INVITED:
+        raise ApplicationError("the invitation was answered or withdrawn meanwhile", field="authors", status=409)
+    link.status, link.responded_at = FindingAuthor.Status.ACCEPTED, timezone.now()
+    link.save(update_fields=["status", "responded_at"])
+    _authors_changed_event(finding)
+    return link
+
+
+@transaction.atomic
+def author_invitation_decline(*, finding: Finding, user: Any, username: str) -> FindingAuthor:
+    """The invited user declines (only they can); declining again is a no-op. Nothing an author
+    sees as authorship changes, so no recompute. An accepted author withdraws instead."""
+    link = _own_link(finding=finding, user=user, username=username)
+    if link is not None and link.status == FindingAuthor.Status.DECLINED:
+        return link
+    if link is not None and link.status == FindingAuthor.Status.ACCEPTED:
+        raise ApplicationError(
+            "you are an author of this finding; withdraw your authorship instead", field="authors", status=409
+        )
+    if link is None:
+        raise PermissionDenied("you have no pending invitation to author this finding")
+    updated = FindingAuthor.objects.filter(pk=link.pk, status=FindingAuthor.Status.INVITED).update(
+        status=FindingAuthor.Status.DECLINED, responded_at=timezone.now()
+    )
+    if not updated:
+        raise ApplicationError("the invitation was answered or withdrawn meanwhile", field="authors", status=409)
+    link.refresh_from_db()
+    return link
+
+
+@transaction.atomic
+def author_withdraw(*, finding: Finding, user: Any, username: str) -> FindingAuthor:
+    """An accepted author withdraws their own authorship (recorded as declined; only they can,
+    and not the last accepted author: delete the finding instead). Their reproductions count as
+    independent again, so the finding's effects are recomputed."""
+    link = _own_link(finding=finding, user=user, username=username)
+    if link is None or link.status != FindingAuthor.Status.ACCEPTED:
+        raise PermissionDenied("you are not an author of this finding")
+    effects_recompute_request(finding_id=finding.pk)  # first: the recompute's lock order
+    Finding.objects.select_for_update().filter(pk=finding.pk).first()  # serialise the last-author check
+    link = FindingAuthor.objects.select_for_update().get(pk=link.pk)
+    if link.status != FindingAuthor.Status.ACCEPTED:
+        raise PermissionDenied("you are not an author of this finding")
+    others = FindingAuthor.objects.filter(finding=finding, status=FindingAuthor.Status.ACCEPTED).exclude(pk=link.pk)
+    if not others.exists():
+        raise ApplicationError(
+            "the last author cannot withdraw; delete the finding or invite a co-author first",
+            field="authors",
+            status=409,
+        )
+    link.status, link.responded_at = FindingAuthor.Status.DECLINED, timezone.now()
+    link.save(update_fields=["status", "responded_at"])
+    _authors_changed_event(finding)
+    return link

@@ -78,6 +78,8 @@ class Reproduction(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # quota counts: a user's runs by request time (registry.reproductions.quotas)
+        indexes = [models.Index(fields=["requested_by", "created_at"], name="reproduction_user_created")]
 
     def __str__(self) -> str:
         return f"reproduction #{self.pk} ({len(self.seeds)} seeds)"
@@ -185,3 +187,21 @@ class WorkerPresence(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class UserQuota(models.Model):
+    """A user's quota row: staff overrides of the default caps (null: the QUOTA_* setting), and the
+    row a quota check locks (SELECT ... FOR UPDATE) so that concurrent requests are counted in turn.
+    Created on a user's first request, or by staff raising a cap."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_quota")
+    active_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cap on queued + running runs; empty: QUOTA_ACTIVE_RUNS."
+    )
+    runs_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cap on runs requested in any 24 hours; empty: QUOTA_RUNS_PER_DAY."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"quota of user {self.user_id}"

@@ -19,6 +19,7 @@ from plugins.sdk import NotReached
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
+from registry.reproductions.quotas import quota_reserve
 from registry.reproductions.services import (
     ResultRow,
     check_storable,
@@ -32,7 +33,7 @@ from registry.reproductions.services import (
 MAX_SEED = 2**31 - 1
 
 
-def _ensure_author(experiment: Experiment, user: Any) -> None:
+def ensure_reporting_author(experiment: Experiment, user: Any) -> None:
     """Only the finding's authors report results from their own cluster (staff included only
     when they are authors: the results are the authors' statement)."""
     if not getattr(user, "is_authenticated", False) or not experiment.finding.authors.filter(pk=user.pk).exists():
@@ -150,7 +151,7 @@ def self_reported_run_record(
     plugin_version: Any = None,
 ) -> Run:
     """Record one self-reported run of ``experiment`` and request the finding's effects recompute."""
-    _ensure_author(experiment, user)
+    ensure_reporting_author(experiment, user)
     if experiment.retracted_at is not None:
         raise ApplicationError("this experiment was retracted; it takes no more results", field="experiment")
     plugin = plugin_resolve(experiment.plugin)
@@ -161,6 +162,8 @@ def self_reported_run_record(
     environment = _check_environment(environment)
     plugin_version = _check_plugin_version(plugin, plugin_version)
 
+    # no worker time and never active: the daily quota only (registry.reproductions.quotas)
+    quota_reserve(user=user, requested=1, field=None, active=False)
     metric_catalogue_sync(plugin)
     device = _device_for(hardware)
     reproduction = Reproduction.objects.create(

@@ -192,9 +192,11 @@ def experiment_create(
     default_seeds: int = 3,
     device: str | None = None,
     time_limit_s: int | None = None,
+    memory_limit_mb: int | None = None,
     reproduce: bool = True,
 ) -> Experiment:
-    """Attach an experiment to a finding and (unless told not to) queue its first reproduction."""
+    """Attach an experiment to a finding and (unless told not to) queue its first reproduction
+    (within the user's quota: beyond it nothing is created, a 429)."""
     from registry.findings.models import Claim
     from registry.findings.services import _ensure_can_edit, claim_problem_for_metric
 
@@ -206,6 +208,7 @@ def experiment_create(
         raise ApplicationError(
             f"default_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="default_seeds"
         )
+    time_limit_s = _check_run_limits(plugin_cls, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb)
     if not finding.experiments.filter(plugin=plugin).exists():
         # a plugin new to the finding: every current claim on a metric it declares must be decidable
         # under its declaration (a claim made before the first experiment needed only some
@@ -233,7 +236,8 @@ def experiment_create(
         params=normalised,
         default_seeds=default_seeds,
         device=device or plugin_cls.resources.device,
-        time_limit_s=time_limit_s or plugin_cls.resources.time_limit_s,
+        time_limit_s=time_limit_s,
+        memory_limit_mb=memory_limit_mb,
         created_by=user,
     )
     event_emit(
@@ -243,8 +247,29 @@ def experiment_create(
         payload={"finding": finding.pk, "experiment": experiment.pk, "plugin": plugin, "params": normalised},
     )
     if reproduce:
-        reproduction_request(experiment=experiment, user=user)
+        reproduction_request(experiment=experiment, user=user, quota_field="reproduce")
     return experiment
+
+
+def _check_run_limits(
+    plugin: type[PluginExperiment], *, time_limit_s: int | None, memory_limit_mb: int | None
+) -> int:
+    """A 400 naming the field beyond RUN_MAX_TIME_LIMIT_S / RUN_MAX_MEMORY_LIMIT_MB; returns the
+    time limit to store (the plugin's default when none is given, capped at the maximum)."""
+    maximum = settings.RUN_MAX_TIME_LIMIT_S
+    if time_limit_s is not None:
+        if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, int) or not 1 <= time_limit_s <= maximum:
+            raise ApplicationError(f"time_limit_s must be between 1 and {maximum} seconds", field="time_limit_s")
+    else:
+        time_limit_s = min(plugin.resources.time_limit_s, maximum)
+    if memory_limit_mb is not None:
+        memory_max = settings.RUN_MAX_MEMORY_LIMIT_MB
+        if (isinstance(memory_limit_mb, bool) or not isinstance(memory_limit_mb, int)
+                or not 1 <= memory_limit_mb <= memory_max):
+            raise ApplicationError(
+                f"memory_limit_mb must be between 1 and {memory_max} (MB)", field="memory_limit_mb"
+            )
+    return time_limit_s
 
 
 def gpu_worker_available() -> bool:
@@ -261,8 +286,15 @@ def reproduction_request(
     seeds: list[int] | None = None,
     n_seeds: int | None = None,
     device: str | None = None,
+    quota_field: str | None = "seeds",
 ) -> Reproduction:
-    """Fan a reproduction out into one queued run per seed; dispatch after commit."""
+    """Fan a reproduction out into one queued run per seed; dispatch after commit.
+
+    Within the user's quota (``registry.reproductions.quotas``): checked under a lock on the
+    user's quota row in this transaction, so concurrent requests are counted one after another;
+    beyond a cap a ``QuotaExceeded`` (429, its error under ``quota_field``) and nothing written."""
+    from registry.reproductions.quotas import quota_reserve
+
     if experiment.retracted_at is not None:
         raise ApplicationError("this experiment was retracted; it cannot be reproduced", field="experiment")
     if seeds is None:
@@ -282,6 +314,7 @@ def reproduction_request(
         raise ApplicationError("seeds must be integers between 0 and 2^31-1", field="seeds")
     _check_version_constraint(plugin_resolve(experiment.plugin), experiment.plugin_version_constraint)
     device = device or experiment.device
+    quota_reserve(user=user, requested=len(seeds), field=quota_field)
     reproduction = Reproduction.objects.create(
         experiment=experiment, requested_by=user, seeds=seeds, device=device
     )
@@ -313,16 +346,19 @@ def reproduction_waiting_for_gpu(reproduction: Reproduction) -> bool:
     return pending and not gpu_worker_available()
 
 
-def runs_dispatch(run_ids: list[int]) -> None:
+def runs_dispatch(run_ids: list[int], *, front: bool = False) -> None:
     """Send run ids to the broker. Never raises and never waits long: a publish that fails (an
     unreachable or frozen broker fails within BROKER_SOCKET_TIMEOUT_S) is logged, the rest of the
     batch is not attempted, and the reaper re-sends the runs left undispatched.
 
     Each send gets its own task id ``run-<id>-<random>`` (see ``worker.broker.run_task_id``): the
-    reaper finds a run's message in the broker by it.
+    reaper finds a run's message in the broker by it. ``front``: ahead of the new runs waiting
+    in the queue (on Redis), for the reaper's re-sends.
     """
-    from worker.broker import run_task_id
+    from worker.broker import PRIORITY_FRONT, PRIORITY_NEW, is_redis, run_task_id
     from worker.celery import app
+
+    options = {"priority": PRIORITY_FRONT if front else PRIORITY_NEW} if is_redis() else {}
 
     queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related("reproduction__experiment")
     for run in queued:
@@ -339,6 +375,7 @@ def runs_dispatch(run_ids: list[int]) -> None:
                 retry=False,  # one try bounded by the socket timeouts; redis-py replaces a dead pooled connection
                 soft_time_limit=limit,
                 time_limit=limit + 30,
+                **options,
             )
         except Exception:  # noqa: BLE001 - the broker is down: the reaper re-sends
             logger.warning("could not dispatch run %s (and %d more); the reaper will retry", run.pk,
@@ -692,11 +729,17 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
         if run.heartbeat_at and run.heartbeat_at >= stale_before:
             continue
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
-            if run_fail(
-                run_id=run.pk, token=run.claim_token,
-                error=f"worker lost {run.attempts} times (last on {run.worker_host}); giving up",
-            ):
-                counts["failed"] += 1
+            # The heartbeat is re-checked in the UPDATE itself (as for the requeue below): one that
+            # arrived since the read above means the run is alive, and it must not be failed.
+            error = storable_text(f"worker lost {run.attempts} times (last on {run.worker_host}); giving up")
+            with transaction.atomic():
+                if run_transition(
+                    run_id=run.pk, to_state=State.FAILED, token=run.claim_token,
+                    only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
+                    finished_at=timezone.now(), error=error, traceback="", progress_message=State.FAILED,
+                ):
+                    _after_run_finished(run_event_emit("run.finished", run.pk, error=error[:500]))
+                    counts["failed"] += 1
             continue
         with transaction.atomic():
             if run_transition(
@@ -709,7 +752,7 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                 run_event_emit("run.requeued", run.pk, worker=run.worker_host)
     lost_ids = _runs_to_redispatch(now)
     if lost_ids:
-        runs_dispatch(lost_ids)
+        runs_dispatch(lost_ids, front=True)  # requeued and lost runs have waited already
         counts["redispatched"] = len(lost_ids)
     return counts
 

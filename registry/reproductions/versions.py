@@ -72,7 +72,12 @@ def findings_mark_stale() -> list[int]:
                     }},
                 )
         if stale and settings.REREPRODUCE_ON_PLUGIN_UPGRADE:
-            finding_rereproduce(finding=finding, user=finding.created_by)
+            from registry.reproductions.quotas import QuotaExceeded
+
+            try:
+                finding_rereproduce(finding=finding, user=finding.created_by)
+            except QuotaExceeded as exc:  # the author's quota is full: the finding stays marked stale
+                logger.warning("finding %s not re-reproduced: %s", finding.pk, exc.message)
     return newly_stale
 
 

@@ -4,6 +4,7 @@ The defaults are the embedded mode: SQLite and a broker on a SQLite file, no ser
 Production sets DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis or RabbitMQ).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -28,7 +29,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -38,12 +38,24 @@ INSTALLED_APPS = [
     "registry.events",
     "registry.api",
     "registry.dashboard",
+    "django_prometheus",
+    "registry.idempotency",
+    "registry.accounts",
+    "axes",
 ]
 
 MIDDLEWARE = [
+    # Prometheus (django-prometheus): request counts and latency; this pair wraps every other one
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # X-Request-ID on every response, request_id on every log record (registry/api/request_id.py)
+    "registry.api.request_id.RequestIdMiddleware",
     # first: an unreachable database is a 503 with Retry-After wherever it is noticed
     "registry.api.middleware.DatabaseUnavailableMiddleware",
+    # an API body over API_MAX_BODY_BYTES is a 413 JSON before anything reads it
+    "registry.api.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy (and friends) on the dashboard's HTML pages
+    "registry.dashboard.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -51,6 +63,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Idempotency-Key on the API's POSTs: after AuthenticationMiddleware (registry/idempotency)
+    "registry.idempotency.middleware.IdempotencyMiddleware",
+    # login lockout (django-axes): after AuthenticationMiddleware; turns a locked-out sign-in into its 429 page
+    "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "registry.urls"
@@ -116,9 +133,27 @@ LOGIN_URL = "dashboard:login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 
+# Sign-in lockout (django-axes), on the dashboard's sign-in and the admin's login alike: after
+# AXES_FAILURE_LIMIT wrong passwords for one username from one address, that username is refused
+# from that address for AXES_COOLOFF_MINUTES (each further try during the lockout restarts it).
+# By username AND address: an attacker elsewhere cannot lock a user out of their own machine.
+# The address is REMOTE_ADDR: behind a proxy, have the server set it from X-Forwarded-For
+# (uvicorn/gunicorn --forwarded-allow-ips), or every client shares the proxy's address.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_LOCKOUT_CALLABLE = "registry.accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # hashed, named, expiring tokens: "Authorization: Token <secret>" or "Bearer <secret>"
+        "registry.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
@@ -134,14 +169,54 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "registry.api.throttling.AnonRateThrottle",
+        "registry.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="600/minute"),
         "user": env.str("API_THROTTLE_USER", default="3000/minute"),
+        # requests that queue runs (API and dashboard): registry.api.throttling.ReproductionRateThrottle
+        "reproductions": env.str("API_THROTTLE_REPRODUCTIONS", default="60/hour"),
     },
+    # size, nesting depth, NUL/surrogate and NaN checks: registry/api/parsers.py
+    "DEFAULT_PARSER_CLASSES": [
+        "registry.api.parsers.JSONParser",
+        "registry.api.parsers.FormParser",
+        "registry.api.parsers.MultiPartParser",
+    ],
 }
+
+# Throttle counts (and anything else cached) live in this cache: shared by every process only when
+# it is a shared one (Redis: CACHE_URL=redis://host:6379/1; production.py derives it from a Redis
+# broker). The embedded default keeps them in each process's memory.
+CACHE_SOCKET_TIMEOUT_S = env.float("CACHE_SOCKET_TIMEOUT_S", default=2.0)
+
+
+def cache_from_url(url: str) -> dict:
+    """A CACHES entry from a URL (django-environ's schemes); a Redis one fails within seconds."""
+    config = environ.Env.cache_url_config(url)
+    if config["BACKEND"].endswith("RedisCache"):
+        options = config.setdefault("OPTIONS", {})
+        options.setdefault("socket_connect_timeout", CACHE_SOCKET_TIMEOUT_S)
+        options.setdefault("socket_timeout", CACHE_SOCKET_TIMEOUT_S)
+    return config
+
+
+CACHES = {"default": cache_from_url(env.str("CACHE_URL", default="locmemcache://registry"))}
+
+# Hostile input (registry/api/parsers.py, registry/api/middleware.py): a body over
+# API_MAX_BODY_BYTES is a 413 (nothing the API takes is larger: no uploads), JSON nested deeper
+# than API_MAX_JSON_DEPTH a 400; Django's own limits match for forms.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
+API_MAX_JSON_DEPTH = env.int("API_MAX_JSON_DEPTH", default=64)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env.int("DATA_UPLOAD_MAX_NUMBER_FIELDS", default=1000)
+# A CSRF failure under /api/ is a JSON 403 like every other API error.
+CSRF_FAILURE_VIEW = "registry.urls.csrf_failure"
+# Security headers on every response (production.py adds HSTS and the proxy settings).
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env.str("DJANGO_REFERRER_POLICY", default="same-origin")
+X_FRAME_OPTIONS = "DENY"
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Interpretability Findings Registry API",
@@ -231,6 +306,21 @@ RUN_ENV_PASSTHROUGH = env.list("RUN_ENV_PASSTHROUGH", default=[])  # extra varia
 RUN_SAVE_RETRY_S = env.float("RUN_SAVE_RETRY_S", default=120.0)  # retrying a result's save on DB errors
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)
+# Idempotency keys (registry/idempotency): a POST's key and response are kept this long per user
+# (expired keys purged by the maintenance beat every IDEMPOTENCY_PURGE_INTERVAL_S, and lazily on
+# reuse); a reservation whose request has run longer than IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S is
+# taken as abandoned (its process died) and the key may be used again.
+IDEMPOTENCY_KEY_TTL_S = env.float("IDEMPOTENCY_KEY_TTL_S", default=24 * 3600.0)
+IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env.float("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S", default=300.0)
+IDEMPOTENCY_PURGE_INTERVAL_S = env.float("IDEMPOTENCY_PURGE_INTERVAL_S", default=3600.0)
+# Per-user quotas on runs (registry.reproductions.quotas; staff raise one user's caps with a UserQuota):
+# queued + running runs at once, and runs requested in any 24 hours. Beyond a cap: 429 + Retry-After.
+QUOTA_ACTIVE_RUNS = env.int("QUOTA_ACTIVE_RUNS", default=200)
+QUOTA_RUNS_PER_DAY = env.int("QUOTA_RUNS_PER_DAY", default=2000)
+QUOTA_ACTIVE_RETRY_AFTER_S = env.int("QUOTA_ACTIVE_RETRY_AFTER_S", default=60)  # Retry-After at the active cap
+# Bounds on what an experiment may ask of a worker (a 400 naming the field beyond them).
+RUN_MAX_TIME_LIMIT_S = env.int("RUN_MAX_TIME_LIMIT_S", default=6 * 3600)
+RUN_MAX_MEMORY_LIMIT_MB = env.int("RUN_MAX_MEMORY_LIMIT_MB", default=32768)
 
 # Plugins: an empty list enables every installed plugin.
 PLUGINS_ALLOWED = env.list("PLUGINS_ALLOWED", default=[])
@@ -238,10 +328,35 @@ PLUGINS_ALLOWED = env.list("PLUGINS_ALLOWED", default=[])
 PLUGINS_EXTRA = env.list("PLUGINS_EXTRA", default=[])
 REREPRODUCE_ON_PLUGIN_UPGRADE = env.bool("REREPRODUCE_ON_PLUGIN_UPGRADE", default=False)
 
+# Logs: LOG_FORMAT=text (default) or json (one JSON object a line). Every record carries the run
+# id in the worker while a run executes and the request id (X-Request-ID) in the web
+# (registry/logcontext.py): "[run_id=5]" / "[request_id=...]" in text, "run_id"/"request_id" in JSON.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "registry.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "registry.logcontext.TextFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s",
+        },
+        "json": {"()": "registry.logcontext.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Prometheus metrics at /metrics (registry/api/metrics.py). With METRICS_TOKEN set, a scrape must
+# send "Authorization: Bearer <token>"; without it only clients in METRICS_ALLOWED_NETWORKS that
+# did not come through a proxy are served (a proxy on the same host: set a token, or block /metrics).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+# The window of the "recent" metrics (runs finished, their durations, webhook attempts).
+METRICS_RECENT_WINDOW_S = env.float("METRICS_RECENT_WINDOW_S", default=3600.0)

@@ -1,7 +1,9 @@
 """Production: no insecure defaults. Requires DJANGO_SECRET_KEY, DATABASE_URL, CELERY_BROKER_URL."""
 
+from urllib.parse import urlsplit, urlunsplit
+
 from registry.settings.base import *  # noqa: F403
-from registry.settings.base import env
+from registry.settings.base import cache_from_url, env
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 # Required here (no SQLite fallback); base.py builds DATABASES from it with its timeouts and
@@ -15,3 +17,28 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+# Throttle counts shared by every web process: Redis. CACHE_URL, or by default the broker's Redis
+# with database 1 (the broker's own keys stay in its database). A broker that is not Redis
+# (RabbitMQ) needs CACHE_URL.
+if env.str("CACHE_URL", default="") or not CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": cache_from_url(env.str("CACHE_URL"))}
+else:
+    _broker = urlsplit(CELERY_BROKER_URL)
+    CACHES = {"default": cache_from_url(urlunsplit(_broker._replace(path=f"/{env.int('CACHE_REDIS_DB', default=1)}")))}
+CACHES["default"].setdefault("KEY_PREFIX", env.str("CACHE_KEY_PREFIX", default="registry"))
+
+# HTTPS: HSTS (a year by default; DJANGO_HSTS_SECONDS=0 turns it off), behind a TLS-terminating
+# proxy that sets X-Forwarded-Proto (DJANGO_SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https";
+# trust it only where the proxy overwrites the client's header). The proxy usually redirects to
+# HTTPS itself: DJANGO_SECURE_SSL_REDIRECT=true makes Django do it.
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
+_proxy_ssl_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER", default=[])
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) if len(_proxy_ssl_header) == 2 else None
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+# /healthz and /readyz answer the orchestrator's plain-HTTP probes
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env.str("DJANGO_REFERRER_POLICY", default="same-origin")

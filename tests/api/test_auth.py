@@ -24,16 +24,20 @@ def create_api_user(*args: str) -> str:
 
 def test_token_from_create_api_user_authenticates():
     token = create_api_user("alice")
-    assert re.fullmatch(r"[0-9a-f]{40}", token), token
+    assert re.fullmatch(r"ifr_[A-Za-z0-9_-]{43}", token), token
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     response = client.post(FINDINGS, {"title": "By token", "kind": "fix"}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["authors"] == ["alice"]
     assert Finding.objects.get(pk=response.json()["id"]).created_by.username == "alice"
-    # running it again reuses the user and prints the same token
-    assert create_api_user("alice") == token
+    # running it again reuses the user and prints a new token; the first one keeps working
+    second = create_api_user("alice")
+    assert second != token
     assert get_user_model().objects.filter(username="alice").count() == 1
+    for secret in (token, second):
+        client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+        assert client.get("/api/v1/tokens/").status_code == 200
 
 
 def test_staff_flag():

@@ -111,6 +111,16 @@ def test_patch_by_another_user_is_refused(client_for, other_user, claim):
     assert Claim.objects.get(pk=claim.pk).statement == ""
 
 
+def test_a_stranger_learns_nothing_from_validation(client_for, other_user, claim, experiment):
+    stranger = client_for(other_user)
+    response = stranger.patch(f"/api/v1/claims/{claim.pk}/", {"direction": "up"}, format="json")
+    assert_error(response, 403)  # the permission is checked before the body is read
+    response = stranger.post(
+        f"/api/v1/experiments/{experiment.pk}/self-reported-runs/", {"seed": "not a seed"}, format="json"
+    )
+    assert_error(response, 403)
+
+
 def test_patch_garbage(api, claim):
     for body, field in (({"direction": "up"}, "direction"), ({"min_relative_effect": "big"}, "min_relative_effect"),
                         ({"min_relative_effect": -1}, "min_relative_effect"), ({"statement": "x" * 600}, "statement")):
@@ -163,8 +173,7 @@ def test_cannot_supersede_a_claim_of_another_finding(api, claim, make_finding):
 def test_superseding_a_hidden_claim_answers_like_an_absent_one(client_for, other_user, make_finding, user):
     from tests.factories import FindingFactory
 
-    hidden = FindingFactory(created_by=other_user, visibility="restricted")
-    hidden.authors.set([other_user])
+    hidden = FindingFactory(created_by=other_user, visibility="restricted")  # other_user: its only author
     secret = Claim.objects.create(finding=hidden, metric="risk", direction="decrease", min_relative_effect=0.5,
                                   created_by=other_user)
     mine = make_finding(title="Mine")

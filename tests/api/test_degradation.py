@@ -135,9 +135,9 @@ def test_readyz_answers_quickly_and_redacted_when_database_and_broker_are_frozen
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_database_down_is_503_with_retry_after_everywhere(user, client_for):
-    from rest_framework.authtoken.models import Token
+    from registry.accounts.services import token_create
 
-    token = Token.objects.create(user=user).key
+    token = token_create(user=user, name="degradation")[1]
     finding = FindingFactory(created_by=user)
     paths = ["/api/v1/findings/", f"/api/v1/findings/{finding.pk}/", "/api/v1/runs/", "/", "/readyz"]
     with database_at(closed_port()):

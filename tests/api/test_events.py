@@ -8,6 +8,7 @@ from registry.events.models import Event
 from registry.reproductions import services as repro_services
 from registry.reproductions.models import Experiment
 from tests.api.helpers import FINDINGS, assert_error, counts
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -79,11 +80,17 @@ def test_failed_experiment_create_leaves_no_event(api, finding, monkeypatch):
 
 def test_refused_writes_leave_no_event(api, client_for, other_user, finding):
     before = counts()
-    client_for(other_user).patch(f"{FINDINGS}{finding.pk}/", {"title": "x"}, format="json")
-    api.post(f"{FINDINGS}{finding.pk}/experiments/", {"plugin": "echo", "params": {"bogus": 1}}, format="json")
-    api.post(f"{FINDINGS}{finding.pk}/claims/", {"metric": "nope", "direction": "increase"}, format="json")
-    api.patch(f"{FINDINGS}{finding.pk}/", {"builds_on": [finding.pk]}, format="json")
+    title = finding.title
+    refused = client_for(other_user).patch(f"{FINDINGS}{finding.pk}/", {"title": "x"}, format="json")
+    assert refused.status_code == 403, refused.content  # a public finding a stranger may not edit
+    assert_error(api.post(f"{FINDINGS}{finding.pk}/experiments/", {"plugin": "echo", "params": {"bogus": 1}},
+                          format="json"), 400, "params")
+    assert_error(api.post(f"{FINDINGS}{finding.pk}/claims/", {"metric": "nope", "direction": "increase"},
+                          format="json"), 400, "metric")
+    assert_error(api.patch(f"{FINDINGS}{finding.pk}/", {"builds_on": [finding.pk]}, format="json"), 400, "builds_on")
     assert counts() == before
+    finding.refresh_from_db()
+    assert finding.title == title
 
 
 def test_restricted_finding_events_are_hidden_from_others(client_for, anon, make_finding, make_experiment,
@@ -91,7 +98,8 @@ def test_restricted_finding_events_are_hidden_from_others(client_for, anon, make
     secret = make_finding(owner=other_user, title="Secret", visibility="restricted")
     make_experiment(secret, owner=other_user)
     public = make_finding(title="Public")
-    for client in (anon, client_for(None)):
+    stranger = client_for(UserFactory())
+    for client in (anon, stranger):
         findings = {e["finding"] for e in client.get(EVENTS).json()["events"]}
         assert secret.pk not in findings and public.pk in findings
         assert client.get(EVENTS, {"finding": secret.pk}).json()["events"] == []

@@ -40,7 +40,8 @@ def test_create_returns_201_with_creator_as_author_normalised_tags_and_links(api
     )
     assert response.status_code == 201, response.json()
     body = response.json()
-    assert body["authors"] == sorted([user.username, other_user.username])
+    assert body["authors"] == [user.username]  # other_user is invited until they accept
+    assert body["invited_authors"] == [other_user.username]
     assert body["tags"] == ["checkerboard", "vision"]
     assert body["builds_on"] == [parent.pk]
     assert body["status"] == "unreproduced"
@@ -243,6 +244,9 @@ def test_patch_and_delete_by_another_user_are_refused_and_change_nothing(client_
 
 def test_a_co_author_may_edit(client_for, other_user, make_finding):
     finding = make_finding(authors=[other_user])
+    assert_error(client_for(other_user).patch(detail(finding.pk), {"summary": "Edited"}, format="json"), 403)
+    accept = f"{detail(finding.pk)}authors/{other_user.username}/accept"
+    assert client_for(other_user).post(accept).status_code == 200
     response = client_for(other_user).patch(detail(finding.pk), {"summary": "Edited"}, format="json")
     assert response.status_code == 200
     assert Finding.objects.get(pk=finding.pk).summary == "Edited"
@@ -283,7 +287,8 @@ def test_delete_by_author(api, finding, make_experiment):
 def test_patch_authors_keeps_the_creator(api, user, other_user, finding):
     response = api.patch(detail(finding.pk), {"authors": [other_user.username]}, format="json")
     assert response.status_code == 200
-    assert response.json()["authors"] == sorted([user.username, other_user.username])
+    assert response.json()["authors"] == [user.username]
+    assert response.json()["invited_authors"] == [other_user.username]
 
 
 # ---------------------------------------------------------------- lineage
@@ -326,9 +331,13 @@ def reader(db):
 
 @pytest.fixture
 def restricted(make_finding, reader, other_user):
-    return make_finding(
+    from registry.findings.services import author_invitation_accept
+
+    finding = make_finding(
         title="Dual-use result", visibility="restricted", restricted_to=[reader], authors=[other_user]
     )
+    author_invitation_accept(finding=finding, user=other_user, username=other_user.username)
+    return finding
 
 
 def test_restricted_finding_is_hidden_from_others(client_for, anon, restricted):

@@ -39,10 +39,23 @@ def test_plugin_list(anon):
         if not entry.available:
             assert plugins[name]["error"]
     for builtin in ("checkerboard", "sae", "induction", "grokking", "superposition", "shortcut"):
-        if all_plugins().get(builtin) and all_plugins()[builtin].available:
-            assert plugins[builtin]["metrics"], builtin
-            assert {m["axis"] for m in plugins[builtin]["metrics"]} <= {"safety", "capability", "diagnostic"}
-            assert {m["scale"] for m in plugins[builtin]["metrics"]} <= {"ratio", "proportion", "difference"}
+        # every built-in loads: one that fails to import is a failure here, not a silent pass
+        assert builtin in plugins, builtin
+        listed, entry = plugins[builtin], all_plugins()[builtin]
+        assert listed["available"] is True and entry.available, (builtin, listed.get("error"), entry.error)
+        declared = entry.experiment
+        assert listed["version"] == declared.version, builtin
+        assert listed["arms"] == list(declared.arms), builtin
+        assert listed["description"], builtin
+        assert "tiny" in listed["presets"], builtin
+        assert set(listed["params_schema"]["properties"]) == set(declared.Params.model_fields), builtin
+        assert [(m["name"], m["axis"], m["higher_is_better"], m["scale"], m["time_to_event"])
+                for m in listed["metrics"]] == [
+            (m.name, m.axis.value, m.higher_is_better, m.scale.value, m.time_to_event) for m in declared.metrics
+        ], builtin
+        assert listed["metrics"], builtin
+        assert {m["axis"] for m in listed["metrics"]} <= {"safety", "capability", "diagnostic"}
+        assert {m["scale"] for m in listed["metrics"]} <= {"ratio", "proportion", "difference"}
     grokking = {m["name"]: m for m in plugins["grokking"]["metrics"]}
     assert (grokking["steps_to_test_99"]["scale"], grokking["steps_to_test_99"]["time_to_event"]) == ("ratio", True)
     assert (grokking["test_accuracy"]["scale"], grokking["test_accuracy"]["time_to_event"]) == ("proportion", False)

@@ -40,8 +40,7 @@ def sent(monkeypatch) -> list[tuple]:
 
 @pytest.fixture
 def finding(user) -> Finding:
-    finding = FindingFactory(created_by=user, kind="fix")
-    finding.authors.add(user)
+    finding = FindingFactory(created_by=user, kind="fix")  # the creator is an accepted author
     reproduction(experiment_for(finding), {"risk": RISK_DOWN, "skill": FLAT, "width": FLAT})
     return finding
 
@@ -107,8 +106,7 @@ def test_a_rolled_back_change_sends_nothing(finding, user, sent, django_capture_
     ["claim_create", "claim_update", "experiment_create", "experiment_retract", "run_finished", "stale"],
 )
 def test_every_change_that_can_move_effects_requests_a_recompute(user, change, monkeypatch):
-    finding = FindingFactory(created_by=user, kind="fix")
-    finding.authors.add(user)
+    finding = FindingFactory(created_by=user, kind="fix")  # the creator is an accepted author
     if change == "claim_update":
         claim = claim_create(finding=finding, user=user, metric="risk", direction="decrease", min_relative_effect=0.3)
     experiment = None

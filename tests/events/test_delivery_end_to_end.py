@@ -203,8 +203,7 @@ def test_receiver_down_then_back_gets_every_event_exactly_once(api, user):
     from tests.events.helpers import finding as make_finding
 
     port = _free_port()  # nothing listens here yet
-    followed = make_finding(created_by=user, title="Followed while the receiver is down")
-    followed.authors.add(user)
+    followed = make_finding(created_by=user, title="Followed while the receiver is down")  # user: its author
     created = api.post(
         "/api/v1/subscriptions/",
         {"name": "flaky receiver", "channel": "webhook", "url": f"http://127.0.0.1:{port}/hook",

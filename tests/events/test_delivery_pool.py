@@ -356,8 +356,7 @@ def test_subscription_disabled_is_visible_to_the_owner_only(api, user, other_use
 
 @pytest.mark.django_db
 def test_a_finding_follower_receives_its_finding_deleted(api, user):
-    followed = finding(created_by=user, title="Induction heads copy tokens")
-    followed.authors.add(user)
+    followed = finding(created_by=user, title="Induction heads copy tokens")  # user: its author
     with slow_receiver() as receiver:
         sub = api.post(URL, {"name": "follow", "url": receiver.url, "finding": followed.pk}, format="json").json()
         assert sub["finding"] == followed.pk

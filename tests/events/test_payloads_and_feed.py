@@ -134,12 +134,12 @@ def test_atom_shows_nothing_of_a_hidden_finding(who, client_for, user, other_use
 
 
 def test_atom_reads_an_api_token_like_the_rest_of_the_api(anon, user, other_user):
-    from rest_framework.authtoken.models import Token
+    from registry.accounts.services import token_create
 
     restricted = finding(created_by=other_user, restricted_to=[user], title="for-the-reader")
     emit("finding.created", restricted)
-    token = Token.objects.get_or_create(user=user)[0]
-    response = anon.get(f"/api/v1/events/feed.atom?finding={restricted.pk}", HTTP_AUTHORIZATION=f"Token {token.key}")
+    secret = token_create(user=user, name="feed reader")[1]
+    response = anon.get(f"/api/v1/events/feed.atom?finding={restricted.pk}", HTTP_AUTHORIZATION=f"Token {secret}")
     assert response.status_code == 200
     assert b"for-the-reader" in response.content
     assert _feed(anon, f"?finding={restricted.pk}")[1] == []  # no token: nothing of it

@@ -4,6 +4,7 @@ visibility are as under WSGI, and the per-client cap is enforced and released on
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -11,12 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AnonymousUser
-from rest_framework.authtoken.models import Token
 
+from registry.accounts.services import token_create
 from registry.events import stream
 from tests.conftest import ROOT
 from tests.events.helpers import emit, finding
@@ -112,7 +113,7 @@ def _healthz_seconds(server: str) -> float:
 
 
 def _token(user) -> str:
-    return Token.objects.create(user=user).key
+    return token_create(user=user, name="stream")[1]
 
 
 def test_open_streams_do_not_block_other_requests(server):
@@ -286,7 +287,6 @@ def test_leases_are_capped_and_released_once(settings):
 
 def test_async_stream_releases_its_lease_when_cancelled():
     """A client disconnect cancels the stream's task while it waits: the finally releases the slot."""
-    import asyncio
 
     async def scenario() -> None:
         lease = stream.acquire("c:cancel")
@@ -313,7 +313,10 @@ def test_async_stream_releases_its_lease_when_cancelled():
         assert stream.watcher().streams == 0
 
     try:
-        async_to_sync(scenario)()
+        # a loop of its own in a thread of its own: a browser test's session-wide Playwright keeps
+        # an event loop in the main thread, where async_to_sync refuses to run
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, scenario()).result(timeout=30)
     finally:
         stream.shutdown_pool()  # its connections to the test database, before the database is dropped
 

@@ -38,7 +38,8 @@ def test_finding_create(user, other_user):
     parent = create(user, title="Parent")
     finding = create(user, title="Child", tags=[" Vision ", "vision", "SAE"], builds_on=[parent], authors=[other_user],
                      references=["arXiv:2209.10652"])
-    assert set(finding.authors.all()) == {user, other_user}
+    assert set(finding.authors.all()) == {user}  # a co-author named by the creator is only invited
+    assert set(finding.invited_authors.all()) == {other_user}
     assert sorted(finding.tags.values_list("name", flat=True)) == ["sae", "vision"]
     assert Tag.objects.filter(name="vision").count() == 1
     assert list(finding.builds_on.all()) == [parent]
@@ -60,12 +61,22 @@ def test_finding_create_is_atomic(user, monkeypatch):
     assert not Tag.objects.filter(name="orphan").exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_events_are_only_written_inside_a_transaction(user):
     from registry.events.services import event_emit
 
-    assert transaction.get_connection().in_atomic_block  # the test's own transaction
-    event_emit(type="test.ok", payload={})
-    assert Event.objects.filter(type="test.ok").exists()
+    assert not transaction.get_connection().in_atomic_block  # autocommit: no test transaction here
+    with pytest.raises(RuntimeError, match="transaction"):
+        event_emit(type="test.outside", payload={})
+    assert not Event.objects.filter(type="test.outside").exists()
+    with transaction.atomic():
+        event = event_emit(type="test.inside", payload={"n": 1})
+    stored = Event.objects.get(type="test.inside")
+    assert (stored.pk, stored.payload, stored.finding_id) == (event.pk, {"n": 1}, None)
+    with pytest.raises(RuntimeError, match="the change failed"), transaction.atomic():
+        event_emit(type="test.rolled_back", payload={})
+        raise RuntimeError("the change failed")  # the change it describes fails: the event goes with it
+    assert not Event.objects.filter(type="test.rolled_back").exists()
 
 
 def test_finding_update(user):
@@ -95,6 +106,8 @@ def test_finding_update_refused_for_others(user, other_user):
 def test_can_edit(user, other_user, staff_user):
     finding = create(user, authors=[other_user])
     assert services.finding_can_edit(finding=finding, user=user)
+    assert not services.finding_can_edit(finding=finding, user=other_user)  # invited, not yet an author
+    services.author_invitation_accept(finding=finding, user=other_user, username=other_user.username)
     assert services.finding_can_edit(finding=finding, user=other_user)
     assert services.finding_can_edit(finding=finding, user=staff_user)
     assert not services.finding_can_edit(finding=finding, user=UserFactory())
@@ -160,7 +173,14 @@ def test_visibility(user, other_user, staff_user):
     assert visible(reader) == {"Public", "Released", "Secret"}
     assert visible(user) == {"Public", "Released", "Secret", "Embargoed"}
     assert visible(staff_user) == {"Public", "Released", "Secret", "Embargoed"}
-    assert public and secret and embargoed and released
+    # the per-object check on its own, case by case
+    assert services.finding_is_visible(finding=public, user=AnonymousUser())
+    assert services.finding_is_visible(finding=released, user=AnonymousUser())  # embargo over: public
+    assert not services.finding_is_visible(finding=embargoed, user=AnonymousUser())
+    assert not services.finding_is_visible(finding=embargoed, user=reader)  # restricted_to names only Secret
+    assert not services.finding_is_visible(finding=secret, user=other_user)
+    assert services.finding_is_visible(finding=secret, user=reader)
+    assert services.finding_is_visible(finding=embargoed, user=staff_user)
 
 
 def test_finding_list_has_no_duplicates(user, other_user):

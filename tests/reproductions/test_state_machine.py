@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from registry.events.models import Event
@@ -152,15 +151,65 @@ def test_redispatch_backs_off_and_skips_queues_nobody_consumes(run, monkeypatch)
     assert services._runs_to_redispatch(now) == [run.pk]  # never sent: always sent
 
 
-def test_the_reaper_does_not_requeue_a_run_whose_heartbeat_just_arrived(run):
+def _heartbeat_arrives_just_after_the_reaper_reads(monkeypatch, run_id, token):
+    """The worker's heartbeat lands between the reaper's read of the run and its write: the first
+    state change the reaper attempts is preceded by a real ``run_heartbeat``."""
+    original = services.run_transition
+    arrived = []
+
+    def transition(**kwargs):
+        if not arrived:
+            arrived.append(services.run_heartbeat(run_id=run_id, token=token))
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "run_transition", transition)
+    return arrived
+
+
+@pytest.mark.parametrize("attempts", [1, settings.RUN_MAX_ATTEMPTS])
+def test_the_reaper_leaves_a_run_with_a_fresh_heartbeat_alone(run, attempts):
     token = services.run_claim(run_id=run.pk, worker_host="a")
-    stale_before = timezone.now() - timedelta(seconds=60)
-    # the heartbeat is fresh by the time the conditional update runs
-    assert not services.run_transition(
-        run_id=run.pk, to_state="queued", token=token,
-        only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
-    )
-    assert Run.objects.get(pk=run.pk).state == "running"
+    Run.objects.filter(pk=run.pk).update(attempts=attempts, heartbeat_at=timezone.now())
+    counts = services.runs_reap()
+    assert counts["requeued"] == counts["failed"] == 0
+    run.refresh_from_db()
+    assert run.state == "running" and run.claim_token == token and run.error == ""
+
+
+def test_the_reaper_requeues_then_fails_a_run_whose_heartbeat_stopped(run):
+    services.run_claim(run_id=run.pk, worker_host="a")
+    stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    assert services.runs_reap()["requeued"] == 1
+    assert Run.objects.get(pk=run.pk).state == "queued"
+    Run.objects.filter(pk=run.pk).update(state="running", attempts=settings.RUN_MAX_ATTEMPTS, heartbeat_at=stale)
+    assert services.runs_reap()["failed"] == 1
+    run.refresh_from_db()
+    assert run.state == "failed" and "giving up" in run.error and run.finished_at is not None
+
+
+def test_the_reaper_does_not_requeue_a_run_whose_heartbeat_just_arrived(run, monkeypatch):
+    token = services.run_claim(run_id=run.pk, worker_host="a")
+    stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale)
+    arrived = _heartbeat_arrives_just_after_the_reaper_reads(monkeypatch, run.pk, token)
+    counts = services.runs_reap()
+    assert arrived == ["running"]  # the heartbeat did land in the window
+    assert counts["requeued"] == 0
+    run.refresh_from_db()
+    assert run.state == "running" and run.claim_token == token
+
+
+def test_the_reaper_does_not_fail_a_run_at_max_attempts_whose_heartbeat_just_arrived(run, monkeypatch):
+    token = services.run_claim(run_id=run.pk, worker_host="a")
+    stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=stale, attempts=settings.RUN_MAX_ATTEMPTS)
+    arrived = _heartbeat_arrives_just_after_the_reaper_reads(monkeypatch, run.pk, token)
+    counts = services.runs_reap()
+    assert arrived == ["running"]
+    assert counts["failed"] == 0
+    run.refresh_from_db()
+    assert run.state == "running" and run.claim_token == token and run.finished_at is None
 
 
 def test_duplicate_artifact_names_and_nul_text_do_not_fail_a_run(run):

@@ -125,12 +125,47 @@ def test_a_lost_message_is_resent_and_a_waiting_one_is_not(user, settings):
     assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == {run.pk}
     time.sleep(1.2)
     assert services.runs_reap()["redispatched"] == 0  # still waiting in its queue: no duplicate
-    broker.redis_client().delete(f"{settings.CELERY_BROKER_KEY_PREFIX}gpu")  # a broker restart
+    _empty_queue("gpu")  # a broker restart
     assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == set()
     assert services.runs_reap()["redispatched"] == 1
     assert broker.run_messages_present([(run.pk, "gpu")], delivered_within_s=1) == {run.pk}
     assert services.runs_reap()["redispatched"] == 0  # just sent
-    broker.redis_client().delete(f"{settings.CELERY_BROKER_KEY_PREFIX}gpu")
+    _empty_queue("gpu")
+
+
+def _empty_queue(queue: str) -> None:
+    broker.redis_client().delete(*broker._queue_keys(queue))
+
+
+def _queued_task_ids(queue: str) -> list[str]:
+    """The task ids waiting in ``queue``, in the order a worker would receive them."""
+    import json
+
+    client = broker.redis_client()
+    ids = []
+    for key in broker._queue_keys(queue):  # kombu serves the priority lists in this order
+        for message in reversed(client.lrange(key, 0, -1)):  # LPUSH, BRPOP: the oldest is last
+            ids.append(json.loads(message)["headers"]["id"])
+    return ids
+
+
+def test_the_reaper_s_resends_go_ahead_of_new_runs(user, settings):
+    """A run requeued after its worker died (or whose message was lost) has waited already: it is
+    served before the new runs behind which a plain re-send would put it."""
+    settings.RUN_REDISPATCH_AFTER_S = 1.0
+    _empty_queue("gpu")
+    experiment = _experiment(user)
+    request = services.reproduction_request(experiment=experiment, user=user, seeds=[1, 2], device="gpu")
+    waiting = list(request.runs.all())
+    lost = services.reproduction_request(experiment=experiment, user=user, seeds=[3], device="gpu").runs.get()
+    keys = broker._queue_keys("gpu")
+    mine = [m for m in broker.redis_client().lrange(keys[2], 0, -1) if f'"run-{lost.pk}-'.encode() in m]
+    broker.redis_client().lrem(keys[2], 0, mine[0])  # its message lost
+    Run.objects.filter(pk=lost.pk).update(dispatched_at=timezone.now() - timedelta(seconds=5))
+    assert services.runs_reap()["redispatched"] == 1
+    order = [task_id.split("-")[1] for task_id in _queued_task_ids("gpu")]
+    assert order == [str(lost.pk)] + [str(run.pk) for run in sorted(waiting, key=lambda r: r.pk)]
+    _empty_queue("gpu")
 
 
 def test_a_worker_without_its_database_keeps_the_message(worker_env, user):

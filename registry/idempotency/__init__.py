@@ -1,0 +1,1 @@
+"""Idempotency keys on the API's POSTs (as Stripe does): see ``middleware``."""
