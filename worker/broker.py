@@ -22,9 +22,12 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 #: A queue longer than this is not scanned: its runs are assumed to be in it (see
-#: ``run_messages_present``); a run whose message really was lost is then re-sent by the backoff.
+#: ``run_messages_present``): only never-sent runs are sent; a run whose message really was lost
+#: is re-sent once its queue is short enough to be scanned again.
 QUEUE_SCAN_LIMIT = 5000
 BEAT_KEY = "beat:last"
+REAPER_KEY = "reaper:clock"
+REAPER_KEY_TTL_S = 24 * 3600
 
 _client_lock = threading.Lock()
 _client: Any = None
@@ -88,21 +91,29 @@ def run_messages_present(runs: list[tuple[int, str]], *, delivered_within_s: flo
 
     A message delivered longer ago whose run is still queued sits with a worker that is not
     running it (a worker killed before claiming it: Redis would give it back only after the
-    visibility timeout, hours later) and does not count. Returns None when the broker is not Redis,
-    is unreachable, or a queue is longer than ``QUEUE_SCAN_LIMIT``: the caller cannot tell.
+    visibility timeout, hours later) and does not count.
+
+    A queue longer than ``QUEUE_SCAN_LIMIT`` is not scanned: its runs count as present (re-sending
+    them all would flood it). Returns None when the broker is not Redis or is unreachable: the
+    caller cannot tell.
     """
     if not runs or not is_redis():
         return None
     try:
         client = redis_client()
         queues = sorted({queue for _, queue in runs})
-        keys = [key for queue in queues for key in _queue_keys(queue)]
         pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.llen(key)
+        for queue in queues:
+            for key in _queue_keys(queue):
+                pipe.llen(key)
         lengths = pipe.execute()
-        if sum(lengths) > QUEUE_SCAN_LIMIT:
-            return None
+        steps = len(PRIORITY_STEPS)
+        too_long = {queue for i, queue in enumerate(queues)
+                    if sum(lengths[i * steps:(i + 1) * steps]) > QUEUE_SCAN_LIMIT}
+        if too_long:
+            logger.warning("queues %s hold more than %d messages: not scanned, their runs assumed present",
+                           ", ".join(sorted(too_long)), QUEUE_SCAN_LIMIT)
+        keys = [key for queue in queues if queue not in too_long for key in _queue_keys(queue)]
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.lrange(key, 0, -1)
@@ -113,8 +124,10 @@ def run_messages_present(runs: list[tuple[int, str]], *, delivered_within_s: flo
         logger.warning("could not inspect the broker's queues", exc_info=True)
         return None
     messages = [m for batch in queued for m in batch] + [m for m in delivered if m]
-    present = set()
-    for run_id, _ in runs:
+    present = {run_id for run_id, queue in runs if queue in too_long}
+    for run_id, queue in runs:
+        if queue in too_long:
+            continue
         marker = _marker(run_id)
         if any(marker in message for message in messages):
             present.add(run_id)
@@ -150,3 +163,45 @@ def beat_last_seen() -> float | None:
         return None
     value = redis_client().get(_key(BEAT_KEY))
     return float(value) if value is not None else None
+
+
+def reaper_clock_load() -> dict[str, Any] | None:
+    """The reaper's clock (see ``registry.reproductions.services.reaper_clock_advance``): on the
+    Redis broker, else in Django's cache (shared in production). None when there is none yet or
+    the store is unreachable (the reaper then goes by heartbeats alone)."""
+    try:
+        if is_redis():
+            raw = redis_client().get(_key(REAPER_KEY))
+            return json.loads(raw) if raw is not None else None
+        from django.core.cache import cache
+
+        value = cache.get(REAPER_KEY)
+        return value if isinstance(value, dict) else None
+    except Exception:  # noqa: BLE001
+        logger.warning("could not read the reaper's clock", exc_info=True)
+        return None
+
+
+def reaper_clock_save(clock: dict[str, Any]) -> None:
+    """Record the reaper's clock after a successful pass (never raises)."""
+    try:
+        if is_redis():
+            redis_client().set(_key(REAPER_KEY), json.dumps(clock), ex=REAPER_KEY_TTL_S)
+            return
+        from django.core.cache import cache
+
+        cache.set(REAPER_KEY, clock, timeout=REAPER_KEY_TTL_S)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not record the reaper's clock", exc_info=True)
+
+
+def reaper_clock_clear() -> None:
+    """Forget the reaper's clock (tests)."""
+    try:
+        if is_redis():
+            redis_client().delete(_key(REAPER_KEY))
+        from django.core.cache import cache
+
+        cache.delete(REAPER_KEY)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not clear the reaper's clock", exc_info=True)

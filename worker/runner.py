@@ -42,12 +42,18 @@ PROGRESS_WRITE_INTERVAL_S = 0.5
 
 
 def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None = None) -> T:
-    """Call ``save`` until it does not raise a database connection error: back-off 0.5, 1, 2, 4...
-    (at most 30 s apart) for up to ``total_s`` (RUN_SAVE_RETRY_S), closing the connection between
-    tries so the next one reconnects. Other errors, and the last connection error, are raised."""
+    """Call ``save`` until it does not raise a database connection error: back-off 0.5, 1, 2...
+    for up to ``total_s`` (RUN_SAVE_RETRY_S), closing the connection between tries so the next one
+    reconnects. Other errors, and the last connection error, are raised.
+
+    The tries are never further apart than RUN_HEARTBEAT_INTERVAL_S: once the database is back, the
+    result is saved within a heartbeat interval, well before the reaper (which allows
+    RUN_HEARTBEAT_TIMEOUT_S after it regains the database, see ``services.runs_reap``) would take
+    the run for lost and requeue it."""
     budget = settings.RUN_SAVE_RETRY_S if total_s is None else total_s
     deadline = time.monotonic() + budget
-    delay = 0.5
+    cap = max(0.05, float(settings.RUN_HEARTBEAT_INTERVAL_S))
+    delay = min(0.5, cap)
     attempt = 1
     while True:
         try:
@@ -63,7 +69,7 @@ def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None =
             except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
                 pass
             time.sleep(min(delay, remaining))
-            delay, attempt = min(delay * 2, 30.0), attempt + 1
+            delay, attempt = min(delay * 2, cap), attempt + 1
 
 
 def _record_failure(
@@ -164,6 +170,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             scratch_root=settings.RUN_SCRATCH_DIR,
             cgroup_parent=settings.RUN_CGROUP_PARENT,
             env_passthrough=settings.RUN_ENV_PASSTHROUGH,
+            max_artifact_bytes=settings.RUN_MAX_ARTIFACT_BYTES,
+            max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
         )
         child.start()
         reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s)

@@ -11,6 +11,12 @@ artifacts and ``result.json`` into the scratch directory. The child's stdout/std
 the tail of the run's logs. Cancellation: the parent creates the flag file ``STOP``; the plugin's
 ``ctx.should_stop()`` becomes true. The parent kills the whole process group when the run ends.
 
+Whatever the child does, the parent's memory stays bounded: its output is read in fixed-size
+chunks into a tail capped in bytes, its log lines into a window capped in characters, channel
+lines longer than ``CHANNEL_LINE_MAX_BYTES`` are dropped, and artifacts are checked by size
+(``max_artifact_bytes`` each, ``max_artifacts_total_bytes`` in all) before they are read, never
+through a symlink. The child's files are capped by RLIMIT_FSIZE.
+
 This module's top level imports nothing beyond the standard library, so the child starts fast.
 """
 
@@ -25,6 +31,7 @@ import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -40,6 +47,18 @@ SPEC_FILE = "spec.json"
 RESULT_FILE = "result.json"
 ARTIFACT_DIR = ".artifacts"
 OUTPUT_TAIL_LINES = 200
+OUTPUT_TAIL_BYTES = 64 * 1024  # the tail of the child's stdout/stderr kept, in bytes
+OUTPUT_CHUNK_BYTES = 64 * 1024
+#: The ctx.log lines kept: the registry stores at most this many characters of a run's logs
+#: (registry.reproductions.services.MAX_LOG_CHARS); older lines are dropped, and counted.
+LOG_BUDGET_CHARS = 200_000
+LOG_LINE_MAX_CHARS = 10_000
+#: A channel message longer than this is dropped (results and artifacts travel as files).
+CHANNEL_LINE_MAX_BYTES = 1024 * 1024
+MAX_ARTIFACTS = 1000
+MAX_ENVIRONMENT_KEYS = 200
+RESULT_MAX_BYTES = 4 * 1024 * 1024
+FILE_SIZE_MARGIN_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE = the artifacts' total cap + this
 
 #: Environment variables a run's child may see: exact names, then prefixes. Nothing else (no
 #: DATABASE_URL, CELERY_BROKER_URL, DJANGO_*, REDIS_*, tokens...).
@@ -70,6 +89,40 @@ def child_environment(scratch: Path, *, extra: list[str] | tuple[str, ...] = ())
         "MALLOC_ARENA_MAX": "2",  # keeps address space (RLIMIT_AS) close to what is really used
     })
     return env
+
+
+class ArtifactRefused(Exception):
+    """An artifact (or the result file) the parent will not read: too large, too many, a symlink."""
+
+
+def read_capped(path: Path, limit: int, *, what: str) -> bytes:
+    """The content of the regular file ``path`` if it has at most ``limit`` bytes: checked by size
+    before reading, opened with O_NOFOLLOW (a symlink is refused), never more than ``limit`` read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if path.is_symlink():
+            raise ArtifactRefused(f"{what} is a symbolic link; refused") from None
+        raise ArtifactRefused(f"{what} cannot be read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ArtifactRefused(f"{what} is not a regular file; refused")
+        if info.st_size > limit:
+            raise ArtifactRefused(f"{what} is {info.st_size} bytes; the limit is {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, min(1024 * 1024, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ArtifactRefused(f"{what} grew past the limit of {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -148,7 +201,10 @@ def decode_results(data: Any) -> Any:
 class ChildContext:
     """The RunContext a plugin gets in the child: everything goes to the parent over the channel."""
 
-    def __init__(self, channel: Any, scratch: Path, *, seed: int, device: Any, deterministic: bool):
+    def __init__(
+        self, channel: Any, scratch: Path, *, seed: int, device: Any, deterministic: bool,
+        max_artifact_bytes: int = 0, max_artifacts_total_bytes: int = 0,
+    ):
         self.channel = channel
         self.scratch = scratch
         self.seed = seed
@@ -157,6 +213,9 @@ class ChildContext:
         self._lock = threading.Lock()
         self._last_progress = 0.0
         self._artifacts = 0
+        self._artifact_bytes = 0
+        self.max_artifact_bytes = max_artifact_bytes
+        self.max_artifacts_total_bytes = max_artifacts_total_bytes
 
     def send(self, **message: Any) -> None:
         line = json.dumps(message, default=repr) + "\n"
@@ -176,7 +235,16 @@ class ChildContext:
     def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         if not isinstance(data, bytes | bytearray):
             raise TypeError("save_artifact needs bytes")
+        size = len(data)
+        if self.max_artifact_bytes and size > self.max_artifact_bytes:
+            raise ValueError(f"artifact {name!r} is {size} bytes; the limit is {self.max_artifact_bytes} bytes")
+        if self.max_artifacts_total_bytes and self._artifact_bytes + size > self.max_artifacts_total_bytes:
+            raise ValueError(f"artifact {name!r} takes the run's artifacts past their limit of "
+                             f"{self.max_artifacts_total_bytes} bytes")
+        if self._artifacts >= MAX_ARTIFACTS:
+            raise ValueError(f"a run may save at most {MAX_ARTIFACTS} artifacts")
         self._artifacts += 1
+        self._artifact_bytes += size
         path = self.scratch / ARTIFACT_DIR / f"{self._artifacts:06d}"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(bytes(data))
@@ -208,6 +276,13 @@ def _limit_address_space(limit_mb: int) -> int:
     return total
 
 
+def _limit_file_size(limit: int) -> None:
+    """RLIMIT_FSIZE: no file the run writes grows past ``limit``; a write past it fails (EFBIG,
+    an OSError the plugin sees) instead of killing the process with SIGXFSZ."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
 def _die_with_parent(interval_s: float = 1.0) -> None:
     """If the worker that started this run dies (SIGKILL, OOM, power cut of its container), kill
     the run's whole process group: the plugin and anything it started. The worker's replacement
@@ -234,6 +309,8 @@ def child_main(spec_path: str, channel_fd: int) -> None:
     try:
         limit_mb = int(spec.get("memory_limit_mb") or 0)
         in_cgroup = bool(spec.get("cgroup")) and _join_cgroup(spec["cgroup"])
+        if spec.get("max_file_bytes"):
+            _limit_file_size(int(spec["max_file_bytes"]))
         import importlib
 
         import torch
@@ -248,7 +325,11 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         params = plugin.Params.model_validate(spec["params"])
         device = torch.device("cuda") if spec["device"] == "gpu" and torch.cuda.is_available() else torch.device("cpu")
         deterministic = bool(spec["deterministic"])
-        ctx = ChildContext(channel, scratch, seed=int(spec["seed"]), device=device, deterministic=deterministic)
+        ctx = ChildContext(
+            channel, scratch, seed=int(spec["seed"]), device=device, deterministic=deterministic,
+            max_artifact_bytes=int(spec.get("max_artifact_bytes") or 0),
+            max_artifacts_total_bytes=int(spec.get("max_artifacts_total_bytes") or 0),
+        )
         environment = capture_environment(
             device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
         )
@@ -315,9 +396,13 @@ class ChildRun:
         scratch_root: str = "",
         cgroup_parent: str = "",
         env_passthrough: list[str] | tuple[str, ...] = (),
+        max_artifact_bytes: int = 50 * 1024 * 1024,
+        max_artifacts_total_bytes: int = 200 * 1024 * 1024,
     ):
         self.run_id = run_id
         self.memory_limit_mb = memory_limit_mb
+        self.max_artifact_bytes = max_artifact_bytes
+        self.max_artifacts_total_bytes = max_artifacts_total_bytes
         root = Path(scratch_root or tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=root))
@@ -326,6 +411,8 @@ class ChildRun:
             "plugin": plugin, "params": params, "seed": seed, "device": device, "deterministic": deterministic,
             "torch_threads": torch_threads, "memory_limit_mb": memory_limit_mb,
             "cgroup": str(self.cgroup) if self.cgroup else "",
+            "max_artifact_bytes": max_artifact_bytes, "max_artifacts_total_bytes": max_artifacts_total_bytes,
+            "max_file_bytes": (max_artifacts_total_bytes + FILE_SIZE_MARGIN_BYTES) if max_artifacts_total_bytes else 0,
         }
         self.env = child_environment(self.scratch, extra=list(env_passthrough))
         self.process: subprocess.Popen | None = None
@@ -333,9 +420,14 @@ class ChildRun:
         self.fraction: float | None = None
         self.message: str | None = None
         self.progress_changed = False
-        self.lines: list[str] = []
-        self.output: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self.lines: collections.deque[str] = collections.deque()  # ctx.log lines, LOG_BUDGET_CHARS at most
+        self.lines_chars = 0
+        self.lines_dropped = 0
+        self.channel_dropped = 0  # channel messages over CHANNEL_LINE_MAX_BYTES
+        self._tail = bytearray()  # the last OUTPUT_TAIL_BYTES of the child's stdout/stderr
+        self.output_bytes = 0
         self.artifacts: list[tuple[str, str, str]] = []
+        self.artifacts_dropped = 0
         self.environment: dict[str, Any] = {}
         self.error: dict[str, Any] | None = None
         self.stopped = False
@@ -376,18 +468,49 @@ class ChildRun:
             )
         finally:
             os.close(write_fd)
-        channel = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
+        channel = os.fdopen(read_fd, "rb")
         for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
             thread = threading.Thread(target=target, args=(stream,), daemon=True, name=f"run-{self.run_id}-io")
             thread.start()
             self._threads.append(thread)
 
+    @staticmethod
+    def _channel_lines(stream: Any) -> Any:
+        """The channel's lines, each read with a bounded readline: a line longer than
+        CHANNEL_LINE_MAX_BYTES is skipped to its end and yielded as None."""
+        while True:
+            line = stream.readline(CHANNEL_LINE_MAX_BYTES + 1)
+            if not line:
+                return
+            if len(line) > CHANNEL_LINE_MAX_BYTES and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):
+                    line = stream.readline(CHANNEL_LINE_MAX_BYTES)
+                yield None
+                continue
+            yield line
+
+    def _add_line(self, line: str) -> None:
+        """Keep a ctx.log line: the window holds LOG_BUDGET_CHARS at most, the oldest lines go first."""
+        if len(line) > LOG_LINE_MAX_CHARS:
+            line = line[:LOG_LINE_MAX_CHARS] + f" [... {len(line) - LOG_LINE_MAX_CHARS} characters cut]"
+        self.lines.append(line)
+        self.lines_chars += len(line) + 1
+        while self.lines_chars > LOG_BUDGET_CHARS and len(self.lines) > 1:
+            self.lines_chars -= len(self.lines.popleft()) + 1
+            self.lines_dropped += 1
+
     def _read_channel(self, stream: Any) -> None:
         with stream:
-            for line in stream:
+            for line in self._channel_lines(stream):
+                if line is None:
+                    with self.lock:
+                        self.channel_dropped += 1
+                    continue
                 try:
                     message = json.loads(line)
                 except ValueError:
+                    continue
+                if not isinstance(message, dict):
                     continue
                 with self.lock:
                     if self.spawn_s is None:
@@ -397,11 +520,19 @@ class ChildRun:
                         self.fraction, self.message = message.get("fraction"), message.get("message")
                         self.progress_changed = True
                     elif kind == "log":
-                        self.lines.append(str(message.get("line", "")))
+                        self._add_line(str(message.get("line", "")))
                     elif kind == "artifact":
-                        self.artifacts.append((message["name"], message["file"], message.get("content_type", "")))
+                        if len(self.artifacts) >= MAX_ARTIFACTS:
+                            self.artifacts_dropped += 1
+                        else:
+                            self.artifacts.append((str(message.get("name", ""))[:300], str(message.get("file", "")),
+                                                   str(message.get("content_type", ""))[:100]))
                     elif kind == "environment":
-                        self.environment.update(message.get("environment") or {})
+                        environment = message.get("environment")
+                        if isinstance(environment, dict):
+                            for key, value in environment.items():
+                                if key in self.environment or len(self.environment) < MAX_ENVIRONMENT_KEYS:
+                                    self.environment[key] = value
                     elif kind == "error":
                         self.error = message
                     elif kind == "stopped":
@@ -410,9 +541,31 @@ class ChildRun:
                         self.has_result = True
 
     def _read_output(self, stream: Any) -> None:
+        """Read the child's stdout/stderr in fixed-size chunks, keeping the last OUTPUT_TAIL_BYTES
+        (a stream without a newline is never buffered whole)."""
         with stream:
-            for raw in stream:
-                self.output.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            while True:
+                chunk = stream.read1(OUTPUT_CHUNK_BYTES)
+                if not chunk:
+                    return
+                with self.lock:
+                    self.output_bytes += len(chunk)
+                    self._tail += chunk
+                    if len(self._tail) > OUTPUT_TAIL_BYTES:
+                        del self._tail[:len(self._tail) - OUTPUT_TAIL_BYTES]
+
+    @property
+    def output(self) -> list[str]:
+        """The last lines of the child's stdout/stderr (at most OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES)."""
+        with self.lock:
+            tail = bytes(self._tail)
+            cut = self.output_bytes > len(tail)
+        lines = tail.decode("utf-8", "replace").split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if cut and lines:
+            lines[0] = "[...] " + lines[0]  # the start of this line was dropped
+        return lines[-OUTPUT_TAIL_LINES:]
 
     def poll(self) -> int | None:
         assert self.process is not None
@@ -494,21 +647,55 @@ class ChildRun:
     def logs(self) -> str:
         with self.lock:
             lines = list(self.lines)
-        output = list(self.output)
+            dropped, channel_dropped, output_bytes = self.lines_dropped, self.channel_dropped, self.output_bytes
+            artifacts_dropped = self.artifacts_dropped
+        if dropped:
+            lines.insert(0, f"[{dropped} earlier lines dropped]")
+        if channel_dropped:
+            lines.append(f"[{channel_dropped} messages longer than {CHANNEL_LINE_MAX_BYTES} bytes dropped]")
+        if artifacts_dropped:
+            lines.append(f"[{artifacts_dropped} artifacts past the first {MAX_ARTIFACTS} dropped]")
+        output = self.output
         if output:
-            lines += ["--- output of the run's process (last lines) ---", *output]
+            heading = "--- output of the run's process (last lines) ---"
+            if output_bytes > OUTPUT_TAIL_BYTES:
+                heading = f"--- output of the run's process (last {OUTPUT_TAIL_BYTES} of {output_bytes} bytes) ---"
+            lines += [heading, *output]
         return "\n".join(lines)
 
     def load_results(self) -> tuple[Any, dict[str, Any]]:
-        data = json.loads((self.scratch / RESULT_FILE).read_text())
+        data = json.loads(read_capped(self.scratch / RESULT_FILE, RESULT_MAX_BYTES, what="the result file"))
         return decode_results(data["results"]), data.get("environment") or {}
 
     def load_artifacts(self) -> dict[str, tuple[bytes, str]]:
-        artifacts: dict[str, tuple[bytes, str]] = {}
+        """The run's artifacts; ArtifactRefused for one over ``max_artifact_bytes``, all of them
+        over ``max_artifacts_total_bytes`` (sizes checked before reading), or a symlink."""
+        if self.artifacts_dropped:
+            raise ArtifactRefused(f"the run saved more than {MAX_ARTIFACTS} artifacts")
+        if (self.scratch / ARTIFACT_DIR).is_symlink():
+            raise ArtifactRefused(f"the run's {ARTIFACT_DIR} directory is a symbolic link; refused")
+        unlimited = 1 << 62
+        per_file = self.max_artifact_bytes or unlimited
+        paths: list[tuple[str, Path, str]] = []
+        total = 0
         for name, file, content_type in self.artifacts:
             path = self.scratch / ARTIFACT_DIR / Path(file).name
-            if path.is_file():
-                artifacts[name] = (path.read_bytes(), content_type)
+            try:
+                info = path.lstat()  # a symlink's own size: read_capped refuses it below
+            except OSError:
+                continue
+            total += info.st_size
+            paths.append((name, path, content_type))
+        if self.max_artifacts_total_bytes and total > self.max_artifacts_total_bytes:
+            raise ArtifactRefused(f"the run's artifacts are {total} bytes in all; the limit is "
+                                  f"{self.max_artifacts_total_bytes} bytes")
+        artifacts: dict[str, tuple[bytes, str]] = {}
+        read = 0
+        for name, path, content_type in paths:
+            remaining = self.max_artifacts_total_bytes - read if self.max_artifacts_total_bytes else unlimited
+            data = read_capped(path, min(per_file, remaining), what=f"artifact {name!r}")
+            read += len(data)
+            artifacts[name] = (data, content_type)
         return artifacts
 
     def exit_description(self) -> tuple[dict[str, Any], str]:

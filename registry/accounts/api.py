@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from registry.accounts import services
 from registry.accounts.models import ApiToken
+from registry.api.schema import error
+from registry.api.serializers import StrictCharField
 from registry.errors import NotFound
 
 
@@ -23,7 +24,7 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 
 class ApiTokenCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = StrictCharField(max_length=100)
     expires_in_days = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=services.MAX_EXPIRY_DAYS
     )
@@ -38,9 +39,8 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
         read_only_fields = fields
 
 
-_ERROR = OpenApiTypes.OBJECT  # {"detail": str, "errors": {field: [str]}}
-_UNAUTHENTICATED = OpenApiResponse(_ERROR, description="no, an invalid, an expired or a revoked token")
-_NOT_FOUND = OpenApiResponse(_ERROR, description="no such live token of the caller's")
+_UNAUTHENTICATED = error("No, an invalid, an expired or a revoked token.")
+_NOT_FOUND = error("No such live token of the caller's.")
 
 
 @extend_schema(tags=["tokens"])
@@ -73,7 +73,7 @@ class ApiTokenViewSet(
         request=ApiTokenCreateSerializer,
         responses={
             201: ApiTokenCreatedSerializer,
-            400: OpenApiResponse(_ERROR, description="a missing name, a bad or past expiry"),
+            400: error("A missing name, a bad or past expiry."),
             401: _UNAUTHENTICATED,
         },
         description="Create a named token, optionally expiring (expires_in_days or expires_at). "
@@ -89,7 +89,9 @@ class ApiTokenViewSet(
             expires_in_days=form.validated_data.get("expires_in_days"),
         )
         token.token = secret  # type: ignore[attr-defined]
-        return Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
+        response = Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
+        response.idempotency_secret_fields = ("token",)  # never stored for an Idempotency-Key replay
+        return response
 
     @extend_schema(
         description="Revoke the token: it stops working at once and leaves the list.",

@@ -11,19 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import permissions, serializers
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from registry.api.schema import error
 from registry.errors import NotFound
 from registry.findings import services as finding_services
 from registry.findings.models import Finding, FindingAuthor
 from registry.findings.selectors import finding_list, invitation_list
-
-ERROR = OpenApiResponse(OpenApiTypes.OBJECT, description='{"detail": message, "errors": {field: [messages]}}')
 
 
 class AuthorshipSerializer(serializers.ModelSerializer):
@@ -57,7 +55,7 @@ def _visible_finding(request: Request, pk: int) -> Finding:
     summary="My pending invitations to author a finding",
     description="The caller's invitations not yet answered, newest first. Accept or decline each at "
     "`/api/v1/findings/{id}/authors/{username}/accept` or `.../decline`.",
-    responses={200: AuthorshipSerializer(many=True), 401: ERROR, 403: ERROR},
+    responses={200: AuthorshipSerializer(many=True)},
 )
 @api_view(["GET"])
 @permission_classes([permissions.IsAuthenticated])
@@ -72,7 +70,13 @@ def _answer(action: Callable[..., FindingAuthor], request: Request, pk: int, use
     return Response(AuthorshipSerializer(link).data)
 
 
-_ANSWER_RESPONSES: dict[int, Any] = {200: AuthorshipSerializer, 401: ERROR, 403: ERROR, 404: ERROR, 409: ERROR}
+_ANSWER_RESPONSES: dict[int, Any] = {
+    200: AuthorshipSerializer,
+    403: error("Someone else's name, or no invitation (or authorship) to act on."),
+    404: error("No such finding the caller may see."),
+    409: error("Conflict: the invitation was answered meanwhile, an author declining, or the last author "
+               "withdrawing."),
+}
 
 
 @extend_schema(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import permissions, serializers, status
 from rest_framework.decorators import api_view, parser_classes, permission_classes
 from rest_framework.request import Request
@@ -17,7 +17,8 @@ from rest_framework.response import Response
 
 from registry.api.errors import query_text
 from registry.api.parsers import JSONParser as RegistryJSONParser
-from registry.api.serializers import RunSerializer
+from registry.api.schema import error
+from registry.api.serializers import RunSerializer, StrictCharField
 from registry.effects.selectors import landscape_get, rollup_get
 from registry.errors import ApplicationError, NotFound
 from registry.findings.models import Finding
@@ -25,7 +26,7 @@ from registry.findings.selectors import finding_list
 from registry.reproductions.selectors import experiment_list
 from registry.reproductions.self_reported import ensure_reporting_author, self_reported_run_record
 
-ERROR = OpenApiResponse(OpenApiTypes.OBJECT, description='{"detail": message, "errors": {field: [messages]}}')
+ERROR = error("Invalid input: `errors` names each field.")
 
 
 @extend_schema(
@@ -67,7 +68,7 @@ def landscape(request: Request) -> Response:
         "The findings that build on this one, directly or transitively, with their axis scores, "
         "lean flags and depth in the lineage, and counts by lean, status and depth."
     ),
-    responses={200: OpenApiTypes.OBJECT, 404: ERROR},
+    responses={200: OpenApiTypes.OBJECT, 404: error("No such finding the caller may see.")},
 )
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
@@ -93,9 +94,9 @@ class SelfReportedRunSerializer(serializers.Serializer):
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1)
     measurements = MeasurementsField(help_text="{arm: {metric: value}}: every declared arm and metric.")
     params = serializers.JSONField(help_text="The parameters used; must equal the experiment's after validation.")
-    hardware = serializers.CharField(max_length=200, help_text="'cpu' or the GPU model the run used.")
+    hardware = StrictCharField(max_length=200, help_text="'cpu' or the GPU model the run used.")
     environment = serializers.JSONField(required=False, default=dict, help_text="torch/CUDA versions, host, ...")
-    plugin_version = serializers.CharField(
+    plugin_version = StrictCharField(
         max_length=50, required=False, allow_blank=True, help_text="Defaults to the installed plugin's version."
     )
 
@@ -117,7 +118,12 @@ class NonStrictJSONParser(RegistryJSONParser):
         "outrank self-reported ones in every verdict."
     ),
     request=SelfReportedRunSerializer,
-    responses={201: RunSerializer, 400: ERROR, 403: ERROR, 404: ERROR},
+    responses={
+        201: RunSerializer,
+        400: error("Invalid input: `errors` names each field (a measurement by `measurements.arm.metric`)."),
+        403: error("Not an author of the finding."),
+        404: error("No such experiment the caller may see."),
+    },
 )
 @api_view(["POST"])
 @permission_classes([permissions.IsAuthenticated])

@@ -7,6 +7,7 @@ value is a list of strings.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -61,12 +62,15 @@ def _first_message(errors: dict[str, list[str]]) -> str:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
-        from registry.api.middleware import DB_UNAVAILABLE_DETAIL, RETRY_AFTER_S
+        # an outage or a conflicting write: a 503 (registry.api.middleware); any other database
+        # error (a lock or statement timeout...) is re-raised by DRF: a 500, logged
+        from registry.api.middleware import database_error_response
 
-        logger.warning("database unavailable", exc_info=exc)
-        return Response(
-            {"detail": DB_UNAVAILABLE_DETAIL, "errors": {}}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)}
-        )
+        answer = database_error_response(context.get("request"), exc)
+        if answer is None:
+            return None
+        return Response(json.loads(answer.content), status=answer.status_code,
+                        headers={"Retry-After": answer["Retry-After"]})
     bad_input = bad_input_response(exc)
     if bad_input is not None:
         return bad_input

@@ -17,7 +17,7 @@ from django.utils.feedgenerator import Atom1Feed
 from django.utils.html import escape
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, permissions, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -26,6 +26,9 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from registry.api.errors import query_text
+from registry.api.schema import CONFLICT_409, error, rate_limited
+from registry.api.serializers import StrictCharField, StrictTextMixin
+from registry.api.throttling import client_address
 from registry.errors import ApplicationError
 from registry.events import services, stream
 from registry.events.cursor import events_head, events_latest
@@ -36,7 +39,7 @@ from registry.findings.models import Finding
 # --- Subscriptions -------------------------------------------------------------------------------
 
 
-class SubscriptionSerializer(serializers.ModelSerializer):
+class SubscriptionSerializer(StrictTextMixin, serializers.ModelSerializer):
     finding = serializers.IntegerField(
         source="finding_ref", allow_null=True, required=False, min_value=1,
         help_text=(
@@ -47,11 +50,11 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         ),
     )
     event_types = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, allow_empty=True, max_length=50
+        child=StrictCharField(max_length=64), required=False, allow_empty=True, max_length=50
     )
-    url = serializers.CharField(max_length=2000, required=False, allow_blank=True)
-    tag = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    plugin = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    url = StrictCharField(max_length=2000, required=False, allow_blank=True)
+    tag = StrictCharField(max_length=64, required=False, allow_blank=True)
+    plugin = StrictCharField(max_length=100, required=False, allow_blank=True)
 
     class Meta:
         model = Subscription
@@ -60,6 +63,20 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "disabled_reason", "disabled_at",
         ]
         read_only_fields = ["id", "created_at", "disabled_reason", "disabled_at"]
+
+
+class SubscriptionSecretSerializer(SubscriptionSerializer):
+    """A subscription as created, updated or rotated: with the webhook's new signing secret, shown once."""
+
+    secret = serializers.CharField(
+        required=False, help_text="The webhook's signing secret (whsec_...): in this answer only, when new."
+    )
+    previous_secret_expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="After a rotation: until when the former secret still signs."
+    )
+
+    class Meta(SubscriptionSerializer.Meta):
+        fields = [*SubscriptionSerializer.Meta.fields, "secret", "previous_secret_expires_at"]
 
 
 class DeliveryAttemptSerializer(serializers.ModelSerializer):
@@ -102,6 +119,24 @@ def _service_kwargs(validated: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+@extend_schema_view(
+    list=extend_schema(description="The caller's own subscriptions, paginated (never a secret)."),
+    create=extend_schema(
+        description="Subscribe to events (by finding, tag, plugin, event types) through a webhook (`url`) or the "
+        "feed; a webhook's signing secret is in this answer only (`secret`).",
+        responses={201: SubscriptionSecretSerializer},
+    ),
+    retrieve=extend_schema(description="One of the caller's subscriptions."),
+    update=extend_schema(
+        description="Replace one of the caller's subscriptions; re-enable one with `active`.",
+        responses={200: SubscriptionSecretSerializer},
+    ),
+    partial_update=extend_schema(
+        description="Change some fields of one of the caller's subscriptions.",
+        responses={200: SubscriptionSecretSerializer},
+    ),
+    destroy=extend_schema(description="Delete one of the caller's subscriptions with its delivery log."),
+)
 class SubscriptionViewSet(viewsets.ModelViewSet):
     """The caller's own subscriptions. The webhook secret is in the create response only."""
 
@@ -124,7 +159,9 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         data = SubscriptionSerializer(subscription).data
         if secret:
             data["secret"] = secret
-        return Response(data, status=status.HTTP_201_CREATED)
+        response = Response(data, status=status.HTTP_201_CREATED)
+        response.idempotency_secret_fields = ("secret",)  # never stored for an Idempotency-Key replay
+        return response
 
     def update(self, request: Request, *args, **kwargs) -> Response:
         subscription = self.get_object()
@@ -136,12 +173,19 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         data = SubscriptionSerializer(subscription).data
         if secret:
             data["secret"] = secret
-        return Response(data)
+        response = Response(data)
+        response.idempotency_secret_fields = ("secret",)  # never stored for an Idempotency-Key replay
+        return response
 
     def perform_destroy(self, subscription: Subscription) -> None:
         services.subscription_delete(subscription=subscription)
 
-    @extend_schema(responses=DeliverySerializer(many=True))
+    @extend_schema(
+        description="The subscription's webhook deliveries, newest first, each with its attempt log; paginated.",
+        parameters=[OpenApiParameter("status", str, enum=list(Delivery.Status.values),
+                                     description="Only deliveries in this state.")],
+        responses={200: DeliverySerializer(many=True)},
+    )
     @action(detail=True, methods=["get"], serializer_class=DeliverySerializer)
     def deliveries(self, request: Request, pk: str | None = None) -> Response:
         subscription = self.get_object()
@@ -154,7 +198,7 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         page = self.paginate_queryset(deliveries)
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
 
-    @extend_schema(responses=DeliverySerializer)
+    @extend_schema(responses=DeliverySerializer, filters=False)
     @action(
         detail=True, methods=["get"], url_path=r"deliveries/(?P<delivery_id>[0-9]+)",
         serializer_class=DeliverySerializer,
@@ -171,7 +215,7 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
             raise Http404  # another subscription's delivery looks like an absent one
         return Response(DeliverySerializer(delivery).data)
 
-    @extend_schema(request=None, responses=SubscriptionSerializer)
+    @extend_schema(request=None, responses=SubscriptionSecretSerializer)
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
         """A new webhook secret, shown once; the former one keeps signing deliveries (a second
@@ -182,9 +226,18 @@ class SubscriptionViewSet(viewsets.ModelViewSet):
         data["previous_secret_expires_at"] = serializers.DateTimeField().to_representation(
             subscription.previous_secret_expires_at
         )
-        return Response(data)
+        response = Response(data)
+        response.idempotency_secret_fields = ("secret",)  # never stored for an Idempotency-Key replay
+        return response
 
-    @extend_schema(request=None, responses={202: DeliverySerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: DeliverySerializer,
+            400: error("Not a webhook subscription."),
+            409: error(f"{CONFLICT_409}: the subscription is inactive, or an attempt is being sent now."),
+        },
+    )
     @action(
         detail=True, methods=["post"], url_path=r"deliveries/(?P<delivery_id>[0-9]+)/redeliver",
         serializer_class=DeliverySerializer,
@@ -267,9 +320,14 @@ class EventStreamSchema(APIView):
             OpenApiParameter("timeout", int, description="close after this many seconds (default 300, max 3600)"),
         ],
         responses={
-            (200, "text/event-stream"): str,
-            (400, "application/json"): OpenApiTypes.OBJECT,
-            (429, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="The stream: `id:`, `event:` (the event type) and `data:` (the "
+                "event as JSON) per event, `: keep-alive` comments when idle; closed after `timeout`."
+            ),
+            (400, "application/json"): error("A bad `after`, `timeout` or Last-Event-ID."),
+            (429, "application/json"): rate_limited(
+                "Too many open streams for this client or on this server (`scope`); Retry-After."
+            ),
         },
         description="Live events the caller may see, as server-sent events (`id:`/`event:`/`data:`), "
         "a `: keep-alive` comment when idle. 429 with Retry-After beyond the open streams allowed "
@@ -319,7 +377,7 @@ async def events_stream(request: HttpRequest) -> HttpResponseBase:
         return _stream_headers(HttpResponse(b"", content_type="text/event-stream"))
     if after < 0:  # neither ?after= nor Last-Event-ID: live from now, not a replay of the history
         after = await read(events_head)
-    client = f"user:{user.pk}" if user.is_authenticated else f"addr:{request.META.get('REMOTE_ADDR', '')}"
+    client = f"user:{user.pk}" if user.is_authenticated else f"addr:{client_address(request)}"
     try:
         lease = stream.acquire(client)
     except stream.StreamLimitExceeded as exc:
@@ -402,8 +460,39 @@ class EventsAtomFeed(Feed):
         return [item.type] + ([item.plugin] if item.plugin else [])
 
 
+class EventFeedSchema(APIView):
+    """The Atom feed's OpenAPI description (the view itself is the function below)."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        operation_id="events_feed_retrieve",
+        parameters=[
+            OpenApiParameter("finding", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                             description="Only this finding's events."),
+            OpenApiParameter("tag", str, description="Only events of findings with this tag (at most 64 characters)."),
+            OpenApiParameter("plugin", str, description="Only this plugin's events (at most 100 characters)."),
+        ],
+        responses={
+            (200, "application/atom+xml"): OpenApiResponse(
+                OpenApiTypes.STR, description="An Atom 1.0 feed of the latest 50 events the caller may see."
+            ),
+            (400, "application/json"): error("A bad `finding`, `tag` or `plugin`."),
+        },
+        description="The latest 50 events the caller may see as an Atom feed, newest first; feed readers may "
+        "send an API token (`Authorization: Token ...`).",
+    )
+    def get(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+@csrf_exempt  # writes nothing; any other method than GET/HEAD is a JSON 405
 def events_feed(request: HttpRequest) -> HttpResponse:
     """``GET /api/v1/events/feed.atom?finding=&tag=&plugin=``: the latest 50 visible events."""
+    if request.method not in ("GET", "HEAD"):
+        return _json_error(
+            {"detail": f'Method "{request.method}" not allowed.', "errors": {}}, 405, Allow="GET, HEAD"
+        )
     params: dict[str, Any] = {}
     try:
         finding = request.GET.get("finding")
@@ -429,3 +518,7 @@ def events_feed(request: HttpRequest) -> HttpResponse:
         headers = {"WWW_Authenticate": "Token"} if exc.status_code == 401 else {}
         return _json_error({"detail": str(exc.detail), "errors": {}}, exc.status_code, **headers)
     return EventsAtomFeed()(request, **params)
+
+
+events_feed.cls = EventFeedSchema  # type: ignore[attr-defined]  # listed in the OpenAPI schema
+events_feed.initkwargs = {}  # type: ignore[attr-defined]

@@ -1,12 +1,19 @@
 from collections import defaultdict
 
 import django_filters
+from django import forms
 from django.db.models import Q
 
 from plugins.registry import all_plugins
 from registry.findings.models import Claim, Finding, FindingAuthor
 from registry.findings.selectors import finding_list
 from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number (the ids and seeds filtered on): "0.5" is a 400 naming the parameter."""
+
+    field_class = forms.IntegerField
 
 
 def _metric_axes() -> dict[str, dict[str, str]]:
@@ -47,7 +54,7 @@ class FindingFilter(django_filters.FilterSet):
     axis = django_filters.ChoiceFilter(
         choices=MetricDefinition.Axis.choices, method="by_axis", label="Has a claim on a metric of this axis"
     )
-    builds_on = django_filters.NumberFilter(method="by_parent", label="Builds directly on this finding")
+    builds_on = IntegerFilter(method="by_parent", label="Builds directly on this finding")
 
     class Meta:
         model = Finding
@@ -75,7 +82,7 @@ class FindingFilter(django_filters.FilterSet):
 # not exist and an empty list for one the reader may not see, which would reveal hidden rows.
 class ExperimentFilter(django_filters.FilterSet):
     plugin = django_filters.CharFilter()
-    finding = django_filters.NumberFilter(field_name="finding_id")
+    finding = IntegerFilter(field_name="finding_id")
 
     class Meta:
         model = Experiment
@@ -83,7 +90,7 @@ class ExperimentFilter(django_filters.FilterSet):
 
 
 class ReproductionFilter(django_filters.FilterSet):
-    experiment = django_filters.NumberFilter(field_name="experiment_id")
+    experiment = IntegerFilter(field_name="experiment_id")
     device = django_filters.ChoiceFilter(choices=Experiment.Device.choices)
     source = django_filters.ChoiceFilter(choices=Reproduction.Source.choices)
 
@@ -94,8 +101,8 @@ class ReproductionFilter(django_filters.FilterSet):
 
 class RunFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=Run.State.choices)
-    reproduction = django_filters.NumberFilter(field_name="reproduction_id")
-    seed = django_filters.NumberFilter()
+    reproduction = IntegerFilter(field_name="reproduction_id")
+    seed = IntegerFilter()
     queue = django_filters.CharFilter()
 
     class Meta:

@@ -10,6 +10,7 @@ from rest_framework.decorators import api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from registry.api.schema import error
 from registry.reproductions.quotas import quota_set, quota_usage
 
 
@@ -40,6 +41,10 @@ QUOTA_RESPONSE = inline_serializer(
 )
 
 
+_STAFF_ONLY = error("Not staff.")
+_NO_USER = error("No user of that name.")
+
+
 def _body(user) -> dict:
     return {"user": user.get_username(), **quota_usage(user)}
 
@@ -53,11 +58,12 @@ def my_quota(request: Request) -> Response:
 
 
 @extend_schema(
-    methods=["GET"], responses={200: QUOTA_RESPONSE}, tags=["quotas"],
+    methods=["GET"], responses={200: QUOTA_RESPONSE, 403: _STAFF_ONLY, 404: _NO_USER}, tags=["quotas"],
     description="A user's run quotas and use (staff only).",
 )
 @extend_schema(
-    methods=["PATCH"], request=QuotaSerializer, responses={200: QUOTA_RESPONSE}, tags=["quotas"],
+    methods=["PATCH"], request=QuotaSerializer, responses={200: QUOTA_RESPONSE, 403: _STAFF_ONLY, 404: _NO_USER},
+    tags=["quotas"],
     description="Raise (or lower, or with null reset to the default) a user's run quotas (staff only).",
 )
 @api_view(["GET", "PATCH"])

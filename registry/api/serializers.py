@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import models
+from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -25,6 +28,54 @@ XRISK_FIELDS = (
     "dual_use",
     "notes",
 )
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: a number or a boolean is a 400, not silently turned into its string (DRF's
+    CharField would store 5 as "5")."""
+
+    default_error_messages = {"not_text": "a string is required"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField):
+    """A slug, text only (DRF's would read 0 as "0")."""
+
+    default_error_messages = {"not_text": "a string is required"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """true or false only: "yes", "1" or 1 is a 400 (DRF's BooleanField would read them as true)."""
+
+    default_error_messages = {"not_boolean": "true or false is required"}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        if isinstance(getattr(self.root, "initial_data", None), QueryDict):  # a form: text is all it has
+            return super().to_internal_value(data)
+        self.fail("not_boolean")
+
+
+class StrictTextMixin:
+    """For a ModelSerializer: its model's text and boolean fields as ``StrictCharField`` and
+    ``StrictBooleanField`` (JSON's types, as the schema documents them)."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.BooleanField: StrictBooleanField,
+    }
 
 
 class NameListField(serializers.ListField):
@@ -64,7 +115,7 @@ class ThresholdField(serializers.FloatField):
         return 0.0 if value == 0 else value
 
 
-class ClaimSerializer(serializers.ModelSerializer):
+class ClaimSerializer(StrictTextMixin, serializers.ModelSerializer):
     verdict = serializers.SerializerMethodField()
     supersedes = serializers.PrimaryKeyRelatedField(queryset=Claim.objects.all(), required=False, allow_null=True)
     min_relative_effect = ThresholdField(
@@ -110,7 +161,7 @@ class ClaimUpdateSerializer(serializers.Serializer):
     min_relative_effect = ThresholdField(required=False, allow_null=True)
     margin = ThresholdField(required=False, allow_null=True)
     threshold_unit = serializers.ChoiceField(choices=Claim.ThresholdUnit.choices, required=False)
-    statement = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    statement = StrictCharField(required=False, allow_blank=True, max_length=500)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -132,11 +183,11 @@ class ClaimUpdateSerializer(serializers.Serializer):
 class XRiskSheetSerializer(serializers.Serializer):
     """The authors' own statement of expected externalities (after Hendrycks & Mazeika 2022)."""
 
-    expected_safety_effects = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    expected_capability_effects = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    hazards = serializers.CharField(required=False, allow_blank=True, max_length=5000)
-    dual_use = serializers.BooleanField(required=False)
-    notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    expected_safety_effects = StrictCharField(required=False, allow_blank=True, max_length=5000)
+    expected_capability_effects = StrictCharField(required=False, allow_blank=True, max_length=5000)
+    hazards = StrictCharField(required=False, allow_blank=True, max_length=5000)
+    dual_use = StrictBooleanField(required=False)
+    notes = StrictCharField(required=False, allow_blank=True, max_length=5000)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -163,13 +214,13 @@ class ExperimentBriefSerializer(serializers.ModelSerializer):
         fields = ["id", "plugin", "params", "default_seeds", "device", "retracted_at"]
 
 
-class FindingSerializer(serializers.ModelSerializer):
-    tags = NameListField(attribute="name", child=serializers.SlugField(max_length=64), required=False, max_length=30)
+class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
+    tags = NameListField(attribute="name", child=StrictSlugField(max_length=64), required=False, max_length=30)
     references = serializers.ListField(
-        child=serializers.CharField(max_length=500), required=False, max_length=50
+        child=StrictCharField(max_length=500), required=False, max_length=50
     )
     authors = AuthorsField(
-        child=serializers.CharField(),
+        child=StrictCharField(),
         required=False,
         max_length=100,
         help_text="Accepted authors. On write, the names to be authors: a name not yet an author is invited "
@@ -180,9 +231,9 @@ class FindingSerializer(serializers.ModelSerializer):
         "invited user (their own); empty for everyone else."
     )
     restricted_to = NameListField(
-        attribute="username", child=serializers.CharField(), required=False, max_length=1000
+        attribute="username", child=StrictCharField(), required=False, max_length=1000
     )
-    summary = serializers.CharField(required=False, allow_blank=True, max_length=SUMMARY_MAX_CHARS)
+    summary = StrictCharField(required=False, allow_blank=True, max_length=SUMMARY_MAX_CHARS)
     builds_on = VisibleFindingField(many=True, required=False)
     built_upon_by = serializers.SerializerMethodField()
     summary_html = serializers.SerializerMethodField()
@@ -203,6 +254,9 @@ class FindingSerializer(serializers.ModelSerializer):
     def to_internal_value(self, data: Any) -> Any:
         # Checked before the items are (one query each): a huge list is refused outright.
         builds_on = data.get("builds_on") if isinstance(data, dict) else None
+        if builds_on is not None and not isinstance(builds_on, list) and not isinstance(data, QueryDict):
+            # (DRF's many-related field would read an object as an empty list)
+            raise serializers.ValidationError({"builds_on": ["a list of finding ids is required"]})
         if isinstance(builds_on, list) and len(builds_on) > MAX_BUILDS_ON:
             raise serializers.ValidationError({"builds_on": [f"at most {MAX_BUILDS_ON} findings"]})
         return super().to_internal_value(data)
@@ -265,21 +319,25 @@ class FindingSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ExperimentSerializer(serializers.ModelSerializer):
-    reproduce = serializers.BooleanField(
+class ExperimentSerializer(StrictTextMixin, serializers.ModelSerializer):
+    reproduce = StrictBooleanField(
         default=True, write_only=True, help_text="Queue the first reproduction now (default seeds)."
     )
     params = serializers.JSONField(required=False, default=dict)
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
     # upper bounds: RUN_MAX_TIME_LIMIT_S / RUN_MAX_MEMORY_LIMIT_MB, checked by experiment_create
     time_limit_s = serializers.IntegerField(
-        required=False, min_value=10, help_text="Seconds per run; at most the registry's RUN_MAX_TIME_LIMIT_S."
+        required=False, min_value=10, max_value=settings.RUN_MAX_TIME_LIMIT_S,
+        help_text="Seconds per run; at most the registry's RUN_MAX_TIME_LIMIT_S.",
     )
     memory_limit_mb = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1,
+        required=False, allow_null=True, min_value=1, max_value=settings.RUN_MAX_MEMORY_LIMIT_MB,
         help_text="Memory per run (MB); null: the worker's default. At most RUN_MAX_MEMORY_LIMIT_MB.",
     )
-    default_seeds = serializers.IntegerField(required=False, default=3, min_value=1)
+    default_seeds = serializers.IntegerField(
+        required=False, default=3, min_value=1, max_value=settings.MAX_SEEDS_PER_REPRODUCTION,
+        help_text="Seeds per reproduction when none are given; at most MAX_SEEDS_PER_REPRODUCTION.",
+    )
     reproductions = serializers.SerializerMethodField()
 
     class Meta:
@@ -298,14 +356,19 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
 
 class ExperimentRetractSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000, help_text="Why the experiment is retracted (shown with it).")
+    reason = StrictCharField(max_length=2000, help_text="Why the experiment is retracted (shown with it).")
 
 
 class ReproductionRequestSerializer(serializers.Serializer):
     seeds = serializers.ListField(
-        child=serializers.IntegerField(min_value=0, max_value=2**31 - 1), required=False, max_length=1000
+        child=serializers.IntegerField(min_value=0, max_value=2**31 - 1), required=False, min_length=1,
+        max_length=settings.MAX_SEEDS_PER_REPRODUCTION,
+        help_text="Distinct seeds, one run each; at most MAX_SEEDS_PER_REPRODUCTION (50 by default).",
     )
-    n_seeds = serializers.IntegerField(required=False, min_value=1)
+    n_seeds = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.MAX_SEEDS_PER_REPRODUCTION,
+        help_text="Seeds 0..n_seeds-1; at most MAX_SEEDS_PER_REPRODUCTION.",
+    )
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
 
     def validate(self, attrs: dict) -> dict:

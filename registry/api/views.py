@@ -7,16 +7,25 @@ import time
 
 from django.http import FileResponse, JsonResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from plugins.registry import all_plugins
 from registry.api import serializers as s
 from registry.api.errors import query_text
 from registry.api.filtersets import ExperimentFilter, FindingFilter, ReproductionFilter, RunFilter
+from registry.api.schema import CONFLICT_409, QUOTA_429, error
 from registry.api.throttling import ReproductionThrottledMixin
 from registry.errors import ApplicationError, NotFound, PermissionDenied
 from registry.events.cursor import events_after
@@ -42,6 +51,34 @@ class CanEditFinding(permissions.BasePermission):
         return finding_services.finding_can_edit(finding=obj, user=request.user)
 
 
+_EDIT_403 = error("Not an author of the finding, nor staff.")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        description="The findings the caller may see (public ones; restricted ones they are named in; their own), "
+        "newest first, paginated; filtered by kind, status, tag, plugin, author, axis and a text query `q`."
+    ),
+    create=extend_schema(
+        description="Register a finding; the caller is its first author. Other names in `authors` are invited "
+        "(they appear once they accept).",
+        responses={201: s.FindingSerializer},
+    ),
+    retrieve=extend_schema(description="One finding with its current claims, experiments and lineage links."),
+    update=extend_schema(
+        description="Replace a finding's editable fields (its authors or staff).",
+        responses={200: s.FindingSerializer, 403: _EDIT_403},
+    ),
+    partial_update=extend_schema(
+        description="Change some of a finding's fields (its authors or staff).",
+        responses={200: s.FindingSerializer, 403: _EDIT_403},
+    ),
+    destroy=extend_schema(
+        description="Delete a finding with its claims, experiments and runs (its authors or staff); followers "
+        "get a `finding.deleted` event.",
+        responses={204: None, 403: _EDIT_403},
+    ),
+)
 class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
     serializer_class = s.FindingSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, CanEditFinding]
@@ -64,13 +101,33 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
     def perform_destroy(self, finding: Finding) -> None:
         finding_services.finding_delete(finding=finding, user=self.request.user)
 
-    @extend_schema(request=s.ClaimSerializer, responses=s.ClaimSerializer(many=True))
-    @action(detail=True, methods=["get", "post"], serializer_class=s.ClaimSerializer)
+    @extend_schema(
+        methods=["GET"],
+        description="The finding's claims: the current version of each (all versions with `history=true`); "
+        "a bare list, not paginated.",
+        parameters=[OpenApiParameter("history", str, enum=["true", "false", "1", "0"],
+                                    description="Include superseded versions.")],
+        responses={200: s.ClaimSerializer(many=True)},
+    )
+    @extend_schema(
+        methods=["POST"],
+        description="Add a claim to the finding (its authors or staff); `supersedes` names a claim of this "
+        "finding that the new one replaces as a new version.",
+        request=s.ClaimSerializer,
+        responses={201: s.ClaimSerializer, 403: _EDIT_403},
+    )
+    @action(
+        detail=True, methods=["get", "post"], serializer_class=s.ClaimSerializer, pagination_class=None,
+        filter_backends=[],
+    )
     def claims(self, request: Request, pk: str | None = None) -> Response:
         finding = self.get_object()
         if request.method == "GET":
             claims = finding.claims.all()
-            if request.query_params.get("history") not in ("1", "true"):
+            history = request.query_params.get("history")
+            if history not in (None, "", "0", "1", "true", "false"):
+                raise ApplicationError("history must be true or false", field="history")
+            if history not in ("1", "true"):
                 claims = claims.filter(is_current=True)
             return Response(s.ClaimSerializer(claims.select_related("verdict"), many=True).data)
         serializer = s.ClaimSerializer(data=request.data, context={"finding": finding})
@@ -78,8 +135,22 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
         claim = finding_services.claim_create(finding=finding, user=request.user, **serializer.validated_data)
         return Response(s.ClaimSerializer(claim).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=s.ExperimentSerializer, responses=s.ExperimentSerializer(many=True))
-    @action(detail=True, methods=["get", "post"], serializer_class=s.ExperimentSerializer)
+    @extend_schema(
+        methods=["GET"],
+        description="The finding's experiments (retracted ones included, marked); a bare list, not paginated.",
+        responses={200: s.ExperimentSerializer(many=True)},
+    )
+    @extend_schema(
+        methods=["POST"],
+        description="Add an experiment (a plugin with parameters) to the finding (its authors or staff). With "
+        "`reproduce` (the default) its first reproduction is queued at once, within the caller's run quota.",
+        request=s.ExperimentSerializer,
+        responses={201: s.ExperimentSerializer, 403: _EDIT_403, 429: QUOTA_429},
+    )
+    @action(
+        detail=True, methods=["get", "post"], serializer_class=s.ExperimentSerializer, pagination_class=None,
+        filter_backends=[],
+    )
     def experiments(self, request: Request, pk: str | None = None) -> Response:
         finding = self.get_object()
         if request.method == "GET":
@@ -90,12 +161,22 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
         experiment = repro_services.experiment_create(finding=finding, user=request.user, **serializer.validated_data)
         return Response(s.ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        description="The findings this one builds on and those built upon it, transitively, as far as the "
+        "caller may see them.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def lineage(self, request: Request, pk: str | None = None) -> Response:
         finding = self.get_object()
         return Response({"finding": finding.pk, **finding_lineage(finding=finding, user=request.user)})
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        description="The finding's measured effects: per claim and metric, the pooled estimate with its interval "
+        "and verdict, and its safety and capability scores. See docs/statistics.md.",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def effects(self, request: Request, pk: str | None = None) -> Response:
         from registry.effects.selectors import finding_effects_get
 
@@ -103,6 +184,9 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
         return Response(finding_effects_get(finding=finding, user=request.user))
 
 
+@extend_schema_view(
+    retrieve=extend_schema(description="One claim (any version) of a finding the caller may see."),
+)
 class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet):
     serializer_class = s.ClaimSerializer
     http_method_names = ["get", "patch", "head", "options"]
@@ -110,7 +194,14 @@ class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.
     def get_queryset(self):
         return Claim.objects.filter(finding__in=finding_list(user=self.request.user)).select_related("verdict")
 
-    @extend_schema(request=s.ClaimUpdateSerializer, responses=s.ClaimSerializer)
+    @extend_schema(
+        request=s.ClaimUpdateSerializer,
+        responses={200: s.ClaimSerializer, 403: _EDIT_403, 409: error(
+            f"{CONFLICT_409}: a superseded version, or a claim with reproductions (supersede it instead)."
+        )},
+        description="Edit a claim in place (its finding's authors or staff) while no run exists for its finding; "
+        "only direction, thresholds, unit and statement.",
+    )
     def partial_update(self, request: Request, *args, **kwargs) -> Response:
         claim = self.get_object()
         if not finding_services.finding_can_edit(finding=claim.finding, user=request.user):
@@ -122,6 +213,12 @@ class ClaimViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.
         return Response(s.ClaimSerializer(claim).data)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        description="The experiments of the findings the caller may see, paginated; filtered by finding and plugin."
+    ),
+    retrieve=extend_schema(description="One experiment with its reproductions' ids."),
+)
 class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ExperimentSerializer
     reproduction_throttled_actions = ("reproductions",)
@@ -130,8 +227,22 @@ class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSe
     def get_queryset(self):
         return repro_selectors.experiment_list(user=self.request.user)
 
-    @extend_schema(request=s.ReproductionRequestSerializer, responses={202: s.ReproductionSerializer})
-    @action(detail=True, methods=["get", "post"], serializer_class=s.ReproductionRequestSerializer)
+    @extend_schema(
+        methods=["GET"],
+        description="The experiment's reproductions with their runs, newest first; a bare list, not paginated.",
+        responses={200: s.ReproductionSerializer(many=True)},
+    )
+    @extend_schema(
+        methods=["POST"],
+        description="Queue a reproduction: one run per seed (`seeds`, or `n_seeds`, or the experiment's default), "
+        "within the caller's run quota. Any signed-in user may reproduce a finding they can see.",
+        request=s.ReproductionRequestSerializer,
+        responses={202: s.ReproductionSerializer, 429: QUOTA_429},
+    )
+    @action(
+        detail=True, methods=["get", "post"], serializer_class=s.ReproductionRequestSerializer,
+        pagination_class=None, filter_backends=[],
+    )
     def reproductions(self, request: Request, pk: str | None = None) -> Response:
         experiment = self.get_object()
         if request.method == "GET":
@@ -145,7 +256,11 @@ class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSe
         data = s.ReproductionSerializer(reproduction, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=s.ExperimentRetractSerializer, responses=s.ExperimentSerializer)
+    @extend_schema(
+        request=s.ExperimentRetractSerializer,
+        responses={200: s.ExperimentSerializer, 403: error("Not an author of the finding, nor staff."),
+                   409: error(f"{CONFLICT_409}: the experiment is already retracted.")},
+    )
     @action(
         detail=True, methods=["post"], serializer_class=s.ExperimentRetractSerializer,
         permission_classes=[permissions.IsAuthenticated],
@@ -160,6 +275,13 @@ class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSe
         return Response(s.ExperimentSerializer(experiment).data)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        description="The reproductions the caller may see, with their runs, paginated; filtered by finding, "
+        "experiment, plugin and state."
+    ),
+    retrieve=extend_schema(description="One reproduction with its runs."),
+)
 class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.ReproductionSerializer
     filterset_class = ReproductionFilter
@@ -168,6 +290,15 @@ class ReproductionViewSet(viewsets.ReadOnlyModelViewSet):
         return repro_selectors.reproduction_list(user=self.request.user)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        description="The runs the caller may see, paginated; filtered by finding, experiment, reproduction and state."
+    ),
+    retrieve=extend_schema(
+        description="One run with its measurements, artifacts, logs and error (worker hosts for signed-in "
+        "callers only)."
+    ),
+)
 class RunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = s.RunSerializer
     filterset_class = RunFilter
@@ -176,7 +307,12 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return repro_selectors.run_list(user=self.request.user)
 
-    @extend_schema(request=None, responses=s.RunSerializer)
+    @extend_schema(
+        request=None,
+        responses={200: s.RunSerializer, 403: error("Neither the requester of the run, an author, nor staff."),
+                   409: error(f"{CONFLICT_409}: the run has already finished.")},
+        description="Cancel a queued or running run (its requester, the finding's authors or staff).",
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
@@ -185,7 +321,16 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(s.RunSerializer(run, context={"request": request}).data)
 
 
-@extend_schema(responses={(200, "application/octet-stream"): bytes})
+@extend_schema(
+    description="An artifact's file as stored, with its own content type: `image/png` for the plugins' "
+    "figures, `application/json` for curves and tables, `application/octet-stream` otherwise.",
+    responses={
+        (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="The artifact's bytes."),
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.BINARY, description="The artifact's bytes."),
+        (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The artifact's bytes."),
+        404: error("No such artifact the caller may see, or its file is missing from storage."),
+    },
+)
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def artifact_download(request: Request, pk: int) -> FileResponse:
@@ -229,14 +374,70 @@ def plugin_describe(name: str) -> dict:
     return data
 
 
-@extend_schema(responses={200: dict})
+class PluginSerializer(serializers.Serializer):
+    """An installed plugin (the fields after ``source`` only when it loaded)."""
+
+    name = serializers.CharField()
+    available = serializers.BooleanField()
+    error = serializers.CharField(allow_null=True, help_text="Why the plugin failed to load, if it did.")
+    source = serializers.CharField()
+    version = serializers.CharField(required=False)
+    api_version = serializers.CharField(required=False)
+    description = serializers.CharField(required=False)
+    params_schema = serializers.JSONField(required=False, help_text="The JSON Schema of its parameters.")
+    metrics = serializers.ListField(child=serializers.DictField(), required=False)
+    arms = serializers.ListField(child=serializers.CharField(), required=False)
+    resources = serializers.DictField(required=False)
+    presets = serializers.JSONField(required=False)
+
+
+class MetricDefinitionSerializer(serializers.Serializer):
+    plugin = serializers.CharField()
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    plugin_version = serializers.CharField()
+    axis = serializers.CharField()
+    higher_is_better = serializers.BooleanField()
+    unit = serializers.CharField()
+    description = serializers.CharField()
+    scale = serializers.CharField()
+    time_to_event = serializers.BooleanField()
+
+
+EVENT_PAGE = inline_serializer(
+    "EventPage",
+    {
+        "events": inline_serializer(
+            "Event",
+            {
+                "id": serializers.IntegerField(), "type": serializers.CharField(),
+                "finding": serializers.IntegerField(allow_null=True), "plugin": serializers.CharField(),
+                "payload": serializers.JSONField(), "created_at": serializers.DateTimeField(),
+            },
+            many=True,
+        ),
+        "next": serializers.IntegerField(help_text="The cursor for the next page (`after=`)."),
+    },
+)
+
+
+@extend_schema(
+    description="Every installed experiment plugin (built-in and entry points) with its parameters' schema, "
+    "metrics, arms, resources and presets; one that failed to load has `available: false` and its `error`. "
+    "A bare list.",
+    responses={200: PluginSerializer(many=True)},
+)
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def plugin_list(request: Request) -> Response:
     return Response([plugin_describe(name) for name in sorted(all_plugins())])
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(
+    operation_id="v1_plugins_detail",
+    description="One plugin, as in the list.",
+    responses={200: PluginSerializer, 404: error("No plugin of that name.")},
+)
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
 def plugin_detail(request: Request, name: str) -> Response:
@@ -244,7 +445,13 @@ def plugin_detail(request: Request, name: str) -> Response:
 
 
 @extend_schema(
-    parameters=[OpenApiParameter("plugin", str), OpenApiParameter("axis", str)], responses={200: dict}
+    description="The metric catalogue as recorded: every plugin's metrics with their axis (safety or "
+    "capability), direction, unit and scale. A bare list.",
+    parameters=[
+        OpenApiParameter("plugin", str, description="Only this plugin's metrics."),
+        OpenApiParameter("axis", str, enum=list(MetricDefinition.Axis.values), description="Only this axis."),
+    ],
+    responses={200: MetricDefinitionSerializer(many=True)},
 )
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
@@ -272,10 +479,13 @@ def metric_list(request: Request) -> Response:
     parameters=[
         OpenApiParameter("after", int, description="Return events with an id above this cursor."),
         OpenApiParameter("type", str, description="Comma-separated event types."),
-        OpenApiParameter("finding", int),
-        OpenApiParameter("limit", int),
+        OpenApiParameter("finding", int, description="Only this finding's events."),
+        OpenApiParameter("limit", int, description="At most this many events (1 to 1000, default 100)."),
     ],
-    responses={200: dict},
+    description="The events the caller may see after a cursor, oldest first, with the cursor of the next page "
+    "(`next`). Also live as server-sent events (`/api/v1/events/stream`) and as an Atom feed "
+    "(`/api/v1/events/feed.atom`).",
+    responses={200: EVENT_PAGE},
 )
 @api_view(["GET"])
 @permission_classes([permissions.AllowAny])
@@ -309,8 +519,73 @@ def events(request: Request) -> Response:
     return Response({"events": rows, "next": next_cursor})
 
 
+def _safe_methods_only(view):
+    """GET and HEAD; any other method a JSON 405 with Allow (CSRF-exempt: these views write nothing)."""
+    import functools
+
+    from django.views.decorators.csrf import csrf_exempt
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse({"detail": f'Method "{request.method}" not allowed.', "errors": {}}, status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+class _ProbeSchema(APIView):
+    """The probes' OpenAPI description (the views themselves are plain Django functions)."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+    description = ""
+    operation_id = ""
+
+    def get(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+_CHECKS = inline_serializer(
+    "Readiness",
+    {
+        "status": serializers.ChoiceField(choices=["ok", "unavailable"]),
+        "checks": serializers.DictField(child=serializers.CharField()),
+    },
+)
+
+
+class HealthzSchema(_ProbeSchema):
+    @extend_schema(
+        operation_id="healthz_retrieve",
+        description="Liveness: the web process answers (checks nothing else).",
+        responses={200: inline_serializer("Liveness", {"status": serializers.CharField()})},
+    )
+    def get(self, request: Request) -> Response:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ReadyzSchema(_ProbeSchema):
+    @extend_schema(
+        operation_id="readyz_retrieve",
+        description="Readiness within 2 s: database, broker and beat, each `ok` or a short reason (never an "
+        "exception's text), and the plugins available. 503 with Retry-After when not ready.",
+        responses={200: _CHECKS, 503: OpenApiResponse(_CHECKS, description="Not ready (Retry-After).")},
+    )
+    def get(self, request: Request) -> Response:  # pragma: no cover
+        raise NotImplementedError
+
+
+@_safe_methods_only
 def healthz(request) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+healthz.cls = HealthzSchema  # type: ignore[attr-defined]  # listed in the OpenAPI schema
+healthz.initkwargs = {}  # type: ignore[attr-defined]
 
 
 #: /readyz answers within this many seconds, whatever hangs (each check runs in its own thread).
@@ -364,6 +639,7 @@ def _check_beat() -> str:
     return "ok" if age <= settings.BEAT_MISSING_AFTER_S else f"missing for {int(age)} s"
 
 
+@_safe_methods_only
 def readyz(request) -> JsonResponse:
     """Readiness within READYZ_DEADLINE_S: database, broker and beat, each "ok" or a short reason
     (never an exception's text: it may hold addresses or credentials)."""
@@ -394,3 +670,7 @@ def readyz(request) -> JsonResponse:
     if not ready:
         response["Retry-After"] = "5"
     return response
+
+
+readyz.cls = ReadyzSchema  # type: ignore[attr-defined]  # listed in the OpenAPI schema
+readyz.initkwargs = {}  # type: ignore[attr-defined]

@@ -90,8 +90,10 @@ def _audience_record(event: Event) -> None:
     else:
         event.audience_public = finding_list(user=AnonymousUser()).filter(pk=finding.pk).exists()
         if not event.audience_public:
-            readers = {
-                *finding.authors.values_list("pk", flat=True), *finding.restricted_to.values_list("pk", flat=True)
+            readers = {  # finding_list's rule: accepted and invited authors (not declined), shared-with users
+                *finding.authors.values_list("pk", flat=True),
+                *finding.invited_authors.values_list("pk", flat=True),
+                *finding.restricted_to.values_list("pk", flat=True),
             }
             event.audience.set(readers)
     Event.objects.filter(pk=event.pk).update(audience_public=event.audience_public)

@@ -10,7 +10,16 @@ A POST under ``/api/`` that carries ``Idempotency-Key`` (1-255 printable ASCII c
   (content type and raw bytes), for ``IDEMPOTENCY_KEY_TTL_S`` seconds (24 h);
 - the same key with another method, path or body: 422; while the first request still runs: 409;
 - a 5xx or 429 response (or a streaming one) is not stored: the key is released and a retry runs
-  afresh. Other 4xx responses are stored and replayed, as Stripe does.
+  afresh. Other 4xx responses are stored and replayed, as Stripe does;
+- a secret is never stored: a view whose answer carries one (a new API token, a webhook's signing
+  secret) names its fields in ``response.idempotency_secret_fields``; the stored body has them
+  replaced by null, plus the header ``Idempotent-Secret-Withheld: <fields>`` (a body that is not a
+  JSON object is stored as a JSON ``detail`` saying so). A replay answers that stored status and
+  body, without the secret and with that header: the secret was shown once, to the first request
+  (a client that lost it revokes/rotates and asks for a new one);
+- the path must be storable text (a NUL character or a lone surrogate in it: a 400 naming the
+  path) and resolve to a view (else the header is ignored and the request passes through to its
+  usual 404; nothing is stored).
 
 Anonymous requests (no API POST accepts them: each answers 401/403 and creates nothing) and
 requests whose credentials fail pass through untouched: the header is ignored and the view
@@ -19,6 +28,7 @@ answers as usual. Other methods and paths ignore the header.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -28,6 +38,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.request import RawPostDataException
 from django.http.response import HttpResponseBase
+from django.urls import Resolver404, resolve
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -41,6 +52,14 @@ HEADER = "Idempotency-Key"
 _META = "HTTP_IDEMPOTENCY_KEY"
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 API_PREFIX = "/api/"
+#: Response attribute a view sets to the names of the body's fields that hold a secret.
+SECRET_FIELDS_ATTR = "idempotency_secret_fields"
+#: Header of a stored (and replayed) response whose secret fields were withheld.
+SECRET_WITHHELD_HEADER = "Idempotent-Secret-Withheld"
+SECRET_WITHHELD_DETAIL = (
+    "this answer carried a secret, shown once to the first request and not stored; "
+    "it cannot be replayed"
+)
 
 
 def _error(status: int, detail: str, message: str, **headers: str) -> JsonResponse:
@@ -78,6 +97,51 @@ def _replay(record: IdempotencyRecord) -> HttpResponse:
     return response
 
 
+def _storable_text(text: str) -> bool:
+    """PostgreSQL's text columns take no NUL character, and UTF-8 no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _resolves(path_info: str) -> bool:
+    try:
+        resolve(path_info)
+    except Resolver404:
+        return False
+    return True
+
+
+def _stored_response(response: HttpResponseBase) -> tuple[bytes, dict[str, str]]:
+    """The body and headers to store: the secret fields named by the view (SECRET_FIELDS_ATTR)
+    replaced by null and marked with SECRET_WITHHELD_HEADER."""
+    body, headers = response.content, _stored_headers(response)
+    fields = tuple(getattr(response, SECRET_FIELDS_ATTR, None) or ())
+    if not fields:
+        return body, headers
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        withheld = [field for field in fields if data.get(field) is not None]
+        if not withheld:
+            return body, headers
+        for field in withheld:
+            data[field] = None
+    else:  # not JSON (another renderer): store no part of it
+        withheld = list(fields)
+        data = {"detail": SECRET_WITHHELD_DETAIL, "errors": {}}
+        headers.pop("Content-Disposition", None)
+    headers["Content-Type"] = "application/json"
+    headers[SECRET_WITHHELD_HEADER] = ", ".join(withheld)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), headers
+
+
 def _storable(response: HttpResponseBase) -> bool:
     return not response.streaming and response.status_code < 500 and response.status_code != 429
 
@@ -106,6 +170,15 @@ class IdempotencyMiddleware:
                 f"invalid {HEADER} header",
                 "must be 1 to 255 printable ASCII characters",
             )
+        if not (_storable_text(request.path) and _storable_text(request.path_info)):
+            return JsonResponse(
+                {"detail": "invalid path: it contains a NUL character or invalid UTF-8", "errors": {"path": [
+                    "must be valid text without NUL characters"
+                ]}},
+                status=400,
+            )
+        if not _resolves(request.path_info):
+            return self.get_response(request)  # a 404: nothing to run, nothing to store
         path = request.get_full_path()
         request_hash = services.request_fingerprint(
             method=request.method, path=path, content_type=request.META.get("CONTENT_TYPE", ""), body=body
@@ -136,9 +209,9 @@ class IdempotencyMiddleware:
             raise
         if _storable(response):
             try:
+                body, headers = _stored_response(response)
                 services.key_complete(
-                    record=record, status_code=response.status_code, body=response.content,
-                    headers=_stored_headers(response),
+                    record=record, status_code=response.status_code, body=body, headers=headers
                 )
             except Exception:  # noqa: BLE001 - the response stands; the reservation is abandoned
                 logger.exception("could not store the response of idempotency key %r", key)

@@ -124,7 +124,11 @@ def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now:
         _user_runs(user).filter(reproduction__created_at__gt=now - DAY)
         .order_by("reproduction__created_at", "pk").values_list("reproduction__created_at", flat=True)
     )
-    oldest_needed = created[must_expire - 1]
+    # ``used`` was counted by another query: runs deleted since (a finding deleted concurrently)
+    # can leave fewer rows than that; then the whole window is the (safe) answer
+    oldest_needed = created[must_expire - 1 : must_expire].first()
+    if oldest_needed is None:
+        return int(DAY.total_seconds())
     return max(1, math.ceil((oldest_needed + DAY - now).total_seconds()))
 
 

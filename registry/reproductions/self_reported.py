@@ -162,6 +162,10 @@ def self_reported_run_record(
     environment = _check_environment(environment)
     plugin_version = _check_plugin_version(plugin, plugin_version)
 
+    # Lock order (see effects_recompute_request): the finding's effects row first, then the
+    # user's quota row, as experiment_create -> reproduction_request takes them; the reverse order
+    # deadlocks against a concurrent experiment_create on the same finding by the same user.
+    effects_recompute_request(finding_id=experiment.finding_id)
     # no worker time and never active: the daily quota only (registry.reproductions.quotas)
     quota_reserve(user=user, requested=1, field=None, active=False)
     metric_catalogue_sync(plugin)
@@ -184,5 +188,4 @@ def self_reported_run_record(
         ]
     )
     run_event_emit("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
-    effects_recompute_request(finding_id=experiment.finding_id)
     return run

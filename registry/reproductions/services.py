@@ -709,10 +709,24 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
 
     Requeued runs are dispatched in the same pass: a run whose worker died runs again within
     about RUN_HEARTBEAT_TIMEOUT_S + REAPER_INTERVAL_S of the death.
+
+    Staleness is measured from the reaper's own last contact with the database too (its clock,
+    ``reaper_clock_advance``): after a gap in its passes (the database or the broker was down),
+    a run that was alive at its last successful pass gets RUN_HEARTBEAT_TIMEOUT_S from the
+    reaper's resumption to send a heartbeat, since its worker could not write one either.
     """
+    from worker import broker
+
     now = now or timezone.now()
     counts = {"requeued": 0, "failed": 0, "timed_out": 0, "redispatched": 0}
-    stale_before = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)
+    timeout = float(settings.RUN_HEARTBEAT_TIMEOUT_S)
+    stale_before = now - timedelta(seconds=timeout)
+    clock = reaper_clock_advance(
+        broker.reaper_clock_load(), now.timestamp(), interval=float(settings.REAPER_INTERVAL_S), timeout=timeout
+    )
+    if clock.get("resumed_at") is not None and clock["resumed_at"] == now.timestamp():
+        logger.warning("the reaper's previous successful pass was %.0f s ago: runs alive then get %.0f s "
+                       "to send a heartbeat", now.timestamp() - clock["blind_from"], timeout)
     running = Run.objects.filter(state=State.RUNNING).select_related("reproduction__experiment")
     for run in running:
         limit = run.reproduction.experiment.time_limit_s
@@ -726,7 +740,9 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
             ):
                 counts["timed_out"] += 1
             continue
-        if run.heartbeat_at and run.heartbeat_at >= stale_before:
+        heartbeat = heartbeat_effective(run.heartbeat_at.timestamp() if run.heartbeat_at else None, clock,
+                                        timeout=timeout)
+        if heartbeat is not None and heartbeat >= stale_before.timestamp():
             continue
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
             # The heartbeat is re-checked in the UPDATE itself (as for the requeue below): one that
@@ -754,7 +770,41 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
     if lost_ids:
         runs_dispatch(lost_ids, front=True)  # requeued and lost runs have waited already
         counts["redispatched"] = len(lost_ids)
+    clock["last_success"] = max(now.timestamp(), clock.get("last_success") or 0.0)
+    broker.reaper_clock_save(clock)  # only after a pass that reached the database throughout
     return counts
+
+
+def reaper_clock_advance(
+    clock: dict[str, Any] | None, now: float, *, interval: float, timeout: float
+) -> dict[str, Any]:
+    """The reaper's clock at the start of a pass at ``now`` (epoch seconds); pure.
+
+    ``clock`` holds ``last_success`` (the end of the last pass that reached the database), and
+    while a blind spell's effect lasts, ``blind_from`` (the last success before it) and
+    ``resumed_at`` (the first pass after it). A pass more than 3 x ``interval`` after the last
+    success follows a blind spell: the reaper (and so, likely, every worker) could not reach the
+    database or was not triggered. The spell's effect ends ``timeout`` after the resumption.
+    """
+    clock = dict(clock or {})
+    last = clock.get("last_success")
+    if last is not None and now - last > 3 * interval:
+        clock["blind_from"], clock["resumed_at"] = last, now
+    elif clock.get("resumed_at") is not None and now - clock["resumed_at"] >= timeout:
+        clock["blind_from"] = clock["resumed_at"] = None
+    return clock
+
+
+def heartbeat_effective(heartbeat_at: float | None, clock: dict[str, Any] | None, *, timeout: float) -> float | None:
+    """The time a run's staleness is measured from (epoch seconds); pure. Its heartbeat, except
+    for a run that was not yet stale at the reaper's last success before a blind spell (heartbeat
+    newer than ``blind_from - timeout``): max(heartbeat, resumed_at): its worker gets ``timeout``
+    from the reaper's resumption to show it is alive."""
+    if heartbeat_at is None or not clock or clock.get("resumed_at") is None or clock.get("blind_from") is None:
+        return heartbeat_at
+    if heartbeat_at >= clock["blind_from"] - timeout:
+        return max(heartbeat_at, clock["resumed_at"])
+    return heartbeat_at
 
 
 def _runs_to_redispatch(now: Any) -> list[int]:
@@ -770,15 +820,23 @@ def _runs_to_redispatch(now: Any) -> list[int]:
     from the queue to a worker during the scan may be missed: the duplicate that follows is
     harmless (``run_claim`` lets one message win).
 
-    Without that answer (another broker, an unreachable one, a queue too long to scan), the old
-    rule applies: re-send runs whose queue a live worker consumes, waiting at least as long as
-    the run had waited at its last send (the wait doubles with each re-send).
+    A queue too long to scan counts as holding all its runs' messages: only never-sent runs are
+    sent to it. Without an answer (another broker, an unreachable one), the old rule applies:
+    re-send runs whose queue a live worker consumes, waiting at least as long as the run had
+    waited at its last send (the wait doubles with each re-send).
+
+    A never-sent run (no ``dispatched_at``) created less than RUN_DISPATCH_GRACE_S ago is being
+    sent by its creator (``runs_dispatch`` stamps it after the publish): not lost yet. A requeued
+    run (claimed before: ``started_at`` set) is sent at once.
     """
     from worker import broker
 
     minimum = timedelta(seconds=settings.RUN_REDISPATCH_AFTER_S)
+    grace = timedelta(seconds=settings.RUN_DISPATCH_GRACE_S)
     queued = Run.objects.filter(state=State.QUEUED).filter(
-        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=now - minimum)
+        Q(dispatched_at__isnull=True, started_at__isnull=False)
+        | Q(dispatched_at__isnull=True, created_at__lte=now - grace)
+        | Q(dispatched_at__lt=now - minimum)
     )
     rows = list(queued.order_by("pk").values_list("pk", "queue", "created_at", "dispatched_at")[:5000])
     lost = [run_id for run_id, _, _, dispatched_at in rows if dispatched_at is None]

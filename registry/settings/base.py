@@ -137,8 +137,9 @@ LOGOUT_REDIRECT_URL = "/"
 # AXES_FAILURE_LIMIT wrong passwords for one username from one address, that username is refused
 # from that address for AXES_COOLOFF_MINUTES (each further try during the lockout restarts it).
 # By username AND address: an attacker elsewhere cannot lock a user out of their own machine.
-# The address is REMOTE_ADDR: behind a proxy, have the server set it from X-Forwarded-For
-# (uvicorn/gunicorn --forwarded-allow-ips), or every client shares the proxy's address.
+# The address is registry.api.throttling.client_address, the same as the API's anonymous throttle:
+# REMOTE_ADDR when API_NUM_PROXIES is 0 (X-Forwarded-For ignored: a client can forge it); behind N
+# trusted proxies that append to X-Forwarded-For, its N-th entry from the right.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -149,6 +150,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_CALLABLE = "registry.accounts.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "registry.api.throttling.client_address"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -172,6 +174,9 @@ REST_FRAMEWORK = {
         "registry.api.throttling.AnonRateThrottle",
         "registry.api.throttling.UserRateThrottle",
     ],
+    # Trusted reverse proxies in front that append to X-Forwarded-For: 0 = none, the client is
+    # REMOTE_ADDR and X-Forwarded-For is ignored (registry.api.throttling.client_address)
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("API_THROTTLE_ANON", default="600/minute"),
         "user": env.str("API_THROTTLE_USER", default="3000/minute"),
@@ -228,6 +233,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # JSON is the API's format (the form parsers serve the browsable API's forms)
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    # the error responses every operation shares, Idempotency-Key on POSTs, a tag per resource
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "registry.api.schema.postprocess_common_responses",
+    ],
 }
 
 # Celery: the database row is the source of truth, the broker carries run ids only.
@@ -304,14 +316,21 @@ RUN_KILL_GRACE_S = env.float("RUN_KILL_GRACE_S", default=10.0)  # stop request -
 RUN_CGROUP_PARENT = env.str("RUN_CGROUP_PARENT", default="")  # a delegated cgroup v2 dir; "" = RLIMIT_AS
 RUN_ENV_PASSTHROUGH = env.list("RUN_ENV_PASSTHROUGH", default=[])  # extra variables the child may see
 RUN_SAVE_RETRY_S = env.float("RUN_SAVE_RETRY_S", default=120.0)  # retrying a result's save on DB errors
+# A run's artifacts: each at most RUN_MAX_ARTIFACT_BYTES, all together RUN_MAX_ARTIFACTS_TOTAL_BYTES
+# (checked by size before the worker reads them; the child's files are capped by RLIMIT_FSIZE).
+RUN_MAX_ARTIFACT_BYTES = env.int("RUN_MAX_ARTIFACT_BYTES", default=50 * 1024 * 1024)
+RUN_MAX_ARTIFACTS_TOTAL_BYTES = env.int("RUN_MAX_ARTIFACTS_TOTAL_BYTES", default=200 * 1024 * 1024)
+# A run created this recently without a dispatched_at is being sent by its creator: not lost yet.
+RUN_DISPATCH_GRACE_S = env.float("RUN_DISPATCH_GRACE_S", default=5.0)
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)
 MAX_SEEDS_PER_REPRODUCTION = env.int("MAX_SEEDS_PER_REPRODUCTION", default=50)
 # Idempotency keys (registry/idempotency): a POST's key and response are kept this long per user
 # (expired keys purged by the maintenance beat every IDEMPOTENCY_PURGE_INTERVAL_S, and lazily on
 # reuse); a reservation whose request has run longer than IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S is
-# taken as abandoned (its process died) and the key may be used again.
+# taken as abandoned (its process died) and the key may be used again. Keep it above the longest a
+# request can run: the server's worker timeout (gunicorn --timeout 60 in the README) kills longer ones.
 IDEMPOTENCY_KEY_TTL_S = env.float("IDEMPOTENCY_KEY_TTL_S", default=24 * 3600.0)
-IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env.float("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S", default=300.0)
+IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S = env.float("IDEMPOTENCY_IN_PROGRESS_TIMEOUT_S", default=90.0)
 IDEMPOTENCY_PURGE_INTERVAL_S = env.float("IDEMPOTENCY_PURGE_INTERVAL_S", default=3600.0)
 # Per-user quotas on runs (registry.reproductions.quotas; staff raise one user's caps with a UserQuota):
 # queued + running runs at once, and runs requested in any 24 hours. Beyond a cap: 429 + Retry-After.

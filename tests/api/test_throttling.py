@@ -113,3 +113,14 @@ def test_compose_gives_the_web_a_redis_cache():
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["web"]["environment"]["CACHE_URL"] == "redis://redis:6379/1"
+
+
+def test_rereproducing_a_finding_counts_in_the_reproductions_scope(api, user, experiment, two_per_hour):
+    url = f"{FINDINGS}{experiment.finding_id}/rereproduce/"
+    for _ in range(2):
+        assert api.post(url, format="json").status_code == 202
+    before = Reproduction.objects.count()
+    response = api.post(url, format="json")
+    assert_error(response, 429)
+    assert 0 < int(response["Retry-After"]) <= 3600
+    assert Reproduction.objects.count() == before

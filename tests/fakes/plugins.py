@@ -190,9 +190,12 @@ class HostBoundExperiment(Experiment):
 
 
 class FaultParams(Params):
-    kind: str = Field("hang", description="hang | crash | raise | fork | hog | snoop")
+    kind: str = Field("hang", description="hang | crash | raise | fork | hog | snoop | noisy | big_artifact | "
+                                        "symlink_artifact")
     seconds: float = Field(1.0, ge=0.0, le=60.0, description="crash: seconds before exiting")
-    megabytes: int = Field(2048, ge=1, description="hog: how much to allocate")
+    megabytes: int = Field(2048, ge=1, description="hog: how much to allocate; noisy: how much to print; "
+                                                   "big_artifact: how large")
+    lines: int = Field(100_000, ge=0, description="noisy: how many ctx.log calls")
 
 
 class FaultyExperiment(Experiment):
@@ -200,7 +203,10 @@ class FaultyExperiment(Experiment):
 
     hang: ignores should_stop; crash: os._exit(3) after ``seconds``; raise: raises; fork: leaves a
     ``sleep 1000`` behind and returns; hog: allocates ``megabytes``; snoop: looks for the registry's
-    secrets, settings and database, and returns what it found (1) or not (0)."""
+    secrets, settings and database, and returns what it found (1) or not (0); noisy: prints
+    ``megabytes`` without a newline, logs ``lines`` lines and sends a 2 MiB channel line, then
+    returns; big_artifact: writes an artifact of ``megabytes`` past ctx (straight into its
+    directory) and announces it; symlink_artifact: announces an artifact that is a symlink."""
 
     name = "faulty"
     version = "1.0.0"
@@ -233,6 +239,31 @@ class FaultyExperiment(Experiment):
         elif params.kind == "hog":
             block = bytearray(b"\x01") * (params.megabytes * 1024 * 1024)
             ctx.log(f"allocated {len(block)} bytes")
+        elif params.kind == "noisy":
+            import sys
+
+            chunk = b"x" * (1024 * 1024)
+            for _ in range(params.megabytes):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            filler = "y" * 150
+            for i in range(params.lines):
+                ctx.log(f"noisy line {i} {filler}")
+            ctx.send(t="log", line="z" * (2 * 1024 * 1024))
+            ctx.log("noisy: done")
+        elif params.kind in ("big_artifact", "symlink_artifact"):
+            from pathlib import Path
+
+            directory = Path(ctx.scratch) / ".artifacts"
+            directory.mkdir(exist_ok=True)
+            target = directory / "999999"
+            if params.kind == "big_artifact":
+                with open(target, "wb") as handle:
+                    for _ in range(params.megabytes):
+                        handle.write(b"a" * (1024 * 1024))
+            else:
+                os.symlink("/etc/hostname", target)
+            ctx.send(t="artifact", name="evidence.bin", file=target.name, content_type="application/octet-stream")
         elif params.kind == "snoop":
             secret_names = ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE")
             found["found_secret"] = float(any(os.environ.get(name) for name in secret_names) or any(

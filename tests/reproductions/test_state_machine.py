@@ -231,3 +231,129 @@ def test_a_huge_number_is_refused_not_crashed():
     results = {"baseline": {**ones, "risk": 10**400}, "intervention": ones}
     with pytest.raises(ValueError, match="not a number"):
         services.validate_results(EchoExperiment, results)
+
+
+# ---------------------------------------------------------------- the reaper after an outage
+
+
+def _claimed(run, host: str, heartbeat):
+    services.run_claim(run_id=run.pk, worker_host=host)
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=heartbeat)
+    return run
+
+
+def _second_run(run):
+    return Run.objects.create(reproduction=run.reproduction, seed=1, queue=run.queue,
+                              dispatched_at=timezone.now())
+
+
+def test_a_database_outage_does_not_requeue_runs_whose_worker_is_alive(run):
+    """The reaper passed at t0; the database was down for 60 s, so no heartbeat was written. The
+    first pass after the outage requeues nothing; the live worker's heartbeats resume and its run
+    stays; the dead worker's run is requeued within timeout + interval of the resumption."""
+    interval, timeout = settings.REAPER_INTERVAL_S, settings.RUN_HEARTBEAT_TIMEOUT_S
+    t0 = timezone.now()
+    alive = _claimed(run, "alive", t0)
+    dead = _claimed(_second_run(run), "dead", t0)
+    assert services.runs_reap(now=t0)["requeued"] == 0
+    resumed = t0 + timedelta(seconds=60)
+    assert services.runs_reap(now=resumed)["requeued"] == 0  # before the fix: both requeued
+    assert set(Run.objects.filter(pk__in=[alive.pk, dead.pk]).values_list("state", flat=True)) == {"running"}
+    step = 0
+    while True:
+        step += 1
+        now = resumed + timedelta(seconds=interval * step)
+        Run.objects.filter(pk=alive.pk).update(heartbeat_at=now - timedelta(seconds=1))  # beats again
+        counts = services.runs_reap(now=now)
+        if counts["requeued"]:
+            break
+        assert now - resumed <= timedelta(seconds=timeout)
+    assert counts["requeued"] == 1
+    assert now - resumed <= timedelta(seconds=timeout + interval)
+    assert Run.objects.get(pk=dead.pk).state == "queued"
+    assert Run.objects.get(pk=alive.pk).state == "running"
+
+
+def test_without_a_blind_spell_a_stopped_heartbeat_is_requeued_as_before(run):
+    interval, timeout = settings.REAPER_INTERVAL_S, settings.RUN_HEARTBEAT_TIMEOUT_S
+    t0 = timezone.now()
+    _claimed(run, "dead", t0)
+    step = 0
+    while True:
+        now = t0 + timedelta(seconds=interval * step)
+        if services.runs_reap(now=now)["requeued"]:
+            break
+        step += 1
+    assert timedelta(seconds=timeout) < now - t0 <= timedelta(seconds=timeout + interval)
+
+
+# ---------------------------------------------------------------- re-sending lost messages
+
+
+def test_a_run_just_created_is_not_taken_for_lost(run, monkeypatch):
+    """Between the commit that creates a run and runs_dispatch stamping dispatched_at, a reaper
+    pass must not send it a second time; a requeued run (claimed before) is sent at once."""
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(created_at=now, dispatched_at=None)
+    assert services._runs_to_redispatch(now) == []
+    assert services._runs_to_redispatch(now + timedelta(seconds=settings.RUN_DISPATCH_GRACE_S - 1)) == []
+    assert services._runs_to_redispatch(now + timedelta(seconds=settings.RUN_DISPATCH_GRACE_S + 1)) == [run.pk]
+    Run.objects.filter(pk=run.pk).update(started_at=now)  # requeued: its worker died
+    assert services._runs_to_redispatch(now) == [run.pk]
+
+
+class _FakeRedis:
+    """Just what ``run_messages_present`` asks of Redis."""
+
+    def __init__(self, lists):
+        self.lists = lists
+
+    def pipeline(self, transaction=False):
+        fake, calls = self, []
+
+        class Pipe:
+            def llen(self, key):
+                calls.append(len(fake.lists.get(key, [])))
+
+            def lrange(self, key, start, end):
+                calls.append(list(fake.lists.get(key, [])))
+
+            def zrangebyscore(self, key, low, high):
+                calls.append([])
+
+            def execute(self):
+                return list(calls)
+
+        return Pipe()
+
+    def hmget(self, key, fields):
+        return [None for _ in fields]
+
+
+def test_a_queue_too_long_to_scan_is_not_flooded_with_re_sends(run, monkeypatch):
+    """Before: the scan was refused, the backoff then re-sent every queued run at the front."""
+    from registry.reproductions.models import WorkerPresence
+    from worker import broker
+
+    now = timezone.now()
+    long_ago = now - timedelta(hours=1)
+    waiting = [Run.objects.create(reproduction=run.reproduction, seed=10 + i, queue="cpu") for i in range(3)]
+    Run.objects.filter(pk__in=[r.pk for r in waiting] + [run.pk]).update(created_at=long_ago - timedelta(minutes=1),
+                                                                       dispatched_at=long_ago)
+    never_sent = Run.objects.create(reproduction=run.reproduction, seed=20, queue="cpu")
+    lost_gpu = Run.objects.create(reproduction=run.reproduction, seed=21, queue="gpu")
+    Run.objects.filter(pk__in=[never_sent.pk, lost_gpu.pk]).update(created_at=long_ago)
+    Run.objects.filter(pk=lost_gpu.pk).update(dispatched_at=long_ago)
+    WorkerPresence.objects.create(hostname="w", queues=["cpu", "gpu"], last_seen=now)
+    cpu_key = broker._queue_keys("cpu")[-1]
+    messages = [f'{{"id": "run-{r.pk}-abc"}}'.encode() for r in waiting]  # run.pk's own message is not there
+    monkeypatch.setattr(broker, "is_redis", lambda: True)
+    monkeypatch.setattr(broker, "redis_client", lambda: _FakeRedis({cpu_key: messages}))
+    monkeypatch.setattr(broker, "QUEUE_SCAN_LIMIT", 2)
+    present = broker.run_messages_present([(r.pk, r.queue) for r in [*waiting, run, lost_gpu]],
+                                          delivered_within_s=15)
+    assert present == {r.pk for r in waiting} | {run.pk}  # the long queue's runs count as present
+    assert sorted(services._runs_to_redispatch(now)) == sorted([never_sent.pk, lost_gpu.pk])
+    monkeypatch.setattr(broker, "QUEUE_SCAN_LIMIT", 5000)  # short enough again: scanned
+    assert sorted(services._runs_to_redispatch(now)) == sorted([run.pk, never_sent.pk, lost_gpu.pk])

@@ -47,3 +47,14 @@ def test_worker_busy_reads_the_log():
     assert not worker_busy(received + "Task worker.effects_recompute[0a-1] succeeded in 0.1s: None\n")
     assert worker_busy(received + "Task worker.run_execute[0b-2] received\n"
                        "Task worker.effects_recompute[0a-1] succeeded in 0.1s: None\n")
+
+
+@pytest.fixture(autouse=True)
+def _reaper_clock_forgotten():
+    """Each test starts with a reaper that has no memory of earlier passes (see
+    ``registry.reproductions.services.reaper_clock_advance``)."""
+    from worker import broker
+
+    broker.reaper_clock_clear()
+    yield
+    broker.reaper_clock_clear()

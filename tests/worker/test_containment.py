@@ -218,3 +218,144 @@ def test_a_run_whose_worker_dies_takes_its_whole_process_group_with_it(tmp_path)
         assert time.monotonic() - started < 10
     finally:
         worker_process.kill()
+
+
+# ---------------------------------------------------------------- the worker's own memory
+
+
+def _memory_kib(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class _PeakRss:
+    """The peak resident memory of this (the worker's) process while a block runs: VmHWM reset
+    through /proc/self/clear_refs where the kernel allows it, and VmRSS sampled every 5 ms."""
+
+    def __enter__(self) -> _PeakRss:
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.hwm = True
+        except OSError:
+            self.hwm = False
+        self.before = _memory_kib("VmRSS")
+        self.peak = self.before
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak = max(self.peak, _memory_kib("VmRSS"))
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+        if self.hwm:
+            self.peak = max(self.peak, _memory_kib("VmHWM"))
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.before) / 1024
+
+
+def _child(kind: str, tmp_path, **params):
+    from worker.sandbox import ChildRun
+
+    return ChildRun(
+        run_id=0, plugin="tests.fakes.plugins:FaultyExperiment", params={"kind": kind, **params}, seed=0,
+        device="cpu", deterministic=False, memory_limit_mb=0, scratch_root=str(tmp_path),
+        max_artifact_bytes=1024 * 1024, max_artifacts_total_bytes=3 * 1024 * 1024,
+    )
+
+
+def _drive(child, timeout: float = 120) -> None:
+    import time
+
+    child.start()
+    deadline = time.monotonic() + timeout
+    while child.wait(0.2) is None and time.monotonic() < deadline:
+        child.take_progress()
+    child.finish()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_noisy_plugin_cannot_exhaust_the_worker_s_memory(tmp_path):
+    """~100 MB on stdout without a newline, 100k ctx.log calls and a 2 MiB channel line: the run
+    still ends cleanly, the worker keeps a bounded tail of each, and its own memory hardly grows
+    (before the fix it kept every line and buffered the whole stream: hundreds of MiB)."""
+    from worker.sandbox import CHANNEL_LINE_MAX_BYTES, LOG_BUDGET_CHARS, OUTPUT_TAIL_BYTES
+
+    child = _child("noisy", tmp_path, megabytes=100, lines=100_000)
+    try:
+        with _PeakRss() as rss:
+            _drive(child)
+            logs = child.logs()
+        assert child.process.returncode == 0 and child.has_result and child.error is None, logs[-2000:]
+        assert child.output_bytes >= 100 * 1024 * 1024
+        assert sum(len(line) + 1 for line in child.lines) <= LOG_BUDGET_CHARS
+        assert child.lines_dropped > 50_000 and child.lines[-1].endswith("noisy: done")
+        assert child.channel_dropped == 1
+        assert len(logs) < LOG_BUDGET_CHARS + OUTPUT_TAIL_BYTES + 10_000
+        assert "earlier lines dropped]" in logs.splitlines()[0]
+        assert f"messages longer than {CHANNEL_LINE_MAX_BYTES} bytes dropped" in logs
+        assert f"(last {OUTPUT_TAIL_BYTES} of " in logs
+        child.load_results()
+        print(f"\nworker RSS grew {rss.growth_mib:.1f} MiB (VmHWM reset: {rss.hwm})")
+        assert rss.growth_mib < 100, rss.growth_mib
+    finally:
+        child.cleanup()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_an_artifact_over_the_limit_or_a_symlink_is_refused_before_it_is_read(tmp_path):
+    from worker.sandbox import ArtifactRefused
+
+    big = _child("big_artifact", tmp_path, megabytes=2)
+    try:
+        _drive(big)
+        assert big.has_result
+        with pytest.raises(ArtifactRefused, match=r"'evidence.bin' is 2097152 bytes; the limit is 1048576 bytes"):
+            big.load_artifacts()
+    finally:
+        big.cleanup()
+    link = _child("symlink_artifact", tmp_path)
+    try:
+        _drive(link)
+        assert link.has_result
+        with pytest.raises(ArtifactRefused, match="symbolic link"):
+            link.load_artifacts()
+    finally:
+        link.cleanup()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_child_s_files_are_capped_by_rlimit_fsize(tmp_path):
+    child = _child("big_artifact", tmp_path, megabytes=3)
+    child.spec["max_file_bytes"] = 1024 * 1024
+    try:
+        _drive(child)
+        assert not child.has_result and child.error is not None
+        assert "File too large" in child.error["error"], child.error
+    finally:
+        child.cleanup()
+
+
+def test_an_artifact_over_the_limit_fails_the_run_clearly(user, monkeypatch, settings):
+    """Through the runner (in-process): the run fails, saying which artifact and which limit."""
+    from worker.runner import run_execute
+
+    settings.RUN_MAX_ARTIFACT_BYTES = 1024 * 1024
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)  # no worker takes it
+    run = _run(user, "big_artifact", megabytes=2)
+    assert run_execute(run.pk) == "failed"
+    run.refresh_from_db()
+    assert run.state == "failed"
+    assert run.error.startswith("ArtifactRefused: artifact 'evidence.bin' is 2097152 bytes; the limit is 1048576"), \
+        run.error
+    assert not Measurement.objects.filter(run=run).exists()

@@ -97,7 +97,8 @@ def test_a_lost_message_is_redispatched_by_the_reaper(celery_worker, user):
     run = reproduction.runs.get()
     wait_for(lambda: _state(run.pk) == "succeeded", timeout=60)
     orphan = Run.objects.create(reproduction=reproduction, seed=4, queue="cpu")
-    counts = services.runs_reap(now=timezone.now() + timedelta(seconds=1))
+    # (after RUN_DISPATCH_GRACE_S: until then its creator may still be sending it)
+    counts = services.runs_reap(now=timezone.now() + timedelta(seconds=settings.RUN_DISPATCH_GRACE_S + 1))
     assert counts["redispatched"] == 1
     wait_for(lambda: _state(orphan.pk) == "succeeded", timeout=60)
 
