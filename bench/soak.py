@@ -572,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
             "CELERY_BROKER_URL": f"redis://127.0.0.1:{redis.port}/0",
             "PLUGINS_EXTRA": "echo=tests.fakes.plugins:EchoExperiment",
             "PYTHONPATH": str(ROOT),
+            # one user submits the whole soak: above the per-user run quotas (issue 10)
+            "QUOTA_ACTIVE_RUNS": "1000000",
+            "QUOTA_RUNS_PER_DAY": "1000000",
         }
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RUN_", "REAPER_", "CELERY_", "DJANGO_"))
                     and k not in ("DATABASE_URL", "PLUGINS_EXTRA", "REGISTRY_VAR_DIR")}

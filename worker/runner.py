@@ -172,6 +172,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             env_passthrough=settings.RUN_ENV_PASSTHROUGH,
             max_artifact_bytes=settings.RUN_MAX_ARTIFACT_BYTES,
             max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
+            isolate_network=settings.RUN_ISOLATE_NETWORK,
+            run_as_user=settings.RUN_AS_USER,
         )
         child.start()
         reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s)

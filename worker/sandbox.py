@@ -398,8 +398,12 @@ class ChildRun:
         env_passthrough: list[str] | tuple[str, ...] = (),
         max_artifact_bytes: int = 50 * 1024 * 1024,
         max_artifacts_total_bytes: int = 200 * 1024 * 1024,
+        isolate_network: bool = False,
+        run_as_user: str = "",
     ):
         self.run_id = run_id
+        self.isolate_network = isolate_network
+        self.run_as_user = run_as_user
         self.memory_limit_mb = memory_limit_mb
         self.max_artifact_bytes = max_artifact_bytes
         self.max_artifacts_total_bytes = max_artifacts_total_bytes
@@ -456,15 +460,40 @@ class ChildRun:
 
     # -- lifecycle
 
+    def command(self, write_fd: int) -> list[str]:
+        """The child's command line: ``python -m worker.sandbox SPEC FD``, inside a network
+        namespace of its own (no interface but loopback) when ``isolate_network`` is set."""
+        command = [sys.executable, "-m", "worker.sandbox", str(self.scratch / SPEC_FILE), str(write_fd)]
+        if self.isolate_network:
+            # As root a plain new network namespace; otherwise through a user namespace, where the
+            # kernel allows unprivileged ones. Where neither works the run fails with unshare's error.
+            prefix = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
+            command = [*prefix, "--", *command]
+        return command
+
+    def _user_options(self) -> dict[str, Any]:
+        """Run the child as RUN_AS_USER (an unprivileged account): its scratch directory is handed
+        to that user; it can then write nowhere the registry's user owns."""
+        if not self.run_as_user:
+            return {}
+        import pwd
+
+        account = pwd.getpwnam(self.run_as_user)
+        for path in [self.scratch, *self.scratch.rglob("*")]:
+            os.chown(path, account.pw_uid, account.pw_gid)
+        self.env["HOME"] = str(self.scratch)
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
     def start(self) -> None:
         (self.scratch / SPEC_FILE).write_text(json.dumps(self.spec))
         read_fd, write_fd = os.pipe()
         self.started_at = time.monotonic()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.sandbox", str(self.scratch / SPEC_FILE), str(write_fd)],
+                self.command(write_fd),
                 cwd=self.scratch, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+                **self._user_options(),
             )
         finally:
             os.close(write_fd)

@@ -313,6 +313,11 @@ RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
 RUN_SCRATCH_DIR = env.str("RUN_SCRATCH_DIR", default="")  # "" = the system's temporary directory
 RUN_MEMORY_LIMIT_MB = env.int("RUN_MEMORY_LIMIT_MB", default=4096)  # 0 = none; Experiment.memory_limit_mb overrides
 RUN_KILL_GRACE_S = env.float("RUN_KILL_GRACE_S", default=10.0)  # stop request -> SIGTERM -> SIGKILL
+# Optional containment beyond the child process (off by default; see the README's trust model):
+# a network namespace with only loopback (unshare; root, or unprivileged user namespaces), and an
+# unprivileged account to run the plugin as (the worker must be root to switch to it).
+RUN_ISOLATE_NETWORK = env.bool("RUN_ISOLATE_NETWORK", default=False)
+RUN_AS_USER = env.str("RUN_AS_USER", default="")
 RUN_CGROUP_PARENT = env.str("RUN_CGROUP_PARENT", default="")  # a delegated cgroup v2 dir; "" = RLIMIT_AS
 RUN_ENV_PASSTHROUGH = env.list("RUN_ENV_PASSTHROUGH", default=[])  # extra variables the child may see
 RUN_SAVE_RETRY_S = env.float("RUN_SAVE_RETRY_S", default=120.0)  # retrying a result's save on DB errors

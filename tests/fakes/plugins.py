@@ -293,3 +293,37 @@ class FaultyExperiment(Experiment):
             except OSError:
                 pass
         return {"baseline": dict(found), "intervention": dict(found)}
+
+
+class NetProbeExperiment(Experiment):
+    """Reports whether it can open a TCP connection to the registry's database and whether it can
+    write into the application directory (tests of RUN_ISOLATE_NETWORK / RUN_AS_USER; not
+    registered as a plugin: the tests start it in a ChildRun directly)."""
+
+    name = "netprobe"
+    version = "1.0.0"
+    Params = EchoParams
+    metrics = (
+        Metric("reached_network", Axis.DIAGNOSTIC, higher_is_better=False),
+        Metric("wrote_app_dir", Axis.DIAGNOSTIC, higher_is_better=False),
+    )
+
+    def run(self, params, ctx) -> dict[str, dict[str, float]]:
+        import os
+        import socket
+        from pathlib import Path
+
+        found = {"reached_network": 0.0, "wrote_app_dir": 0.0}
+        try:
+            socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+            found["reached_network"] = 1.0
+        except OSError:
+            pass
+        target = Path(__file__).resolve().parents[2] / f"netprobe-{os.getpid()}.txt"
+        try:
+            target.write_text("x")
+            found["wrote_app_dir"] = 1.0
+            target.unlink()
+        except OSError:
+            pass
+        return {"baseline": dict(found), "intervention": dict(found)}

@@ -359,3 +359,54 @@ def test_an_artifact_over_the_limit_fails_the_run_clearly(user, monkeypatch, set
     assert run.error.startswith("ArtifactRefused: artifact 'evidence.bin' is 2097152 bytes; the limit is 1048576"), \
         run.error
     assert not Measurement.objects.filter(run=run).exists()
+
+
+def _probe(tmp_path, **options):
+    from worker.sandbox import ChildRun
+
+    return ChildRun(
+        run_id=0, plugin="tests.fakes.plugins:NetProbeExperiment", params={}, seed=0, device="cpu",
+        deterministic=False, memory_limit_mb=0, scratch_root=str(tmp_path), **options,
+    )
+
+
+def _probe_results(child) -> dict[str, float]:
+    _drive(child, timeout=60)
+    assert child.has_result and child.error is None, child.logs()[-2000:]
+    results, _ = child.load_results()
+    return results["baseline"]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_optional_network_isolation_and_unprivileged_user(tmp_path):
+    """RUN_ISOLATE_NETWORK: the plugin cannot reach the database's port (without it, the default,
+    it can); RUN_AS_USER: the child's scratch directory and process belong to that account."""
+    import pwd
+    import shutil
+
+    os.chmod(tmp_path, 0o755)  # the unprivileged account must reach its scratch directory
+    plain = _probe(tmp_path)
+    try:
+        assert _probe_results(plain)["reached_network"] == 1.0  # the control: PostgreSQL is up
+    finally:
+        plain.cleanup()
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (the options are for root-started workers)")
+    isolated = _probe(tmp_path, isolate_network=True)
+    try:
+        assert _probe_results(isolated)["reached_network"] == 0.0
+    finally:
+        isolated.cleanup()
+    # RUN_AS_USER: the scratch directory is handed to the account and the child is started as it.
+    # (Starting a real child as `nobody` needs an interpreter that account may read; this
+    # machine's Python lives under /root, so only the hand-over is checked here.)
+    nobody = pwd.getpwnam("nobody")
+    unprivileged = _probe(tmp_path, run_as_user="nobody")
+    try:
+        (unprivileged.scratch / "spec.json").write_text("{}")
+        options = unprivileged._user_options()
+        assert options == {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        for path in [unprivileged.scratch, unprivileged.scratch / "spec.json"]:
+            assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    finally:
+        unprivileged.cleanup()
