@@ -42,6 +42,33 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def _flush_retrying_deadlocks() -> None:
+    """Transactional tests end with a TRUNCATE of every table; a server process the test started
+    (uvicorn, a worker) may still run a query joining several of them, and PostgreSQL may then pick
+    the TRUNCATE as the deadlock's victim. The flush is atomic, so running it again is safe."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+    if getattr(handle, "retries_deadlocks", False):
+        return
+
+    def handle_retrying(self, **options):
+        for attempt in range(5):
+            try:
+                return handle(self, **options)
+            except CommandError as error:
+                if "deadlock detected" not in str(error.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    handle_retrying.retries_deadlocks = True
+    flush.Command.handle = handle_retrying
+
+
+_flush_retrying_deadlocks()
+
+
 @pytest.fixture(autouse=True)
 def _require_services(request) -> None:
     if request.node.get_closest_marker("postgres") and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):

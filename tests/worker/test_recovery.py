@@ -103,8 +103,10 @@ def test_a_duplicate_message_for_a_healthy_running_run_is_skipped(celery_worker,
 
 
 def test_a_stale_running_run_is_taken_over_by_its_redelivered_message_once(user):
-    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[2]).runs.get()
+    # queued for a GPU: the session's CPU worker (alive from earlier tests) never consumes it
+    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[2], device="gpu").runs.get()
     old = services.run_claim(run_id=run.pk, worker_host="dead")
+    assert old is not None
     assert services.run_claim(run_id=run.pk, worker_host="dup") is None  # healthy: a duplicate
     Run.objects.filter(pk=run.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 1)
