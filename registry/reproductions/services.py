@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -418,14 +418,17 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
     """
     token = uuid.uuid4()
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)
-    abandoned = Q(state=State.RUNNING, attempts__lt=settings.RUN_MAX_ATTEMPTS) & (
-        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
-    )
     with transaction.atomic():
         previous = Run.objects.filter(pk=run_id).values_list("state", "worker_host").first()
         if previous is None or previous[0] not in (State.QUEUED, State.RUNNING):
             return None
+        stale_before = (
+            _claim_stale_before(now) if previous[0] == State.RUNNING
+            else now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)  # a claim racing ours wins
+        )
+        abandoned = Q(state=State.RUNNING, attempts__lt=settings.RUN_MAX_ATTEMPTS) & (
+            Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
+        )
         claimed = (
             Run.objects.filter(Q(state=State.QUEUED) | abandoned, pk=run_id).update(
                 state=State.RUNNING,
@@ -447,6 +450,46 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
         else:
             run_event_emit("run.started", run_id)
     return token
+
+
+def _claim_stale_before(now: datetime) -> datetime:
+    """A running run's heartbeat older than this means its worker is gone (for ``run_claim``),
+    with the reaper's post-outage grace: see ``claim_stale_cutoff``."""
+    from worker import broker
+
+    try:
+        beat = broker.beat_last_seen()
+    except Exception:  # noqa: BLE001 - an unreachable broker: heartbeats alone decide
+        beat = None
+    cutoff = claim_stale_cutoff(
+        now.timestamp(), broker.reaper_clock_load(), beat,
+        interval=float(settings.REAPER_INTERVAL_S), timeout=float(settings.RUN_HEARTBEAT_TIMEOUT_S),
+    )
+    return datetime.fromtimestamp(cutoff, tz=UTC)
+
+
+def claim_stale_cutoff(
+    now: float, clock: dict[str, Any] | None, beat_last_seen: float | None, *, interval: float, timeout: float
+) -> float:
+    """The heartbeat time (epoch seconds) below which a redelivered message may take a running
+    run over; pure. Normally ``now - timeout``. After a blind spell (the database was down: no
+    worker could write a heartbeat, and the reaper could not pass), runs alive at the spell's start
+    get ``timeout`` from its end, as the reaper gives them (``heartbeat_effective``): while the
+    reaper's clock says it resumed less than ``timeout`` ago, or while it has not passed for
+    3 x ``interval`` though the beat is alive (the reaper failed: the database is just back),
+    only heartbeats older than ``timeout`` before the spell count as stale. A dead beat gives no
+    grace: then a redelivered message is the only way a dead worker's run comes back."""
+    stale_before = now - timeout
+    if not clock:
+        return stale_before
+    blind_from, resumed_at = clock.get("blind_from"), clock.get("resumed_at")
+    if blind_from is not None and resumed_at is not None and now - resumed_at < timeout:
+        return min(stale_before, blind_from - timeout)
+    last_success = clock.get("last_success")
+    beat_alive = beat_last_seen is not None and now - beat_last_seen <= 3 * interval
+    if last_success is not None and now - last_success > 3 * interval and beat_alive:
+        return min(stale_before, last_success - timeout)
+    return stale_before
 
 
 def run_event_emit(type: str, run_id: int, **extra: Any) -> Run:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError
 
-from registry.reproductions.services import heartbeat_effective, reaper_clock_advance
+from registry.reproductions.services import claim_stale_cutoff, heartbeat_effective, reaper_clock_advance
 from worker import runner
 
 INTERVAL, TIMEOUT = 5.0, 15.0
@@ -60,3 +60,31 @@ def test_after_a_blind_spell_a_run_alive_before_it_gets_a_timeout_from_the_resum
 def test_a_pass_within_three_intervals_or_earlier_is_no_blind_spell(gap):
     clock = reaper_clock_advance({"last_success": 1000.0}, 1000.0 + gap, interval=INTERVAL, timeout=TIMEOUT)
     assert clock.get("resumed_at") is None
+
+
+def _cutoff(now: float, clock: dict | None, beat: float | None = None) -> float:
+    return claim_stale_cutoff(now, clock, beat, interval=INTERVAL, timeout=TIMEOUT)
+
+
+def test_a_claim_goes_by_heartbeats_alone_without_a_blind_spell():
+    assert _cutoff(2000.0, None) == 2000.0 - TIMEOUT
+    assert _cutoff(2000.0, {"last_success": 1998.0}, beat=1999.0) == 2000.0 - TIMEOUT
+
+
+def test_a_claim_gives_the_reapers_grace_after_it_resumed():
+    """The reaper was blind from 1000 to 1060: a run alive at 1000 may not be taken over before
+    1060 + TIMEOUT, as the reaper would not requeue it; one already stale at 1000 may."""
+    clock = {"last_success": 1060.0, "blind_from": 1000.0, "resumed_at": 1060.0}
+    cutoff = _cutoff(1070.0, clock)
+    assert cutoff == 1000.0 - TIMEOUT
+    assert 999.0 >= cutoff and not 980.0 >= cutoff
+    assert _cutoff(1060.0 + TIMEOUT, clock) == 1060.0  # the grace is over
+
+
+def test_a_claim_gives_grace_while_the_beat_lives_but_the_reaper_has_not_passed():
+    """The database is just back: the beat triggered the reaper, whose passes failed."""
+    clock = {"last_success": 1000.0}
+    assert _cutoff(1060.0, clock, beat=1058.0) == 1000.0 - TIMEOUT
+    # a dead beat: no reaper will ever pass, the redelivered message is the only rescue
+    assert _cutoff(1060.0, clock, beat=900.0) == 1060.0 - TIMEOUT
+    assert _cutoff(1060.0, clock, beat=None) == 1060.0 - TIMEOUT

@@ -120,6 +120,27 @@ def test_a_stale_running_run_is_taken_over_by_its_redelivered_message_once(user)
     assert run.state == "running" and run.attempts == 2 and run.worker_host == "rescuer"
 
 
+def test_after_a_database_outage_a_redelivered_message_waits_for_the_heartbeat(user):
+    """The beat is alive but the reaper could not pass for a minute (the database was down): a run
+    whose worker was alive before the outage keeps it until its next heartbeat is due."""
+    run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[4], device="gpu").runs.get()
+    assert services.run_claim(run_id=run.pk, worker_host="alive") is not None
+    now = time.time()
+    broker.reaper_clock_save({"last_success": now - 60})
+    broker.beat_record(now - 1)
+    try:
+        Run.objects.filter(pk=run.pk).update(
+            heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 20)
+        )
+        assert services.run_claim(run_id=run.pk, worker_host="rescuer") is None
+        broker.reaper_clock_clear()
+        assert services.run_claim(run_id=run.pk, worker_host="rescuer") is not None
+    finally:
+        broker.reaper_clock_clear()
+        broker.redis_client().delete(f"{settings.CELERY_BROKER_KEY_PREFIX}{broker.BEAT_KEY}")
+    assert _run(run.pk).worker_host == "rescuer"
+
+
 def test_a_lost_message_is_resent_and_a_waiting_one_is_not(user, settings):
     settings.RUN_REDISPATCH_AFTER_S = 1.0
     run = services.reproduction_request(experiment=_experiment(user), user=user, seeds=[3], device="gpu").runs.get()
