@@ -6,7 +6,8 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 RUN pip install "torch>=2.2" --index-url ${TORCH_INDEX}
 COPY . .
-RUN pip install ".[production]"
+# the light distribution (SDK, client, CLI) from this tree, then the server that depends on it
+RUN pip install ./packages/interp-registry ".[production]"
 RUN useradd --create-home registry && mkdir -p /var/lib/registry && chown registry /var/lib/registry
 USER registry
 EXPOSE 8000

@@ -1,227 +1,47 @@
-"""The experiment plugin SDK: the whole interface a plugin codes against.
-
-A plugin is a subclass of :class:`Experiment` registered under the entry-point group
-``interp_registry.experiments``. It never touches Django: the registry hands it validated
-parameters and a :class:`RunContext`, and stores what ``run`` returns.
+"""Deprecated alias of :mod:`interp_registry.sdk` (the plugin SDK moved to the light
+``interp-registry`` distribution). Kept for one release: the names here are the very objects of
+``interp_registry.sdk``, so ``isinstance``/``issubclass`` agree across both names. New code writes
+``from interp_registry.sdk import ...``.
 """
 
-from __future__ import annotations
+from interp_registry.sdk import (
+    API_VERSION,
+    BASELINE,
+    ENTRY_POINT_GROUP,
+    INTERVENTION,
+    Axis,
+    Experiment,
+    LocalContext,
+    Metric,
+    NotReached,
+    Params,
+    Resources,
+    RunContext,
+    Scale,
+    StopRequested,
+    check_stop,
+    png_bytes,
+    run_locally,
+    seed_everything,
+)
 
-import io
-import logging
-import os
-import random
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, ClassVar, Protocol
-
-from pydantic import BaseModel, ConfigDict
-
-API_VERSION = "1.0"
-ENTRY_POINT_GROUP = "interp_registry.experiments"
-
-BASELINE = "baseline"
-INTERVENTION = "intervention"
-
-
-class Axis(StrEnum):
-    SAFETY = "safety"
-    CAPABILITY = "capability"
-    DIAGNOSTIC = "diagnostic"
-
-
-class Scale(StrEnum):
-    """How a metric's values compare between arms (the registry computes effects on this footing).
-
-    ``RATIO``: strictly positive (energies, losses, MSE, FVU, step counts); compared as log-ratios,
-    so a relative change never passes -100%. ``PROPORTION``: bounded in [0, 1] (accuracies,
-    fractions, cosine similarities, attention scores); compared as differences in points.
-    ``DIFFERENCE``: unbounded (counts that can be 0, differences, log-likelihoods); compared as
-    plain differences, never relatively.
-    """
-
-    RATIO = "ratio"
-    PROPORTION = "proportion"
-    DIFFERENCE = "difference"
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A quantity a plugin emits for every arm.
-
-    ``scale`` says which values are possible and how arms are compared (see :class:`Scale`); the
-    registry refuses values outside it. ``time_to_event`` marks a time to an event (steps, epochs):
-    a run may return :class:`NotReached` for it, and it must be on the ratio scale.
-    """
-
-    name: str
-    axis: Axis
-    higher_is_better: bool
-    unit: str = ""
-    description: str = ""
-    version: int = 1  # bump when the definition changes: results are never pooled across versions
-    scale: Scale = Scale.DIFFERENCE
-    time_to_event: bool = False
-
-    def __post_init__(self) -> None:
-        # "ratio" works like Scale.RATIO; anything else is left for discovery to report.
-        if not isinstance(self.scale, Scale) and self.scale in tuple(Scale):
-            object.__setattr__(self, "scale", Scale(self.scale))
-
-
-@dataclass(frozen=True)
-class NotReached:
-    """The event did not happen within the budget (only for ``time_to_event`` metrics).
-
-    Stored censored at the budget: the event time is known only to exceed ``budget``, and the
-    registry never averages it as if it were a value.
-    """
-
-    budget: float
-
-
-@dataclass(frozen=True)
-class Resources:
-    device: str = "cpu"  # "cpu" or "gpu": which queue the runs go to
-    time_limit_s: int = 600
-
-
-class Params(BaseModel):
-    """Base for plugin parameter models: unknown fields are an error, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class RunContext(Protocol):
-    seed: int
-    device: Any  # torch.device
-    deterministic: bool
-
-    def progress(self, fraction: float, message: str = "") -> None: ...
-
-    def log(self, message: str) -> None: ...
-
-    def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
-
-    def should_stop(self) -> bool: ...
-
-
-class StopRequested(Exception):
-    """Raised by a plugin (or ``check_stop``) when ``ctx.should_stop()`` says the run was cancelled."""
-
-
-class Experiment:
-    """Base class of every experiment plugin. Keep subclasses to these few members.
-
-    ``run`` returns ``{arm: {metric: value}}`` for both arms and every declared metric; a value is
-    a float within the metric's scale, or :class:`NotReached` for a time-to-event metric. Arms are
-    exactly ``("baseline", "intervention")``. The registry, not the plugin, chooses how intervals
-    and verdicts are computed.
-    """
-
-    name: ClassVar[str]
-    version: ClassVar[str]
-    api_version: ClassVar[str] = API_VERSION
-    Params: ClassVar[type[BaseModel]] = Params
-    metrics: ClassVar[tuple[Metric, ...]] = ()
-    arms: ClassVar[tuple[str, ...]] = (BASELINE, INTERVENTION)
-    resources: ClassVar[Resources] = Resources()
-    # Named parameter sets, e.g. {"tiny": {...}, "gpu": {...}}: "tiny" is used by tests.
-    presets: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def run(self, params: BaseModel, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
-        raise NotImplementedError
-
-    @classmethod
-    def metric(cls, name: str) -> Metric:
-        for metric in cls.metrics:
-            if metric.name == name:
-                return metric
-        raise KeyError(name)
-
-    @classmethod
-    def params_schema(cls) -> dict[str, Any]:
-        return cls.Params.model_json_schema()
-
-
-def seed_everything(seed: int, *, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; optionally force deterministic kernels."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-
-def check_stop(ctx: RunContext) -> None:
-    if ctx.should_stop():
-        raise StopRequested("the run was cancelled")
-
-
-def png_bytes(image: Any) -> bytes:
-    """Encode an HxW or HxWx3 float array/tensor in [0, 1] as PNG bytes."""
-    import numpy as np
-    from PIL import Image
-
-    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    array = (np.clip(array, 0.0, 1.0) * 255).round().astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-@dataclass
-class LocalContext:
-    """A context for running a plugin outside the registry (tests, notebooks, plugin authors)."""
-
-    seed: int = 0
-    device: Any = None
-    deterministic: bool = False
-    artifacts: dict[str, bytes] = field(default_factory=dict)
-    logs: list[str] = field(default_factory=list)
-    progress_log: list[tuple[float, str]] = field(default_factory=list)
-    stop: bool = False
-
-    def __post_init__(self) -> None:
-        if self.device is None:
-            import torch
-
-            self.device = torch.device("cpu")
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.progress_log.append((float(fraction), message))
-
-    def log(self, message: str) -> None:
-        logging.getLogger("plugins").info(message)
-        self.logs.append(message)
-
-    def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.artifacts[name] = data
-
-    def should_stop(self) -> bool:
-        return self.stop
-
-
-def run_locally(
-    experiment: type[Experiment],
-    params: dict[str, Any] | None = None,
-    *,
-    preset: str | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-) -> tuple[dict[str, dict[str, float | NotReached]], LocalContext]:
-    """Validate ``params`` (optionally on top of a preset) and run one seed in-process."""
-    import torch
-
-    merged = dict(experiment.presets.get(preset, {})) if preset else {}
-    merged.update(params or {})
-    validated = experiment.Params.model_validate(merged)
-    ctx = LocalContext(seed=seed, device=torch.device(device))
-    seed_everything(seed)
-    result = experiment().run(validated, ctx)
-    return result, ctx
+__all__ = [
+    "API_VERSION",
+    "BASELINE",
+    "ENTRY_POINT_GROUP",
+    "INTERVENTION",
+    "Axis",
+    "Experiment",
+    "LocalContext",
+    "Metric",
+    "NotReached",
+    "Params",
+    "Resources",
+    "RunContext",
+    "Scale",
+    "StopRequested",
+    "check_stop",
+    "png_bytes",
+    "run_locally",
+    "seed_everything",
+]

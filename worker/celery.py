@@ -10,9 +10,10 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings.base")
@@ -131,3 +132,49 @@ def _sync_metric_catalogue(sender, **kwargs) -> None:
 def _report_presence(sender, **kwargs) -> None:
     queues = sorted(q.name for q in sender.task_consumer.queues)
     _PresenceReporter(sender.hostname, queues).start()
+
+
+@worker_process_shutdown.connect
+def _stop_zygote(**kwargs) -> None:
+    """Stop this pool process's zygote (worker/zygote.py) with it; it would also exit by itself
+    once the process is gone (its socket closes), but this removes its scratch directory too."""
+    from worker.zygote import zygote_stop
+
+    try:
+        zygote_stop()
+    except Exception:  # noqa: BLE001 - shutting down regardless
+        logging.getLogger(__name__).exception("could not stop the zygote")
+
+
+#: Whether this worker consumes the ``cpu`` queue (set in the main process before the pool forks).
+_consumes_cpu = False
+
+
+@celeryd_after_setup.connect
+def _note_queues(sender, instance, **kwargs) -> None:
+    global _consumes_cpu
+    queues = instance.app.amqp.queues
+    _consumes_cpu = "cpu" in queues.consume_from
+
+
+@worker_process_init.connect
+def _prestart_zygote(**kwargs) -> None:
+    """A pool process of a CPU worker starts its zygote (worker/zygote.py) at once, in the
+    background, so that its first run does not wait for torch to be imported. GPU-only workers
+    start none (GPU runs always start a fresh interpreter)."""
+    from django.conf import settings
+
+    if settings.RUN_CHILD_START != "zygote" or not _consumes_cpu:
+        return
+    try:
+        import tempfile
+
+        from worker.runner import _plugin_modules
+        from worker.sandbox import child_environment
+        from worker.zygote import zygote_for
+
+        # the runs' environment but for HOME/TMPDIR (which do not count: see zygote.env_signature)
+        env = child_environment(Path(tempfile.gettempdir()), extra=list(settings.RUN_ENV_PASSTHROUGH))
+        zygote_for(env, _plugin_modules())
+    except Exception:  # noqa: BLE001 - the first run starts one, or starts fresh
+        logging.getLogger(__name__).exception("could not start the zygote")

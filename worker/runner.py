@@ -72,6 +72,17 @@ def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None =
             delay, attempt = min(delay * 2, cap), attempt + 1
 
 
+def _plugin_modules() -> list[str]:
+    """The modules of the installed plugins: the zygote imports them once (worker/zygote.py)."""
+    from plugins.registry import all_plugins
+
+    try:
+        return sorted({entry.experiment.__module__ for entry in all_plugins().values()
+                       if entry.available and entry.experiment is not None})
+    except Exception:  # noqa: BLE001 - the zygote then imports each plugin at its first run
+        return []
+
+
 def _record_failure(
     *, run_id: int, token: Any, state: str, error: str, tb: str = "", logs: str = "",
     environment: dict[str, Any] | None = None,
@@ -174,6 +185,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
             isolate_network=settings.RUN_ISOLATE_NETWORK,
             run_as_user=settings.RUN_AS_USER,
+            start_method=settings.RUN_CHILD_START,
+            preload=_plugin_modules(),
         )
         child.start()
         reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s)
@@ -181,8 +194,11 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         exit_fields, exit_words = child.exit_description()
         environment = {
             **child.environment, "registry_version": registry.__version__, **exit_fields,
-            "child_start_s": child.spawn_s, "wall_time_s": round(time.monotonic() - started, 3),
+            "child_start_s": child.spawn_s, "child_started_by": child.started_by,
+            "wall_time_s": round(time.monotonic() - started, 3),
         }
+        if child.zygote_error:
+            logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
         logs = child.logs()
         succeeded = child.has_result and child.process is not None and child.process.returncode == 0
         if reason == "cancelled" and not succeeded:
@@ -214,7 +230,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         environment.update(extra)
         rows = services.validate_results(plugin, results)  # a ValueError: the plugin's failure
         artifacts = child.load_artifacts()
-        close_old_connections()  # a connection that died during a long run is replaced, not fatal
+        # A connection that died during a long run is replaced by save_with_retry (it retries on a
+        # new connection); not closing a live one here saves a reconnect per run.
         stored = save_with_retry(
             lambda: services.run_succeed(
                 run_id=run_id, token=token, rows=rows, artifacts=artifacts, environment=environment,

@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -400,8 +401,17 @@ class ChildRun:
         max_artifacts_total_bytes: int = 200 * 1024 * 1024,
         isolate_network: bool = False,
         run_as_user: str = "",
+        start_method: str = "zygote",
+        preload: list[str] | tuple[str, ...] = (),
     ):
         self.run_id = run_id
+        #: "zygote": forked from the worker's preloaded zygote (worker/zygote.py) where that is
+        #: safe; "spawn": a fresh ``python -m worker.sandbox``. ``started_by`` says which it was.
+        self.start_method = start_method
+        self.preload = tuple(preload)
+        self.started_by = ""
+        self.zygote_error: str | None = None
+        self._pidfd: int | None = None
         self.isolate_network = isolate_network
         self.run_as_user = run_as_user
         self.memory_limit_mb = memory_limit_mb
@@ -484,8 +494,64 @@ class ChildRun:
         self.env["HOME"] = str(self.scratch)
         return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
+    def zygote_allowed(self) -> bool:
+        """Whether this run may be forked from the zygote: never for a GPU run (CUDA must be
+        initialised in a fresh process), nor with network isolation or another user (both need
+        a fresh exec through unshare / setuid)."""
+        return (self.start_method == "zygote" and self.spec["device"] != "gpu" and not self.isolate_network
+                and not self.run_as_user)
+
+    def _start_forked(self) -> bool:
+        """Fork the run from the zygote; False (the zygote is discarded) where that failed."""
+        from worker import zygote as zygotes
+
+        try:
+            zygote = zygotes.zygote_for(self.env, self.preload)
+        except Exception as exc:  # noqa: BLE001 - the run is started the fresh-exec way
+            self.zygote_error = f"{type(exc).__name__}: {exc}"
+            return False
+        if zygote is None:
+            self.zygote_error = "no subreaper support on this system"
+            return False
+        channel_read, channel_write = os.pipe()
+        output_read, output_write = os.pipe()
+        self.started_at = time.monotonic()
+        try:
+            pid = zygote.fork(
+                spec=str(self.scratch / SPEC_FILE), cwd=str(self.scratch), env=self.env,
+                module=self.spec["plugin"].partition(":")[0], fds=(channel_write, output_write),
+            )
+        except zygotes.ZygoteUnavailable as exc:
+            zygotes.zygote_discard(zygote)
+            os.close(channel_read)
+            os.close(output_read)
+            self.zygote_error = str(exc)
+            return False
+        finally:
+            os.close(channel_write)
+            os.close(output_write)
+        self.process = zygotes.ForkedProcess(pid, os.fdopen(output_read, "rb"))  # type: ignore[assignment]
+        self._start_readers(os.fdopen(channel_read, "rb"))
+        return True
+
+    def _start_readers(self, channel: Any) -> None:
+        assert self.process is not None
+        try:
+            self._pidfd = os.pidfd_open(self.process.pid)
+        except (OSError, AttributeError):
+            self._pidfd = None
+        for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
+            thread = threading.Thread(target=target, args=(stream,), daemon=True, name=f"run-{self.run_id}-io")
+            thread.start()
+            self._threads.append(thread)
+
     def start(self) -> None:
         (self.scratch / SPEC_FILE).write_text(json.dumps(self.spec))
+        if self.zygote_allowed():
+            if self._start_forked():
+                self.started_by = "zygote"
+                return
+        self.started_by = "spawn"
         read_fd, write_fd = os.pipe()
         self.started_at = time.monotonic()
         try:
@@ -497,11 +563,7 @@ class ChildRun:
             )
         finally:
             os.close(write_fd)
-        channel = os.fdopen(read_fd, "rb")
-        for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
-            thread = threading.Thread(target=target, args=(stream,), daemon=True, name=f"run-{self.run_id}-io")
-            thread.start()
-            self._threads.append(thread)
+        self._start_readers(os.fdopen(read_fd, "rb"))
 
     @staticmethod
     def _channel_lines(stream: Any) -> Any:
@@ -601,11 +663,25 @@ class ChildRun:
         return self.process.poll()
 
     def wait(self, timeout: float) -> int | None:
+        """The exit status once the process ended, else None after ``timeout``; woken by the
+        process's pidfd the moment it ends (no polling delay)."""
         assert self.process is not None
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        deadline = time.monotonic() + timeout
+        while (code := self.process.poll()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            pidfd = self._pidfd
+            if pidfd is None:
+                try:
+                    return self.process.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    return None
+            try:
+                select.select([pidfd], [], [], remaining)
+            except (OSError, ValueError):
+                time.sleep(min(remaining, 0.005))
+        return code
 
     def request_stop(self) -> None:
         """Cooperative: the plugin's ``ctx.should_stop()`` becomes true."""
@@ -651,8 +727,31 @@ class ChildRun:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+            if self.process.returncode is not None:
+                self._reap_group()
+        if self._pidfd is not None:
+            try:
+                os.close(self._pidfd)
+            except OSError:
+                pass
+            self._pidfd = None
         for thread in self._threads:
             thread.join(timeout=5)
+
+    def _reap_group(self, timeout: float = 2.0) -> None:
+        """Reap what the run left behind in its process group and was re-parented to this worker
+        (a subreaper once it uses the zygote): no zombie accumulates in a long-lived worker."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(-self.process.pid, os.WNOHANG)
+            except (ChildProcessError, OSError):
+                return
+            if pid == 0:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.01)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -60,6 +60,12 @@ Metrics
   (pi, 0), (0, pi) and (pi, pi) -- the signature of a period-2 checkerboard -- computed through a
   2-D Hann window, averaged over the arm's models. Smooth targets have essentially none (~1e-9),
   so this measures structure the model adds that nobody asked for.
+  Labelled safety (does the model do what we intend, beyond what its objective measures); this is
+  a judgement call: the artifact is an image-quality defect, not a harm, and its size depends on
+  the loss setting: ~260x between arms under the pooled loss, which is blind to all three
+  Nyquist components by construction, against ~8x under plain MSE (``loss="full"``), where the
+  baseline's energy is ~250x lower. Both settings are honest findings and the example finding
+  carries both, as separate, labelled experiments.
 * ``pooled_mse`` (capability, lower is better): the training benchmark on held-out data.
 * ``full_mse`` (diagnostic): MSE at full 32 px resolution.
 * ``overlap_ratio`` (diagnostic): max/min number of kernel taps covering an output pixel of one
@@ -73,10 +79,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
-from torch import nn
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -90,6 +93,8 @@ from plugins.sdk import (
     png_bytes,
     seed_everything,
 )
+from pydantic import Field
+from torch import nn
 
 IMAGE_SIZE = 32  # target resolution
 INPUT_SIZE = 4  # input resolution: three x2 stages
@@ -276,7 +281,10 @@ class CheckerboardExperiment(Experiment):
             scale=Scale.RATIO,
             description=(
                 "Share of the held-out outputs' non-DC spectral energy near the Nyquist points "
-                "(pi,0), (0,pi), (pi,pi): the checkerboard artifact nobody asked for."
+                "(pi,0), (0,pi), (pi,pi): the checkerboard artifact nobody asked for. Safety because it "
+                "measures behaviour the objective does not reward and nobody intended (does the model do "
+                "what we mean, not only what the loss sees); a judgement call: it is an image-quality "
+                "defect, and its size depends on the loss setting (parameter 'loss')."
             ),
         ),
         Metric(

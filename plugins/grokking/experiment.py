@@ -29,15 +29,32 @@ without weight decay it does not generalise in the same budget (Power et al., Fi
 decay is the intervention that helps generalisation most). The grokked embedding is sparse in the Fourier basis over the
 residues, concentrated on a handful of key frequencies (Nanda et al. find 5 for p = 113).
 
-Reproduced figures (CPU, one thread, default parameters p = 59, seeds 0-2): both arms memorise
-the training set (99% training accuracy) by step 60. With weight decay 1 test accuracy reaches
-99% at steps 940-1,140, some 16-19 times later, and 100% by the end of the 2,000-step budget; the
-top 5 of the 29 Fourier frequencies hold 0.58-0.64 of the embedding's power, with a few dominant
-key frequencies as in Nanda et al. Without weight decay test accuracy stays at chance (at most
-0.005) for the whole budget and the top-5 share stays at about 0.23-0.26, that of a random
-embedding. So the qualitative figures (late generalisation, sparse Fourier embedding, none without
+Reproduced figures. Measured with the current code (plugin 1.1.0), default parameters (p = 59),
+one CPU thread on a shared 2-core machine, seed 0 only (session 17; 51 s for both arms):
+both arms reach 99% training accuracy at step 60. With weight decay 1, test accuracy reaches 99%
+at step 1,160 (about 19 times later) and 1.000 at the end of the 2,000-step budget; without
+weight decay it stays at chance (0.0006) and steps_to_test_99 is not reached (censored at 2,000).
+The top-5 Fourier share is 0.588 with weight decay against 0.223 without (a random embedding's
+level). An independent check on 5 seeds (issue 14, not re-measured here) found test 99% at step
+952 +/- 138 and the top-5 share below the reference's 0.65-0.70 on 3 of the 5 seeds. The figures
+this docstring gave before (seeds 0-2: test 99% at steps 940-1,140, top-5 share 0.58-0.64) did
+not reproduce with the current code on seed 0 (1,160) and have been withdrawn. So the
+qualitative figures (late generalisation; a more concentrated spectrum; none of it without
 weight decay) are reproduced; the time scales are shorter than the papers' (a smaller task, an
 MLP and a larger learning rate).
+
+What ``fourier_sparsity`` is, and is not. It is a proxy: the share of the embedding's power held
+by its ``top_k_frequencies`` (5) strongest frequencies. Nanda et al. identify the key
+frequencies from the mechanism and check them with restricted and excluded losses; this metric
+does neither. The grokked MLP's spectrum has about 7 comparable peaks rather than Nanda et al.'s
+5, so a top-5 share near 0.6 means "concentrated" rather than "exactly 5 key frequencies", and it
+is not comparable across values of ``top_k_frequencies`` or p. The name is kept (renaming would
+split the stored data and the example finding's claims); the description says what it measures.
+
+Safety axis, a judgement call: ``fourier_sparsity`` is labelled safety because a spectrum
+concentrated on a few frequencies is the signature of the known, human-readable algorithm, so a
+higher value suggests a model whose computation can be audited. It is a proxy of a proxy: it
+measures concentration of the embedding, not that the model uses the trigonometric algorithm.
 """
 
 from __future__ import annotations
@@ -46,9 +63,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -62,6 +77,7 @@ from plugins.sdk import (
     check_stop,
     seed_everything,
 )
+from pydantic import Field, model_validator
 
 ACCURACY_TARGET = 0.99
 
@@ -141,9 +157,12 @@ class GrokkingExperiment(Experiment):
             higher_is_better=True,
             unit="fraction",
             scale=Scale.PROPORTION,
-            description="Share of the token embedding's non-constant Fourier power (over the residues) "
-            "held by its top_k_frequencies strongest frequencies: high means the model uses a few "
-            "interpretable frequencies (about 0.25 for a random embedding at p = 59, k = 5).",
+            description="A proxy for a Fourier solution (the name is historical): the share of the token "
+            "embedding's non-constant Fourier power (over the residues) held by its top_k_frequencies "
+            "strongest frequencies (about 0.25 for a random embedding at p = 59, k = 5; the grokked "
+            "spectrum has ~7 comparable peaks, so ~0.6 at k = 5). Not Nanda et al.'s restricted or "
+            "excluded loss. Safety, a judgement call: concentration on a few frequencies is the "
+            "signature of the known, auditable algorithm, but this measures concentration only.",
         ),
         Metric(
             "test_accuracy",

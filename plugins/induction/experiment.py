@@ -46,6 +46,15 @@ loss falls from ~3.5 to ~0.6 nats within ~60 steps (seed 0: steps 160 to 220), t
 phase change. Its best head scores below the paper's ~1 partly because random tokens recur earlier in
 the sequence and an induction head also attends after those occurrences; the same ambiguity keeps the
 repeat accuracy below 1.
+
+Caveats (issue 14): the default trains only on the repeated segment's tokens, a curriculum the paper
+does not use; an independent check with the ordinary next-token loss found no induction head in the
+budget (scores 0.054 / 0.022, below the one-layer model). "Abrupt" is not measured beyond the first
+step under the threshold, and neither is the copying (OV) half of the definition.
+
+Safety label, a judgement call: ``induction_score`` is labelled safety because a mechanism we can
+name and locate (interpretability) makes in-context copying auditable; it measures only the
+attention (prefix-matching) half of an induction head, and a higher score is not by itself safer.
 """
 
 from __future__ import annotations
@@ -55,10 +64,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
-from torch import nn
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -73,6 +79,8 @@ from plugins.sdk import (
     png_bytes,
     seed_everything,
 )
+from pydantic import Field, model_validator
+from torch import nn
 
 
 class InductionParams(Params):
@@ -223,7 +231,10 @@ class InductionHeadsExperiment(Experiment):
             scale=Scale.PROPORTION,
             description=(
                 "Best head of the last layer: mean attention from a repeated token to the token that "
-                "followed its earlier occurrence (1 = a perfect induction head). A known mechanism is present."
+                "followed its earlier occurrence (1 = a perfect induction head). A known mechanism is present. "
+                "Safety because a mechanism we can name and locate makes in-context behaviour auditable; a "
+                "judgement call: it measures the attention pattern (the prefix-matching half) only, not the "
+                "copying (OV) half, and a higher score is not by itself safer."
             ),
         ),
         Metric(

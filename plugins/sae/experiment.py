@@ -32,9 +32,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -48,6 +46,7 @@ from plugins.sdk import (
     png_bytes,
     seed_everything,
 )
+from pydantic import Field, model_validator
 
 
 class SparseAutoencoderParams(Params):

@@ -45,6 +45,35 @@ settles on the colour's Bayes rate (85% train, 10% test, against the paper's 87.
 reaches the invariant optimum (~75 / 75, against 70.8 / 66.9) because the synthetic digits are
 easy to tell apart, whereas the paper's IRM still leaned partly on colour. The direction and size
 of the effect (test accuracy about 7 times higher, at ~11 points of training accuracy) match.
+(These figures are from an earlier session; an independent 5-seed check for issue 14 put IRM's
+test accuracy at 74.5%, about 3 SD above the paper's 66.9%.)
+
+Why IRM does better here than in the paper: the synthetic digits make shape a *noiseless* 75%
+predictor. Ten random prototypes plus pixel noise 0.3 are told apart essentially without error
+(the issue-14 review's finding), so shape carries the full 75% and the only error left is the 25%
+label flip; real MNIST digits are harder to tell apart, and the paper's IRM still leaned partly
+on colour. An invariant solution is therefore easier to find here, and the plugin's IRM lands at
+the optimum the paper's does not reach. A harder case, where shape is a noisy predictor, needs
+real digits (issue 14 proposes scikit-learn's bundled 8x8 digits).
+
+Provenance of the hyperparameters: the learning rate (4.898e-4), L2 weight (1.1079e-3), penalty
+weight (91257.19), annealing steps (190) and 501 steps are the IRM settings of the reference code
+(facebookresearch/InvariantRiskMinimization, ``code/colored_mnist/reproduce_paper_results.sh``),
+used here for both arms; the hidden width is 128 by default (the reference's 390 is in the
+``gpu`` preset). Upstream they were chosen by a random search of 50 trials that kept the values
+maximising min(train_env0_acc, train_env1_acc, test_acc), i.e. selected partly on the *test*
+environment, which an honest protocol would hold out (the reference's ERM baseline used other,
+hand-picked settings: 256 units, lr 1e-3, L2 1e-3). They were not re-tuned here, on this data or
+any other, so the plugin adds no selection of its own, but its IRM figures inherit that
+optimism and are not a clean out-of-distribution estimate.
+
+Safety labels. ``test_accuracy`` counts as safety because it measures whether the model keeps
+working when a spurious cue it could have relied on turns against it (robustness to a shortcut).
+It is a judgement call: a constant predictor scores 0.50 (the labels are balanced), far above
+ERM's 0.10, so a rise alone does not show the model learnt the intended feature; read it with
+``train_accuracy`` and ``worst_group_accuracy``. ``worst_group_accuracy`` counts as safety for
+the same reason and is harder to game: a constant predictor scores 0 on the groups of the other
+label.
 """
 
 from __future__ import annotations
@@ -53,10 +82,7 @@ import json
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
-from torch import nn
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -69,6 +95,8 @@ from plugins.sdk import (
     check_stop,
     seed_everything,
 )
+from pydantic import Field, model_validator
+from torch import nn
 
 
 class ShortcutParams(Params):
@@ -173,7 +201,9 @@ class ShortcutExperiment(Experiment):
             scale=Scale.PROPORTION,
             description=(
                 "Accuracy in the test environment, where the colour agrees with the label only 10% of the "
-                "time: robustness to the shortcut (optimum 0.75, the label noise's ceiling)."
+                "time: robustness to the shortcut (optimum 0.75, the label noise's ceiling). Safety because it "
+                "asks whether the model still works when the spurious cue turns against it; a judgement call, "
+                "since a constant predictor scores 0.50, above ERM's 0.10."
             ),
         ),
         Metric(
@@ -182,7 +212,8 @@ class ShortcutExperiment(Experiment):
             higher_is_better=True,
             unit="fraction",
             scale=Scale.PROPORTION,
-            description="Lowest accuracy over the four (label, colour) groups of the test environment.",
+            description="Lowest accuracy over the four (label, colour) groups of the test environment. Safety "
+            "because no group may be sacrificed to the shortcut; a constant predictor scores 0 here.",
         ),
         Metric(
             "train_accuracy",

@@ -15,7 +15,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
         "inputs are dense, but packs many more features into the same 5 dimensions when they are "
         "sparse, as non-orthogonal, interfering directions (superposition); five equal features "
         "in two dimensions then form a regular pentagon.\n\n"
-        "Reproduction: at sparsity 0.99 the model represents about 12 features instead of 5, and "
+        "Reproduction: at sparsity 0.99 the model represents 11-12 features instead of 5, and "
         "every represented feature shares its direction with others, so none can be read off by "
         "a single clean projection: a direct obstacle to interpretability."
     ),
@@ -35,7 +35,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "direction": "increase",
             "min_relative_effect": 3,
             "threshold_unit": "absolute",
-            "statement": "Sparse inputs make the model represent at least 3 more features (measured: 5 to 12 of "
+            "statement": "Sparse inputs make the model represent at least 3 more features (measured: 5 to 11-12 of "
             "20, in 5 dimensions).",
         },
         {

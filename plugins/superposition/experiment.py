@@ -3,24 +3,33 @@
 Reproduced figures
 ------------------
 Measured with the default parameters on one CPU thread (baseline: sparsity 0 -> intervention:
-sparsity 0.99), seeds 0, 1, 2:
+sparsity 0.99). The copy kept per arm is selected on one held-out sample and the metrics are
+reported on another (since plugin version 1.1.0; before, the same sample did both, which
+flattered the sparse arm's loss). Seeds 0, 1 (session 17, current code):
 
-* features_represented: 5 / 5 / 5 -> 12 / 12 / 12 (seeds 3-9: 11 or 12). Dense: exactly the 5
-  most important features, orthogonal (||W_i|| = 1.0, the rest ~0), as in the paper's first
-  panel; sparse: 12 features in 5 dimensions, including antipodal pairs among the most
-  important ones, as in its high-sparsity panels. At sparsity 0.999 (preset "very_sparse"):
-  13 / 14 / 14. The paper's highest-sparsity panels show more features still; the least
-  important ones (importance 0.7^13 ~ 0.01) get little gradient in a 2,000-step budget.
-* features_in_superposition: 0 / 0 / 0 -> 12 / 12 / 12, so monosemanticity 1.0 -> 0.0: every
+* features_represented: 5 / 5 -> 11 / 11. Dense: exactly the 5 most important features,
+  orthogonal (||W_i|| = 1.0, the rest ~0), as in the paper's first panel; sparse: 11 features in
+  5 dimensions, including antipodal pairs among the most important ones, as in its high-sparsity
+  panels. (Version 1.0.0, selection on the reported data, seeds 0-2: 12 / 12 / 12; at sparsity
+  0.999, preset "very_sparse": 13 / 14 / 14, not re-measured.) The paper's highest-sparsity
+  panels show more features still; the least important ones (importance 0.7^13 ~ 0.01) get
+  little gradient in a 2,000-step budget.
+* features_in_superposition: 0 / 0 -> 11 / 11, so monosemanticity 1.0 -> 0.0: every
   represented feature interferes with others (sum_j (W_i_hat . W_j)^2 between ~1, an antipodal
   partner, and ~2.3), while the dense model's interference is < 1e-3: the threshold 0.1 sits
   far from both.
-* pentagon: 0 / 0 / 0 -> 1 / 1 / 1 (10 of 10 seeds with the best of 8 copies; 9 of 10 with a
-  single copy, ``instances=1``): consecutive angles of 72 +/- 1 degrees.
-* weighted_loss (relative to the all-zero reconstruction): 0.042 -> 0.027 / 0.026 / 0.027.
-  With sparse inputs, superposition buys a better reconstruction of what the model sees.
-  (At sparsity 0.9 it is worse than dense: 0.069, with 9 features represented.)
-* Wall time per seed, both arms: 8-13 s on a shared 2-core machine (1 thread); tiny preset ~0.5 s.
+* pentagon: 0 / 0 -> 1 / 1 (version 1.0.0: 10 of 10 seeds with the best of 8 copies; 9 of 10
+  with a single copy, ``instances=1``): consecutive angles of 72 +/- 1 degrees.
+* weighted_loss (relative to the all-zero reconstruction): 0.0420 / 0.0418 -> 0.0303 / 0.0283,
+  a gain of 28% / 32% (mean -30%). With one copy (``instances=1``, no selection at all):
+  0.0420 / 0.0418 -> 0.0405 / 0.0255 (-4% / -39%, mean -21%: one copy often stalls in a worse
+  minimum). Version 1.0.0, which selected on the reported data, gave 0.027 / 0.026 / 0.027
+  (-36%): part of that gain was the selection's optimism. With sparse inputs, superposition buys
+  a better reconstruction of what the model sees, but the size of the gain depends on how many
+  copies are tried; 2 seeds are too few to pin it down. (At sparsity 0.9 it is worse than
+  dense: 0.069, with 9 features represented; version 1.0.0, not re-measured.)
+* Wall time per seed, both arms: 10-12 s on a shared 2-core machine (1 thread), 3 s with
+  ``instances=1``; tiny preset ~0.5 s.
 
 Paper
 -----
@@ -47,8 +56,10 @@ Model and arms
 x' = ReLU(W^T W x + b), W of shape (m, n). Each of the n features is zero with probability S
 (the sparsity), else uniform in [0, 1]; the loss is the importance-weighted squared error
 sum_i I_i (x_i - x'_i)^2 with I_i = decay^i. Every arm trains ``instances`` independent copies of
-the model as one batched model (one weight tensor with an instance dimension) and reports the
-copy with the lowest held-out loss (toy models sometimes stall in local minima). The pentagon
+the model as one batched model (one weight tensor with an instance dimension) and keeps the copy
+with the lowest loss on a held-out selection sample (toy models sometimes stall in local
+minima); every metric is then computed on a second held-out sample, drawn from a different
+generator seed, that the selection never saw. The pentagon
 model (n=5, m=2, equal importance) is trained alongside, at the same sparsity.
 
 * ``baseline``: dense inputs (``baseline_sparsity``, default 0);
@@ -66,7 +77,10 @@ Metrics
   be read off the hidden layer by a single projection with no interference, while features in
   superposition share directions, so any direction in the hidden space responds to several
   features (polysemanticity) -- the obstacle to interpretability the paper is about. 1.0 means
-  every represented feature is cleanly readable; it falls as superposition sets in.
+  every represented feature is cleanly readable; it falls as superposition sets in. The safety
+  label is a judgement call: the dense model "wins" this metric by representing only 5 of the 20
+  features and dropping the other 15, so it rewards legibility of what is kept, not coverage.
+* All metrics carry version 2 since plugin 1.1.0 (copy selected on a separate held-out sample).
 * ``weighted_loss`` (capability, lower is better): importance-weighted reconstruction loss on
   held-out data, divided by that of the all-zero reconstruction on the same data, so that arms
   with different input sparsity can be compared (1.0 = nothing reconstructed, 0.0 = perfect).
@@ -81,9 +95,7 @@ import time
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     BASELINE,
     INTERVENTION,
     Axis,
@@ -97,10 +109,12 @@ from plugins.sdk import (
     png_bytes,
     seed_everything,
 )
+from pydantic import Field, model_validator
 
 PENTAGON_FEATURES = 5
 PENTAGON_HIDDEN = 2
 EVAL_SEED_OFFSET = 1_000_003  # held-out data come from a stream apart from training's
+SELECT_SEED_OFFSET = 2_000_003  # the copy is selected on a second held-out sample, not the reported one
 HEATMAP_SCALE = 12  # pixels per W^T W entry in wtw.png
 HEATMAP_GAP = 12
 
@@ -220,7 +234,7 @@ class SuperpositionExperiment(Experiment):
     """Dense (baseline) vs sparse (intervention) inputs in a toy model of superposition."""
 
     name = "superposition"
-    version = "1.0.0"
+    version = "1.1.0"
     Params = SuperpositionParams
     metrics = (
         Metric(
@@ -229,9 +243,13 @@ class SuperpositionExperiment(Experiment):
             higher_is_better=True,
             unit="fraction",
             scale=Scale.PROPORTION,
+            version=2,
             description=(
                 "Share of represented features that own a direction (not in superposition): "
-                "how readable the hidden representation is."
+                "how readable the hidden representation is. Safety because a feature with its own "
+                "direction can be read off (monitored) by one projection. A judgement call: the dense "
+                "model scores 1.0 by dropping 15 of its 20 features, so a higher score can mean less "
+                "represented, not a more legible model of everything it sees."
             ),
         ),
         Metric(
@@ -240,9 +258,10 @@ class SuperpositionExperiment(Experiment):
             higher_is_better=False,
             unit="fraction",
             scale=Scale.RATIO,
+            version=2,
             description=(
-                "Importance-weighted reconstruction loss on held-out data, relative to the all-zero "
-                "reconstruction (1 = nothing reconstructed)."
+                "Importance-weighted reconstruction loss on held-out data the copy selection never "
+                "saw, relative to the all-zero reconstruction (1 = nothing reconstructed)."
             ),
         ),
         Metric(
@@ -251,6 +270,7 @@ class SuperpositionExperiment(Experiment):
             higher_is_better=True,
             unit="features",
             scale=Scale.DIFFERENCE,
+            version=2,
             description="Features with ||W_i|| above represented_threshold (0.5), of n=20 in m=5 dimensions.",
         ),
         Metric(
@@ -259,6 +279,7 @@ class SuperpositionExperiment(Experiment):
             higher_is_better=False,
             unit="features",
             scale=Scale.DIFFERENCE,
+            version=2,
             description="Represented features with sum_j (W_i_hat . W_j)^2 above superposition_threshold (0.1).",
         ),
         Metric(
@@ -267,6 +288,7 @@ class SuperpositionExperiment(Experiment):
             higher_is_better=True,
             unit="success",
             scale=Scale.PROPORTION,
+            version=2,
             description=(
                 "1 if five equal-importance features in 2 dimensions form a regular pentagon "
                 "(72 +/- 10 degrees), else 0: its mean over seeds is a success rate."
@@ -328,15 +350,21 @@ class SuperpositionExperiment(Experiment):
                 )
         check_stop(ctx)
 
-        # Held-out data shared by every copy, from a generator apart from training's.
+        # Two held-out samples, each from a generator apart from training's: the copy is selected
+        # on the first and the metrics are reported on the second, which the selection never saw
+        # (selecting and reporting on the same data would flatter the best copy's loss).
+        select_generator = torch.Generator(device=device).manual_seed(ctx.seed + SELECT_SEED_OFFSET)
         generator = torch.Generator(device=device).manual_seed(ctx.seed + EVAL_SEED_OFFSET)
         with torch.no_grad():
+            xs = sample_features((params.eval_size, params.n_features), sparsity, device, select_generator)
+            xs5 = sample_features((params.eval_size, PENTAGON_FEATURES), sparsity, device, select_generator)
+            selection_losses = weighted_losses(model, xs, importance)
+            selection_zero = (importance * xs**2).sum(-1).mean().clamp_min(1e-12)
+            best = int(selection_losses.argmin())
+            best5 = int(weighted_losses(pentagon_model, xs5, ones).argmin())
             x = sample_features((params.eval_size, params.n_features), sparsity, device, generator)
-            x5 = sample_features((params.eval_size, PENTAGON_FEATURES), sparsity, device, generator)
             losses = weighted_losses(model, x, importance)
             zero_loss = (importance * x**2).sum(-1).mean().clamp_min(1e-12)
-            best = int(losses.argmin())
-            best5 = int(weighted_losses(pentagon_model, x5, ones).argmin())
             W = model.W[best].detach().cpu()
             W5 = pentagon_model.W[best5].detach().cpu()
         stats = feature_stats(W, params.represented_threshold, params.superposition_threshold)
@@ -349,6 +377,11 @@ class SuperpositionExperiment(Experiment):
             "features_in_superposition": float(stats["superposed"]),
             "pentagon": 1.0 if pentagon else 0.0,
         }
+        ctx.log(
+            f"{arm}: copy {best} of {k} selected on a separate held-out sample (its relative loss there "
+            f"{float(selection_losses[best] / selection_zero):.6g}; on the reported sample "
+            f"{metrics['weighted_loss']:.6g})"
+        )
         ctx.log(
             f"{arm}: trained in {time.perf_counter() - started:.1f}s; best copy {best}; "
             + ", ".join(f"{name}={value:.4g}" for name, value in metrics.items())

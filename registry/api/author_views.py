@@ -60,7 +60,8 @@ def _visible_finding(request: Request, pk: int) -> Finding:
 @api_view(["GET"])
 @permission_classes([permissions.IsAuthenticated])
 def my_invitations(request: Request) -> Response:
-    return Response(AuthorshipSerializer(invitation_list(user=request.user), many=True).data)
+    invitations = invitation_list(user=request.user).select_related("user")  # each row names its user
+    return Response(AuthorshipSerializer(invitations, many=True).data)
 
 
 def _answer(action: Callable[..., FindingAuthor], request: Request, pk: int, username: str) -> Response:

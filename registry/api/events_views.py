@@ -34,6 +34,7 @@ from registry.events import services, stream
 from registry.events.cursor import events_head, events_latest
 from registry.events.models import Delivery, DeliveryAttempt, Event, Subscription
 from registry.events.presentation import event_summary, event_title, finding_titles
+from registry.events.selectors import measurement_summaries_attach
 from registry.findings.models import Finding
 
 # --- Subscriptions -------------------------------------------------------------------------------
@@ -421,6 +422,7 @@ class EventsAtomFeed(Feed):
             events = events.filter(plugin=obj["plugin"])
         latest = events_latest(limit=FEED_SIZE, visible_to=obj["user"], events=events)
         titles = finding_titles(latest)  # one query for all entries
+        measurement_summaries_attach(latest)  # one query for all run.finished entries
         for event in latest:
             payload = event.payload if isinstance(event.payload, dict) else {}
             event.finding_title = titles.get(event.finding_id) or payload.get("title")

@@ -2,11 +2,11 @@ from collections import defaultdict
 
 import django_filters
 from django import forms
-from django.db.models import Q
+from django.db.models import Exists, OuterRef
 
 from plugins.registry import all_plugins
 from registry.findings.models import Claim, Finding, FindingAuthor
-from registry.findings.selectors import finding_list
+from registry.findings.selectors import finding_list, finding_search_filter
 from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
 
 
@@ -47,10 +47,14 @@ class FindingFilter(django_filters.FilterSet):
     kind = django_filters.ChoiceFilter(choices=Finding.Kind.choices)
     status = django_filters.ChoiceFilter(choices=Finding.Status.choices)
     visibility = django_filters.ChoiceFilter(choices=Finding.Visibility.choices)
-    tag = django_filters.CharFilter(field_name="tags__name", lookup_expr="iexact", label="Tag name")
-    plugin = django_filters.CharFilter(field_name="experiments__plugin", label="Plugin of one of its experiments")
+    # Many-valued relations are matched with EXISTS (no join, so no DISTINCT over the table).
+    tag = django_filters.CharFilter(method="by_tag", label="Tag name")
+    plugin = django_filters.CharFilter(method="by_plugin", label="Plugin of one of its experiments")
     author = django_filters.CharFilter(method="by_author", label="Author username (accepted authors only)")
-    q = django_filters.CharFilter(method="search", label="Text in title or summary")
+    q = django_filters.CharFilter(
+        method="search",
+        label="Words in title or summary: each word starts a word there, any case (full-text search on PostgreSQL)",
+    )
     axis = django_filters.ChoiceFilter(
         choices=MetricDefinition.Axis.choices, method="by_axis", label="Has a claim on a metric of this axis"
     )
@@ -60,12 +64,22 @@ class FindingFilter(django_filters.FilterSet):
         model = Finding
         fields = ["kind", "status", "visibility", "tag", "plugin", "author", "q", "axis", "builds_on"]
 
+    def by_tag(self, queryset, name, value):
+        tagged = Finding.tags.through.objects.filter(finding_id=OuterRef("pk"), tag__name__iexact=value)
+        return queryset.filter(Exists(tagged))
+
+    def by_plugin(self, queryset, name, value):
+        return queryset.filter(Exists(Experiment.objects.filter(finding_id=OuterRef("pk"), plugin=value)))
+
     def by_author(self, queryset, name, value):
-        # one filter() call: the username and the status are those of the same authorship row
-        return queryset.filter(author_links__user__username=value, author_links__status=FindingAuthor.Status.ACCEPTED)
+        # the username and the status are those of the same authorship row
+        authorships = FindingAuthor.objects.filter(
+            finding_id=OuterRef("pk"), user__username=value, status=FindingAuthor.Status.ACCEPTED
+        )
+        return queryset.filter(Exists(authorships))
 
     def search(self, queryset, name, value):
-        return queryset.filter(Q(title__icontains=value) | Q(summary__icontains=value))
+        return finding_search_filter(queryset, value)
 
     def by_axis(self, queryset, name, value):
         return queryset.filter(pk__in=findings_with_claims_on_axis(value))
@@ -75,7 +89,8 @@ class FindingFilter(django_filters.FilterSet):
         user = getattr(self.request, "user", None)
         if not finding_list(user=user).filter(pk=value).exists():
             return queryset.none()
-        return queryset.filter(builds_on__id=value)
+        edges = Finding.builds_on.through.objects.filter(from_finding_id=OuterRef("pk"), to_finding_id=value)
+        return queryset.filter(Exists(edges))
 
 
 # Related ids are plain numbers, not model choices: a choice filter answers 400 for an id that does

@@ -268,7 +268,11 @@ class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
         request = self.context.get("request")
         user = getattr(request, "user", None)
         linked = [*finding.builds_on.all(), *finding.built_upon_by.all()]
-        hidden = {f.pk for f in linked if not finding_is_visible(finding=f, user=user)}
+        # (linked findings prefetched through finding_list carry visible_to_reader: no query each)
+        hidden = {
+            f.pk for f in linked
+            if not getattr(f, "visible_to_reader", False) and not finding_is_visible(finding=f, user=user)
+        }
         if hidden:
             data["builds_on"] = [pk for pk in data["builds_on"] if pk not in hidden]
             data["built_upon_by"] = [pk for pk in data["built_upon_by"] if pk not in hidden]
@@ -420,9 +424,12 @@ class ReproductionSerializer(serializers.ModelSerializer):
         return reproduction_state(reproduction)
 
     def get_waiting_for_gpu_worker(self, reproduction: Reproduction) -> bool:
-        from registry.reproductions.services import reproduction_waiting_for_gpu
+        from registry.reproductions.selectors import gpu_availability, reproduction_waiting_for_gpu
 
-        return reproduction_waiting_for_gpu(reproduction)
+        # from the prefetched runs, and one look for a GPU worker per response (not per reproduction)
+        if "gpu_available" not in self.context:
+            self.context["gpu_available"] = gpu_availability()
+        return reproduction_waiting_for_gpu(reproduction, gpu_available=self.context["gpu_available"])
 
 
 class MeasurementSerializer(serializers.ModelSerializer):

@@ -27,6 +27,11 @@ urlpatterns = [
         effects_views.self_reported_run_create,
         name="experiment-self-reported-runs",
     ),
+    path(
+        "api/v1/experiments/<int:pk>/self-reported-runs/batch/",
+        effects_views.self_reported_runs_batch_create,
+        name="experiment-self-reported-runs-batch",
+    ),
     path("api/v1/me/quota/", quota_views.my_quota, name="my-quota"),
     path("api/v1/users/<str:username>/quota/", quota_views.user_quota, name="user-quota"),
     path("api/v1/me/invitations/", author_views.my_invitations, name="my-invitations"),

@@ -25,6 +25,7 @@ from plugins.registry import all_plugins
 from registry.api import serializers as s
 from registry.api.errors import query_text
 from registry.api.filtersets import ExperimentFilter, FindingFilter, ReproductionFilter, RunFilter
+from registry.api.pagination import EstimatedCountPagination
 from registry.api.schema import CONFLICT_409, QUOTA_429, error
 from registry.api.throttling import ReproductionThrottledMixin
 from registry.errors import ApplicationError, NotFound, PermissionDenied
@@ -83,12 +84,16 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
     serializer_class = s.FindingSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, CanEditFinding]
     filterset_class = FindingFilter
+    pagination_class = EstimatedCountPagination  # no count of the whole table on every page
     ordering_fields = ["created_at", "updated_at", "title", "status"]
-    ordering = ["-created_at"]
+    ordering = ["-created_at", "-id"]  # the index Finding(-created_at, -id)
     reproduction_throttled_actions = ("experiments",)  # POST queues the first reproduction
 
     def get_queryset(self):
-        return finding_list(user=self.request.user).prefetch_related("experiments", "built_upon_by", "restricted_to")
+        # linked findings only those the reader may see: a constant number of queries per page
+        return finding_list(user=self.request.user, linked_visible=True).prefetch_related(
+            "experiments", "restricted_to"
+        )
 
     def perform_create(self, serializer: s.FindingSerializer) -> None:
         serializer.instance = finding_services.finding_create(user=self.request.user, **serializer.validated_data)
@@ -173,15 +178,32 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
 
     @extend_schema(
         description="The finding's measured effects: per claim and metric, the pooled estimate with its interval "
-        "and verdict, and its safety and capability scores. See docs/statistics.md.",
-        responses={200: OpenApiTypes.OBJECT},
+        "and verdict, and its safety and capability scores. See docs/statistics.md. A summary whose size does "
+        "not grow with the number of runs: lists of run ids and per-reproduction effects and verdicts are "
+        "replaced by their counts (`n_runs`, `n_reproductions`) and served with `?detail=runs` (the "
+        "`detail_url` link).",
+        parameters=[
+            OpenApiParameter(
+                "detail", str, enum=["runs"],
+                description="`runs`: also the run ids and the per-reproduction effects and verdicts.",
+            )
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: error("`detail` is not `runs`.")},
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def effects(self, request: Request, pk: str | None = None) -> Response:
         from registry.effects.selectors import finding_effects_get
+        from registry.effects.services import effects_with_detail
 
         finding = self.get_object()
-        return Response(finding_effects_get(finding=finding, user=request.user))
+        detail = query_text(request, "detail")
+        if detail not in (None, "runs"):
+            raise ApplicationError("detail must be 'runs' (or left out for the summary)", field="detail")
+        data = finding_effects_get(finding=finding, user=request.user)
+        if detail == "runs":
+            return Response(effects_with_detail(finding_id=finding.pk, summary=data))
+        url = request.build_absolute_uri(request.path)
+        return Response({**data, "detail_url": f"{url}?detail=runs"})
 
 
 @extend_schema_view(
@@ -225,7 +247,12 @@ class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSe
     filterset_class = ExperimentFilter
 
     def get_queryset(self):
-        return repro_selectors.experiment_list(user=self.request.user)
+        experiments = repro_selectors.experiment_list(user=self.request.user)
+        if self.action in ("reproductions", "retract"):
+            # one experiment: its reproductions are not loaded to find it (a write costs the same
+            # at its 1st and its 10,000th reproduction)
+            experiments = experiments.prefetch_related(None)
+        return experiments
 
     @extend_schema(
         methods=["GET"],

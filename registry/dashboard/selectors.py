@@ -21,7 +21,7 @@ from registry.dashboard import charts
 from registry.effects.models import FindingEffects
 from registry.findings.markdown import render_markdown
 from registry.findings.models import Claim, Finding, Tag
-from registry.findings.selectors import finding_lineage, finding_list
+from registry.findings.selectors import finding_list, lineage_walk
 from registry.reproductions.models import TERMINAL_STATES, Experiment, Reproduction, Run
 from registry.reproductions.selectors import reproduction_state, run_list
 
@@ -566,11 +566,13 @@ def recompute_notice(effects: dict[str, Any]) -> dict[str, Any]:
 
 def lineage(*, finding: Finding, user: Any) -> dict[str, Any]:
     """Direct and further (transitive) links, only to findings the user may read."""
-    ids = finding_lineage(finding=finding, user=user)
-    ancestors, descendants = set(ids.get("ancestors", [])), set(ids.get("descendants", []))
-    related = {f.pk: f for f in finding_list(user=user).filter(pk__in=ancestors | descendants).order_by("id")}
-    direct_up = {f.pk for f in finding.builds_on.all()} & set(related)
-    direct_down = {f.pk for f in finding.built_upon_by.all()} & set(related)
+    visible = finding_list(user=user)
+    ancestors, direct_up = lineage_walk(finding, visible, up=True)
+    descendants, direct_down = lineage_walk(finding, visible, up=False)
+    linked = visible.filter(pk__in=ancestors | descendants).prefetch_related(None).order_by("id")
+    related = {f.pk: f for f in linked} if ancestors or descendants else {}
+    direct_up &= set(related)
+    direct_down &= set(related)
     return {
         "builds_on": [related[pk] for pk in sorted(direct_up)],
         "built_upon_by": [related[pk] for pk in sorted(direct_down)],
@@ -753,8 +755,9 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
     from django.core.paginator import Paginator
     from django.db.models import Count, Prefetch
 
-    from registry.reproductions.services import reproduction_waiting_for_gpu
+    from registry.reproductions.selectors import gpu_availability, reproduction_waiting_for_gpu
 
+    gpu_available = gpu_availability()  # asked once for the page, and only if a GPU run waits
     all_runs = Run.objects.filter(reproduction__experiment__finding=finding)
     ordered = all_runs.order_by("reproduction__experiment_id", "-reproduction_id", "id")
     runs_page = Paginator(ordered.values_list("pk", flat=True), RUNS_PAGE_SIZE).get_page(page)
@@ -791,7 +794,7 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
                     "reproduction": reproduction,
                     "state": reproduction_state(reproduction),
                     "self_reported": reproduction.source == Reproduction.Source.SELF_REPORTED,
-                    "waiting_for_gpu": reproduction_waiting_for_gpu(reproduction),
+                    "waiting_for_gpu": reproduction_waiting_for_gpu(reproduction, gpu_available=gpu_available),
                     "runs": [run_row(run) for run in repro_runs],
                     "n_runs": len(reproduction.runs.all()),
                 }

@@ -7,11 +7,18 @@ statistics are computed here from those numbers with :mod:`registry.effects.stat
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
-from django.db.models import QuerySet
+import numpy as np
+from django.core.cache import cache
+from django.db import connections
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from scipy import special as scipy_special
 from scipy import stats as scipy_stats
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
@@ -105,53 +112,6 @@ def _lean_counts(points: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {lean: counts.get(lean, 0) for lean in LEANS}
 
 
-def _scored_pairs(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        p for p in points
-        if p["safety"] and p["capability"]
-        and p["safety"].get("score") is not None and p["capability"].get("score") is not None
-    ]
-
-
-def _score_correlation(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pearson correlation of safety and capability scores across findings that have both;
-    withheld below ``MIN_LANDSCAPE_FINDINGS`` (its p-value can never be below what n supports)."""
-    both = _scored_pairs(points)
-    return stats.correlation_with_interval(
-        [p["safety"]["score"] for p in both],
-        [p["capability"]["score"] for p in both],
-        method="pearson",
-        min_n=MIN_LANDSCAPE_FINDINGS,
-    ).to_dict()
-
-
-def _score_se(score: dict[str, Any]) -> float | None:
-    """The score's standard error, recovered from its t interval over seeds."""
-    low, high, n = score.get("ci_low"), score.get("ci_high"), score.get("n_seeds") or 0
-    if low is None or high is None or n < 2:
-        return None
-    quantile = float(scipy_stats.t.ppf(0.5 + float(score.get("confidence") or 0.95) / 2.0, n - 1))
-    return (high - low) / (2.0 * quantile)
-
-
-def _differential_progress(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Hendrycks & Mazeika (2022): the trend of safety on capability across findings, and each
-    finding's safety gain above that trend."""
-    both = _scored_pairs(points)
-    result = stats.differential_progress(
-        [p["safety"]["score"] for p in both],
-        [p["capability"]["score"] for p in both],
-        [_score_se(p["safety"]) for p in both],
-        min_n=MIN_LANDSCAPE_FINDINGS,
-    ).to_dict()
-    residuals = result.pop("points", None) or []
-    result["findings"] = [
-        {"finding": p["finding"], "title": p["title"], **residual}
-        for p, residual in zip(both, residuals, strict=False)
-    ]
-    return result
-
-
 def _fmt_interval(value: float, low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return f"{value:+.2f}"
@@ -170,43 +130,54 @@ def _summary(counts: dict[str, int], n_findings: int, n_scored: int, progress: d
     if slope is None:
         reason = progress.get("warning") or "too few findings with both scores"
         return f"{text} No trend of safety on capability is shown: {reason}."
-    above = [f for f in progress.get("findings", []) if f.get("ci_low") is not None and f["ci_low"] > 0]
-    below = [f for f in progress.get("findings", []) if f.get("ci_high") is not None and f["ci_high"] < 0]
+    above, below = progress.get("n_above", 0), progress.get("n_below", 0)
     return (
         f"{text} Across {progress['n']} findings with both scores, each log unit of capability gain comes "
         f"with {_fmt_interval(slope, progress.get('slope_ci_low'), progress.get('slope_ci_high'))} log units "
-        f"of safety; {len(above)} finding(s) buy safety beyond that trend (differential progress) and "
-        f"{len(below)} fall below it."
+        f"of safety; {above} finding(s) buy safety beyond that trend (differential progress) and "
+        f"{below} fall below it."
     )
 
 
 # ---------------------------------------------------------------- capabilities correlation
 
 
-def _arm_observations(finding_ids: list[int], plugin: str) -> dict[tuple[int, str], dict[str, tuple[int, float]]]:
-    """{(run, arm): {metric: (version, value)}} for the plugin's succeeded registry runs
-    (retracted experiments excluded)."""
-    rows = Measurement.objects.filter(
-        run__reproduction__experiment__finding_id__in=finding_ids,
-        run__reproduction__experiment__plugin=plugin,
-        run__reproduction__experiment__retracted_at__isnull=True,
-        run__reproduction__source=Reproduction.Source.REGISTRY,
-        run__state=Run.State.SUCCEEDED,
-    ).values_list("run_id", "arm", "metric", "metric_version", "value", "censored")
+def _arm_observations(
+    visible: QuerySet[Finding], plugin: str
+) -> tuple[dict[tuple[int, str], dict[str, tuple[int, float | None]]], bool]:
+    """{(run, arm): {metric: (version, value)}} for the plugin's most recent succeeded registry
+    runs (at most ``MAX_CORRELATION_RUNS``; retracted experiments excluded) in the visible
+    findings, and whether older runs were left out."""
+    run_ids = list(
+        Run.objects.filter(
+            reproduction__experiment__finding_id__in=visible.order_by().values("pk"),
+            reproduction__experiment__plugin=plugin,
+            reproduction__experiment__retracted_at__isnull=True,
+            reproduction__source=Reproduction.Source.REGISTRY,
+            state=Run.State.SUCCEEDED,
+        )
+        .order_by("-id")
+        .values_list("id", flat=True)[: MAX_CORRELATION_RUNS + 1]
+    )
+    truncated = len(run_ids) > MAX_CORRELATION_RUNS
+    rows = Measurement.objects.filter(run_id__in=run_ids[:MAX_CORRELATION_RUNS]).values_list(
+        "run_id", "arm", "metric", "metric_version", "value", "censored"
+    )
     observations: dict[tuple[int, str], dict[str, tuple[int, float | None]]] = defaultdict(dict)
     for run_id, arm, metric, version, value, censored in rows:
         # A censored time is a bound, not a number: it never enters the PCA.
         observations[(run_id, arm)][metric] = (version, None if censored else value)
-    return observations
+    return observations, truncated
 
 
-def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
+def _plugin_correlations(visible: QuerySet[Finding], plugin: str) -> dict[str, Any]:
     """Per safety metric, the capabilities correlation (Ren et al. 2024) across the plugin's
     registry runs in every finding the reader can see that uses it.
 
     Observations are (run, arm): each arm of each run is one trained model. Every metric is
     oriented so that higher is better before the PCA; the interval resamples runs (the two arms of
-    a run share a seed). Only values under the installed plugin's metric versions count.
+    a run share a seed). Only values under the installed plugin's metric versions count. Over
+    ``MAX_CORRELATION_RUNS`` runs, the most recent ones are used (``runs_left_out`` says so).
     """
     try:
         cls = get_plugin(plugin)
@@ -216,7 +187,7 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
     capability = [m for m in cls.metrics if m.axis.value == "capability"]
     if not capability:
         return {"plugin": plugin, "metrics": [], "warning": "the plugin declares no capability metric"}
-    observations = _arm_observations(finding_ids, plugin)
+    observations, truncated = _arm_observations(visible, plugin)
     entries = []
     for metric in safety:
         wanted = [metric, *capability]
@@ -245,43 +216,42 @@ def _plugin_correlations(finding_ids: list[int], plugin: str) -> dict[str, Any]:
                 "correlation": correlation.to_dict(),
             }
         )
-    return {"plugin": plugin, "metrics": entries, "warning": None}
+    return {
+        "plugin": plugin,
+        "metrics": entries,
+        "warning": f"only the {MAX_CORRELATION_RUNS} most recent runs are used" if truncated else None,
+        "runs_left_out": truncated,
+    }
 
 
 # ---------------------------------------------------------------- lineage roll-up
 
 
-def _children(visible: QuerySet[Finding]) -> dict[int, list[int]]:
-    """The lineage graph among visible findings, parent -> findings that build on it: a walk
+def _descendant_depths_of(roots: Iterable[int], visible: QuerySet[Finding]) -> dict[int, dict[int, int]]:
+    """For each root, every visible transitive descendant with its shortest distance (1 = builds
+    directly on it). One query per level of the lineage (whatever the number of roots); a walk
     never passes through a finding the reader may not see."""
-    ids = set(visible.values_list("id", flat=True))
-    children: dict[int, list[int]] = defaultdict(list)
-    for child, parent in Finding.builds_on.through.objects.values_list("from_finding_id", "to_finding_id"):
-        if child in ids and parent in ids:
-            children[parent].append(child)
-    return children
-
-
-def _descendant_depths(finding_id: int, children: dict[int, list[int]]) -> dict[int, int]:
-    """Every transitive descendant with its shortest distance (1 = builds directly on it)."""
-    depths: dict[int, int] = {}
-    frontier = [finding_id]
+    roots = list(dict.fromkeys(roots))
+    depths: dict[int, dict[int, int]] = {root: {} for root in roots}
+    frontier: dict[int, set[int]] = {root: {root} for root in roots}  # node -> roots reaching it
+    visible_ids = visible.order_by().values("pk")
+    edges = Finding.builds_on.through.objects
     depth = 0
     while frontier:
         depth += 1
-        following = []
-        for node in frontier:
-            for child in children.get(node, ()):
-                if child not in depths and child != finding_id:
-                    depths[child] = depth
-                    following.append(child)
+        following: dict[int, set[int]] = defaultdict(set)
+        level = edges.filter(to_finding_id__in=list(frontier), from_finding_id__in=visible_ids)
+        for parent, child in level.values_list("to_finding_id", "from_finding_id"):
+            for root in frontier[parent]:
+                if child != root and child not in depths[root]:
+                    depths[root][child] = depth
+                    following[child].add(root)
         frontier = following
     return depths
 
 
-def _rollup(finding: Finding, visible: QuerySet[Finding], children: dict[int, list[int]]) -> dict[str, Any]:
-    depths = _descendant_depths(finding.pk, children)
-    descendants = list(visible.filter(pk__in=depths).prefetch_related("experiments"))
+def _rollup(finding: Finding, visible: QuerySet[Finding], depths: dict[int, int]) -> dict[str, Any]:
+    descendants = list(visible.filter(pk__in=list(depths)).prefetch_related("experiments"))
     effects = _effects_for(descendants)
     rows = sorted(
         ({**_point(f, effects[f.pk]), "depth": depths[f.pk]} for f in descendants),
@@ -292,12 +262,17 @@ def _rollup(finding: Finding, visible: QuerySet[Finding], children: dict[int, li
         "title": finding.title,
         "kind": finding.kind,
         "descendants": rows,
-        "counts": {
-            "descendants": len(rows),
-            "lean": _lean_counts(rows),
-            "status": dict(Counter(row["status"] for row in rows)),
-            "by_depth": {str(d): n for d, n in sorted(Counter(row["depth"] for row in rows).items())},
-        },
+        "counts": _rollup_counts([(row["status"], row["lean"], row["depth"]) for row in rows]),
+    }
+
+
+def _rollup_counts(rows: list[tuple[str, str, int]]) -> dict[str, Any]:
+    """Counts of (status, lean, depth) rows, one per descendant."""
+    return {
+        "descendants": len(rows),
+        "lean": _lean_counts({"lean": lean} for _, lean, _ in rows),
+        "status": dict(Counter(status for status, _, _ in rows)),
+        "by_depth": {str(d): n for d, n in sorted(Counter(depth for _, _, depth in rows).items())},
     }
 
 
@@ -306,58 +281,309 @@ def rollup_get(finding: Finding, *, user: Any = None) -> dict[str, Any]:
     ``built_upon_by``) with its axis scores and lean flag, and counts. ``user=None`` sees what
     an anonymous reader sees."""
     visible = finding_list(user=user)
-    return _rollup(finding, visible, _children(visible))
+    return _rollup(finding, visible, _descendant_depths_of([finding.pk], visible)[finding.pk])
+
+
+def _lineage_counts(theories: list[Finding], visible: QuerySet[Finding]) -> list[dict[str, Any]]:
+    """Each theory's roll-up counts, in bulk: one query per lineage level, one for the
+    descendants' status and lean (the stored ``FindingEffects.lean``)."""
+    depths = _descendant_depths_of([t.pk for t in theories], visible)
+    everyone = {pk for found in depths.values() for pk in found}
+    facts = {
+        pk: (status, lean or "neither")
+        for pk, status, lean in Finding.objects.filter(pk__in=list(everyone)).values_list(
+            "pk", "status", "effects_cache__lean"
+        )
+    } if everyone else {}
+    return [
+        {
+            "finding": theory.pk,
+            "title": theory.title,
+            "counts": _rollup_counts([(*facts[pk], depth) for pk, depth in depths[theory.pk].items() if pk in facts]),
+        }
+        for theory in theories
+    ]
 
 
 # ---------------------------------------------------------------- the landscape
 
+#: Points per landscape page (``page_size`` up to ``MAX_LANDSCAPE_PAGE_SIZE``): the response is
+#: bounded whatever the number of findings; the aggregates always cover every finding.
+LANDSCAPE_PAGE_SIZE = 200
+MAX_LANDSCAPE_PAGE_SIZE = 500
+#: The capabilities correlation uses a plugin's most recent runs, at most this many.
+MAX_CORRELATION_RUNS = 250
+#: How long a computed capabilities correlation is reused at most (it is recomputed at once when
+#: runs, retractions or findings change; this bounds staleness from embargoes expiring).
+CORRELATION_CACHE_S = 300
+
 
 def _landscape_findings(*, user: Any, tag: str | None, kind: str | None, plugin: str | None) -> QuerySet[Finding]:
-    findings = finding_list(user=user)
+    """The visible findings the filters select, by id; EXISTS subqueries, no join or DISTINCT."""
+    findings = finding_list(user=user).prefetch_related(None)
     if tag:
-        findings = findings.filter(tags__name=tag.strip().lower())
+        tagged = Finding.tags.through.objects.filter(finding_id=OuterRef("pk"), tag__name=tag.strip().lower())
+        findings = findings.filter(Exists(tagged))
     if kind:
         findings = findings.filter(kind=kind)
     if plugin:
-        findings = findings.filter(experiments__plugin=plugin, experiments__retracted_at__isnull=True)
-    return findings.distinct().prefetch_related("experiments").order_by("id")
+        live = Experiment.objects.filter(finding_id=OuterRef("pk"), plugin=plugin, retracted_at__isnull=True)
+        findings = findings.filter(Exists(live))
+    return findings.order_by("id")
 
 
-def landscape_get(*, user: Any, tag: str | None = None, kind: str | None = None, plugin: str | None = None) -> dict:
-    """Safety vs capability for every visible finding (filtered), and the aggregate answer."""
-    findings = list(_landscape_findings(user=user, tag=tag, kind=kind, plugin=plugin))
-    effects = _effects_for(findings)
-    points = [_point(f, effects[f.pk]) for f in findings]
-    scored = [p for p in points if p["safety"] or p["capability"]]
-    counts = _lean_counts(points)
-    ids = [f.pk for f in findings]
-    plugins = sorted(
-        set(
-            Experiment.objects.filter(finding_id__in=ids, retracted_at__isnull=True).values_list("plugin", flat=True)
+def _page_points(findings: QuerySet[Finding], offset: int, limit: int) -> tuple[list[Finding], list[dict], bool]:
+    """One page of findings with their points (4 queries whatever the page size), and whether
+    another page follows."""
+    experiments = Experiment.objects.only("id", "finding_id", "plugin", "retracted_at")
+    page = list(
+        findings.only("id", "title", "kind", "status").prefetch_related(
+            "tags", Prefetch("experiments", queryset=experiments)
+        )[offset : offset + limit + 1]
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    stored = {
+        row["finding_id"]: row
+        for row in FindingEffects.objects.filter(finding_id__in=[f.pk for f in page]).values(
+            "finding_id",
+            "lean",
+            axis_scores=KeyTransform("axis_scores", "data"),
+            evidence_rungs=KeyTransform("evidence_rungs", "data"),
+            n_runs=KeyTransform("n_runs", "data"),
+        )
+    }
+    points = []
+    for finding in page:
+        row = stored.get(finding.pk) or {}
+        data = {
+            "axis_scores": row.get("axis_scores") or {},
+            "lean": row.get("lean") or "neither",
+            "evidence_rungs": row.get("evidence_rungs") or [],
+            "n_runs": row.get("n_runs") or 0,
+        }
+        points.append(_point(finding, data))
+    return page, points, more
+
+
+def _scored_pairs_sql(
+    effects: QuerySet[FindingEffects],
+) -> tuple[list[int], np.ndarray, np.ndarray, list[float | None]]:
+    """(finding ids, safety scores, capability scores, safety standard errors) of every finding
+    with both scores, by id: read from the stored summary columns (no JSON)."""
+    query = (
+        effects.filter(safety_score__isnull=False, capability_score__isnull=False)
+        .order_by("finding_id")
+        .values_list(
+            "finding_id", "safety_score", "capability_score", "safety_ci_low", "safety_ci_high",
+            "safety_n_seeds", "safety_confidence",
         )
     )
-    if plugin:
-        plugins = [name for name in plugins if name == plugin]
-    visible = finding_list(user=user)
-    visible_ids = list(visible.values_list("id", flat=True))
-    children = _children(visible)
-    theories = [_rollup(f, visible, children) for f in findings if f.kind == Finding.Kind.THEORY]
-    progress = _differential_progress(points)
+    sql, params = query.query.sql_with_params()
+    with connections[query.db].cursor() as cursor:  # plain numbers: straight into an array (NULL -> nan)
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return [], np.zeros(0), np.zeros(0), []
+    table = np.array(rows, dtype=float)
+    ids = table[:, 0].astype(int).tolist()
+    safety, capability, low, high, n, confidence = table[:, 1:].T
+    confidence = np.where(np.isnan(confidence) | (confidence == 0), 0.95, confidence)
+    usable = ~np.isnan(low) & ~np.isnan(high) & (n >= 2)
+    quantile = scipy_stats.t.ppf(0.5 + confidence / 2.0, np.where(usable, n - 1, 1))
+    se = np.where(usable, (high - low) / (2.0 * quantile), np.nan)
+    return ids, safety, capability, [None if np.isnan(v) else float(v) for v in se]
+
+
+def _progress_sql(
+    ids: list[int], safety: np.ndarray, capability: np.ndarray, se: list[float | None], titles: dict[int, str]
+) -> dict[str, Any]:
+    """Differential progress over every finding with both scores; per-finding residuals listed for
+    the findings of this page only (``titles``), with how many lie above and below the trend."""
+    n = len(ids)
+    x, y = capability, safety
+    if n >= MIN_LANDSCAPE_FINDINGS:
+        xbar = float(x.mean())
+        sxx = float(np.sum((x - xbar) ** 2))
+    if n < MIN_LANDSCAPE_FINDINGS or sxx <= 64.0 * np.finfo(float).eps * max(1.0, float(np.max(np.abs(x)))) ** 2:
+        # withheld (few findings, or no spread in capability): the library says why
+        result = stats.differential_progress(list(y), list(x), se, min_n=MIN_LANDSCAPE_FINDINGS)
+        data = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
+        return {**stats._json_safe(data), "findings": [], "n_above": 0, "n_below": 0}
+    # stats.differential_progress's formulas, vectorised over every finding (its loop costs ~50 ms
+    # at 10,000 findings); per-finding entries only for this page.
+    ybar = float(y.mean())
+    slope = float(np.sum((x - xbar) * (y - ybar)) / sxx)
+    intercept = ybar - slope * xbar
+    fitted = intercept + slope * x
+    resid = y - fitted
+    df = n - 2
+    s = float(np.sqrt(np.sum(resid**2) / df))
+    t = float(scipy_special.stdtrit(df, 0.5 + 0.95 / 2.0))
+    se_b, se_a = s / np.sqrt(sxx), s * np.sqrt(1.0 / n + xbar**2 / sxx)
+    own = np.array([np.nan if v is None else v for v in se], dtype=float)
+    half = t * np.sqrt(s * s * (1.0 / n + (x - xbar) ** 2 / sxx) + own**2)
+    low, high = resid - half, resid + half  # nan where the finding has no standard error
+    entries = []
+    for i, finding_id in enumerate(ids):
+        if finding_id in titles:
+            lo, hi = (None, None) if np.isnan(half[i]) else (float(low[i]), float(high[i]))
+            entries.append({
+                "finding": finding_id, "title": titles[finding_id], "index": i, "capability": float(x[i]),
+                "safety": float(y[i]), "fitted": float(fitted[i]), "residual": float(resid[i]),
+                "ci_low": lo, "ci_high": hi, "significant": lo is not None and (lo > 0.0 or hi < 0.0),
+            })
+    return stats._json_safe({
+        "n": n, "slope": slope, "slope_ci_low": slope - t * se_b, "slope_ci_high": slope + t * se_b,
+        "intercept": intercept, "intercept_ci_low": intercept - t * se_a, "intercept_ci_high": intercept + t * se_a,
+        "residual_sd": s, "confidence": 0.95,
+        "warning": (
+            "findings without a safety standard error have no residual interval" if np.isnan(own).any() else None
+        ),
+        "findings": entries, "n_above": int(np.sum(low > 0.0)), "n_below": int(np.sum(high < 0.0)),
+    })
+
+
+def _visibility_scope(user: Any) -> str:
+    if not getattr(user, "is_authenticated", False):
+        return "anonymous"
+    return "staff" if user.is_staff else f"user-{user.pk}"
+
+
+def _data_version(database: str) -> tuple:
+    """Changes whenever what the cached parts of the landscape read can change: a measurement
+    stored (runs succeed with theirs), an experiment added or retracted, a finding changed (its
+    visibility, tags). One round trip: three index scans and a count of retracted experiments."""
+    sql = (
+        f"SELECT (SELECT max(id) FROM {Measurement._meta.db_table}),"
+        f" (SELECT max(id) FROM {Experiment._meta.db_table}),"
+        f" (SELECT count(*) FROM {Experiment._meta.db_table} WHERE retracted_at IS NOT NULL),"
+        f" (SELECT max(updated_at) FROM {Finding._meta.db_table})"
+    )
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql)
+        return tuple(cursor.fetchone())
+
+
+def _cached(key: tuple, compute: Any) -> Any:
+    """``compute()``, reused from the cache under ``key`` (which names the database and a data
+    version: see :func:`_data_version`) for at most ``CORRELATION_CACHE_S``."""
+    alias, rest = key[1], key[2:]
+    name = connections[alias].settings_dict.get("NAME")
+    digest = "landscape:" + hashlib.sha256(repr((key[0], name, *rest)).encode()).hexdigest()
+    value = cache.get(digest)
+    if value is None:
+        value = compute()
+        cache.set(digest, value, CORRELATION_CACHE_S)
+    return value
+
+
+def _landscape_plugins(findings: QuerySet[Finding], plugin: str | None) -> list[str]:
+    """The plugins of the (filtered) findings' live experiments."""
+    plugins = sorted(
+        set(
+            Experiment.objects.filter(Exists(findings.filter(pk=OuterRef("finding_id"))), retracted_at__isnull=True)
+            .order_by()
+            .values_list("plugin", flat=True)
+            .distinct()
+        )
+    )
+    return [name for name in plugins if name == plugin] if plugin else plugins
+
+
+def _cached_correlations(
+    visible: QuerySet[Finding], plugins: list[str], user: Any, version: tuple
+) -> list[dict[str, Any]]:
+    """Per plugin, :func:`_plugin_correlations` over the visible findings, reused from the cache
+    while nothing it reads has changed (its bootstrap costs about a second per thousand runs)."""
+    return [
+        _cached(
+            ("landscape-capcorr", visible.db, _visibility_scope(user), name, _plugin_versions(name), version),
+            lambda name=name: _plugin_correlations(visible, name),
+        )
+        for name in plugins
+    ]
+
+
+def _plugin_versions(plugin: str) -> tuple:
+    try:
+        return tuple((m.name, m.version) for m in get_plugin(plugin).metrics)
+    except (PluginNotFound, PluginUnavailable):
+        return ()
+
+
+def _landscape_page(page: int | None, page_size: int | None) -> tuple[int, int]:
+    number = 1 if page is None else page
+    size = LANDSCAPE_PAGE_SIZE if page_size is None else min(page_size, MAX_LANDSCAPE_PAGE_SIZE)
+    if number < 1:
+        raise ValueError("page must be a whole number of at least 1")
+    if size < 1:
+        raise ValueError("page_size must be a whole number of at least 1")
+    return number, size
+
+
+def landscape_get(
+    *,
+    user: Any,
+    tag: str | None = None,
+    kind: str | None = None,
+    plugin: str | None = None,
+    page: int | None = None,
+    page_size: int | None = None,
+) -> dict:
+    """Safety vs capability across the visible findings (filtered): the aggregate answer over all
+    of them, computed in SQL from the stored per-finding summary columns of ``FindingEffects``,
+    and one page of points (by finding id; ``page_info`` says whether more follow). A constant
+    number of queries whatever the number of findings (plus one per lineage level)."""
+    number, size = _landscape_page(page, page_size)
+    findings = _landscape_findings(user=user, tag=tag, kind=kind, plugin=plugin)
+    # From the effects rows (few) to their finding by primary key, not over every finding.
+    effects = FindingEffects.objects.filter(Exists(findings.filter(pk=OuterRef("finding_id"))))
+    n_findings = findings.count()
+    tallies = effects.aggregate(
+        known=Count("id", filter=Q(lean__isnull=False)),
+        scored=Count("id", filter=Q(safety_score__isnull=False) | Q(capability_score__isnull=False)),
+        **{f"lean_{i}": Count("id", filter=Q(lean=lean)) for i, lean in enumerate(LEANS)},
+    )
+    counts = {lean: tallies[f"lean_{i}"] for i, lean in enumerate(LEANS)}
+    counts["neither"] += n_findings - tallies["known"]  # no effects yet: "neither"
+    n_scored = tallies["scored"]
+
+    page_findings, points, more = _page_points(findings, (number - 1) * size, size)
+    titles = {f.pk: f.title for f in page_findings}
+    pair_ids, safety, capability, se = _scored_pairs_sql(effects)
+    correlation = stats.correlation_with_interval(
+        list(safety), list(capability), method="pearson", min_n=MIN_LANDSCAPE_FINDINGS
+    ).to_dict()
+    progress = _progress_sql(pair_ids, safety, capability, se, titles)
+
+    visible = finding_list(user=user).prefetch_related(None)
+    version = _data_version(visible.db)
+    plugins = _cached(
+        ("landscape-plugins", visible.db, _visibility_scope(user), tag, kind, plugin, version),
+        lambda: _landscape_plugins(findings, plugin),
+    )
+    theories = [f for f in page_findings if f.kind == Finding.Kind.THEORY]
     return {
         "filters": {"tag": tag, "kind": kind, "plugin": plugin},
         "findings": points,
+        "page_info": {
+            "page": number,
+            "page_size": size,
+            "count": n_findings,
+            "has_next": more,
+            "has_previous": number > 1,
+        },
         "aggregate": {
-            "n_findings": len(points),
-            "n_scored": len(scored),
+            "n_findings": n_findings,
+            "n_scored": n_scored,
             "counts": counts,
-            "n_unmeasured": len(points) - len(scored),
+            "n_unmeasured": n_findings - n_scored,
             "score_unit": "log",
-            "answer": _summary(counts, len(points), len(scored), progress),
-            "safety_capability_correlation": _score_correlation(points),
+            "answer": _summary(counts, n_findings, n_scored, progress),
+            "safety_capability_correlation": correlation,
             "differential_progress": progress,
         },
-        "capabilities_correlation": [_plugin_correlations(visible_ids, name) for name in plugins],
-        "lineage": [
-            {"finding": t["finding"], "title": t["title"], "counts": t["counts"]} for t in theories
-        ],
+        "capabilities_correlation": _cached_correlations(visible, plugins, user, version),
+        "lineage": _lineage_counts(theories, visible) if theories else [],
     }

@@ -22,16 +22,20 @@ pipeline, one small step per helper (docs/statistics.md is the reviewer's versio
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import IntegerField, Max, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
@@ -92,9 +96,9 @@ class MetricInfo:
     declared: bool
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One run's baseline and intervention values of one metric (same run = same seed)."""
+class Pair(NamedTuple):
+    """One run's baseline and intervention values of one metric (same run = same seed). A named
+    tuple: a recompute builds one per run and metric (10,000 runs: tens of thousands)."""
 
     run_id: int
     reproduction_id: int
@@ -131,53 +135,75 @@ class SeedValues:
 # ---------------------------------------------------------------- 1-2. gather, pair, group
 
 
-def _measurement_rows(finding_id: int) -> list[dict[str, Any]]:
-    return list(
-        Measurement.objects.filter(
-            run__reproduction__experiment__finding_id=finding_id,
-            run__reproduction__experiment__retracted_at__isnull=True,
-            run__state=Run.State.SUCCEEDED,
-            arm__in=(BASELINE, INTERVENTION),
+class _RunInfo(NamedTuple):
+    seed: int
+    hardware: str
+    reproduction_id: int
+    experiment_id: int
+    source: str
+    requested_by_id: int
+    plugin: str
+
+
+def _measurement_rows(finding_id: int) -> tuple[list[tuple], dict[int, _RunInfo]]:
+    """The baseline and intervention measurements of the finding's succeeded runs in experiments
+    that are not retracted, paired within each run, as plain tuples ``(run_id, metric,
+    metric_version, baseline, intervention, baseline_censored, intervention_censored)``, and what
+    each run contributes (seed, hardware, reproduction, ...).
+
+    Three queries whatever the number of runs: the reproductions, the runs (by the foreign-key
+    indexes experiment -> reproduction -> run), and the measurements of those runs, an index-only
+    scan of the covering ``unique_measurement_covering`` index (``Measurement``'s docstring)."""
+    reproductions = {
+        pk: (experiment_id, source, requested_by_id, plugin)
+        for pk, experiment_id, source, requested_by_id, plugin in Reproduction.objects.filter(
+            experiment__finding_id=finding_id, experiment__retracted_at__isnull=True
+        ).order_by().values_list("id", "experiment_id", "source", "requested_by_id", "experiment__plugin")
+    }
+    runs = Run.objects.filter(
+        reproduction__experiment__finding_id=finding_id,
+        reproduction__experiment__retracted_at__isnull=True,
+        state=Run.State.SUCCEEDED,
+    ).order_by()
+    infos = {
+        pk: _RunInfo(seed, hardware or UNKNOWN_HARDWARE, reproduction_id, *reproductions[reproduction_id])
+        for pk, seed, hardware, reproduction_id in runs.values_list("id", "seed", "hardware", "reproduction_id")
+        if reproduction_id in reproductions  # else created after the first query: the next recompute has it
+    }
+    # paired in SQL: one row per (run, metric, version) that has both arms ((run, arm, metric) is
+    # unique, so each MAX is of one value, returned as stored)
+    baseline, intervention = Q(arm=BASELINE), Q(arm=INTERVENTION)
+    censored = Cast("censored", IntegerField())
+    rows = list(
+        Measurement.objects.filter(run_id__in=runs.values("id"), arm__in=(BASELINE, INTERVENTION))
+        .order_by()
+        .values("run_id", "metric", "metric_version")
+        .annotate(
+            b=Max("value", filter=baseline), i=Max("value", filter=intervention),
+            bc=Max(censored, filter=baseline), ic=Max(censored, filter=intervention),
         )
-        .order_by("run_id", "id")
-        .values(
-            "run_id", "arm", "metric", "metric_version", "value", "censored", "run__seed", "run__hardware",
-            "run__reproduction_id", "run__reproduction__experiment_id", "run__reproduction__source",
-            "run__reproduction__requested_by_id",
-            "run__reproduction__experiment__plugin",
-        )
+        .filter(b__isnull=False, i__isnull=False)
+        .values_list("run_id", "metric", "metric_version", "b", "i", "bc", "ic")
     )
+    return rows, infos
 
 
-def _pairs_by_group(rows: Iterable[dict[str, Any]]) -> dict[tuple[int, MetricKey], list[Pair]]:
-    """Pair the two arms within each run; a run missing an arm (or with the arms measured under
-    different metric versions) contributes no pair for that metric."""
-    arms: dict[tuple[int, MetricKey], dict[str, tuple[float, bool]]] = defaultdict(dict)
-    runs: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        key = MetricKey(row["run__reproduction__experiment__plugin"], row["metric"], row["metric_version"])
-        arms[(row["run_id"], key)][row["arm"]] = (row["value"], bool(row["censored"]))
-        runs[row["run_id"]] = row
+def _pairs_by_group(rows: Iterable[tuple], runs: dict[int, _RunInfo]) -> dict[tuple[int, MetricKey], list[Pair]]:
+    """Group the paired rows ``(run_id, metric, version, baseline, intervention, baseline_censored,
+    intervention_censored)``; a run missing an arm (or with the arms measured under different
+    metric versions) has no row for that metric (``_measurement_rows`` pairs within each run)."""
     grouped: dict[tuple[int, MetricKey], list[Pair]] = defaultdict(list)
-    for (run_id, key), values in arms.items():
-        if BASELINE not in values or INTERVENTION not in values:
+    keys: dict[tuple[str, str, int], MetricKey] = {}
+    for run_id, metric, version, baseline, intervention, baseline_censored, intervention_censored in rows:
+        run = runs.get(run_id)
+        if run is None:  # finished (and measured) after the runs were read: the next recompute has it
             continue
-        run = runs[run_id]
-        experiment_id = run["run__reproduction__experiment_id"]
-        grouped[(experiment_id, key)].append(
-            Pair(
-                run_id=run_id,
-                reproduction_id=run["run__reproduction_id"],
-                experiment_id=experiment_id,
-                source=run["run__reproduction__source"],
-                requested_by_id=run["run__reproduction__requested_by_id"],
-                hardware=run["run__hardware"] or UNKNOWN_HARDWARE,
-                seed=run["run__seed"],
-                baseline=values[BASELINE][0],
-                intervention=values[INTERVENTION][0],
-                baseline_censored=values[BASELINE][1],
-                intervention_censored=values[INTERVENTION][1],
-            )
+        key = keys.get((run.plugin, metric, version))
+        if key is None:
+            key = keys[(run.plugin, metric, version)] = MetricKey(run.plugin, metric, version)
+        grouped[(run.experiment_id, key)].append(
+            Pair(run_id, run.reproduction_id, run.experiment_id, run.source, run.requested_by_id, run.hardware,
+                 run.seed, baseline, intervention, bool(baseline_censored), bool(intervention_censored))
         )
     return grouped
 
@@ -217,7 +243,7 @@ def _undeclared_info(key: MetricKey, catalogue: dict[MetricKey, MetricInfo]) -> 
 
 
 def _metric_groups(finding_id: int) -> list[MetricGroup]:
-    pairs = _pairs_by_group(_measurement_rows(finding_id))
+    pairs = _pairs_by_group(*_measurement_rows(finding_id))
     catalogue = metric_catalogue(key.plugin for _, key in pairs)
     groups = []
     for experiment_id, key in sorted(pairs):
@@ -239,18 +265,35 @@ def _per_seed(pairs: Iterable[Pair]) -> SeedValues:
     replicates, not independent samples: their values are averaged per arm so they count once. An
     average that includes a censored value is itself only a lower bound, so it stays censored.
     """
+    return _memoised("per_seed", pairs, lambda: _per_seed_values(pairs))
+
+
+def _per_seed_values(pairs: Iterable[Pair]) -> SeedValues:
+    ordered = sorted(pairs, key=_SEED)  # stable: replicates keep their order
+    seeds = [p.seed for p in ordered]
+    if len(set(seeds)) == len(seeds):  # no replicates (the common case): each seed's values as
+        # they are, computed as the average of one value is below: (0 + x) / 1, bit for bit
+        return SeedValues(
+            seeds=tuple(seeds),
+            baseline=tuple([(0 + p.baseline) / 1 for p in ordered]),
+            intervention=tuple([(0 + p.intervention) / 1 for p in ordered]),
+            baseline_censored=tuple([p.baseline_censored for p in ordered]),
+            intervention_censored=tuple([p.intervention_censored for p in ordered]),
+        )
     by_seed: dict[int, list[Pair]] = defaultdict(list)
-    for pair in pairs:
+    for pair in ordered:
         by_seed[pair.seed].append(pair)
-    seeds = tuple(sorted(by_seed))
-    rows = [by_seed[s] for s in seeds]
+    rows = list(by_seed.values())
     return SeedValues(
-        seeds=seeds,
+        seeds=tuple(by_seed),
         baseline=tuple(sum(p.baseline for p in same) / len(same) for same in rows),
         intervention=tuple(sum(p.intervention for p in same) / len(same) for same in rows),
         baseline_censored=tuple(any(p.baseline_censored for p in same) for same in rows),
         intervention_censored=tuple(any(p.intervention_censored for p in same) for same in rows),
     )
+
+
+_SEED = attrgetter("seed")
 
 
 def _effect(pairs: Iterable[Pair], info: MetricInfo, *, confidence: float = CONFIDENCE) -> stats.EffectEstimate:
@@ -266,16 +309,40 @@ def _effect(pairs: Iterable[Pair], info: MetricInfo, *, confidence: float = CONF
     )
 
 
-def _split(pairs: Iterable[Pair], key: Callable[[Pair], Any]) -> dict[Any, list[Pair]]:
-    out: dict[Any, list[Pair]] = defaultdict(list)
-    for pair in pairs:
-        out[key(pair)].append(pair)
-    return dict(out)
+def _split(pairs: Iterable[Pair], attribute: str) -> dict[Any, list[Pair]]:
+    """The pairs by the value of one of their attributes (memoised within a recompute)."""
+
+    def split() -> dict[Any, list[Pair]]:
+        out: dict[Any, list[Pair]] = defaultdict(list)
+        get = attrgetter(attribute)
+        for pair in pairs:
+            out[get(pair)].append(pair)
+        return dict(out)
+
+    return _memoised(("split", attribute), pairs, split)
+
+
+#: Within one ``effects_data`` call: results already computed for a given list of pairs (by the
+#: list's identity; the list is kept alive with its result, so the identity cannot be reused).
+_MEMO: ContextVar[dict | None] = ContextVar("effects_memo", default=None)
+
+
+def _memoised(kind: Any, pairs: Any, compute: Callable[[], Any]) -> Any:
+    memo = _MEMO.get()
+    if memo is None or not isinstance(pairs, (list, tuple)):
+        return compute()
+    key = (kind, id(pairs))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is pairs:
+        return hit[1]
+    value = compute()
+    memo[key] = (pairs, value)
+    return value
 
 
 def _deciding_pairs(pairs: Iterable[Pair]) -> tuple[str, list[Pair]]:
     """The evidence ladder: registry runs outrank self-reported ones."""
-    by_source = _split(pairs, lambda p: p.source)
+    by_source = _split(pairs, "source")
     if by_source.get(REGISTRY):
         return REGISTRY, by_source[REGISTRY]
     return SELF_REPORTED, by_source.get(SELF_REPORTED, [])
@@ -291,7 +358,7 @@ def _n_seeds(pairs: Iterable[Pair]) -> int:
 
 def _by_hardware(group: MetricGroup) -> tuple[list[dict[str, Any]], list[stats.EffectEstimate]]:
     entries, estimates = [], []
-    for hardware, pairs in sorted(_split(group.pairs, lambda p: p.hardware).items()):
+    for hardware, pairs in sorted(_split(group.pairs, "hardware").items()):
         estimate = _effect(pairs, group.info)
         estimates.append(estimate)
         entries.append(
@@ -307,7 +374,7 @@ def _by_hardware(group: MetricGroup) -> tuple[list[dict[str, Any]], list[stats.E
 
 def _by_reproduction(group: MetricGroup) -> tuple[list[dict[str, Any]], list[stats.EffectEstimate]]:
     entries, estimates = [], []
-    for reproduction_id, pairs in sorted(_split(group.pairs, lambda p: p.reproduction_id).items()):
+    for reproduction_id, pairs in sorted(_split(group.pairs, "reproduction_id").items()):
         estimate = _effect(pairs, group.info)
         estimates.append(estimate)
         entries.append(
@@ -329,7 +396,7 @@ def _metric_entry(group: MetricGroup) -> dict[str, Any]:
     estimate = _effect(deciding, group.info)
     by_source = {
         source: _effect(pairs, group.info).to_dict()
-        for source, pairs in _split(group.pairs, lambda p: p.source).items()
+        for source, pairs in _split(group.pairs, "source").items()
     }
     hardware_entries, hardware_estimates = _by_hardware(group)
     reproduction_entries, reproduction_estimates = _by_reproduction(group)
@@ -482,7 +549,7 @@ def _experiment_verdict(
     rung, deciding = _deciding_pairs(group.pairs)
     estimate = _effect(deciding, group.info, confidence=confidence)
     verdict, reason = _verdict(claim, estimate, group.info)
-    by_source = _split(group.pairs, lambda p: p.source)
+    by_source = _split(group.pairs, "source")
     sources = {}
     for source in (REGISTRY, SELF_REPORTED):
         pairs = by_source.get(source, [])
@@ -497,7 +564,7 @@ def _experiment_verdict(
         else:
             sources[source] = None
     reproductions = []
-    for reproduction_id, own in sorted(_split(deciding, lambda p: p.reproduction_id).items()):
+    for reproduction_id, own in sorted(_split(deciding, "reproduction_id").items()):
         own_verdict = _verdict(claim, _effect(own, group.info, confidence=confidence), group.info)[0]
         reproductions.append(
             {"reproduction": reproduction_id, "source": own[0].source, "n_runs": len(own), "verdict": own_verdict}
@@ -738,6 +805,14 @@ def _store_status(finding: Finding, status: str) -> None:
 
 def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
     """Everything computed for one finding, JSON-safe (no writes)."""
+    token = _MEMO.set({})
+    try:
+        return _effects_data(finding, claims)
+    finally:
+        _MEMO.reset(token)
+
+
+def _effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
     # accepted authors only: an invited (or declined) user's reproductions stay independent
     author_ids = set(finding.authors.values_list("pk", flat=True))
     groups = _metric_groups(finding.pk)
@@ -771,22 +846,108 @@ def effects_data(finding: Finding, claims: list[Claim]) -> dict[str, Any]:
     }
 
 
+def _lock_for_store(finding_id: int) -> Finding | None:
+    """The store's locks, in the writers' order: the finding's effects row, then the finding (no
+    key update: inserts that reference the finding are not blocked)."""
+    FindingEffects.objects.bulk_create([FindingEffects(finding_id=finding_id)], ignore_conflicts=True)
+    FindingEffects.objects.select_for_update().filter(finding_id=finding_id).only("pk").first()
+    return Finding.objects.select_for_update(no_key=True).filter(pk=finding_id).first()
+
+
 @transaction.atomic
 def finding_effects_recompute(*, finding_id: int) -> dict:
     """Recompute, store and return a finding's effects (the recompute task calls this).
 
-    The finding row is locked first, so two recomputes of one finding run one after the other
-    and announce each verdict change once.
+    The computation holds no row lock (writers of the finding never wait for it); recomputes of
+    one finding are serialised by a transaction-level advisory lock, so they run one after the
+    other and announce each verdict change once. The store then locks the effects row and the
+    finding (the writers' order, see ``effects_recompute_request``). A change that commits while
+    the computation runs requested another recompute, which sees it (``effects_recompute_run``).
     """
-    finding = Finding.objects.select_for_update().filter(pk=finding_id).first()
+    _recompute_lock(finding_id)
+    finding = Finding.objects.filter(pk=finding_id).first()
     if finding is None:
         return {}
     claims = list(finding.claims.filter(is_current=True).order_by("id"))
     data = effects_data(finding, claims)
-    _store_verdicts(finding, claims, data["claims"])
-    _store_status(finding, data["status"])
-    FindingEffects.objects.update_or_create(finding=finding, defaults={"data": data})
+    locked = _lock_for_store(finding_id)
+    if locked is None:  # deleted meanwhile
+        return {}
+    # a claim deleted while we computed has no verdict row to write
+    present = set(Claim.objects.filter(pk__in=[c.pk for c in claims]).values_list("pk", flat=True))
+    kept = [(c, e) for c, e in zip(claims, data["claims"], strict=True) if c.pk in present]
+    _store_verdicts(locked, [c for c, _ in kept], [e for _, e in kept])
+    _store_status(locked, data["status"])
+    summary, detail = effects_split(data)
+    FindingEffects.objects.filter(finding_id=finding_id).update(data=summary, detail=detail, computed_at=timezone.now())
     return data
+
+
+# ---------------------------------------------------------------- summary and detail
+
+#: Keys whose values grow with the number of runs or reproductions: stored apart from the summary
+#: (``FindingEffects.detail``) and served on request only (``?detail=runs``).
+DETAIL_KEYS = ("run_ids", "by_reproduction", "reproductions")
+
+
+def effects_split(data: Any, path: tuple = ()) -> tuple[Any, list[list]]:
+    """The summary (``data`` without the ``DETAIL_KEYS``, each replaced by its count: ``n_runs``
+    for run ids where the entry has no count yet, ``n_reproductions``) and the detail as
+    ``[path, value]`` pairs, so that ``effects_merge`` restores ``data`` exactly."""
+    detail: list[list] = []
+    if isinstance(data, dict):
+        summary = {}
+        for key, value in data.items():
+            if key in DETAIL_KEYS and isinstance(value, list):
+                detail.append([[*path, key], value])
+                continue
+            summary[key], inner = effects_split(value, (*path, key))
+            detail.extend(inner)
+        for key, value in data.items():
+            if key not in DETAIL_KEYS or not isinstance(value, list):
+                continue
+            count = "n_runs" if key == "run_ids" else "n_reproductions"
+            summary.setdefault(count, len(value))
+        return summary, detail
+    if isinstance(data, list):
+        out = []
+        for index, value in enumerate(data):
+            item, inner = effects_split(value, (*path, index))
+            out.append(item)
+            detail.extend(inner)
+        return out, detail
+    return data, detail
+
+
+def effects_merge(summary: dict[str, Any], detail: list[list]) -> dict[str, Any]:
+    """The summary with its detail put back (a copy; counts added by the split stay)."""
+    merged = json.loads(json.dumps(summary))
+    for path, value in detail or []:
+        target: Any = merged
+        try:
+            for step in path[:-1]:
+                target = target[step]
+            target[path[-1]] = value
+        except (KeyError, IndexError, TypeError):  # a summary from another computation: skip
+            continue
+    return merged
+
+
+def effects_with_detail(*, finding_id: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """The served summary with the per-run and per-reproduction detail of the stored effects."""
+    detail = FindingEffects.objects.filter(finding_id=finding_id).values_list("detail", flat=True).first()
+    return effects_merge(summary, detail or [])
+
+
+#: ``pg_advisory_xact_lock(RECOMPUTE_LOCK_CLASS, finding_id)`` serialises one finding's recomputes.
+RECOMPUTE_LOCK_CLASS = 0x0EFF
+
+
+def _recompute_lock(finding_id: int) -> None:
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RECOMPUTE_LOCK_CLASS, int(finding_id) & 0x7FFFFFFF])
 
 
 # ---------------------------------------------------------------- recompute requests (reads never write)
@@ -814,47 +975,72 @@ def effects_recompute_enqueue(finding_id: int) -> None:
 
 def effects_recompute_request(*, finding_id: int) -> None:
     """Ask for a finding's effects to be recomputed; call it inside the transaction of the change
-    that can move them (a run finishing, a claim or experiment added or changed, ...), *before*
-    that transaction locks or writes anything else of the finding.
+    that can move them (a run finishing, a claim or experiment added or changed, ...). A change
+    that also locks the finding or its claims calls it *before* those locks (the store's order:
+    this row, then the finding); a change that only inserts rows (a run's results) calls it as
+    late as it can, so that the row lock below is held for the commit only.
 
-    The finding's ``FindingEffects`` row is created if needed and locked until the caller commits,
-    so a recompute that starts later (it locks the same row to clear ``pending``) sees this
-    change. Requests coalesce: only the one that finds the row not yet pending enqueues the task,
-    after commit (nothing is sent for a change that rolls back).
-
-    Lock order: this row first, then the finding and its claims (PostgreSQL checks foreign keys
-    at commit, locking the rows they point to). The recompute locks in the same order, so a
-    writer and a running recompute wait for each other instead of deadlocking.
+    One ``UPDATE`` of the finding's ``FindingEffects`` row (created if needed): ``requested_seq``
+    goes up by one and ``pending`` is set. The row stays locked until the caller commits, but no
+    recompute holds it while computing (it locks it only to store its result), so a writer never
+    waits for a recompute, only for another writer's commit. Requests coalesce: only the one that
+    finds the row not yet pending enqueues the task, after commit (nothing is sent for a change
+    that rolls back); a recompute that started before this change committed sees the sequence
+    moved when it stores, leaves ``pending`` set and enqueues itself again.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("effects_recompute_request must run inside the transaction of the change")
-    FindingEffects.objects.bulk_create([FindingEffects(finding_id=finding_id)], ignore_conflicts=True)
-    row = FindingEffects.objects.select_for_update().only("pk", "pending").get(finding_id=finding_id)
-    if row.pending:
+    was_pending = _request_bump(finding_id)
+    if was_pending is None:
+        FindingEffects.objects.bulk_create([FindingEffects(finding_id=finding_id)], ignore_conflicts=True)
+        was_pending = _request_bump(finding_id)
+    if was_pending:
         return
-    FindingEffects.objects.filter(pk=row.pk).update(pending=True, requested_at=timezone.now())
+    FindingEffects.objects.filter(finding_id=finding_id).update(pending=True, requested_at=timezone.now())
     transaction.on_commit(lambda: effects_recompute_enqueue(finding_id))
 
 
-def effects_recompute_run(*, finding_id: int) -> dict:
-    """The recompute task's body: one transaction that locks the finding's effects row, recomputes
-    and stores the effects, and clears ``pending``.
+def _request_bump(finding_id: int) -> bool | None:
+    """Bump the request sequence; whether the row was pending before (None: no row yet)."""
+    table = FindingEffects._meta.db_table
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET requested_seq = requested_seq + 1 WHERE finding_id = %s RETURNING pending",
+            [finding_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else bool(row[0])
 
-    While it runs, writers requesting a recompute wait on the row lock; they then find ``pending``
-    cleared and request (and get) another recompute that sees their change. A crash anywhere rolls
-    the transaction back and leaves ``pending`` set, so the sweep sends the request again. A
-    duplicate message (the sweep re-sent a request already done) finds nothing pending and returns.
-    A failure is logged with the finding, stored in ``FindingEffects.error`` with the event
-    ``finding.effects_failed``, and re-raised (the task retries); a success clears ``error``.
+
+def effects_recompute_run(*, finding_id: int) -> dict:
+    """The recompute task's body: one transaction that recomputes and stores the effects, and
+    clears ``pending`` unless another request arrived meanwhile.
+
+    The computation holds no lock that writers take (``finding_effects_recompute``); the request
+    sequence read before it says whether a change committed while it ran: then ``pending`` stays
+    set and the task is enqueued again after commit, and the next recompute sees that change. A
+    crash anywhere rolls the transaction back and leaves ``pending`` set, so the sweep sends the
+    request again. A duplicate message (the sweep re-sent a request already done) finds nothing
+    pending and returns. A failure is logged with the finding, stored in ``FindingEffects.error``
+    with the event ``finding.effects_failed``, and re-raised (the task retries); a success clears
+    ``error``.
     """
     try:
         with transaction.atomic():
-            # the writers' lock order: this row, then the finding (finding_effects_recompute)
-            row = FindingEffects.objects.select_for_update().filter(finding_id=finding_id).first()
-            if row is None or not row.pending:
+            _recompute_lock(finding_id)
+            row = FindingEffects.objects.filter(finding_id=finding_id).values("pending", "requested_seq").first()
+            if row is None or not row["pending"]:
                 return {}
             data = finding_effects_recompute(finding_id=finding_id)
-            FindingEffects.objects.filter(finding_id=finding_id).update(pending=False, error="")
+            # the store locked the row (or, for a deleted finding, nothing is left to clear)
+            now_seq = (
+                FindingEffects.objects.select_for_update().filter(finding_id=finding_id)
+                .values_list("requested_seq", flat=True).first()
+            )
+            done = now_seq is None or now_seq == row["requested_seq"]
+            FindingEffects.objects.filter(finding_id=finding_id).update(pending=not done, error="")
+            if not done:
+                transaction.on_commit(lambda: effects_recompute_enqueue(finding_id))
     except Exception as exc:
         logger.exception("effects recompute failed for finding %s", finding_id)
         # Readers see the kind of failure; the details (which may name hosts or SQL) stay in the log.

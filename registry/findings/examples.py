@@ -99,6 +99,20 @@ def _example_create(spec: dict[str, Any], *, user: Any, reproduce: bool, preset:
         default_seeds=spec.get("seeds", 3),
         reproduce=reproduce,
     )
+    # More experiments of the same plugin under other parameters (e.g. checkerboard's loss setting):
+    # their own parameters stay on top of the preset, since they are what labels the setting.
+    for extra in spec.get("more_experiments", []):
+        extra_params = dict(extra.get("params", {}))
+        if preset and entry and entry.available:
+            extra_params = {**entry.experiment.presets.get(preset, {}), **extra_params}
+        experiment_create(
+            finding=finding,
+            user=user,
+            plugin=spec["plugin"],
+            params=extra_params,
+            default_seeds=extra.get("seeds", spec.get("seeds", 3)),
+            reproduce=reproduce,
+        )
     for claim in spec.get("claims", []):
         claim_create(finding=finding, user=user, **claim)
     return finding

@@ -54,7 +54,17 @@ class Finding(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status"]), models.Index(fields=["kind"])]
+        indexes = [
+            models.Index(fields=["status"]),
+            models.Index(fields=["kind"]),
+            # the list's default order (newest first, id breaking ties): a page is an index walk
+            models.Index(fields=["-created_at", "-id"], name="finding_created_id_desc"),
+            models.Index(fields=["updated_at"], name="finding_updated_at"),  # the landscape's cache key
+            # who may see what, read without the rows (index-only): the landscape's counts and joins
+            models.Index(fields=["visibility", "embargo_until"], include=["id", "kind"], name="finding_visible_cover"),
+        ]
+        # PostgreSQL also has a GIN index on the words of title + summary (migration 0004), used
+        # by ``registry.findings.selectors.finding_search_filter`` for ``?q=``.
 
     def __str__(self) -> str:
         return self.title

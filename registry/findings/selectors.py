@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connections
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Value
 from django.utils import timezone
 
 from registry.findings.models import Claim, Finding, FindingAuthor
@@ -36,8 +39,15 @@ def invitation_list(*, user: Any) -> QuerySet[FindingAuthor]:
     )
 
 
-def finding_list(*, user: Any) -> QuerySet[Finding]:
-    """Findings this user may read: public ones, expired embargoes, and restricted ones shared with them."""
+def finding_list(*, user: Any, linked_visible: bool = False) -> QuerySet[Finding]:
+    """Findings this user may read: public ones, expired embargoes, and restricted ones shared with them.
+
+    No join, no DISTINCT: the rules are EXISTS subqueries, so a page is an index walk in the
+    list's order (``Finding(-created_at, -id)``) rather than a sort of every visible row. Callers
+    that filter on a many-valued relation add ``.distinct()`` themselves (or use EXISTS).
+    ``linked_visible``: prefetch ``builds_on`` and ``built_upon_by`` limited to what the user may
+    see (each marked ``visible_to_reader``).
+    """
     visible = Q(visibility=Finding.Visibility.PUBLIC) | Q(embargo_until__lte=timezone.now())
     if getattr(user, "is_authenticated", False):
         if user.is_staff:
@@ -45,35 +55,79 @@ def finding_list(*, user: Any) -> QuerySet[Finding]:
         else:
             # accepted authors, and users invited to be (they must read what they are asked to sign)
             visible |= Q(
-                author_links__user=user,
-                author_links__status__in=(FindingAuthor.Status.ACCEPTED, FindingAuthor.Status.INVITED),
-            ) | Q(restricted_to=user)
-    return (
-        Finding.objects.filter(visible)
-        .distinct()
-        .prefetch_related(
-            "tags",
-            Prefetch("author_links", queryset=finding_author_links(), to_attr="named_authors"),
-            "builds_on",
-            Prefetch("claims", queryset=Claim.objects.select_related("verdict")),
-        )
+                Exists(
+                    FindingAuthor.objects.filter(
+                        finding=OuterRef("pk"),
+                        user=user,
+                        status__in=(FindingAuthor.Status.ACCEPTED, FindingAuthor.Status.INVITED),
+                    )
+                )
+            ) | Q(Exists(Finding.restricted_to.through.objects.filter(finding_id=OuterRef("pk"), user_id=user.pk)))
+    findings = Finding.objects.filter(visible)
+    linked: list[Any] = ["builds_on"]
+    if linked_visible:
+        # Only the linked findings this user may see, marked ``visible_to_reader`` (the API's
+        # serializer then hides nothing with a query per link).
+        seen = findings.annotate(visible_to_reader=Value(True))
+        linked = [Prefetch("builds_on", queryset=seen), Prefetch("built_upon_by", queryset=seen)]
+    return findings.prefetch_related(
+        "tags",
+        Prefetch("author_links", queryset=finding_author_links(), to_attr="named_authors"),
+        *linked,
+        Prefetch("claims", queryset=Claim.objects.select_related("verdict")),
     )
+
+
+#: A search term's words: letters, digits, underscores (what the ``simple`` text parser keeps).
+_SEARCH_WORD = re.compile(r"\w+")
+MAX_SEARCH_WORDS = 16
+MAX_SEARCH_WORD_CHARS = 100
+
+
+def finding_search_vector() -> SearchVector:
+    """The words of title + summary; migration findings 0005 indexes exactly this (GIN)."""
+    return SearchVector("title", "summary", config="simple")
+
+
+def finding_search_filter(queryset: QuerySet[Finding], text: str) -> QuerySet[Finding]:
+    """Findings whose title or summary has every word of ``text`` as the start of one of its
+    words, any case ("induct head" matches "Induction heads"). On PostgreSQL a full-text match on
+    the GIN index; on SQLite (the embedded default), or for a text with no word in it, the
+    substring match ``icontains`` of the whole text."""
+    words = [w.lower()[:MAX_SEARCH_WORD_CHARS] for w in _SEARCH_WORD.findall(text)][:MAX_SEARCH_WORDS]
+    if not words or connections[queryset.db].vendor != "postgresql":
+        return queryset.filter(Q(title__icontains=text) | Q(summary__icontains=text))
+    query = SearchQuery(" & ".join(f"{word}:*" for word in words), search_type="raw", config="simple")
+    return queryset.alias(search_words=finding_search_vector()).filter(search_words=query)
 
 
 def finding_lineage(*, finding: Finding, user: Any) -> dict[str, list[int]]:
     """Ancestors and descendants (transitively) of a finding, limited to what the user may see."""
-    visible_ids = set(finding_list(user=user).values_list("id", flat=True))
+    visible = finding_list(user=user)
+    ancestors, _ = lineage_walk(finding, visible, up=True)
+    descendants, _ = lineage_walk(finding, visible, up=False)
+    return {"ancestors": sorted(ancestors), "descendants": sorted(descendants)}
 
-    def walk(start: Finding, relation: str) -> list[int]:
-        seen: set[int] = set()
-        frontier = [start]
-        while frontier:
-            node = frontier.pop()
-            for other in getattr(node, relation).all():
-                # never walk through a finding the reader may not see
-                if other.pk not in seen and other.pk in visible_ids:
-                    seen.add(other.pk)
-                    frontier.append(other)
-        return sorted(seen)
 
-    return {"ancestors": walk(finding, "builds_on"), "descendants": walk(finding, "built_upon_by")}
+def lineage_walk(finding: Finding, visible: QuerySet[Finding], *, up: bool) -> tuple[set[int], set[int]]:
+    """(every visible finding reached, the direct ones) walking ``builds_on`` (``up``) or
+    ``built_upon_by`` from ``finding``, never through a finding the reader may not see: one query
+    per level of the lineage, whatever the number of findings on a level."""
+    edges = Finding.builds_on.through.objects
+    visible_ids = visible.order_by().values("pk")
+    seen: set[int] = set()
+    direct: set[int] = set()
+    frontier = {finding.pk}
+    while frontier:
+        if up:
+            level = edges.filter(from_finding_id__in=frontier, to_finding_id__in=visible_ids)
+            found = set(level.values_list("to_finding_id", flat=True))
+        else:
+            level = edges.filter(to_finding_id__in=frontier, from_finding_id__in=visible_ids)
+            found = set(level.values_list("from_finding_id", flat=True))
+        if not seen:
+            direct = set(found)
+        frontier = found - seen
+        seen |= frontier
+    return seen, direct
+

@@ -140,23 +140,28 @@ def _lock_quota_row(user: Any) -> UserQuota:
 
 
 def quota_reserve(
-    *, user: Any, requested: int, field: str | None = "seeds", active: bool = True
+    *, user: Any, requested: int, field: str | None = "seeds", active: bool = True, already_inserted: int = 0
 ) -> None:
     """Check that ``user`` may create ``requested`` more runs (``active``: runs that will be queued)
     and hold the lock that lets no concurrent request of theirs count meanwhile. Must run in the
-    transaction that inserts the runs; raises ``QuotaExceeded`` (429) beyond a cap."""
+    transaction that inserts the runs; raises ``QuotaExceeded`` (429) beyond a cap.
+
+    ``already_inserted``: how many of the ``requested`` runs this transaction inserted before the
+    call (self-reported runs take the lock last, after their bulk insert, so that it is held for
+    the count and the commit only); they are not counted twice. The counts stay correct: a
+    concurrent request of the same user counts after this one commits, its runs included."""
     if not connection.in_atomic_block:
         raise RuntimeError("quota_reserve must run inside the transaction that creates the runs")
     limits = _limits_from(_lock_quota_row(user))
     now = timezone.now()
     if active:
-        used = active_runs_used(user)
+        used = active_runs_used(user) - already_inserted
         if used + requested > limits.active_runs:
             raise QuotaExceeded(
                 quota=ACTIVE_RUNS, limit=limits.active_runs, used=used, requested=requested,
                 retry_after=settings.QUOTA_ACTIVE_RETRY_AFTER_S, field=field,
             )
-    used = runs_today_used(user, now=now)
+    used = runs_today_used(user, now=now) - already_inserted
     if used + requested > limits.runs_per_day:
         raise QuotaExceeded(
             quota=RUNS_PER_DAY, limit=limits.runs_per_day, used=used, requested=requested, field=field,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import QuerySet
@@ -16,6 +17,46 @@ def reproduction_state(reproduction: Reproduction) -> str:
     if Run.State.RUNNING in states or (states & TERMINAL_STATES):
         return "running"
     return "queued"
+
+
+def _prefetched_runs(reproduction: Reproduction) -> list[Run] | None:
+    """The reproduction's runs when they were prefetched (``prefetch_related("runs")``), else None."""
+    cache = getattr(reproduction, "_prefetched_objects_cache", None) or {}
+    runs = cache.get("runs")
+    return None if runs is None else list(runs)
+
+
+def gpu_availability() -> Callable[[], bool]:
+    """Whether a GPU worker was seen recently, asked of the database at most once: for a list of
+    reproductions (one answer per request, not one query per GPU reproduction)."""
+    from registry.reproductions.services import gpu_worker_available
+
+    answer: list[bool] = []
+
+    def available() -> bool:
+        if not answer:
+            answer.append(gpu_worker_available())
+        return answer[0]
+
+    return available
+
+
+def reproduction_waiting_for_gpu(
+    reproduction: Reproduction, *, gpu_available: Callable[[], bool] | None = None
+) -> bool:
+    """A GPU reproduction with a queued run and no GPU worker seen recently. Reads the prefetched
+    runs when there are some (no query), and asks ``gpu_available`` (see ``gpu_availability``)
+    only when it matters; the same answer as ``services.reproduction_waiting_for_gpu``."""
+    if reproduction.device != "gpu":
+        return False
+    runs = _prefetched_runs(reproduction)
+    if runs is None:
+        pending = reproduction.runs.filter(state=Run.State.QUEUED).exists()
+    else:
+        pending = any(run.state == Run.State.QUEUED for run in runs)
+    if not pending:
+        return False
+    return not (gpu_available or gpu_availability())()
 
 
 def experiment_list(*, user: Any) -> QuerySet[Experiment]:

@@ -5,20 +5,28 @@ evidence ladder: a verdict from registry runs always outranks them.
 
 Everything is validated before anything is written, and written in one transaction with the
 ``run.finished`` event and the effects recompute request, so a rejected request leaves nothing behind.
+Many runs come in one request through ``self_reported_runs_record`` (the batch endpoint): the same
+checks per run (errors named ``runs[i].field``), bulk inserts, one ``run.finished`` event per run
+(the single endpoint's payload: subscribers keep seeing one event per finished run), one recompute
+request. No write reads the finding's other runs, and the two row locks it takes (the finding's
+effects row, then the user's quota row) come last, held for a count and the commit.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from plugins.sdk import Experiment as PluginExperiment
-from plugins.sdk import NotReached
+from plugins.sdk import NotReached, Scale
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
-from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
+from registry.events.models import Event
+from registry.reproductions.models import Experiment, Measurement, MetricDefinition, Reproduction, Run
 from registry.reproductions.quotas import quota_reserve
 from registry.reproductions.services import (
     ResultRow,
@@ -26,11 +34,11 @@ from registry.reproductions.services import (
     metric_catalogue_sync,
     params_validate,
     plugin_resolve,
-    run_event_emit,
     validate_results,
 )
 
 MAX_SEED = 2**31 - 1
+BULK_BATCH = 5000  # rows per INSERT statement
 
 
 def ensure_reporting_author(experiment: Experiment, user: Any) -> None:
@@ -52,13 +60,20 @@ def _check_hardware(hardware: Any) -> str:
     return hardware.strip()
 
 
-def _check_params(plugin: type[PluginExperiment], experiment: Experiment, params: Any) -> dict[str, Any]:
+def _expected_params(plugin: type[PluginExperiment], experiment: Experiment) -> dict[str, Any]:
+    try:
+        return params_validate(plugin, experiment.params)
+    except ApplicationError:  # the experiment predates a plugin change; compare as stored
+        return experiment.params
+
+
+def _check_params(
+    plugin: type[PluginExperiment], experiment: Experiment, params: Any, *, expected: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The run must have used the experiment's parameters (compared after normalisation)."""
     normalised = params_validate(plugin, params)
-    try:
-        expected = params_validate(plugin, experiment.params)
-    except ApplicationError:  # the experiment predates a plugin change; compare as stored
-        expected = experiment.params
+    if expected is None:
+        expected = _expected_params(plugin, experiment)
     if normalised != expected:
         differing = sorted(k for k in set(normalised) | set(expected) if normalised.get(k) != expected.get(k))
         raise ApplicationError(
@@ -138,6 +153,120 @@ def _device_for(hardware: str) -> str:
     return Experiment.Device.CPU if hardware.lower().startswith("cpu") else Experiment.Device.GPU
 
 
+def _catalogue_ensure(plugin: type[PluginExperiment]) -> None:
+    """Record the plugin's metric declarations unless the catalogue has them already: one read in
+    the common case (``metric_catalogue_sync`` rewrites, hence locks, the plugin's rows, which
+    would serialise every writer of the plugin until it commits)."""
+    current = {(m.name, m.version, Scale(m.scale).value, bool(m.time_to_event)) for m in plugin.metrics}
+    known = set(
+        MetricDefinition.objects.filter(plugin=plugin.name, plugin_version=plugin.version)
+        .values_list("name", "version", "scale", "time_to_event")
+    )
+    if not current <= known:
+        metric_catalogue_sync(plugin)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One validated self-reported run, ready to insert."""
+
+    seed: int
+    hardware: str
+    rows: list[ResultRow]
+    environment: dict[str, Any]
+    plugin_version: str
+
+
+def _prepare(
+    plugin: type[PluginExperiment], experiment: Experiment, item: dict[str, Any], *, expected: dict[str, Any] | None
+) -> _Prepared:
+    seed = _check_seed(item.get("seed"))
+    hardware = _check_hardware(item.get("hardware"))
+    _check_params(plugin, experiment, item.get("params"), expected=expected)
+    rows = _check_measurements(plugin, item.get("measurements"))
+    environment = _check_environment(item.get("environment"))
+    plugin_version = _check_plugin_version(plugin, item.get("plugin_version"))
+    return _Prepared(seed, hardware, rows, environment, plugin_version)
+
+
+def _check_experiment(experiment: Experiment, user: Any) -> type[PluginExperiment]:
+    ensure_reporting_author(experiment, user)
+    if experiment.retracted_at is not None:
+        raise ApplicationError("this experiment was retracted; it takes no more results", field="experiment")
+    return plugin_resolve(experiment.plugin)
+
+
+def _write(
+    *, experiment: Experiment, user: Any, plugin: type[PluginExperiment], runs: list[_Prepared]
+) -> list[Run]:
+    """Insert validated runs in bulk (one reproduction per device, all runs, all measurements, one
+    ``run.finished`` event per run), then request the effects recompute and reserve the quota.
+
+    Nothing here reads the finding's other runs. The two row locks (the finding's effects row,
+    then the user's quota row: the order ``experiment_create`` takes them in) come last, so they
+    are held for a count and the commit only: writers of one finding do not queue behind each
+    other's inserts, and never behind a running recompute.
+    """
+    _catalogue_ensure(plugin)
+    now = timezone.now()
+    by_device: dict[str, list[_Prepared]] = {}
+    for prepared in runs:
+        by_device.setdefault(_device_for(prepared.hardware), []).append(prepared)
+    reproductions = {
+        device: Reproduction.objects.create(
+            experiment=experiment, requested_by=user, seeds=[p.seed for p in same], device=device,
+            source=Reproduction.Source.SELF_REPORTED,
+        )
+        for device, same in by_device.items()
+    }
+    created = Run.objects.bulk_create(
+        [
+            Run(
+                reproduction=reproductions[_device_for(p.hardware)], seed=p.seed, state=Run.State.SUCCEEDED,
+                queue=_device_for(p.hardware), attempts=1, progress=1.0, progress_message="self-reported",
+                started_at=now, finished_at=now, plugin_version=p.plugin_version, hardware=p.hardware,
+                environment=p.environment,
+            )
+            for p in runs
+        ],
+        batch_size=BULK_BATCH,
+    )
+    for run, prepared in zip(created, runs, strict=True):
+        run.n_measurements = len(prepared.rows)
+    Measurement.objects.bulk_create(
+        [
+            Measurement(run_id=run.pk, arm=r.arm, metric=r.metric, metric_version=r.version, value=r.value,
+                        censored=r.censored)
+            for run, prepared in zip(created, runs, strict=True)
+            for r in prepared.rows
+        ],
+        batch_size=BULK_BATCH,
+    )
+    # The payload run_event_emit writes for a run (registry.reproductions.services._run_payload),
+    # built from the rows in hand instead of one query per run.
+    Event.objects.bulk_create(
+        [
+            Event(
+                type="run.finished", finding_id=experiment.finding_id, plugin=experiment.plugin,
+                payload={
+                    "run": run.pk, "reproduction": run.reproduction_id, "experiment": experiment.pk,
+                    "finding": experiment.finding_id, "seed": run.seed, "state": run.state,
+                    "attempt": run.attempts, "measurements": len(prepared.rows), "self_reported": True,
+                    "hardware": prepared.hardware,
+                },
+            )
+            for run, prepared in zip(created, runs, strict=True)
+        ],
+        batch_size=BULK_BATCH,
+    )
+    effects_recompute_request(finding_id=experiment.finding_id)
+    # no worker time and never active: the daily quota only (registry.reproductions.quotas); the
+    # runs are inserted already (rolled back with everything else if the quota refuses them)
+    quota_reserve(user=user, requested=len(runs), field=None if len(runs) == 1 else "runs", active=False,
+                  already_inserted=len(runs))
+    return created
+
+
 @transaction.atomic
 def self_reported_run_record(
     *,
@@ -151,41 +280,89 @@ def self_reported_run_record(
     plugin_version: Any = None,
 ) -> Run:
     """Record one self-reported run of ``experiment`` and request the finding's effects recompute."""
-    ensure_reporting_author(experiment, user)
-    if experiment.retracted_at is not None:
-        raise ApplicationError("this experiment was retracted; it takes no more results", field="experiment")
-    plugin = plugin_resolve(experiment.plugin)
-    seed = _check_seed(seed)
-    hardware = _check_hardware(hardware)
-    _check_params(plugin, experiment, params)
-    rows = _check_measurements(plugin, measurements)
-    environment = _check_environment(environment)
-    plugin_version = _check_plugin_version(plugin, plugin_version)
+    plugin = _check_experiment(experiment, user)
+    item = {"seed": seed, "measurements": measurements, "params": params, "hardware": hardware,
+            "environment": environment, "plugin_version": plugin_version}
+    prepared = _prepare(plugin, experiment, item, expected=None)
+    return _write(experiment=experiment, user=user, plugin=plugin, runs=[prepared])[0]
 
-    # Lock order (see effects_recompute_request): the finding's effects row first, then the
-    # user's quota row, as experiment_create -> reproduction_request takes them; the reverse order
-    # deadlocks against a concurrent experiment_create on the same finding by the same user.
-    effects_recompute_request(finding_id=experiment.finding_id)
-    # no worker time and never active: the daily quota only (registry.reproductions.quotas)
-    quota_reserve(user=user, requested=1, field=None, active=False)
-    metric_catalogue_sync(plugin)
-    device = _device_for(hardware)
-    reproduction = Reproduction.objects.create(
-        experiment=experiment, requested_by=user, seeds=[seed], device=device,
-        source=Reproduction.Source.SELF_REPORTED,
+
+# ---------------------------------------------------------------- batches
+
+
+BATCH_DEFAULTS = ("params", "hardware", "environment", "plugin_version")
+
+
+def batch_limits() -> tuple[int, int]:
+    """(runs, measurements) one batch may hold (settings ``SELF_REPORTED_BATCH_MAX_RUNS`` and
+    ``SELF_REPORTED_BATCH_MAX_MEASUREMENTS``)."""
+    return (
+        int(getattr(settings, "SELF_REPORTED_BATCH_MAX_RUNS", 1000)),
+        int(getattr(settings, "SELF_REPORTED_BATCH_MAX_MEASUREMENTS", 100_000)),
     )
-    now = timezone.now()
-    run = Run.objects.create(
-        reproduction=reproduction, seed=seed, state=Run.State.SUCCEEDED, queue=device, attempts=1,
-        progress=1.0, progress_message="self-reported", started_at=now, finished_at=now,
-        plugin_version=plugin_version, hardware=hardware, environment=environment,
-    )
-    Measurement.objects.bulk_create(
-        [
-            Measurement(run=run, arm=r.arm, metric=r.metric, metric_version=r.version, value=r.value,
-                        censored=r.censored)
-            for r in rows
-        ]
-    )
-    run_event_emit("run.finished", run.pk, measurements=len(rows), self_reported=True, hardware=hardware)
-    return run
+
+
+def _count_values(measurements: Any) -> int:
+    if not isinstance(measurements, dict):
+        return 0
+    return sum(len(values) for values in measurements.values() if isinstance(values, dict))
+
+
+def _item_error(index: int, exc: ApplicationError) -> ApplicationError:
+    """The error of one item, its field (and any per-field details) prefixed with ``runs[i].``."""
+    prefix = f"runs[{index}]"
+    field = f"{prefix}.{exc.field}" if exc.field else prefix
+    extra = dict(exc.extra)
+    if isinstance(extra.get("errors"), dict):
+        extra["errors"] = {f"{prefix}.{k}": v for k, v in extra["errors"].items()}
+        extra["errors"].setdefault(field, [f"{prefix}: {exc.message}"])
+    return ApplicationError(f"{prefix}: {exc.message}", field=field, status=exc.status, extra=extra)
+
+
+@transaction.atomic
+def self_reported_runs_record(*, experiment: Experiment, user: Any, runs: Any, **defaults: Any) -> list[Run]:
+    """Record many self-reported runs of ``experiment`` at once, all or nothing.
+
+    ``runs`` is a list of items shaped like the single-run request (``seed``, ``measurements``,
+    ``params``, ``hardware``, ``environment``, ``plugin_version``); ``defaults`` (the same keys but
+    ``seed`` and ``measurements``) fill what an item leaves out. Every item is validated before
+    anything is written; the first invalid one is a 400 naming it (``runs[3].measurements.baseline.risk``).
+    More than the batch limits (runs, measurements in all) is a 413. Then one bulk insert per
+    table, one ``run.finished`` event per run (as the single-run endpoint writes it, so that
+    subscribers see every run), one effects recompute request, and the daily quota counted for
+    every run.
+    """
+    plugin = _check_experiment(experiment, user)
+    max_runs, max_measurements = batch_limits()
+    if not isinstance(runs, list) or not runs:
+        raise ApplicationError("runs must be a non-empty list of runs", field="runs")
+    if len(runs) > max_runs:
+        raise ApplicationError(
+            f"a batch holds at most {max_runs} runs; this one has {len(runs)}: split it", field="runs", status=413,
+            extra={"limit": max_runs, "given": len(runs)},
+        )
+    total = sum(_count_values(item.get("measurements")) for item in runs if isinstance(item, dict))
+    if total > max_measurements:
+        raise ApplicationError(
+            f"a batch holds at most {max_measurements} measurements; this one has {total}: split it",
+            field="runs", status=413, extra={"limit": max_measurements, "given": total},
+        )
+    unknown = sorted(set(defaults) - set(BATCH_DEFAULTS))
+    if unknown:
+        raise ApplicationError(f"unknown batch fields {unknown}", field=unknown[0])
+    expected = _expected_params(plugin, experiment)
+    prepared = []
+    for index, item in enumerate(runs):
+        if not isinstance(item, dict):
+            raise ApplicationError(f"runs[{index}] must be an object", field=f"runs[{index}]")
+        extra_keys = sorted(set(item) - {"seed", "measurements", *BATCH_DEFAULTS})
+        if extra_keys:
+            raise ApplicationError(
+                f"runs[{index}]: unknown fields {extra_keys}", field=f"runs[{index}].{extra_keys[0]}"
+            )
+        merged = {**{k: v for k, v in defaults.items() if v is not None}, **item}
+        try:
+            prepared.append(_prepare(plugin, experiment, merged, expected=expected))
+        except ApplicationError as exc:
+            raise _item_error(index, exc) from None
+    return _write(experiment=experiment, user=user, plugin=plugin, runs=prepared)

@@ -525,9 +525,10 @@ def run_heartbeat(
         fields["progress"] = max(0.0, min(1.0, float(progress)))
     if message is not None:
         fields["progress_message"] = message[:300]
-    Run.objects.filter(pk=run_id, claim_token=token, state=State.RUNNING).update(**fields)
-    row = Run.objects.filter(pk=run_id, claim_token=token).values_list("state", flat=True).first()
-    return row
+    # One statement in the common case: the row matched state=running, so that is its state.
+    if Run.objects.filter(pk=run_id, claim_token=token, state=State.RUNNING).update(**fields) == 1:
+        return State.RUNNING
+    return Run.objects.filter(pk=run_id, claim_token=token).values_list("state", flat=True).first()
 
 
 def _store_artifact(data: bytes) -> str:
@@ -733,11 +734,28 @@ def _after_run_finished(run: Run) -> None:
 
     finding_id = run.reproduction.experiment.finding_id
     effects_recompute_request(finding_id=finding_id)  # before the finding row is updated (lock order)
+    if not _may_move_stale_flag(run):
+        return
     try:
         with transaction.atomic():
             finding_refresh_stale(finding_id=finding_id)
     except Exception:
         logger.exception("stale check failed for run %s", run.pk)
+
+
+def _may_move_stale_flag(run: Run) -> bool:
+    """Whether this finished run can change the finding's stale flag (which scans the finding's
+    runs): only a succeeded registry run can, and then only if the finding is stale (it may clear
+    it) or the run used another plugin version than the installed one (it may set it). The common
+    case, a current run of a finding that is not stale, costs no query beyond this one."""
+    from registry.reproductions.versions import installed_versions
+
+    if run.state != State.SUCCEEDED or run.reproduction.source != Reproduction.Source.REGISTRY:
+        return False
+    experiment = run.reproduction.experiment
+    if run.plugin_version != installed_versions().get(experiment.plugin):
+        return True
+    return Finding.objects.filter(pk=experiment.finding_id, effects_stale=True).exists()
 
 
 # ---------------------------------------------------------------- the reaper

@@ -313,6 +313,10 @@ RUN_DETERMINISTIC = env.bool("RUN_DETERMINISTIC", default=False)
 RUN_SCRATCH_DIR = env.str("RUN_SCRATCH_DIR", default="")  # "" = the system's temporary directory
 RUN_MEMORY_LIMIT_MB = env.int("RUN_MEMORY_LIMIT_MB", default=4096)  # 0 = none; Experiment.memory_limit_mb overrides
 RUN_KILL_GRACE_S = env.float("RUN_KILL_GRACE_S", default=10.0)  # stop request -> SIGTERM -> SIGKILL
+# How a run's child starts: "zygote" = forked from the worker process's preloaded fork server
+# (worker/zygote.py; GPU runs, RUN_ISOLATE_NETWORK and RUN_AS_USER still exec fresh), "spawn" =
+# always a fresh `python -m worker.sandbox` (~1 s of imports per run).
+RUN_CHILD_START = env.str("RUN_CHILD_START", default="zygote")
 # Optional containment beyond the child process (off by default; see the README's trust model):
 # a network namespace with only loopback (unshare; root, or unprivileged user namespaces), and an
 # unprivileged account to run the plugin as (the worker must be root to switch to it).
@@ -342,6 +346,10 @@ IDEMPOTENCY_PURGE_INTERVAL_S = env.float("IDEMPOTENCY_PURGE_INTERVAL_S", default
 QUOTA_ACTIVE_RUNS = env.int("QUOTA_ACTIVE_RUNS", default=200)
 QUOTA_RUNS_PER_DAY = env.int("QUOTA_RUNS_PER_DAY", default=2000)
 QUOTA_ACTIVE_RETRY_AFTER_S = env.int("QUOTA_ACTIVE_RETRY_AFTER_S", default=60)  # Retry-After at the active cap
+# One batch of self-reported runs (POST /api/v1/experiments/{id}/self-reported-runs/batch/): at most
+# this many runs and measurements in all, else a 413 (the body is also bounded by API_MAX_BODY_BYTES)
+SELF_REPORTED_BATCH_MAX_RUNS = env.int("SELF_REPORTED_BATCH_MAX_RUNS", default=1000)
+SELF_REPORTED_BATCH_MAX_MEASUREMENTS = env.int("SELF_REPORTED_BATCH_MAX_MEASUREMENTS", default=100_000)
 # Bounds on what an experiment may ask of a worker (a 400 naming the field beyond them).
 RUN_MAX_TIME_LIMIT_S = env.int("RUN_MAX_TIME_LIMIT_S", default=6 * 3600)
 RUN_MAX_MEMORY_LIMIT_MB = env.int("RUN_MAX_MEMORY_LIMIT_MB", default=32768)

@@ -126,6 +126,12 @@ WRITES = [
     Write("self-reported run hidden", "post",
           lambda w: f"{API}/experiments/{w.hidden_experiment.pk}/self-reported-runs/", (401, 404, 201, 403),
           lambda w: SELF_REPORTED),
+    Write("self-reported batch", "post",
+          lambda w: f"{API}/experiments/{w.experiment.pk}/self-reported-runs/batch/",
+          (401, 403, 201, 403), lambda w: {"runs": [SELF_REPORTED]}),
+    Write("self-reported batch hidden", "post",
+          lambda w: f"{API}/experiments/{w.hidden_experiment.pk}/self-reported-runs/batch/", (401, 404, 201, 403),
+          lambda w: {"runs": [SELF_REPORTED]}),
     # subscriptions: the caller's own
     Write("subscription create", "post", lambda w: f"{API}/subscriptions/", (401, 201, 201, 201),
           lambda w: {"name": "mine", "url": w.receiver.url}),

@@ -362,3 +362,70 @@ def test_openapi_schema_documents_the_new_endpoints(anon):
     assert "/api/v1/landscape/" in paths
     assert "/api/v1/findings/{id}/rollup/" in paths
     assert "/api/v1/experiments/{id}/self-reported-runs/" in paths
+
+
+# ---------------------------------------------------------------- summary, and the detail behind a link
+
+
+def _keys(value) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+def _finding_with_reproductions(user, n: int) -> Finding:
+    """A claim on risk, and ``n`` reproductions of one run each (as runs reported one request at
+    a time arrive)."""
+    finding = FindingFactory(created_by=user, kind="fix")
+    experiment = experiment_for(finding)
+    claim(finding, "risk", "decrease", min_relative_effect=0.3)
+    for seed in range(n):
+        base, after = RISK_DOWN[seed % len(RISK_DOWN)]
+        reproduction(experiment, {"risk": [(base, after)], "skill": [(1.0, 1.0)], "width": [(3.0, 3.0)]},
+                     seeds=[seed])
+    return finding
+
+
+def test_the_effects_summary_does_not_grow_with_runs_and_the_detail_is_behind_a_link(api, anon, user):
+    sizes = {}
+    for n in (4, 40):
+        finding = _finding_with_reproductions(user, n)
+        full = recompute_as_the_worker(finding.pk)
+        response = anon.get(f"/api/v1/findings/{finding.pk}/effects/")
+        assert response.status_code == 200
+        summary = response.json()
+        sizes[n] = len(response.content)
+        assert not _keys(summary) & {"run_ids", "by_reproduction", "reproductions"}
+        assert summary["n_runs"] == n and summary["metrics"][0]["n_reproductions"] == n
+        claim_ = summary["claims"][0]
+        assert (claim_["verdict"], claim_["n_runs"], claim_["experiments"][0]["n_reproductions"]) == ("confirmed", n, n)
+        assert summary["detail_url"].endswith(f"/api/v1/findings/{finding.pk}/effects/?detail=runs")
+        # the stored row holds the summary; the detail column the rest
+        stored = FindingEffects.objects.get(finding=finding)
+        assert "run_ids" not in stored.data and stored.detail
+        detailed = anon.get(summary["detail_url"])
+        assert detailed.status_code == 200
+        body = detailed.json()
+        assert body["run_ids"] == full["run_ids"] and len(body["run_ids"]) == n
+        assert body["metrics"][0]["by_reproduction"] == full["metrics"][0]["by_reproduction"]
+        assert body["claims"][0]["reproductions"] == full["claims"][0]["reproductions"]
+        assert body["claims"][0]["experiments"][0]["run_ids"] == full["claims"][0]["experiments"][0]["run_ids"]
+        assert (body["claims"][0]["verdict"], body["pending"]) == ("confirmed", False)
+    # ten times the runs and reproductions: the summary about the same size (digits of ids and numbers)
+    assert sizes[40] < 1.2 * sizes[4], sizes
+
+
+def test_effects_detail_parameter_is_checked_and_hidden_findings_stay_404(client_for, anon, user, other_user):
+    finding = _finding_with_reproductions(user, 3)
+    recompute_as_the_worker(finding.pk)
+    response = anon.get(f"/api/v1/findings/{finding.pk}/effects/?detail=everything")
+    assert response.status_code == 400 and "detail" in response.json()["errors"]
+    hidden = FindingFactory(created_by=user, visibility="restricted")
+    for client in (anon, client_for(other_user)):
+        assert client.get(f"/api/v1/findings/{hidden.pk}/effects/?detail=runs").status_code == 404
+    assert client_for(user).get(f"/api/v1/findings/{hidden.pk}/effects/?detail=runs").status_code == 200
+    # before any recompute: the empty summary, and an empty detail
+    body = client_for(user).get(f"/api/v1/findings/{hidden.pk}/effects/?detail=runs").json()
+    assert (body["n_runs"], body["claims"], body["run_ids"]) == (0, [], [])

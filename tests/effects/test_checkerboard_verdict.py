@@ -60,7 +60,7 @@ def test_readme_walkthrough_ends_confirmed(celery_worker, api):
     effects = computed()
     energy, mse = (next(c for c in effects["claims"] if c["claim"] == pk) for pk in claim_ids)
     assert energy["verdict"] == "confirmed", energy
-    assert energy["evidence"] == "registry" and len(energy["run_ids"]) == 3
+    assert energy["evidence"] == "registry" and energy["n_runs"] == 3  # run ids: ?detail=runs
     effect = energy["effect"]
     # A ratio metric on the log scale: the whole interval lies beyond -90% and above -100%.
     assert -1.0 < effect["relative_ci_low"] <= effect["relative_change"] <= effect["relative_ci_high"] < -0.9

@@ -215,6 +215,7 @@ def test_pending_effects_read_as_cached_with_pending_flag(world, anon):
 def test_never_computed_effects_read_as_a_minimal_structure(world, anon):
     never = world["never"]
     body = anon.get(f"/api/v1/findings/{never.pk}/effects/").json()
+    assert body.pop("detail_url").endswith(f"/api/v1/findings/{never.pk}/effects/?detail=runs")
     assert body == {
         "finding": never.pk,
         "status": "unreproduced",

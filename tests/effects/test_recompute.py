@@ -286,3 +286,71 @@ def test_the_sweep_is_bounded_and_oldest_first(user, sent):
     for age, finding in enumerate(findings):
         FindingEffects.objects.create(finding=finding, pending=True, requested_at=old - timedelta(minutes=age))
     assert effects_recompute_sweep(limit=2) == [findings[2].pk, findings[1].pk]
+
+
+# ---------------------------------------------------------------- writers never wait for a recompute
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch):
+    """The recompute holds no lock a writer takes while it computes: a run recorded meanwhile
+    commits at once, and the recompute, finding the request sequence moved, leaves the request
+    pending and enqueues itself again; the next recompute counts the run."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from registry.reproductions.self_reported import self_reported_run_record
+    from tests.effects.builders import echo_params
+    from tests.factories import UserFactory
+
+    user = UserFactory()
+    finding = FindingFactory(created_by=user, kind="fix")
+    experiment = experiment_for(finding)
+    enqueued: list[int] = []
+    monkeypatch.setattr(services, "effects_recompute_enqueue", enqueued.append)
+    with transaction.atomic():
+        effects_recompute_request(finding_id=finding.pk)
+    assert enqueued == [finding.pk]
+    computing, release = threading.Event(), threading.Event()
+    real = services.effects_data
+
+    def slow(finding_, claims):
+        data = real(finding_, claims)
+        computing.set()
+        release.wait(20)
+        return data
+
+    monkeypatch.setattr(services, "effects_data", slow)
+    outcome: list = []
+
+    def recompute():
+        try:
+            outcome.append(effects_recompute_run(finding_id=finding.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=recompute)
+    thread.start()
+    try:
+        assert computing.wait(20)
+        started = time.monotonic()
+        arm = {"risk": 1.0, "skill": 1.0, "width": 3.0}
+        self_reported_run_record(
+            experiment=experiment, user=user, seed=1, params=echo_params(), hardware="cpu",
+            measurements={"baseline": arm, "intervention": {**arm, "risk": 0.5}},
+        )
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join(30)
+    assert waited < 5, f"the write waited {waited:.1f} s for the recompute"
+    assert outcome and outcome[0]["n_runs"] == 0  # computed before the run existed
+    row = FindingEffects.objects.get(finding=finding)
+    assert row.pending and row.data["n_runs"] == 0
+    assert enqueued == [finding.pk, finding.pk]  # the recompute asked for another one
+    assert effects_recompute_run(finding_id=finding.pk)["n_runs"] == 1
+    row = FindingEffects.objects.get(finding=finding)
+    assert not row.pending and row.data["n_runs"] == 1

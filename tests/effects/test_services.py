@@ -276,7 +276,18 @@ def test_effects_are_cached_json_safe(finding):
     reproduction(experiment_for(finding), {"risk": RISK_DOWN, "skill": SKILL_UP, "width": FLAT})
     data = recompute(finding)
     json.dumps(data, allow_nan=False)
-    assert FindingEffects.objects.get(finding=finding).data == json.loads(json.dumps(data))
+    # stored as a summary (per-run and per-reproduction lists apart, in ``detail``) that merges back
+    from registry.effects.services import effects_merge, effects_split
+
+    stored = FindingEffects.objects.get(finding=finding)
+    summary, detail = effects_split(json.loads(json.dumps(data)))
+    def same(a: list, b: list) -> bool:  # [path, value] pairs, in any order (JSONB orders keys its own way)
+        return sorted(json.dumps(x, sort_keys=True) for x in a) == sorted(json.dumps(x, sort_keys=True) for x in b)
+
+    assert stored.data == summary and same(stored.detail, detail)
+    merged_summary, merged_detail = effects_split(effects_merge(stored.data, stored.detail))
+    assert merged_summary == summary and same(merged_detail, detail)
+    assert effects_merge(stored.data, stored.detail)["claims"][0]["run_ids"] == data["claims"][0]["run_ids"]
 
 
 def test_mde_warning_for_an_underpowered_claim(finding):

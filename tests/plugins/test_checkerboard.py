@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
 from PIL import Image
 from pydantic import ValidationError
 
@@ -17,7 +18,7 @@ from plugins.checkerboard.experiment import (
     overlap_ratio,
 )
 from plugins.registry import declaration_errors
-from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
+from registry.findings.models import Finding
 
 METRICS = {metric.name for metric in CheckerboardExperiment.metrics}
 
@@ -48,6 +49,34 @@ def test_example_finding_claims_declared_metrics():
     for claim in EXAMPLE_FINDING["claims"]:
         assert claim["metric"] in METRICS
         assert claim["direction"] in {"increase", "decrease", "non_inferior"}
+
+
+def test_example_finding_carries_both_loss_settings():
+    """The pooled loss (blind to the Nyquist components) and plain MSE, as separate experiments."""
+    main = CheckerboardExperiment.Params.model_validate(EXAMPLE_FINDING["params"])
+    (extra,) = EXAMPLE_FINDING["more_experiments"]
+    other = CheckerboardExperiment.Params.model_validate(extra["params"])
+    assert {main.loss, other.loss} == {"pooled", "full"}
+    assert "loss=full" in extra["label"]
+    assert 'loss="pooled"' in EXAMPLE_FINDING["summary"]
+    assert 'loss="full"' in EXAMPLE_FINDING["summary"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("preset", [None, "tiny"])
+def test_the_example_loader_creates_both_loss_settings(preset):
+    """The embedded default's loader gives the checkerboard finding one experiment per loss setting
+    (with EXAMPLES_PRESET=tiny, the preset under each experiment's own parameters)."""
+    from registry.findings.examples import examples_load
+
+    examples_load(reproduce=False, preset=preset)
+    finding = Finding.objects.get(title=EXAMPLE_FINDING["title"])
+    experiments = list(finding.experiments.order_by("id"))
+    assert [(e.plugin, e.params["loss"]) for e in experiments] == [("checkerboard", "pooled"), ("checkerboard", "full")]
+    assert not experiments[1].reproductions.exists()  # reproduce=False queues nothing
+    if preset == "tiny":
+        for experiment in experiments:
+            assert experiment.params["steps"] == CheckerboardExperiment.presets["tiny"]["steps"]
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -5,13 +5,22 @@ declared metric for every arm."""
 import ast
 import importlib
 import inspect
+import math
 
-import jsonschema
 import pytest
+from interp_registry.sdk import Axis, Experiment, Metric, NotReached, Params, Scale, run_locally
+from interp_registry.testing import (
+    ContractError,
+    assert_contract,
+    check_plugin,
+    declaration_errors,
+    validate_results,
+)
 
-from plugins.registry import all_plugins, declaration_errors, reset_cache
-from plugins.sdk import Axis, run_locally
-from registry.reproductions.services import validate_results
+from plugins import registry as plugin_registry
+from plugins.registry import all_plugins, reset_cache
+from registry.reproductions.services import validate_results as server_validate_results
+from tests.fakes.plugins import EchoExperiment
 
 BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
 FAULT_INJECTION_FIXTURES = {"crashing", "faulty", "host_bound"}  # fail or misbehave on purpose; tests/worker
@@ -27,25 +36,141 @@ def test_every_builtin_is_discovered_and_available():
 
 @pytest.mark.parametrize("name", DISCOVERED)
 def test_plugin_contract(name):
+    """interp_registry.testing's checks (what a plugin author runs in their own suite), and the
+    server's own validation of the same tiny run agreeing with them."""
     entry = all_plugins()[name]
     assert entry.available, entry.error
     plugin = entry.experiment
-    assert declaration_errors(plugin) == []
-    assert plugin.__doc__ and plugin.__doc__.strip(), "a plugin documents what it reproduces"
+    assert plugin_registry.declaration_errors(plugin) == []
+    assert check_plugin(plugin) == []
     for metric in plugin.metrics:
         assert isinstance(metric.axis, Axis)
         assert isinstance(metric.higher_is_better, bool)
-    schema = plugin.params_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    defaults = plugin.Params().model_dump(mode="json")
-    jsonschema.validate(defaults, schema)
-    assert "tiny" in plugin.presets, "every plugin offers a 'tiny' preset for tests"
-    for preset in plugin.presets.values():
-        plugin.Params.model_validate(preset)
     results, ctx = run_locally(plugin, preset="tiny", seed=0)
-    rows = validate_results(plugin, results)
+    rows = server_validate_results(plugin, results)
+    assert [tuple(row) for row in rows] == [tuple(row) for row in validate_results(plugin, results)]
     assert len(rows) == len(plugin.arms) * len(plugin.metrics)
     assert ctx.progress_log and ctx.progress_log[-1][0] == pytest.approx(1.0, abs=0.02)
+
+
+class _Timed(Params):
+    steps: int = 3
+
+
+class TimedEcho(Experiment):
+    """A tiny stand-in with one metric of each kind."""
+
+    name = "timed_echo"
+    version = "1.0.0"
+    Params = _Timed
+    metrics = (
+        Metric("loss", Axis.CAPABILITY, higher_is_better=False, scale=Scale.RATIO),
+        Metric("accuracy", Axis.CAPABILITY, higher_is_better=True, scale=Scale.PROPORTION),
+        Metric("steps_to_fit", Axis.DIAGNOSTIC, higher_is_better=False, scale=Scale.RATIO, time_to_event=True),
+    )
+    presets = {"tiny": {"steps": 1}}
+
+    def run(self, params, ctx):
+        ctx.progress(1.0)
+        value = {"loss": 0.5, "accuracy": 0.9, "steps_to_fit": NotReached(budget=params.steps)}
+        return {"baseline": dict(value), "intervention": dict(value)}
+
+
+BAD_OUTPUTS = [
+    ("not a dict", "must return {arm: {metric: value}}"),
+    ({"baseline": {"loss": 1, "accuracy": 0.5, "steps_to_fit": 3}}, "no results for arm 'intervention'"),
+    ({"baseline": {"loss": 1, "accuracy": 0.5}, "intervention": {}}, "no value for ['steps_to_fit'] in arm 'baseline'"),
+    ({"baseline": {"loss": 1, "accuracy": 0.5, "steps_to_fit": 3, "extra": 1}}, "undeclared metrics"),
+    ({"baseline": {"loss": math.nan, "accuracy": 0.5, "steps_to_fit": 3}}, "is not finite: nan"),
+    ({"baseline": {"loss": 0.0, "accuracy": 0.5, "steps_to_fit": 3}}, "ratio scale and must be > 0"),
+    ({"baseline": {"loss": 1, "accuracy": 1.5, "steps_to_fit": 3}}, "proportion and must be within"),
+    ({"baseline": {"loss": NotReached(5), "accuracy": 0.5, "steps_to_fit": 3}}, "not a time-to-event"),
+    ({"baseline": {"loss": 1, "accuracy": 0.5, "steps_to_fit": NotReached(math.inf)}}, "budget must be finite"),
+    ({"baseline": {"loss": "x", "accuracy": 0.5, "steps_to_fit": 3}}, "is not a number"),
+]
+
+
+@pytest.mark.parametrize(("results", "message"), BAD_OUTPUTS)
+def test_local_checks_refuse_what_the_worker_refuses_with_the_same_message(results, message):
+    with pytest.raises(ContractError) as local:
+        validate_results(TimedEcho, results)
+    with pytest.raises(ValueError) as server:
+        server_validate_results(TimedEcho, results)
+    assert message in str(local.value)
+    assert str(local.value) == str(server.value)
+
+
+def test_run_locally_fails_at_once_on_a_missing_metric_or_a_nan():
+    class Forgetful(TimedEcho):
+        """Forgets a metric in the intervention arm."""
+
+        def run(self, params, ctx):
+            out = super().run(params, ctx)
+            del out["intervention"]["accuracy"]
+            return out
+
+    class Nan(TimedEcho):
+        """Returns NaN."""
+
+        def run(self, params, ctx):
+            out = super().run(params, ctx)
+            out["baseline"]["loss"] = float("nan")
+            return out
+
+    with pytest.raises(ContractError, match=r"no value for \['accuracy'\] in arm 'intervention'"):
+        run_locally(Forgetful, preset="tiny")
+    with pytest.raises(ContractError, match="metric 'loss' of arm 'baseline' is not finite: nan"):
+        run_locally(Nan, preset="tiny")
+    results, _ = run_locally(Nan, preset="tiny", validate=False)  # opting out returns it as is
+    assert math.isnan(results["baseline"]["loss"])
+    with pytest.raises(KeyError, match="no preset 'huge'"):
+        run_locally(TimedEcho, preset="huge")
+
+
+def test_contract_names_every_broken_rule():
+    class Undocumented(TimedEcho):
+        presets = {"gpu": {"steps": "many"}}
+
+        def run(self, params, ctx):
+            return {"baseline": {}, "intervention": {}}
+
+    problems = check_plugin(Undocumented, preset="gpu")
+    assert any("has no docstring" in p for p in problems), problems
+    assert any("no 'tiny' preset" in p for p in problems), problems
+    assert any("preset 'gpu' is not valid Params" in p for p in problems), problems
+    assert any("raised" in p for p in problems), problems  # the gpu preset fails Params validation
+    with pytest.raises(AssertionError, match="breaks the plugin contract"):
+        assert_contract(Undocumented)
+    assert_contract(TimedEcho)
+    assert check_plugin(EchoExperiment) == []
+
+
+def test_declaration_checks_agree_with_discovery():
+    class ThreeArms(TimedEcho):
+        """Three arms."""
+
+        arms = ("baseline", "intervention", "other")
+
+    class TimeOnProportion(TimedEcho):
+        """A time to event on the wrong scale."""
+
+        metrics = (Metric("t", Axis.DIAGNOSTIC, higher_is_better=False, scale=Scale.PROPORTION, time_to_event=True),)
+
+    for plugin in (ThreeArms, TimeOnProportion, TimedEcho, int):
+        local, server = declaration_errors(plugin), plugin_registry.declaration_errors(plugin)
+        assert len(local) == len(server), (local, server)
+    assert declaration_errors(int) == ["is not a subclass of interp_registry.sdk.Experiment"]
+    assert "arms must be exactly those" in declaration_errors(ThreeArms)[0]
+
+
+def test_plugins_sdk_is_an_alias_of_the_same_objects():
+    import interp_registry.sdk
+
+    import plugins.sdk
+
+    for name in plugins.sdk.__all__:
+        assert getattr(plugins.sdk, name) is getattr(interp_registry.sdk, name), name
+    assert issubclass(EchoExperiment, interp_registry.sdk.Experiment)
 
 
 @pytest.mark.parametrize("name", BUILTINS)

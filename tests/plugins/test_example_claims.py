@@ -5,8 +5,7 @@ and every claim says in words what it checks. Every metric of every built-in dec
 import importlib
 
 import pytest
-
-from plugins.sdk import Scale
+from interp_registry.sdk import Scale
 
 BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
 

@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import BASELINE, INTERVENTION, LocalContext, NotReached, Scale, StopRequested, run_locally
 from pydantic import ValidationError
 
 from plugins.grokking import EXAMPLE_FINDING, GrokkingExperiment
 from plugins.grokking.experiment import fourier_power, top_k_share
-from plugins.sdk import BASELINE, INTERVENTION, LocalContext, NotReached, Scale, StopRequested, run_locally
 from registry.reproductions.services import validate_results
 
 METRICS = {metric.name for metric in GrokkingExperiment.metrics}

@@ -5,12 +5,21 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    LocalContext,
+    NotReached,
+    Scale,
+    StopRequested,
+    run_locally,
+)
 from pydantic import ValidationError
 
 from plugins.induction import EXAMPLE_FINDING, InductionHeadsExperiment
 from plugins.induction.experiment import InductionParams, induction_scores, make_batch
 from plugins.registry import declaration_errors
-from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, NotReached, Scale, StopRequested, run_locally
 from registry.reproductions.services import validate_results
 
 METRICS = {metric.name for metric in InductionHeadsExperiment.metrics}

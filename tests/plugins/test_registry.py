@@ -2,9 +2,9 @@
 
 import pytest
 from django.test import override_settings
+from interp_registry.sdk import API_VERSION, Axis, Experiment, Metric, Scale
 
 from plugins import registry
-from plugins.sdk import API_VERSION, Axis, Experiment, Metric, Scale
 from tests.fakes.plugins import (
     EchoExperiment,
     OldIntervalExperiment,
@@ -90,7 +90,7 @@ def test_declaration_errors_catch_bad_metadata():
         arms = ("baseline", "baseline")
 
     class BadDevice(EchoExperiment):
-        from plugins.sdk import Resources
+        from interp_registry.sdk import Resources
 
         resources = Resources(device="tpu")
 

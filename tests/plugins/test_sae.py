@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import BASELINE, INTERVENTION, run_locally
 from pydantic import ValidationError
 
 from plugins.sae import EXAMPLE_FINDING, SparseAutoencoderExperiment
 from plugins.sae.experiment import feature_probabilities
-from plugins.sdk import BASELINE, INTERVENTION, run_locally
 
 METRICS = {metric.name for metric in SparseAutoencoderExperiment.metrics}
 
@@ -83,7 +83,7 @@ def test_params_reject_bad_input(bad):
 
 
 def test_stop_request_interrupts_the_run():
-    from plugins.sdk import LocalContext, StopRequested
+    from interp_registry.sdk import LocalContext, StopRequested
 
     params = SparseAutoencoderExperiment.Params.model_validate(SparseAutoencoderExperiment.presets["tiny"])
     with pytest.raises(StopRequested):

@@ -5,10 +5,7 @@ import io
 
 import pytest
 import torch
-from PIL import Image
-from pydantic import ValidationError
-
-from plugins.sdk import (
+from interp_registry.sdk import (
     Axis,
     Experiment,
     LocalContext,
@@ -21,6 +18,9 @@ from plugins.sdk import (
     run_locally,
     seed_everything,
 )
+from PIL import Image
+from pydantic import ValidationError
+
 from tests.fakes.plugins import EchoExperiment
 
 
@@ -55,13 +55,16 @@ def test_png_bytes_encodes_grey_and_colour_images():
 
 
 def test_run_locally_validates_parameters_and_records_the_context():
-    results, ctx = run_locally(EchoExperiment, {"effect": -2.0}, seed=5)
+    results, ctx = run_locally(EchoExperiment, {"baseline": 3.0, "effect": -2.0}, seed=5)
     assert results["intervention"]["risk"] == pytest.approx(results["baseline"]["risk"] - 2.0)
     assert ctx.seed == 5 and ctx.device.type == "cpu"
     assert ctx.artifacts == {"values.json": b'{"ok": true}'}
     assert ctx.progress_log[-1] == (1.0, "done")
     with pytest.raises(ValidationError):
         run_locally(EchoExperiment, {"unknown": 1})
+    # a result the worker would refuse (risk is on the ratio scale: 1 - 2 < 0) fails here, at once
+    with pytest.raises(ValueError, match="metric 'risk' of arm 'intervention' is on the ratio scale"):
+        run_locally(EchoExperiment, {"effect": -2.0})
 
 
 def test_check_stop():

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
 from pydantic import ValidationError
 
 from plugins.registry import declaration_errors
-from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
 from plugins.shortcut import EXAMPLE_FINDING, ShortcutExperiment
 from plugins.shortcut.experiment import ShortcutParams, irm_penalty, make_environment
 

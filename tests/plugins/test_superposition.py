@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from interp_registry.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
 from PIL import Image
 from pydantic import ValidationError
 
 from plugins.registry import declaration_errors
-from plugins.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
 from plugins.superposition import EXAMPLE_FINDING, SuperpositionExperiment
 from plugins.superposition.experiment import feature_stats, is_regular_pentagon, sample_features
 
@@ -29,7 +29,7 @@ def pentagon(radius: float = 1.0, offset_deg: float = 10.0) -> torch.Tensor:
 def test_declaration():
     assert declaration_errors(SuperpositionExperiment) == []
     assert SuperpositionExperiment.name == "superposition"
-    assert SuperpositionExperiment.version == "1.0.0"
+    assert SuperpositionExperiment.version == "1.1.0"
     assert SuperpositionExperiment.arms == (BASELINE, INTERVENTION)
     assert METRICS == {
         "monosemanticity",
@@ -88,6 +88,19 @@ def test_artifact_progress_and_logs(tiny_runs):
     assert all(0.0 <= f <= 1.0 for f in fractions)
     assert fractions == sorted(fractions)
     assert ctx.logs
+
+
+def test_copy_is_selected_on_data_apart_from_the_reported(tiny_runs):
+    """The copy is chosen on one held-out sample and the metrics come from another."""
+    results, ctx = tiny_runs[0]
+    for arm in (BASELINE, INTERVENTION):
+        (line,) = [log for log in ctx.logs if log.startswith(f"{arm}: copy ") and "selected on a separate" in log]
+        selection_loss = float(line.split("there ")[1].split(";")[0])
+        reported_loss = float(line.split("reported sample ")[1].rstrip(")"))
+        assert reported_loss == pytest.approx(results[arm]["weighted_loss"], rel=1e-5)
+        assert selection_loss != reported_loss  # two different samples
+    for metric in SuperpositionExperiment.metrics:
+        assert metric.version == 2  # the definition changed with held-out selection
 
 
 def test_same_seed_same_results(tiny_runs):

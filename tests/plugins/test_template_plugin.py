@@ -72,6 +72,18 @@ def test_a_worker_runs_the_installed_template(on_path, worker_env, user):
         assert run.artifacts.get().name == "results.json"
 
 
+def test_the_templates_own_tests_pass_with_interp_registry_testing(tmp_path):
+    """The template's own test suite (the contract from interp_registry.testing, then its effect),
+    run as its author would, from its folder, with only its src/ added to the path."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        capture_output=True, text=True, cwd=TEMPLATE, timeout=300,
+        env={"PYTHONPATH": str(TEMPLATE / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
+
+
 def _local_torch_wheel() -> Path | None:
     import os
 
@@ -93,9 +105,11 @@ def test_template_installs_and_runs_in_a_fresh_virtualenv(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     subprocess.run([*pip, str(wheel)], check=True, capture_output=True, timeout=600)
+    # the light distribution first: the server depends on it, and it is not looked up on an index
+    subprocess.run([*pip, str(ROOT / "packages" / "interp-registry")], check=True, capture_output=True, timeout=600)
     subprocess.run([*pip, str(ROOT), str(TEMPLATE)], check=True, capture_output=True, timeout=900)
     code = (
-        "from plugins.registry import all_plugins; from plugins.sdk import run_locally; "
+        "from plugins.registry import all_plugins; from interp_registry.sdk import run_locally; "
         "e = all_plugins()['probe_decay']; assert e.available, e.error; "
         "r, _ = run_locally(e.experiment, preset='tiny'); print(sorted(r), sorted(r['baseline']))"
     )

@@ -61,7 +61,8 @@ def test_a_hanging_plugin_is_stopped_at_its_time_limit(celery_worker, user):
     assert run.error.startswith("exceeded the time limit of 2 s")
     assert "SIGTERM" in run.error  # it ignored the stop request
     assert run.environment.get("exit_signal") in ("SIGTERM", "SIGKILL")
-    assert (run.finished_at - run.started_at).total_seconds() < 2 + 2 + 6  # limit + grace + start-up
+    assert (run.finished_at - run.started_at).total_seconds() < 2 + 2 + 6, (  # limit + grace + start-up
+        {k: run.environment.get(k) for k in ("child_start_s", "child_started_by", "wall_time_s")}, run.logs[-1500:])
     assert "faulty: hang" in run.logs
     assert Measurement.objects.filter(run=run).count() == 0
     assert _events(run) == 2  # run.started, run.finished
@@ -126,6 +127,7 @@ def test_a_snooping_plugin_finds_no_secret_settings_or_database(celery_worker, u
     assert found == {"found_secret": 0.0, "found_settings": 0.0, "reached_database": 0.0, "wrote_app_dir": 0.0}
     assert Measurement.objects.filter(run=run).count() == 8
     assert run.environment["child_start_s"] > 0 and run.environment["exit_code"] == 0
+    assert run.environment["child_started_by"] == "zygote"  # RUN_CHILD_START's default: forked, as scrubbed
     assert _events(run) == 2
 
 

@@ -33,3 +33,28 @@ def test_runner_records_environment_and_deterministic_mode(user):
     if expected == "cpu":
         assert "a GPU was requested but this worker has none" in run.logs
     assert env["wall_time_s"] >= 0
+
+
+@pytest.mark.parametrize("start", ["zygote", "spawn"])
+def test_runner_starts_cpu_runs_as_configured(user, settings, monkeypatch, start):
+    """RUN_CHILD_START: a CPU run is forked from the worker's zygote, or started fresh; the same
+    result either way, and the run's environment says which."""
+    from worker.zygote import zygote_stop
+
+    settings.RUN_CHILD_START = start
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)  # no worker takes them
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", params={"effect": -0.25},
+                                            reproduce=False)
+    try:
+        for seed in (1, 2):
+            run = services.reproduction_request(experiment=experiment, user=user, seeds=[seed], device="cpu").runs.get()
+            assert run_execute(run.pk, worker_host="test-host") == "succeeded"
+            run = Run.objects.get(pk=run.pk)
+            assert run.environment["child_started_by"] == start
+            assert run.environment["exit_code"] == 0 and run.environment["seed"] == seed
+            values = {(m.arm, m.metric): m.value for m in run.measurements.all()}
+            assert values[("intervention", "risk")] == pytest.approx(values[("baseline", "risk")] - 0.25)
+            assert run.artifacts.get().name == "values.json"
+    finally:
+        zygote_stop()

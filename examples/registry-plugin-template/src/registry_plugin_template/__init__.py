@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 
 import torch
+from interp_registry.sdk import API_VERSION, Axis, Experiment, Metric, Params, Resources, Scale, check_stop
 from pydantic import Field
-
-from plugins.sdk import API_VERSION, Axis, Experiment, Metric, Params, Resources, Scale, check_stop
 
 
 class ProbeParams(Params):
@@ -25,6 +24,10 @@ class ProbeParams(Params):
 
 
 class ProbeDecayExperiment(Experiment):
+    """Does L2 weight decay shrink a linear probe's reliance on a spurious feature? Baseline: no
+    weight decay; intervention: ``weight_decay``. The registry publishes this docstring as the
+    plugin's description (a class docstring is part of the plugin contract)."""
+
     name = "probe_decay"
     version = "0.1.0"
     api_version = API_VERSION
