@@ -193,15 +193,15 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def effects(self, request: Request, pk: str | None = None) -> Response:
         from registry.effects.selectors import finding_effects_get
-        from registry.effects.services import effects_with_detail
 
         finding = self.get_object()
         detail = query_text(request, "detail")
         if detail not in (None, "runs"):
             raise ApplicationError("detail must be 'runs' (or left out for the summary)", field="detail")
-        data = finding_effects_get(finding=finding, user=request.user)
+        # summary and detail read in one query: both from the same computation
+        data = finding_effects_get(finding=finding, user=request.user, detail=detail == "runs")
         if detail == "runs":
-            return Response(effects_with_detail(finding_id=finding.pk, summary=data))
+            return Response(data)
         url = request.build_absolute_uri(request.path)
         return Response({**data, "detail_url": f"{url}?detail=runs"})
 

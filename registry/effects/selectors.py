@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db import connections
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTransform
 from scipy import special as scipy_special
 from scipy import stats as scipy_stats
@@ -54,27 +54,32 @@ def _no_effects(finding: Finding) -> dict[str, Any]:
     }
 
 
-def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
+def _effects_for(findings: Iterable[Finding], *, detail: bool = False) -> dict[int, dict[str, Any]]:
     """Effects of these findings by id, exactly as cached (reads never write: recomputes are
     requested by the writes that can move them and run in the worker).
 
     Each carries ``pending`` (a recompute is requested and not yet done: the numbers may be out
     of date), ``computed_at`` (None: never computed) and ``error`` (why the last recompute failed,
-    or None).
+    or None). ``detail``: with the per-run detail put back (``effects_merge``), read in the same
+    query as the summary, so both come from one computation.
     """
     findings = list(findings)
+    columns = ["finding_id", "data", "computed_at", "pending", "error", *(["detail"] if detail else [])]
     rows = {
         row.finding_id: row
-        for row in FindingEffects.objects.filter(finding__in=[f.pk for f in findings]).only(
-            "finding_id", "data", "computed_at", "pending", "error"
-        )
+        for row in FindingEffects.objects.filter(finding__in=[f.pk for f in findings]).only(*columns)
     }
     effects = {}
     for finding in findings:
         row = rows.get(finding.pk)
         computed = bool(row and row.data)
+        data = row.data if computed else _no_effects(finding)
+        if detail and computed:
+            from registry.effects.services import effects_merge
+
+            data = effects_merge(data, row.detail or [])
         effects[finding.pk] = {
-            **(row.data if computed else _no_effects(finding)),
+            **data,
             "pending": bool(row and row.pending),
             "computed_at": row.computed_at.isoformat() if computed else None,
             "error": (row.error or None) if row else None,
@@ -82,9 +87,10 @@ def _effects_for(findings: Iterable[Finding]) -> dict[int, dict[str, Any]]:
     return effects
 
 
-def finding_effects_get(*, finding: Finding, user: Any) -> dict:
-    """Effects of one finding the caller may see (the view resolved it through finding_list)."""
-    return _effects_for([finding])[finding.pk]
+def finding_effects_get(*, finding: Finding, user: Any, detail: bool = False) -> dict:
+    """Effects of one finding the caller may see (the view resolved it through finding_list);
+    ``detail``: with the run ids and per-reproduction entries (``?detail=runs``)."""
+    return _effects_for([finding], detail=detail)[finding.pk]
 
 
 # ---------------------------------------------------------------- points and counts
@@ -465,6 +471,12 @@ def _data_version(database: str) -> tuple:
         return tuple(cursor.fetchone())
 
 
+def _visible_fingerprint(visible: QuerySet[Finding]) -> tuple:
+    """Which findings the reader may see, in a few numbers (one index-only aggregate)."""
+    ids = visible.order_by().aggregate(n=Count("id"), total=Sum("id"), squares=Sum(F("id") * F("id")), top=Max("id"))
+    return (ids["n"], ids["total"], ids["squares"], ids["top"])
+
+
 def _cached(key: tuple, compute: Any) -> Any:
     """``compute()``, reused from the cache under ``key`` (which names the database and a data
     version: see :func:`_data_version`) for at most ``CORRELATION_CACHE_S``."""
@@ -558,7 +570,9 @@ def landscape_get(
     progress = _progress_sql(pair_ids, safety, capability, se, titles)
 
     visible = finding_list(user=user).prefetch_related(None)
-    version = _data_version(visible.db)
+    # what the reader may see is part of the version: the cache is per reader, and access is
+    # lost without any finding changing (an author withdraws, an embargo ends, a finding goes)
+    version = (*_data_version(visible.db), *_visible_fingerprint(visible))
     plugins = _cached(
         ("landscape-plugins", visible.db, _visibility_scope(user), tag, kind, plugin, version),
         lambda: _landscape_plugins(findings, plugin),

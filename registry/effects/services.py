@@ -933,12 +933,6 @@ def effects_merge(summary: dict[str, Any], detail: list[list]) -> dict[str, Any]
     return merged
 
 
-def effects_with_detail(*, finding_id: int, summary: dict[str, Any]) -> dict[str, Any]:
-    """The served summary with the per-run and per-reproduction detail of the stored effects."""
-    detail = FindingEffects.objects.filter(finding_id=finding_id).values_list("detail", flat=True).first()
-    return effects_merge(summary, detail or [])
-
-
 #: ``pg_advisory_xact_lock(RECOMPUTE_LOCK_CLASS, finding_id)`` serialises one finding's recomputes.
 RECOMPUTE_LOCK_CLASS = 0x0EFF
 

@@ -77,9 +77,12 @@ def save_config(config: dict[str, Any]) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # an older file keeps its mode through O_CREAT: made private before the token is written
+    if hasattr(os, "fchmod"):
+        os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(config, handle, indent=2)
-    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    os.chmod(path, 0o600)
     return path
 
 
@@ -121,8 +124,14 @@ def registry_for(args: argparse.Namespace) -> Any:
 
     config = load_config()
     url = args.url or os.environ.get("INTERP_REGISTRY_URL") or config.get("url") or DEFAULT_URL
-    token = args.token or os.environ.get("INTERP_REGISTRY_TOKEN") or config.get("token")
+    token = args.token or os.environ.get("INTERP_REGISTRY_TOKEN")
+    if not token and _same_registry(url, config.get("url")):
+        token = config.get("token")  # the stored token goes to the registry it was stored for only
     return Registry(url, token=token or None)
+
+
+def _same_registry(url: str, stored: Any) -> bool:
+    return isinstance(stored, str) and url.rstrip("/") == stored.rstrip("/")
 
 
 def resolve_finding(registry: Any, value: str) -> Any:

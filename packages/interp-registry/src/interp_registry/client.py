@@ -350,6 +350,7 @@ class Registry:
     def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
                 idempotency_key: str | None = None) -> Any:
         """One request; the decoded JSON answer (None for 204). ``path`` is under ``/api/v1/`` or absolute."""
+        path = self._own(path)
         headers = {}
         if method.upper() == "POST":
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
@@ -359,6 +360,27 @@ class Registry:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def _origin(self, url: httpx.URL) -> tuple[str, str, int | None]:
+        return (url.scheme, url.host, url.port)
+
+    def _own(self, path: str) -> str:
+        """``path`` unless it is an absolute URL of another origin (scheme, host, port) than the
+        registry's: the client's headers carry the token, which must never reach another host
+        (nor this one in clear text), so such a URL is refused."""
+        url = httpx.URL(path)
+        if not url.is_absolute_url or self._origin(url) == self._origin(httpx.URL(self.url)):
+            return path
+        raise ValueError(f"refusing to send a request for {self.url!r} to another origin: {path!r}")
+
+    def _next(self, link: str) -> str:
+        """A ``next`` link of the server's, followed on the registry's own origin (its path and
+        query only): a link naming another host, or plain HTTP behind a TLS proxy, never receives
+        the token."""
+        url = httpx.URL(link)
+        if not (url.is_absolute_url or link.startswith("/")):
+            return link
+        return str(httpx.URL(self.url).copy_with(raw_path=url.raw_path))  # raw_path: path and query
 
     def paginate(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a list endpoint, following ``next`` (a bare list is returned whole)."""
@@ -373,7 +395,7 @@ class Registry:
             following = data.get("next")
             if not following:
                 return
-            data = self.request("GET", following)
+            data = self.request("GET", self._next(following))
 
     # ------------------------------------------------------------ findings and claims
 
@@ -511,7 +533,7 @@ class Registry:
         points = list(data.get(points_key) or [])
         following = (data.get("page_info") or {}).get("next")
         while following:
-            page = self.request("GET", following)
+            page = self.request("GET", self._next(following))
             points += page.get(points_key) or []
             following = (page.get("page_info") or {}).get("next")
         data[points_key] = points

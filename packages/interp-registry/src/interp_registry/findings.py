@@ -275,10 +275,25 @@ def _content_key(kind: str, *parts: Any) -> str:
     return f"ifr-submit-{kind}-{digest[:48]}"
 
 
+def _caller(registry: Registry) -> str | None:
+    """The signed-in user's name (None when reading anonymously), asked once per client."""
+    if not registry.token:
+        return None
+    if not hasattr(registry, "_caller_name"):
+        quota = registry.request("GET", "me/quota/")
+        registry._caller_name = quota.get("user") if isinstance(quota, dict) else None  # type: ignore[attr-defined]
+    return registry._caller_name  # type: ignore[attr-defined]
+
+
 def find_by_key(registry: Registry, key: str) -> Finding | None:
-    """The finding carrying the key's tag, among those the caller may read (None when there is none)."""
+    """The finding carrying the key's tag, among those the caller may read and, when signed in,
+    authors (None when there is none): anyone can tag a finding ``key-<key>``, and a stranger's
+    finding must neither be taken for the caller's (updated, linked by ``builds_on``) nor block it."""
     tag = key_tag(key)
     matches = [f for f in registry.findings(tag=tag) if tag in f.tags]
+    me = _caller(registry)
+    if me is not None:
+        matches = [f for f in matches if me in f.authors]
     if len(matches) > 1:
         ids = ", ".join(str(f.id) for f in matches)
         raise ValueError(
@@ -342,7 +357,8 @@ def submit(registry: Registry, finding: FindingFile, *, plugins: dict[str, Plugi
     if check:
         check_against_plugins(finding, plugins)
     data = finding.data
-    tags = sorted({*(data.get("tags") or []), key_tag(finding.key)})
+    # the registry stores tags lower-cased: compared (and sent) as it stores them
+    tags = sorted({*(str(t).lower() for t in data.get("tags") or []), key_tag(finding.key)})
     body: dict[str, Any] = {name: data[name] for name in FINDING_FIELDS if name in data}
     body["tags"] = tags
     builds_on = _resolve_builds_on(registry, finding)
