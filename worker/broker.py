@@ -73,7 +73,8 @@ def run_task_id(run_id: int, dispatch: str) -> str:
 #: the front: they have waited already.
 PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_NEW = 6
-PRIORITY_FRONT = 0
+PRIORITY_RESENT = 3  # a lost message sent again (a broker restart): ahead of new runs
+PRIORITY_FRONT = 0  # a run whose worker died: ahead of everything, even a broker restart's re-sends
 
 
 def _queue_keys(queue: str) -> list[str]:

@@ -346,21 +346,26 @@ def reproduction_waiting_for_gpu(reproduction: Reproduction) -> bool:
     return pending and not gpu_worker_available()
 
 
-def runs_dispatch(run_ids: list[int], *, front: bool = False) -> None:
+def runs_dispatch(run_ids: list[int], *, front: bool = False, resent: bool = False) -> None:
     """Send run ids to the broker. Never raises and never waits long: a publish that fails (an
     unreachable or frozen broker fails within BROKER_SOCKET_TIMEOUT_S) is logged, the rest of the
     batch is not attempted, and the reaper re-sends the runs left undispatched.
 
     Each send gets its own task id ``run-<id>-<random>`` (see ``worker.broker.run_task_id``): the
-    reaper finds a run's message in the broker by it. ``front``: ahead of the new runs waiting
-    in the queue (on Redis), for the reaper's re-sends.
+    reaper finds a run's message in the broker by it. On Redis, ``front``: ahead of everything
+    waiting (a run whose worker died); ``resent``: ahead of the new runs (a message lost in a broker
+    restart: after one, every queued run is re-sent, and a dead worker's run must not wait behind
+    them all). Oldest runs first.
     """
-    from worker.broker import PRIORITY_FRONT, PRIORITY_NEW, is_redis, run_task_id
+    from worker.broker import PRIORITY_FRONT, PRIORITY_NEW, PRIORITY_RESENT, is_redis, run_task_id
     from worker.celery import app
 
-    options = {"priority": PRIORITY_FRONT if front else PRIORITY_NEW} if is_redis() else {}
+    priority = PRIORITY_FRONT if front else PRIORITY_RESENT if resent else PRIORITY_NEW
+    options = {"priority": priority} if is_redis() else {}
 
-    queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related("reproduction__experiment")
+    queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related(
+        "reproduction__experiment"
+    ).order_by("pk")
     for run in queued:
         # The worker enforces the run's own limit (stop, SIGTERM, SIGKILL after RUN_KILL_GRACE_S)
         # and retries saving its result: Celery's limits are only a backstop beyond all that.
@@ -829,7 +834,12 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                 run_event_emit("run.requeued", run.pk, worker=run.worker_host)
     lost_ids = _runs_to_redispatch(now)
     if lost_ids:
-        runs_dispatch(lost_ids, front=True)  # requeued and lost runs have waited already
+        # runs claimed before (their worker died, or they were requeued) first, then lost messages
+        claimed_before = set(
+            Run.objects.filter(pk__in=lost_ids, started_at__isnull=False).values_list("pk", flat=True)
+        )
+        runs_dispatch([pk for pk in lost_ids if pk in claimed_before], front=True)
+        runs_dispatch([pk for pk in lost_ids if pk not in claimed_before], resent=True)
         counts["redispatched"] = len(lost_ids)
     clock["last_success"] = max(now.timestamp(), clock.get("last_success") or 0.0)
     broker.reaper_clock_save(clock)  # only after a pass that reached the database throughout

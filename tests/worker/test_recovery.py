@@ -156,6 +156,28 @@ def test_a_lost_message_is_resent_and_a_waiting_one_is_not(user, settings):
     _empty_queue("gpu")
 
 
+def test_a_dead_workers_run_is_resent_ahead_of_a_broker_restarts_resends(user, settings):
+    """After a broker restart the reaper re-sends every queued run; a run whose worker died goes
+    ahead of them all (in the soak, such runs waited behind 549 re-sends for ~90 s)."""
+    settings.RUN_REDISPATCH_AFTER_S = 0.5
+    _empty_queue("gpu")
+    experiment = _experiment(user)
+    lost = services.reproduction_request(experiment=experiment, user=user, seeds=[5], device="gpu").runs.get()
+    dead = services.reproduction_request(experiment=experiment, user=user, seeds=[6], device="gpu").runs.get()
+    assert services.run_claim(run_id=dead.pk, worker_host="dead") is not None
+    Run.objects.filter(pk=dead.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 1)
+    )
+    _empty_queue("gpu")  # a broker restart: both messages gone
+    time.sleep(0.6)
+    counts = services.runs_reap()
+    assert counts["requeued"] == 1 and counts["redispatched"] == 2
+    front, resent, new, _ = (broker.redis_client().lrange(key, 0, -1) for key in broker._queue_keys("gpu"))
+    assert [m for m in front if broker._marker(dead.pk) in m] and not [m for m in front if broker._marker(lost.pk) in m]
+    assert [m for m in resent if broker._marker(lost.pk) in m] and not new
+    _empty_queue("gpu")
+
+
 def _empty_queue(queue: str) -> None:
     broker.redis_client().delete(*broker._queue_keys(queue))
 
