@@ -13,20 +13,20 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from interp_registry.sdk import Experiment as PluginExperiment
+from interp_registry.sdk import Scale
+from interp_registry.testing import ResultRow, validate_results  # noqa: F401 - the one contract, re-exported
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
 from plugins.registry import PluginNotFound, PluginUnavailable, all_plugins, get_plugin
-from plugins.sdk import Experiment as PluginExperiment
-from plugins.sdk import Metric as PluginMetric
-from plugins.sdk import NotReached, Scale
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError
 from registry.events.services import event_emit
@@ -570,73 +570,6 @@ def unique_name(name: str, taken: Any) -> str:
 def safe_artifact_name(name: str) -> str:
     cleaned = SAFE_NAME.sub("_", Path(name).name).strip("._") or "artifact"
     return cleaned[:200]
-
-
-class ResultRow(NamedTuple):
-    """One validated measurement: ``censored`` means the event was not reached and ``value`` is
-    the budget (a lower bound on the event time)."""
-
-    arm: str
-    metric: str
-    version: int
-    value: float
-    censored: bool = False
-
-
-def _check_value(metric: PluginMetric, arm: str, value: Any) -> ResultRow:
-    """One value against its metric's declaration (scale, time to event); a ValueError says why."""
-    import math
-
-    where = f"metric {metric.name!r} of arm {arm!r}"
-    if isinstance(value, NotReached):
-        if not metric.time_to_event:
-            raise ValueError(
-                f"{where} is not a time-to-event metric, so it cannot be 'not reached' (NotReached)"
-            )
-        try:
-            budget = float(value.budget)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{where}: the NotReached budget is not a number: {value.budget!r:.50}") from None
-        if not math.isfinite(budget) or budget <= 0:
-            raise ValueError(f"{where}: the NotReached budget must be finite and > 0, not {budget}")
-        return ResultRow(arm, metric.name, metric.version, budget, True)
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{where} is not a number: {value!r:.50}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{where} is not finite: {number}")
-    if metric.scale == Scale.RATIO and number <= 0:
-        raise ValueError(f"{where} is on the ratio scale and must be > 0, not {number}")
-    if metric.scale == Scale.PROPORTION and not 0.0 <= number <= 1.0:
-        raise ValueError(f"{where} is a proportion and must be within [0, 1], not {number}")
-    return ResultRow(arm, metric.name, metric.version, number, False)
-
-
-def validate_results(plugin: type[PluginExperiment], results: Any) -> list[ResultRow]:
-    """Check a plugin's output against its declaration: every declared arm and metric, finite,
-    within the metric's scale (ratio > 0, proportion in [0, 1]); ``NotReached`` only on
-    time-to-event metrics, stored censored at its budget."""
-    if not isinstance(results, dict):
-        raise ValueError("run() must return {arm: {metric: value}}")
-    declared = {m.name: m for m in plugin.metrics}
-    rows = []
-    for arm in plugin.arms:
-        values = results.get(arm)
-        if not isinstance(values, dict):
-            raise ValueError(f"run() returned no results for arm {arm!r}")
-        undeclared = set(values) - set(declared)
-        if undeclared:
-            raise ValueError(f"run() returned undeclared metrics {sorted(undeclared)} for arm {arm!r}")
-        missing = set(declared) - set(values)
-        if missing:
-            raise ValueError(f"run() returned no value for {sorted(missing)} in arm {arm!r}")
-        for name, value in values.items():
-            rows.append(_check_value(declared[name], arm, value))
-    extra_arms = set(results) - set(plugin.arms)
-    if extra_arms:
-        raise ValueError(f"run() returned undeclared arms {sorted(extra_arms)}")
-    return rows
 
 
 def run_succeed(

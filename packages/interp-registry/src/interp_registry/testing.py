@@ -73,7 +73,7 @@ class ResultRow(NamedTuple):
     metric: str
     version: int
     value: float
-    censored: bool
+    censored: bool = False
 
 
 def _api_major(version: Any) -> str:
