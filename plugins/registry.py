@@ -12,9 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from pydantic import BaseModel
+from interp_registry.testing import declaration_errors  # the one contract the worker and authors share
 
-from plugins.sdk import API_VERSION, BASELINE, ENTRY_POINT_GROUP, INTERVENTION, Axis, Experiment, Scale
+from plugins.sdk import ENTRY_POINT_GROUP, Experiment
 
 logger = logging.getLogger(__name__)
 
@@ -41,51 +41,6 @@ class PluginUnavailable(LookupError):
 
 _cache: dict[str, PluginEntry] | None = None
 _temporary: dict[str, PluginEntry] = {}
-
-
-def _api_major(version: str) -> str:
-    return str(version).split(".", 1)[0]
-
-
-def declaration_errors(experiment: object) -> list[str]:
-    """What is wrong with a plugin's declaration; empty when it is valid."""
-    errors: list[str] = []
-    if not isinstance(experiment, type) or not issubclass(experiment, Experiment):
-        return ["is not a subclass of plugins.sdk.Experiment"]
-    for attribute in ("name", "version"):
-        if not isinstance(getattr(experiment, attribute, None), str) or not getattr(experiment, attribute):
-            errors.append(f"declares no {attribute}")
-    if _api_major(experiment.api_version) != _api_major(API_VERSION):
-        errors.append(
-            f"was written for plugin API {experiment.api_version}; this registry provides {API_VERSION}"
-        )
-    if not (isinstance(experiment.Params, type) and issubclass(experiment.Params, BaseModel)):
-        errors.append("Params is not a pydantic model")
-    if not experiment.metrics:
-        errors.append("declares no metrics")
-    names = [m.name for m in experiment.metrics]
-    if len(names) != len(set(names)):
-        errors.append("declares a metric twice")
-    scales = ", ".join(repr(s.value) for s in Scale)
-    for metric in experiment.metrics:
-        if not isinstance(metric.axis, Axis):
-            errors.append(f"metric {metric.name!r} has no valid axis")
-        if not isinstance(metric.scale, Scale):
-            errors.append(f"metric {metric.name!r} has an unknown scale {metric.scale!r} (one of {scales})")
-        elif metric.time_to_event and metric.scale is not Scale.RATIO:
-            errors.append(
-                f"metric {metric.name!r} is a time to an event, so its scale must be 'ratio' "
-                f"(not {metric.scale.value!r}): event times are strictly positive"
-            )
-    if tuple(experiment.arms) != (BASELINE, INTERVENTION):
-        errors.append(
-            f"declares arms {tuple(experiment.arms)!r}; the registry compares exactly two arms, "
-            f"{(BASELINE, INTERVENTION)!r} (intervention versus baseline), so arms must be exactly those"
-        )
-    if experiment.resources.device not in ("cpu", "gpu"):
-        errors.append("resources.device must be 'cpu' or 'gpu'")
-    # An ``interval`` attribute left on an old plugin is ignored: the registry chooses the method.
-    return errors
 
 
 def _load(entry_points_: Iterable, allowed: set[str] | None) -> dict[str, PluginEntry]:

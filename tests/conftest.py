@@ -3,8 +3,11 @@ missing the tests that need it are skipped locally, and fail under CI (CI=true).
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -231,3 +234,43 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_uvicorn(env: dict[str, str], log_path: Path, *extra_args: str) -> Iterator[str]:
+    """A real uvicorn serving ``registry.asgi`` with ``env`` (e.g. ``worker_env``: the test
+    database); yields ``127.0.0.1:PORT`` once ``/healthz`` answers, stops it afterwards. Output goes
+    to ``log_path`` (a file, not a pipe: a pipe nobody reads fills and blocks the server)."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "registry.asgi:application", "--host", "127.0.0.1", "--port",
+             str(port), "--log-level", "warning", *extra_args],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    connection.request("GET", "/healthz")
+                    if connection.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.2)
+            yield f"127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()

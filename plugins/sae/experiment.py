@@ -108,6 +108,26 @@ def sample_data(
     return (active * magnitudes) @ features
 
 
+def synthetic_problem(
+    params: SparseAutoencoderParams, ctx: RunContext, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The true features, their probabilities, the held-out set and the dictionary size (logged).
+
+    Features and held-out set come from a CPU generator, so they are the same on every device; the
+    training stream comes from a device generator re-seeded for each arm (by the caller)."""
+    cpu_generator = torch.Generator().manual_seed(ctx.seed)
+    features = F.normalize(torch.randn(params.n_features, params.input_dim, generator=cpu_generator), dim=1)
+    probabilities = feature_probabilities(params)
+    eval_x = sample_data(features, probabilities, params.eval_samples, cpu_generator).to(device)
+    features, probabilities = features.to(device), probabilities.to(device)
+    n_latents = round(params.dict_ratio * params.n_features)
+    ctx.log(
+        f"{params.n_features} true features in {params.input_dim} dims, "
+        f"{probabilities.sum().item():.2f} active per sample on average; dictionary of {n_latents}"
+    )
+    return features, probabilities, eval_x, n_latents
+
+
 class SparseAutoencoder(torch.nn.Module):
     """x -> ReLU(W_e x + b_e) -> W_d h + b_d, with unit-norm decoder columns."""
 
@@ -189,18 +209,7 @@ class SparseAutoencoderExperiment(Experiment):
 
     def run(self, params: SparseAutoencoderParams, ctx: RunContext) -> dict[str, dict[str, float]]:
         device = torch.device(ctx.device)
-        # The true features and the held-out set come from a CPU generator, so they are the same on
-        # every device; the training stream comes from a device generator re-seeded for each arm.
-        cpu_generator = torch.Generator().manual_seed(ctx.seed)
-        features = F.normalize(torch.randn(params.n_features, params.input_dim, generator=cpu_generator), dim=1)
-        probabilities = feature_probabilities(params)
-        eval_x = sample_data(features, probabilities, params.eval_samples, cpu_generator).to(device)
-        features, probabilities = features.to(device), probabilities.to(device)
-        n_latents = round(params.dict_ratio * params.n_features)
-        ctx.log(
-            f"{params.n_features} true features in {params.input_dim} dims, "
-            f"{probabilities.sum().item():.2f} active per sample on average; dictionary of {n_latents}"
-        )
+        features, probabilities, eval_x, n_latents = synthetic_problem(params, ctx, device)
 
         results: dict[str, dict[str, float]] = {}
         cosine_images = []

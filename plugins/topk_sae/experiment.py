@@ -83,8 +83,8 @@ from plugins.sae.experiment import (
     SparseAutoencoder,
     SparseAutoencoderParams,
     _cosine_image,
-    feature_probabilities,
     sample_data,
+    synthetic_problem,
 )
 
 
@@ -196,18 +196,7 @@ class TopKSparseAutoencoderExperiment(Experiment):
 
     def run(self, params: TopKSaeParams, ctx: RunContext) -> dict[str, dict[str, float]]:
         device = torch.device(ctx.device)
-        # As in the sae plugin: features and held-out set from a CPU generator (the same on every
-        # device), the training stream from a device generator re-seeded for each arm.
-        cpu_generator = torch.Generator().manual_seed(ctx.seed)
-        features = F.normalize(torch.randn(params.n_features, params.input_dim, generator=cpu_generator), dim=1)
-        probabilities = feature_probabilities(params)
-        eval_x = sample_data(features, probabilities, params.eval_samples, cpu_generator).to(device)
-        features, probabilities = features.to(device), probabilities.to(device)
-        n_latents = round(params.dict_ratio * params.n_features)
-        ctx.log(
-            f"{params.n_features} true features in {params.input_dim} dims, "
-            f"{probabilities.sum().item():.2f} active per sample on average; dictionary of {n_latents}"
-        )
+        features, probabilities, eval_x, n_latents = synthetic_problem(params, ctx, device)
 
         results: dict[str, dict[str, float]] = {}
         cosine_images = []

@@ -18,7 +18,6 @@ from django.core.cache import cache
 from django.db import connections
 from django.db.models import Count, Exists, F, Max, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTransform
-from scipy import special as scipy_special
 from scipy import stats as scipy_stats
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
@@ -406,47 +405,16 @@ def _progress_sql(
 ) -> dict[str, Any]:
     """Differential progress over every finding with both scores; per-finding residuals listed for
     the findings of this page only (``titles``), with how many lie above and below the trend."""
-    n = len(ids)
-    x, y = capability, safety
-    if n >= MIN_LANDSCAPE_FINDINGS:
-        xbar = float(x.mean())
-        sxx = float(np.sum((x - xbar) ** 2))
-    if n < MIN_LANDSCAPE_FINDINGS or sxx <= 64.0 * np.finfo(float).eps * max(1.0, float(np.max(np.abs(x)))) ** 2:
-        # withheld (few findings, or no spread in capability): the library says why
-        result = stats.differential_progress(list(y), list(x), se, min_n=MIN_LANDSCAPE_FINDINGS)
-        data = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
-        return {**stats._json_safe(data), "findings": [], "n_above": 0, "n_below": 0}
-    # stats.differential_progress's formulas, vectorised over every finding (its loop costs ~50 ms
-    # at 10,000 findings); per-finding entries only for this page.
-    ybar = float(y.mean())
-    slope = float(np.sum((x - xbar) * (y - ybar)) / sxx)
-    intercept = ybar - slope * xbar
-    fitted = intercept + slope * x
-    resid = y - fitted
-    df = n - 2
-    s = float(np.sqrt(np.sum(resid**2) / df))
-    t = float(scipy_special.stdtrit(df, 0.5 + 0.95 / 2.0))
-    se_b, se_a = s / np.sqrt(sxx), s * np.sqrt(1.0 / n + xbar**2 / sxx)
-    own = np.array([np.nan if v is None else v for v in se], dtype=float)
-    half = t * np.sqrt(s * s * (1.0 / n + (x - xbar) ** 2 / sxx) + own**2)
-    low, high = resid - half, resid + half  # nan where the finding has no standard error
-    entries = []
-    for i, finding_id in enumerate(ids):
-        if finding_id in titles:
-            lo, hi = (None, None) if np.isnan(half[i]) else (float(low[i]), float(high[i]))
-            entries.append({
-                "finding": finding_id, "title": titles[finding_id], "index": i, "capability": float(x[i]),
-                "safety": float(y[i]), "fitted": float(fitted[i]), "residual": float(resid[i]),
-                "ci_low": lo, "ci_high": hi, "significant": lo is not None and (lo > 0.0 or hi < 0.0),
-            })
+    result = stats.differential_progress(list(safety), list(capability), se, min_n=MIN_LANDSCAPE_FINDINGS)
+    data = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
+    entries = [
+        {"finding": ids[p.index], "title": titles[ids[p.index]], **p.to_dict()}
+        for p in result.points if ids[p.index] in titles
+    ]
     return stats._json_safe({
-        "n": n, "slope": slope, "slope_ci_low": slope - t * se_b, "slope_ci_high": slope + t * se_b,
-        "intercept": intercept, "intercept_ci_low": intercept - t * se_a, "intercept_ci_high": intercept + t * se_a,
-        "residual_sd": s, "confidence": 0.95,
-        "warning": (
-            "findings without a safety standard error have no residual interval" if np.isnan(own).any() else None
-        ),
-        "findings": entries, "n_above": int(np.sum(low > 0.0)), "n_below": int(np.sum(high < 0.0)),
+        **data, "findings": entries,
+        "n_above": sum(p.ci_low is not None and p.ci_low > 0.0 for p in result.points),
+        "n_below": sum(p.ci_high is not None and p.ci_high < 0.0 for p in result.points),
     })
 
 

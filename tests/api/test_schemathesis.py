@@ -15,10 +15,8 @@ connection open by design (tests/events/test_stream_asgi.py covers it).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ from registry.events.services import subscription_create
 from registry.findings.models import Finding
 from registry.findings.services import claim_create, finding_create, finding_update
 from registry.reproductions.services import experiment_create
-from tests.conftest import ROOT
+from tests.conftest import ROOT, live_uvicorn
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -50,40 +48,10 @@ expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(worker_env, tmp_path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")  # a file, not a pipe: every 4xx is logged, a pipe would fill
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "registry.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning", "--no-server-header"],
-        cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with live_uvicorn(worker_env, tmp_path / "server.log", "--no-server-header") as address:
+        yield f"http://{address}"
 
 
 def _seed() -> dict[str, str]:

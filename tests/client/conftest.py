@@ -3,52 +3,19 @@
 
 from __future__ import annotations
 
-import http.client
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import live_uvicorn
 
 
 @pytest.fixture(scope="module")
-def server(worker_env) -> Iterator[str]:
+def server(worker_env, tmp_path_factory) -> Iterator[str]:
     """The registry's root URL, e.g. http://127.0.0.1:PORT (a real uvicorn process)."""
-    port = _free_port()
     env = {**worker_env, "STREAM_HEARTBEAT_S": "0.5", "STREAM_POLL_S": "0.2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "registry.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with live_uvicorn(env, tmp_path_factory.mktemp("client") / "server.log") as address:
+        yield f"http://{address}"
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +16,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from registry.accounts.services import token_create
 from registry.events import stream
-from tests.conftest import ROOT
+from tests.conftest import live_uvicorn
 from tests.events.helpers import emit, finding
 from tests.factories import UserFactory
 
@@ -28,41 +25,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 MAX_PER_CLIENT = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(worker_env) -> Iterator[str]:
+def server(worker_env, tmp_path_factory) -> Iterator[str]:
     """uvicorn serving registry.asgi on the test database; small heartbeat and poll interval."""
-    port = _free_port()
     env = {**worker_env, "STREAM_HEARTBEAT_S": "0.5", "STREAM_POLL_S": "0.2",
            "STREAM_MAX_PER_CLIENT": str(MAX_PER_CLIENT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "registry.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with live_uvicorn(env, tmp_path_factory.mktemp("stream") / "server.log") as address:
+        yield address
 
 
 class Stream:

@@ -89,7 +89,7 @@ def declaration_errors(experiment: object) -> list[str]:
         if not isinstance(getattr(experiment, attribute, None), str) or not getattr(experiment, attribute):
             errors.append(f"declares no {attribute}")
     if _api_major(experiment.api_version) != _api_major(API_VERSION):
-        errors.append(f"was written for plugin API {experiment.api_version}; this SDK provides {API_VERSION}")
+        errors.append(f"was written for plugin API {experiment.api_version}; this registry provides {API_VERSION}")
     if not (isinstance(experiment.Params, type) and issubclass(experiment.Params, BaseModel)):
         errors.append("Params is not a pydantic model")
     if not experiment.metrics:
