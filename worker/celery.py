@@ -129,6 +129,18 @@ def _sync_metric_catalogue(sender, **kwargs) -> None:
 
 
 @worker_ready.connect
+def _check_stale_findings(sender=None, **kwargs) -> None:
+    """Findings whose results come from an older plugin version than this worker's are marked
+    stale as it starts (in the background; the beat's periodic check stays)."""
+    from registry.reproductions.versions import stale_check_at_startup_in_background
+
+    try:
+        stale_check_at_startup_in_background(where="worker")
+    except Exception:  # noqa: BLE001 - never stops the worker
+        logging.getLogger(__name__).exception("could not start the stale check")
+
+
+@worker_ready.connect
 def _report_presence(sender, **kwargs) -> None:
     queues = sorted(q.name for q in sender.task_consumer.queues)
     _PresenceReporter(sender.hostname, queues).start()
@@ -155,6 +167,15 @@ def _note_queues(sender, instance, **kwargs) -> None:
     global _consumes_cpu
     queues = instance.app.amqp.queues
     _consumes_cpu = "cpu" in queues.consume_from
+
+
+@celeryd_after_setup.connect
+def _keep_liveness_connections(sender, instance, **kwargs) -> None:
+    """In a worker, each pool process keeps its liveness connection from run to run (one connect per
+    process, not per run); elsewhere (tests, run-local) it is closed with the run's lock."""
+    from worker import liveness
+
+    liveness.KEEP_CONNECTION = True
 
 
 @worker_process_init.connect

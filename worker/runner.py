@@ -32,6 +32,7 @@ from registry.errors import ApplicationError
 from registry.logcontext import with_run_context
 from registry.reproductions import services
 from registry.reproductions.models import Run
+from worker.liveness import LivenessLock
 from worker.sandbox import ChildRun, capture_environment, nvidia_smi_query
 
 __all__ = ["capture_environment", "nvidia_smi_query", "run_execute", "save_with_retry"]
@@ -83,16 +84,56 @@ def _plugin_modules() -> list[str]:
         return []
 
 
+def _leftovers(
+    child: ChildRun | None, arms: tuple[str, ...] | None
+) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """What an ended child left, never raising: its artifacts (none when they are refused), its
+    curves, and what was refused in words (for the run's logs)."""
+    if child is None or child.process is None or child.process.returncode is None:
+        return {}, [], ""
+    notes: list[str] = []
+    try:
+        artifacts: dict[str, Any] = child.load_artifacts()
+    except Exception as exc:  # noqa: BLE001 - ArtifactRefused, or files the plugin broke
+        artifacts = {}
+        notes.append(f"artifacts not kept: {exc}")
+    try:
+        series, refused = child.load_series(arms=arms)
+        notes += refused
+    except Exception as exc:  # noqa: BLE001
+        series = []
+        notes.append(f"curves not kept: {type(exc).__name__}: {exc}")
+    return artifacts, series, "\n".join(f"[{note}]" for note in notes)
+
+
+def _keep_cancelled(child: ChildRun | None, *, run_id: int, token: Any, arms: tuple[str, ...] | None) -> None:
+    """A cancelled run's artifacts and curves so far are kept, marked cancelled (never failing the task)."""
+    artifacts, series, _ = _leftovers(child, arms)
+    if not artifacts and not series:
+        return
+    close_old_connections()
+    try:
+        save_with_retry(
+            lambda: services.run_keep_partial(run_id=run_id, token=token, artifacts=artifacts, series=series),
+            what=f"run {run_id}: keeping what the cancelled run left",
+        )
+    except Exception:  # noqa: BLE001 - the run is cancelled either way
+        logger.exception("run %s: could not keep what the cancelled run left", run_id)
+
+
 def _record_failure(
     *, run_id: int, token: Any, state: str, error: str, tb: str = "", logs: str = "",
-    environment: dict[str, Any] | None = None,
+    environment: dict[str, Any] | None = None, child: ChildRun | None = None, arms: tuple[str, ...] | None = None,
 ) -> None:
+    artifacts, series, notes = _leftovers(child, arms)  # kept, marked with the state
+    if notes:
+        logs = f"{logs}\n{notes}" if logs else notes
     close_old_connections()
     try:
         save_with_retry(
             lambda: services.run_fail(
                 run_id=run_id, token=token, state=state, error=error, traceback=tb, logs=logs,
-                environment=environment,
+                environment=environment, artifacts=artifacts, series=series,
             ),
             what=f"run {run_id}: recording {state}",
         )
@@ -103,7 +144,9 @@ def _record_failure(
         services.run_fail(run_id=run_id, token=token, state=state, error=error[:1000])
 
 
-def _supervise(child: ChildRun, *, run_id: int, token: Any, time_limit: float) -> str | None:
+def _supervise(
+    child: ChildRun, *, run_id: int, token: Any, time_limit: float, liveness: LivenessLock | None = None
+) -> str | None:
     """Wait for the child while keeping the heartbeat going; stop it on cancellation or at the
     time limit (stop request, SIGTERM after half the grace period, SIGKILL after all of it).
     Returns why it was stopped ("cancelled", "timeout") or None when it ended by itself."""
@@ -115,9 +158,13 @@ def _supervise(child: ChildRun, *, run_id: int, token: Any, time_limit: float) -
     last_beat = last_progress = time.monotonic()
     while child.wait(0.1) is None:
         now = time.monotonic()
-        progress = child.take_progress() if now - last_progress >= PROGRESS_WRITE_INTERVAL_S else None
-        if progress is not None or now - last_beat >= interval:
+        beat_due = now - last_beat >= interval
+        # a due heartbeat carries the latest progress too (else a short interval would starve it)
+        progress = child.take_progress() if beat_due or now - last_progress >= PROGRESS_WRITE_INTERVAL_S else None
+        if progress is not None or beat_due:
             last_progress = last_beat = now
+            if liveness is not None:
+                liveness.refresh()  # re-taken after a lost connection (a database restart)
             fraction, message = progress or (None, None)
             try:
                 state = services.run_heartbeat(run_id=run_id, token=token, progress=fraction, message=message)
@@ -157,7 +204,11 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     token = services.run_claim(run_id=run_id, worker_host=host)
     if token is None:
         return "skipped: the run is not queued (duplicate or late message)"
+    liveness = LivenessLock(run_id) if settings.RUN_LIVENESS_LOCKS else None
+    if liveness is not None:
+        liveness.acquire()
     child: ChildRun | None = None
+    plugin: Any = None
     environment: dict[str, Any] = {}
     started = time.monotonic()
     try:
@@ -165,6 +216,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         experiment = run.reproduction.experiment
         plugin = services.plugin_resolve(experiment.plugin)
         services._check_version_constraint(plugin, experiment.plugin_version_constraint)
+        services.check_requested_version(plugin, run.requested_plugin_version)  # refused: the run fails, says why
         params = plugin.Params.model_validate(experiment.params)
         memory_limit_mb = experiment.memory_limit_mb
         if memory_limit_mb is None:
@@ -183,13 +235,15 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             env_passthrough=settings.RUN_ENV_PASSTHROUGH,
             max_artifact_bytes=settings.RUN_MAX_ARTIFACT_BYTES,
             max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
+            max_checkpoint_bytes=settings.RUN_MAX_CHECKPOINT_BYTES,
             isolate_network=settings.RUN_ISOLATE_NETWORK,
             run_as_user=settings.RUN_AS_USER,
             start_method=settings.RUN_CHILD_START,
             preload=_plugin_modules(),
         )
         child.start()
-        reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s)
+        reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s,
+                            liveness=liveness)
         child.finish()  # no process of the run is left after this; all its messages are read
         exit_fields, exit_words = child.exit_description()
         environment = {
@@ -201,12 +255,14 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
         logs = child.logs()
         succeeded = child.has_result and child.process is not None and child.process.returncode == 0
+        arms = tuple(plugin.arms)
         if reason == "cancelled" and not succeeded:
+            _keep_cancelled(child, run_id=run_id, token=token, arms=arms)
             return "stopped: the run was cancelled"
         if reason == "timeout" and not succeeded:
             error = f"exceeded the time limit of {experiment.time_limit_s} s; {_how_it_ended(child, reason)}"
             _record_failure(run_id=run_id, token=token, state=Run.State.TIMED_OUT, error=error, logs=logs,
-                            environment=environment)
+                            environment=environment, child=child, arms=arms)
             return Run.State.TIMED_OUT
         if not succeeded:
             limit = child.memory_limit_mb
@@ -218,24 +274,29 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             elif child.oom_killed():
                 error = f"memory limit of {limit} MiB exceeded; {exit_words}"
             elif child.stopped:
+                _keep_cancelled(child, run_id=run_id, token=token, arms=arms)
                 return "stopped: the run was cancelled"
             elif exit_fields.get("exit_code") == 0:
                 error = "the run's process exited without a result"
             else:
                 error = exit_words
             _record_failure(run_id=run_id, token=token, state=Run.State.FAILED, error=error, tb=tb, logs=logs,
-                            environment=environment)
+                            environment=environment, child=child, arms=arms)
             return Run.State.FAILED
         results, extra = child.load_results()
         environment.update(extra)
         rows = services.validate_results(plugin, results)  # a ValueError: the plugin's failure
         artifacts = child.load_artifacts()
+        series, refused = child.load_series(arms=arms)
+        if refused:
+            logs = "\n".join([logs, *(f"[{note}]" for note in refused)])
         # A connection that died during a long run is replaced by save_with_retry (it retries on a
         # new connection); not closing a live one here saves a reconnect per run.
         stored = save_with_retry(
             lambda: services.run_succeed(
                 run_id=run_id, token=token, rows=rows, artifacts=artifacts, environment=environment,
                 hardware=str(environment.get("device_name", "cpu")), plugin_version=plugin.version, logs=logs,
+                series=series,
             ),
             what=f"run {run_id}: saving the result",
         )
@@ -251,7 +312,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
         _record_failure(
             run_id=run_id, token=token, state=state, error=message, tb=traceback.format_exc(),
-            logs=child.logs() if child is not None else "", environment=environment,
+            logs=child.logs() if child is not None else "", environment=environment, child=child,
+            arms=tuple(plugin.arms) if plugin is not None else None,
         )
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -260,3 +322,5 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         if child is not None:
             child.finish()
             child.cleanup()
+        if liveness is not None:
+            liveness.release()

@@ -7,9 +7,10 @@ a scratch directory as cwd/HOME/TMPDIR and a memory limit. It never imports Djan
 
 Protocol: the parent writes ``spec.json`` into the scratch directory; the child writes JSON lines
 (progress, log, artifact, environment, error, stopped, result) to the channel fd it is given,
-artifacts and ``result.json`` into the scratch directory. The child's stdout/stderr are kept as
-the tail of the run's logs. Cancellation: the parent creates the flag file ``STOP``; the plugin's
-``ctx.should_stop()`` becomes true. The parent kills the whole process group when the run ends.
+artifacts, ``result.json`` and its curves (``series.jsonl``, batched) into the scratch directory.
+The child's stdout/stderr are kept as the tail of the run's logs. Cancellation: the parent creates
+the flag file ``STOP``; the plugin's ``ctx.should_stop()`` becomes true. The parent kills the
+whole process group when the run ends.
 
 Whatever the child does, the parent's memory stays bounded: its output is read in fixed-size
 chunks into a tail capped in bytes, its log lines into a window capped in characters, channel
@@ -59,6 +60,16 @@ CHANNEL_LINE_MAX_BYTES = 1024 * 1024
 MAX_ARTIFACTS = 1000
 MAX_ENVIRONMENT_KEYS = 200
 RESULT_MAX_BYTES = 4 * 1024 * 1024
+#: ctx.log_series: the child appends the points it keeps (interp_registry.series) to this file in
+#: batches (every SERIES_FLUSH_POINTS points or SERIES_FLUSH_INTERVAL_S seconds, and at the end);
+#: past SERIES_COMPACT_BYTES it rewrites it with what it keeps. The parent reads at most
+#: SERIES_MAX_BYTES of it and replays it through the same bounds.
+SERIES_FILE = "series.jsonl"
+SERIES_FLUSH_POINTS = 2000
+SERIES_FLUSH_INTERVAL_S = 2.0
+SERIES_COMPACT_BYTES = 32 * 1024 * 1024
+SERIES_MAX_BYTES = 48 * 1024 * 1024
+CHECKPOINT_CONTENT_TYPE = "application/x-checkpoint"
 FILE_SIZE_MARGIN_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE = the artifacts' total cap + this
 
 #: Environment variables a run's child may see: exact names, then prefixes. Nothing else (no
@@ -205,7 +216,16 @@ class ChildContext:
     def __init__(
         self, channel: Any, scratch: Path, *, seed: int, device: Any, deterministic: bool,
         max_artifact_bytes: int = 0, max_artifacts_total_bytes: int = 0,
+        arms: tuple[str, ...] | None = None, max_checkpoint_bytes: int = 0,
     ):
+        from interp_registry.series import SeriesRecorder
+
+        self.series = SeriesRecorder(arms=arms)
+        self._series_pending: dict[tuple[str, str], list[list[Any]]] = {}
+        self._series_pending_points = 0
+        self._series_written: dict[tuple[str, str], int] = {}  # the last index written per series
+        self._series_flushed_at = time.monotonic()
+        self.max_checkpoint_bytes = max_checkpoint_bytes
         self.channel = channel
         self.scratch = scratch
         self.seed = seed
@@ -226,6 +246,8 @@ class ChildContext:
 
     def progress(self, fraction: float, message: str = "") -> None:
         now = time.monotonic()
+        if self._series_pending_points and now - self._series_flushed_at >= SERIES_FLUSH_INTERVAL_S:
+            self.flush_series()  # curves so far reach the file even if the run is killed later
         if now - self._last_progress >= 0.2 or fraction >= 1.0:
             self._last_progress = now
             self.send(t="progress", fraction=float(fraction), message=str(message)[:300])
@@ -250,6 +272,64 @@ class ChildContext:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(bytes(data))
         self.send(t="artifact", name=str(name), file=path.name, content_type=str(content_type))
+
+    def save_checkpoint(self, name: str, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("save_checkpoint needs bytes")
+        if self.max_checkpoint_bytes and len(data) > self.max_checkpoint_bytes:
+            raise ValueError(f"checkpoint {name!r} is {len(data)} bytes; the limit is {self.max_checkpoint_bytes} "
+                             f"bytes (RUN_MAX_CHECKPOINT_BYTES)")
+        self.save_artifact(name, data, CHECKPOINT_CONTENT_TYPE)
+
+    def log_series(self, name: str, step: int, value: float, *, arm: str) -> None:
+        """Checked and bounded by interp_registry.series (SeriesError at the call); the points
+        kept go to SERIES_FILE in batches."""
+        with self._lock:
+            kept = self.series.log(name, step, value, arm=arm)
+            if kept is not None:
+                self._series_pending.setdefault((arm, name), []).append(list(kept))
+                self._series_written[(arm, name)] = kept[0]
+                self._series_pending_points += 1
+            if (self._series_pending_points >= SERIES_FLUSH_POINTS
+                    or time.monotonic() - self._series_flushed_at >= SERIES_FLUSH_INTERVAL_S):
+                self._flush_series()
+
+    def flush_series(self, *, final: bool = False) -> None:
+        """Write the pending points; ``final``: each series' last point too (the run ended)."""
+        with self._lock:
+            if final:
+                for arm, name, last in self.series.pending_last():
+                    if self._series_written.get((arm, name)) != last[0]:
+                        self._series_pending.setdefault((arm, name), []).append(list(last))
+                        self._series_written[(arm, name)] = last[0]
+            self._flush_series()
+
+    def _flush_series(self) -> None:
+        self._series_flushed_at = time.monotonic()
+        if not self._series_pending:
+            return
+        path = self.scratch / SERIES_FILE
+        lines = "".join(
+            json.dumps({"arm": arm, "name": name, "points": points}) + "\n"
+            for (arm, name), points in self._series_pending.items()
+        )
+        self._series_pending = {}
+        self._series_pending_points = 0
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        if size + len(lines) > SERIES_COMPACT_BYTES:  # rewrite with what is kept (bounded by the caps)
+            kept = "".join(
+                json.dumps({"arm": arm, "name": name, "points": points}) + "\n"
+                for arm, name, points in self.series.kept_points()
+            )
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(kept)
+            temporary.replace(path)
+            return
+        with path.open("a") as stream:
+            stream.write(lines)
 
     def should_stop(self) -> bool:
         return (self.scratch / STOP_FILE).exists()
@@ -330,6 +410,7 @@ def child_main(spec_path: str, channel_fd: int) -> None:
             channel, scratch, seed=int(spec["seed"]), device=device, deterministic=deterministic,
             max_artifact_bytes=int(spec.get("max_artifact_bytes") or 0),
             max_artifacts_total_bytes=int(spec.get("max_artifacts_total_bytes") or 0),
+            arms=tuple(plugin.arms), max_checkpoint_bytes=int(spec.get("max_checkpoint_bytes") or 0),
         )
         environment = capture_environment(
             device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
@@ -369,6 +450,11 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
     finally:
+        if ctx is not None:
+            try:  # the curves so far, also of a failed or stopped run
+                ctx.flush_series(final=True)
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -399,6 +485,7 @@ class ChildRun:
         env_passthrough: list[str] | tuple[str, ...] = (),
         max_artifact_bytes: int = 50 * 1024 * 1024,
         max_artifacts_total_bytes: int = 200 * 1024 * 1024,
+        max_checkpoint_bytes: int = 50 * 1024 * 1024,
         isolate_network: bool = False,
         run_as_user: str = "",
         start_method: str = "zygote",
@@ -427,6 +514,7 @@ class ChildRun:
             "cgroup": str(self.cgroup) if self.cgroup else "",
             "max_artifact_bytes": max_artifact_bytes, "max_artifacts_total_bytes": max_artifacts_total_bytes,
             "max_file_bytes": (max_artifacts_total_bytes + FILE_SIZE_MARGIN_BYTES) if max_artifacts_total_bytes else 0,
+            "max_checkpoint_bytes": max_checkpoint_bytes,
         }
         self.env = child_environment(self.scratch, extra=list(env_passthrough))
         self.process: subprocess.Popen | None = None
@@ -825,6 +913,40 @@ class ChildRun:
             read += len(data)
             artifacts[name] = (data, content_type)
         return artifacts
+
+    def load_series(self, *, arms: tuple[str, ...] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+        """The run's curves (``[{arm, name, steps, values, logged}]``, bounded as
+        interp_registry.series says) from SERIES_FILE, read at most SERIES_MAX_BYTES, never through
+        a symlink; and what was refused, in words (malformed lines are dropped and counted)."""
+        from interp_registry.series import SeriesError, SeriesRecorder
+
+        path = self.scratch / SERIES_FILE
+        if not path.exists() and not path.is_symlink():
+            return [], []
+        try:
+            data = read_capped(path, SERIES_MAX_BYTES, what="the curves file")
+        except ArtifactRefused as exc:
+            return [], [f"curves dropped: {exc}"]
+        recorder = SeriesRecorder(arms=arms)
+        refused: dict[str, int] = {}
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+                points = message["points"]
+                if not isinstance(message, dict) or not isinstance(points, list):
+                    raise SeriesError("a line must be {arm, name, points}")
+                for point in points:
+                    if not isinstance(point, list) or len(point) != 3:
+                        raise SeriesError("a point must be [index, step, value]")
+                    recorder.add_indexed(message["arm"], message["name"], *point)
+            except (ValueError, KeyError, TypeError) as exc:  # SeriesError is a ValueError
+                reason = str(exc)[:300] if isinstance(exc, SeriesError) else "malformed line"
+                if reason not in refused and len(refused) >= 20:  # a bounded report, whatever the file holds
+                    reason = "other reasons"
+                refused[reason] = refused.get(reason, 0) + 1
+        return recorder.series(), [f"curves: {count} line(s) refused: {reason}" for reason, count in refused.items()]
 
     def exit_description(self) -> tuple[dict[str, Any], str]:
         """``{"exit_code": n}`` or ``{"exit_signal": "SIGKILL"}``, and the same in words."""

@@ -74,6 +74,7 @@ Metrics
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Literal
 
@@ -250,6 +251,14 @@ def pooled_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(F.avg_pool2d(output, 2), F.avg_pool2d(target, 2))
 
 
+def _mean_energy(model: nn.Module, eval_inputs: torch.Tensor, params: CheckerboardParams) -> float:
+    """The held-out checkerboard_energy of ``model``'s upsamplers, averaged as the metric is."""
+    with torch.no_grad():
+        output = model(eval_inputs).contiguous()
+        energies = [checkerboard_energy(output[:, [m]], params.nyquist_radius) for m in range(params.models)]
+    return sum(energies) / len(energies)
+
+
 def sample_grid(inputs: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
     """A grey-scale grid: one row per tensor (N, 1, 32, 32) -- first the nearest-resized inputs."""
     resized = F.interpolate(inputs, size=IMAGE_SIZE, mode="nearest")
@@ -362,6 +371,10 @@ class CheckerboardExperiment(Experiment):
         )
         started = time.perf_counter()
         report_every = max(1, params.steps // 20)
+        # the curves (ctx.log_series): the training loss at every report (~20 points), and the
+        # held-out checkerboard_energy (the metric's definition: the mean over the models) ~10 times
+        energy_every = max(1, params.steps // 10)
+        ctx.log_series("checkerboard_energy", 0, _mean_energy(model, eval_inputs, params), arm=arm)
         for step in range(params.steps):
             if step % 10 == 0:
                 check_stop(ctx)
@@ -371,6 +384,13 @@ class CheckerboardExperiment(Experiment):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if (step + 1) % report_every == 0 or step + 1 == params.steps:
+                if math.isfinite(loss.item()):  # a diverged loss is no curve point
+                    ctx.log_series("train_loss", step + 1, loss.item(), arm=arm)
+            if (step + 1) % energy_every == 0 and step + 1 < params.steps:
+                energy = _mean_energy(model, eval_inputs, params)
+                if math.isfinite(energy):
+                    ctx.log_series("checkerboard_energy", step + 1, energy, arm=arm)
             if (step + 1) % report_every == 0 or step + 1 == params.steps:
                 ctx.progress(
                     (index + (step + 1) / params.steps) / len(self.arms),
@@ -387,6 +407,8 @@ class CheckerboardExperiment(Experiment):
                 "full_mse": float(F.mse_loss(output, targets)),
                 "overlap_ratio": overlap_ratio(kind),
             }
+        if math.isfinite(metrics["checkerboard_energy"]):  # the curve ends at the metric itself
+            ctx.log_series("checkerboard_energy", params.steps, metrics["checkerboard_energy"], arm=arm)
         ctx.log(
             f"{arm}: trained {params.steps} steps in {time.perf_counter() - started:.1f}s; "
             + ", ".join(f"{name}={value:.5g}" for name, value in metrics.items())

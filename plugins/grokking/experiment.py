@@ -60,6 +60,7 @@ measures concentration of the embedding, not that the model uses the trigonometr
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,7 @@ from interp_registry.sdk import (
 from pydantic import Field, model_validator
 
 ACCURACY_TARGET = 0.99
+CURVE_POINTS = 200  # at most about this many points per logged curve
 
 
 def _is_prime(n: int) -> bool:
@@ -244,6 +246,9 @@ class GrokkingExperiment(Experiment):
             curve: dict[str, list[float]] = {"step": [], "train_accuracy": [], "test_accuracy": [], "train_loss": []}
             reached: dict[str, int | None] = {"train": None, "test": None}
             train_accuracy = test_accuracy = 0.0
+            # the curves (ctx.log_series): every evaluation, thinned to at most ~200 points per series
+            log_every = max(1, -(-(params.steps // params.eval_every) // CURVE_POINTS))
+            evaluations = 0
             for step in range(1, params.steps + 1):
                 loss = F.cross_entropy(model(train_a, train_b), train_labels)
                 optimiser.zero_grad(set_to_none=True)
@@ -261,6 +266,12 @@ class GrokkingExperiment(Experiment):
                     curve["train_accuracy"].append(train_accuracy)
                     curve["test_accuracy"].append(test_accuracy)
                     curve["train_loss"].append(float(loss.detach()))
+                    if evaluations % log_every == 0 or step == params.steps:
+                        ctx.log_series("train_accuracy", step, train_accuracy, arm=arm)
+                        ctx.log_series("test_accuracy", step, test_accuracy, arm=arm)
+                        if math.isfinite(curve["train_loss"][-1]):  # a diverged loss is no curve point
+                            ctx.log_series("train_loss", step, curve["train_loss"][-1], arm=arm)
+                    evaluations += 1
                     check_stop(ctx)
                     ctx.progress(
                         (arm_index + step / params.steps) / 2,

@@ -338,12 +338,25 @@ class InductionHeadsExperiment(Experiment):
         curve: list[tuple[int, float]] = []
         phase_change_step: int | None = None
 
+        arm = self.arms[arm_index]
+        # the curves (ctx.log_series): every evaluation up to ~200 points per series, then thinned
+        log_every = max(1, -(-(params.steps // params.eval_every) // 200))
+
         def evaluate(step: int) -> None:
             nonlocal phase_change_step
             model.eval()
             with torch.no_grad():
                 loss = float(repeat_loss_and_accuracy(model(eval_batch.tokens)[0], eval_batch)[0])
+                log = len(curve) % log_every == 0 or step == params.steps  # step 0 is always logged
+                if log:  # the patterns' forward is the unfused one: the loss above stays the fused kernel's
+                    patterns = model(eval_batch.tokens, with_patterns=True)[1]
+                    score = float(induction_scores(patterns[-1], eval_batch).max())
             model.train()
+            if log:
+                if math.isfinite(score):  # a diverged model's NaN is no curve point
+                    ctx.log_series("induction_score", step, score, arm=arm)
+                if math.isfinite(loss):
+                    ctx.log_series("repeat_loss", step, loss, arm=arm)
             curve.append((step, loss))
             # Step 0 (the untrained model) is on the curve but is no event time: a loss already below
             # the threshold there is recorded at the first evaluation after training starts.

@@ -219,6 +219,7 @@ class SparseAutoencoderExperiment(Experiment):
             optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
             stream = torch.Generator(device=device).manual_seed(ctx.seed + 1)
             report_every = max(1, params.steps // 20)
+            curve_every = max(1, params.steps // 100)  # the training loss curve: ~100 points per arm
             for step in range(1, params.steps + 1):
                 x = sample_data(features, probabilities, params.batch_size, stream)
                 reconstruction, latents = model(x)
@@ -229,6 +230,10 @@ class SparseAutoencoderExperiment(Experiment):
                 loss.backward()
                 optimiser.step()
                 model.normalise_decoder()
+                if step % curve_every == 0 or step == 1 or step == params.steps:
+                    value = float(loss.detach())
+                    if math.isfinite(value):  # a diverged loss is no curve point
+                        ctx.log_series("train_loss", step, value, arm=arm)
                 if step % report_every == 0 or step == params.steps:
                     check_stop(ctx)
                     ctx.progress((arm_index + step / params.steps) / 2, f"{arm}: step {step}/{params.steps}")

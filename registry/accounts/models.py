@@ -42,3 +42,57 @@ class ApiToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class Invitation(models.Model):
+    """A single-use code that lets one person sign up while SIGNUP_MODE is "invite". Staff make them
+    (the admin or ``manage.py create_invitation``) and pass them on, so the code is kept in clear:
+    it opens nothing but the sign-up form, once, before it expires."""
+
+    code = models.CharField(max_length=64, unique=True)
+    note = models.CharField(max_length=200, blank=True, help_text="Who it is for (staff only see this).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="invitation"
+    )
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.code[:8]}… ({self.note or 'invitation'})"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def is_used(self) -> bool:
+        return self.used_at is not None
+
+
+class SignUp(models.Model):
+    """A self-service account: inactive until its email address is confirmed. Accounts made by staff
+    have none, and a user staff deactivate later is not reactivated by an old confirmation link
+    (a link only confirms a sign-up still pending)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signup")
+    email = models.EmailField()
+    created_at = models.DateTimeField(default=timezone.now)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "sign-up"
+
+    def __str__(self) -> str:
+        return f"{self.user} <{self.email}>"
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.confirmed_at is not None

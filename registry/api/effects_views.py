@@ -19,6 +19,7 @@ from registry.api.errors import query_text
 from registry.api.parsers import JSONParser as RegistryJSONParser
 from registry.api.schema import QUOTA_429, error
 from registry.api.serializers import RunSerializer, StrictCharField
+from registry.api.series_views import SeriesInputField
 from registry.effects.selectors import (
     LANDSCAPE_PAGE_SIZE,
     MAX_LANDSCAPE_PAGE_SIZE,
@@ -138,6 +139,11 @@ class SelfReportedRunSerializer(serializers.Serializer):
     plugin_version = StrictCharField(
         max_length=50, required=False, allow_blank=True, help_text="Defaults to the installed plugin's version."
     )
+    series = SeriesInputField(
+        required=False, default=None,
+        help_text="Optional training curves: [{arm, name, steps: [int], values: [number]}] (at most 32; "
+        "longer than 10,000 points: thinned as a worker thins ctx.log_series).",
+    )
 
 
 class NonStrictJSONParser(RegistryJSONParser):
@@ -195,6 +201,7 @@ class SelfReportedBatchItemSerializer(serializers.Serializer):
     hardware = StrictCharField(max_length=200, required=False, help_text="Defaults to the batch's `hardware`.")
     environment = serializers.JSONField(required=False, help_text="Defaults to the batch's `environment`.")
     plugin_version = StrictCharField(max_length=50, required=False, allow_blank=True)
+    series = SeriesInputField(required=False, help_text="Optional curves, as in the single-run request.")
 
 
 class SelfReportedBatchSerializer(serializers.Serializer):

@@ -328,6 +328,10 @@ class ExperimentSerializer(StrictTextMixin, serializers.ModelSerializer):
         default=True, write_only=True, help_text="Queue the first reproduction now (default seeds)."
     )
     params = serializers.JSONField(required=False, default=dict)
+    preset = StrictCharField(
+        required=False, write_only=True, max_length=100,
+        help_text="A preset of the plugin (see GET /plugins/): its parameters, overridden by `params`.",
+    )
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
     # upper bounds: RUN_MAX_TIME_LIMIT_S / RUN_MAX_MEMORY_LIMIT_MB, checked by experiment_create
     time_limit_s = serializers.IntegerField(
@@ -339,21 +343,35 @@ class ExperimentSerializer(StrictTextMixin, serializers.ModelSerializer):
         help_text="Memory per run (MB); null: the worker's default. At most RUN_MAX_MEMORY_LIMIT_MB.",
     )
     default_seeds = serializers.IntegerField(
-        required=False, default=3, min_value=1, max_value=settings.MAX_SEEDS_PER_REPRODUCTION,
-        help_text="Seeds per reproduction when none are given; at most MAX_SEEDS_PER_REPRODUCTION.",
+        required=False, min_value=1, max_value=settings.MAX_SEEDS_PER_REPRODUCTION,
+        help_text="Seeds per reproduction when none are given; at most MAX_SEEDS_PER_REPRODUCTION. By default "
+        "the plugin's `recommended_seeds`, else 3.",
     )
     reproductions = serializers.SerializerMethodField()
 
     class Meta:
         model = Experiment
         fields = [
-            "id", "finding", "plugin", "plugin_version_constraint", "params", "default_seeds", "device",
+            "id", "finding", "plugin", "plugin_version_constraint", "params", "preset", "default_seeds", "device",
             "time_limit_s", "memory_limit_mb", "reproduce", "reproductions", "retracted_at", "retraction_reason",
             "created_at",
         ]
         read_only_fields = [
             "id", "finding", "created_at", "reproductions", "retracted_at", "retraction_reason",
         ]
+
+    def to_internal_value(self, data: Any) -> Any:
+        # A key the experiment does not have is a 400 naming it, never silently ignored (a
+        # misspelt "prest" or "n_seeds" would otherwise queue runs the caller did not ask for).
+        if isinstance(data, dict):  # a JSON object or a form (a QueryDict is a dict)
+            ignored = {"csrfmiddlewaretoken"} if isinstance(data, QueryDict) else set()
+            unknown = sorted(str(k) for k in set(data) - set(self.fields) - ignored)
+            if unknown:
+                accepted = ", ".join(name for name, f in self.fields.items() if not f.read_only)
+                raise serializers.ValidationError(
+                    {name: [f"unknown field; an experiment's fields are {accepted}"] for name in unknown}
+                )
+        return super().to_internal_value(data)
 
     def get_reproductions(self, experiment: Experiment) -> list[int]:
         return [r.pk for r in experiment.reproductions.all()]
@@ -440,10 +458,14 @@ class MeasurementSerializer(serializers.ModelSerializer):
 
 class ArtifactSerializer(serializers.ModelSerializer):
     download_url = serializers.SerializerMethodField()
+    partial = serializers.BooleanField(
+        read_only=True, help_text="Left by a run that did not succeed (failed, timed out, cancelled): see run_state."
+    )
 
     class Meta:
         model = Artifact
-        fields = ["id", "name", "content_type", "size", "sha256", "download_url", "created_at"]
+        fields = ["id", "name", "content_type", "size", "sha256", "download_url", "created_at", "run_state",
+                  "partial"]
 
     def get_download_url(self, artifact: Artifact) -> str:
         return reverse("api:artifact-download", args=[artifact.pk])
@@ -462,6 +484,7 @@ class RunSerializer(HidesHostsFromAnonymous, serializers.ModelSerializer):
         fields = [
             "id", "reproduction", "experiment", "finding", "plugin", "seed", "state", "queue", "attempts",
             "progress", "progress_message", "heartbeat_at", "started_at", "finished_at", "worker_host",
-            "plugin_version", "hardware", "environment", "self_reported", "measurements", "artifacts",
+            "plugin_version", "requested_plugin_version", "hardware", "environment", "self_reported",
+            "measurements", "artifacts",
             "logs", "error", "traceback", "created_at",
         ]

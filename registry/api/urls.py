@@ -3,7 +3,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from registry.accounts.api import ApiTokenViewSet
-from registry.api import author_views, effects_views, events_views, metrics, quota_views, version_views, views
+from registry.api import (
+    author_views,
+    effects_views,
+    events_views,
+    metrics,
+    quota_views,
+    series_views,
+    version_views,
+    views,
+)
 
 app_name = "api"
 
@@ -21,6 +30,8 @@ urlpatterns = [
         "api/v1/findings/<int:pk>/rereproduce/", version_views.finding_rereproduce_view, name="finding-rereproduce"
     ),
     path("api/v1/landscape/", effects_views.landscape, name="landscape"),
+    path("api/v1/runs/<int:pk>/series/", series_views.run_series_view, name="run-series"),
+    path("api/v1/findings/<int:pk>/series/", series_views.finding_series_view, name="finding-series"),
     path("api/v1/findings/<int:pk>/rollup/", effects_views.finding_rollup, name="finding-rollup"),
     path(
         "api/v1/experiments/<int:pk>/self-reported-runs/",

@@ -161,6 +161,7 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
         if request.method == "GET":
             experiments = finding.experiments.prefetch_related("reproductions")
             return Response(s.ExperimentSerializer(experiments, many=True).data)
+        finding_services._ensure_can_edit(finding, request.user)  # before validation: a stranger learns nothing
         serializer = s.ExperimentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         experiment = repro_services.experiment_create(finding=finding, user=request.user, **serializer.validated_data)
@@ -397,6 +398,7 @@ def plugin_describe(name: str) -> dict:
             arms=list(experiment.arms),
             resources={"device": experiment.resources.device, "time_limit_s": experiment.resources.time_limit_s},
             presets=experiment.presets,
+            recommended_seeds=getattr(experiment, "recommended_seeds", None),
         )
     return data
 
@@ -416,6 +418,10 @@ class PluginSerializer(serializers.Serializer):
     arms = serializers.ListField(child=serializers.CharField(), required=False)
     resources = serializers.DictField(required=False)
     presets = serializers.JSONField(required=False)
+    recommended_seeds = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="Seeds per reproduction the plugin recommends (the default of a new experiment); null: 3.",
+    )
 
 
 class MetricDefinitionSerializer(serializers.Serializer):

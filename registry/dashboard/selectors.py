@@ -7,12 +7,16 @@ finding without measured effects (or an older cache entry) renders as "no data y
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import statistics
 from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, F, Max, OuterRef, Q, QuerySet, Subquery, Window
+from django.db.models.functions import RowNumber
 from django.http import Http404
 from django.urls import reverse
 
@@ -22,7 +26,7 @@ from registry.effects.models import FindingEffects
 from registry.findings.markdown import render_markdown
 from registry.findings.models import Claim, Finding, Tag
 from registry.findings.selectors import finding_list, lineage_walk
-from registry.reproductions.models import TERMINAL_STATES, Experiment, Reproduction, Run
+from registry.reproductions.models import TERMINAL_STATES, Experiment, Reproduction, Run, WorkerPresence
 from registry.reproductions.selectors import reproduction_state, run_list
 
 ACTIVE_STATES = frozenset({Run.State.QUEUED, Run.State.RUNNING})
@@ -344,13 +348,16 @@ def _declared_scales(finding: Finding) -> dict[str, dict[str, Any]]:
     return declared
 
 
-def _verdict_state(entry: dict[str, Any], verdict: str, min_seeds: int) -> tuple[str, str]:
-    """(label, css modifier) of a claim's verdict: before data, "no data yet"; below the
-    registry's minimum seeds, "not enough seeds (min k)", never a bare "inconclusive"."""
+def _verdict_state(
+    entry: dict[str, Any], verdict: str, min_seeds: int, *, awaiting: bool = False
+) -> tuple[str, str]:
+    """(label, css modifier) of a claim's verdict: before data, "awaiting data" while runs are
+    queued or running (``awaiting``), else "no data yet"; below the registry's minimum seeds,
+    "not enough seeds (min k)", never a bare "inconclusive"."""
     effect = entry.get("effect") or {}
     has_data = entry.get("has_data", bool(effect))
     if not has_data:
-        return "no data yet", "none"
+        return ("awaiting data", "none") if awaiting else ("no data yet", "none")
     if verdict == "inconclusive":
         n = effect.get("n")
         if isinstance(n, int) and n < min_seeds:
@@ -360,8 +367,10 @@ def _verdict_state(entry: dict[str, Any], verdict: str, min_seeds: int) -> tuple
     return VERDICT_LABELS.get(verdict, verdict), verdict
 
 
-def claim_rows(finding: Finding, effects: dict[str, Any]) -> list[dict[str, Any]]:
-    """Current claims next to what the reproductions measured, each in the claim's unit."""
+def claim_rows(finding: Finding, effects: dict[str, Any], *, awaiting: bool = False) -> list[dict[str, Any]]:
+    """Current claims next to what the reproductions measured, each in the claim's unit;
+    ``awaiting``: some run of the finding is queued or running (a claim without data then reads
+    "awaiting data", not "inconclusive")."""
     entries = {c.get("claim"): c for c in effects.get("claims") or []}
     metrics = _metric_index(effects)
     declared = _declared_scales(finding)
@@ -385,7 +394,7 @@ def claim_rows(finding: Finding, effects: dict[str, Any]) -> list[dict[str, Any]
         higher_is_better = metric.get("higher_is_better", (declared.get(claim.metric) or {}).get("higher_is_better"))
         stored = getattr(claim, "verdict", None)
         verdict = entry.get("verdict") or (stored.verdict if stored else "inconclusive")
-        label, css = _verdict_state(entry, verdict, min_seeds)
+        label, css = _verdict_state(entry, verdict, min_seeds, awaiting=awaiting)
         effect = entry.get("effect")
         view = None
         if effect:
@@ -601,18 +610,81 @@ def downstream(*, finding: Finding, user: Any) -> dict[str, Any] | None:
     }
 
 
-def finding_detail(*, finding: Finding, user: Any) -> dict[str, Any]:
+# ---------------------------------------------------------------- live evidence
+
+#: Seconds between two polls of a finding's evidence while runs are queued or running or a
+#: recompute is pending (the page stops polling once neither is true, as its runs section does).
+#: A poll that finds nothing changed costs two queries and a 304.
+EVIDENCE_POLL_S = 3
+
+
+def _per_finding(queryset: QuerySet, **aggregate: Any) -> Subquery:
+    """One aggregate over the rows of ``queryset`` that belong to the outer finding."""
+    (name, expression), = aggregate.items()
+    return Subquery(queryset.order_by().values("_f").annotate(**{name: expression}).values(name)[:1])
+
+
+def evidence_state(finding: Finding) -> dict[str, Any]:
+    """What a finding's evidence (claims, verdicts, effects, axis scores, status) depends on, read
+    in one query: its effects row (when computed, the request sequence, pending, error), its
+    current claims, its experiments (added, retracted), its runs (how many in each state, the
+    newest, the last finished) and its own status. ``etag`` changes whenever one of them does, so
+    a poll of the evidence fragment is answered 304 while nothing changed; ``active``: some run is
+    queued or running; ``live``: active or a recompute pending (the page polls fast)."""
+    runs = Run.objects.filter(reproduction__experiment__finding=OuterRef("pk")).annotate(
+        _f=F("reproduction__experiment__finding")
+    )
+    claims = Claim.objects.filter(finding=OuterRef("pk"), is_current=True).annotate(_f=F("finding"))
+    experiments = Experiment.objects.filter(finding=OuterRef("pk")).annotate(_f=F("finding"))
+    row = (
+        Finding.objects.filter(pk=finding.pk)
+        .annotate(
+            runs_n=_per_finding(runs, n=Count("pk")),
+            runs_last=_per_finding(runs, n=Max("pk")),
+            runs_queued=_per_finding(runs.filter(state=Run.State.QUEUED), n=Count("pk")),
+            runs_running=_per_finding(runs.filter(state=Run.State.RUNNING), n=Count("pk")),
+            runs_succeeded=_per_finding(runs.filter(state=Run.State.SUCCEEDED), n=Count("pk")),
+            runs_finished_at=_per_finding(runs, n=Max("finished_at")),
+            claims_n=_per_finding(claims, n=Count("pk")),
+            claims_last=_per_finding(claims, n=Max("pk")),
+            experiments_n=_per_finding(experiments, n=Count("pk")),
+            experiments_retracted=_per_finding(experiments.filter(retracted_at__isnull=False), n=Count("pk")),
+        )
+        .values(
+            "status", "updated_at", "effects_stale",
+            "effects_cache__computed_at", "effects_cache__requested_seq", "effects_cache__pending",
+            "effects_cache__error",
+            "runs_n", "runs_last", "runs_queued", "runs_running", "runs_succeeded", "runs_finished_at",
+            "claims_n", "claims_last", "experiments_n", "experiments_retracted",
+        )
+        .first()
+    ) or {}
+    key = json.dumps(row, sort_keys=True, default=str)
+    active = bool(row.get("runs_queued") or row.get("runs_running"))
+    pending = bool(row.get("effects_cache__pending"))
+    return {
+        "etag": '"ev-' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"',
+        "active": active,
+        "pending": pending,
+        "live": active or pending,
+        "poll_s": EVIDENCE_POLL_S,
+        "n_queued": row.get("runs_queued") or 0,
+        "n_running": row.get("runs_running") or 0,
+    }
+
+
+def finding_evidence(*, finding: Finding, user: Any, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evidence part of a finding page (the fragment its poll swaps in): status and lean,
+    recompute notices, claims with verdicts, measured effects per experiment, axis scores. Reads
+    the effects cache only (reads never write)."""
     from registry.effects.selectors import finding_effects_get
 
+    state = state or evidence_state(finding)
     effects = finding_effects_get(finding=finding, user=user) or {}
     return {
         "finding": finding,
-        "summary_html": render_markdown(finding.summary),
-        "tags": [t.name for t in finding.tags.all()],
-        "authors": sorted(u.get_full_name() or u.get_username() for u in finding.authors.all()),
-        "references": [reference_link(r) for r in finding.references or []],
-        "xrisk": xrisk_items(finding.xrisk_sheet),
-        "claims": claim_rows(finding, effects),
+        "evidence": state,
+        "claims": claim_rows(finding, effects, awaiting=state["active"]),
         "metrics": metric_rows(effects),
         "experiment_blocks": experiment_blocks(finding, effects),
         "axes": axis_rows(effects),
@@ -623,6 +695,17 @@ def finding_detail(*, finding: Finding, user: Any) -> dict[str, Any]:
         "lean": lean_badge(effects),
         "evidence_rungs": effects.get("evidence_rungs") or [],
         "n_runs": effects.get("n_runs") or 0,
+    }
+
+
+def finding_detail(*, finding: Finding, user: Any) -> dict[str, Any]:
+    return {
+        **finding_evidence(finding=finding, user=user),
+        "summary_html": render_markdown(finding.summary),
+        "tags": [t.name for t in finding.tags.all()],
+        "authors": sorted(u.get_full_name() or u.get_username() for u in finding.authors.all()),
+        "references": [reference_link(r) for r in finding.references or []],
+        "xrisk": xrisk_items(finding.xrisk_sheet),
         "lineage": lineage(finding=finding, user=user),
         "downstream": downstream(finding=finding, user=user) if finding.kind == Finding.Kind.THEORY else None,
     }
@@ -637,13 +720,30 @@ def progress_percent(run: Run) -> int:
     return max(0, min(100, round((run.progress or 0.0) * 100)))
 
 
-def run_row(run: Run) -> dict[str, Any]:
+def run_row(run: Run, queue: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run for a table: its progress in percent and, while queued, its ``queue_estimate``."""
     return {
         "run": run,
         "percent": progress_percent(run),
         "active": run.state in ACTIVE_STATES,
         "terminal": run.state in TERMINAL_STATES,
+        "queue": queue,
     }
+
+
+def reproduction_badge(reproduction: Reproduction) -> str:
+    """A reproduction's state for its badge: queued / running while a run is active; once every
+    run ended, "cancelled" when they were all cancelled, "failed" when none succeeded, else
+    "finished" (``reproduction_state`` says "finished" for all of these)."""
+    state = reproduction_state(reproduction)
+    if state != "finished":
+        return state
+    states = {run.state for run in reproduction.runs.all()}
+    if states == {Run.State.CANCELLED}:
+        return "cancelled"
+    if Run.State.SUCCEEDED not in states:
+        return "failed"
+    return "finished"
 
 
 #: How a censored value reads: the stored value is the budget, a lower bound, never a time.
@@ -736,6 +836,8 @@ def artifact_rows(runs: list[Run]) -> list[dict[str, Any]]:
             "run": run,
             "url": reverse("api:artifact-download", args=[artifact.pk]),
             "is_image": artifact.content_type == "image/png",
+            # the image's alt text and caption: what it is and where it comes from
+            "label": f"{artifact.name} from run {run.pk} (seed {run.seed})",
         }
         for run in runs
         for artifact in run.artifacts.all()
@@ -753,7 +855,7 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
     ``page`` is the Django page (its number, ``has_next``...). Every experiment is listed, also
     those with no run on this page. Never loads more than a page of runs."""
     from django.core.paginator import Paginator
-    from django.db.models import Count, Prefetch
+    from django.db.models import Prefetch
 
     from registry.reproductions.selectors import gpu_availability, reproduction_waiting_for_gpu
 
@@ -775,9 +877,10 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
         .select_related("requested_by")
         .prefetch_related(Prefetch("runs", queryset=Run.objects.only("id", "state", "reproduction_id")))
     }
-    experiments = (
+    experiments = list(
         Experiment.objects.filter(finding=finding).order_by("id").annotate(n_reproductions=Count("reproductions"))
     )
+    estimates = queue_estimates(page_runs, {e.pk: e for e in experiments})
     by_experiment: dict[int, dict[int, list[Run]]] = defaultdict(dict)
     for run in page_runs:
         reproduction = reproductions[run.reproduction_id]
@@ -792,10 +895,10 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
             repro_rows.append(
                 {
                     "reproduction": reproduction,
-                    "state": reproduction_state(reproduction),
+                    "state": reproduction_badge(reproduction),
                     "self_reported": reproduction.source == Reproduction.Source.SELF_REPORTED,
                     "waiting_for_gpu": reproduction_waiting_for_gpu(reproduction, gpu_available=gpu_available),
-                    "runs": [run_row(run) for run in repro_runs],
+                    "runs": [run_row(run, estimates.get(run.pk)) for run in repro_runs],
                     "n_runs": len(reproduction.runs.all()),
                 }
             )
@@ -824,18 +927,69 @@ def finding_runs(*, finding: Finding, page: Any = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- one run
 
 
+#: How the environment a run captured is labelled (worker/sandbox.py ``capture_environment``).
+ENVIRONMENT_LABELS = {
+    "python": "Python", "platform": "Platform", "hostname": "Host", "torch": "PyTorch", "cuda": "CUDA",
+    "cudnn": "cuDNN", "device": "Device", "device_name": "Device name", "torch_threads": "PyTorch threads",
+    "seed": "Seed", "deterministic": "Deterministic", "plugin_version": "Plugin version", "gpu_count": "GPUs",
+    "driver": "NVIDIA driver", "cublas_workspace_config": "cuBLAS workspace config",
+    "memory_limit": "Memory limit",
+}
+#: What an absent (null) value means, where it means something particular.
+ENVIRONMENT_NONE = {
+    "cuda": "none (a CPU-only build of PyTorch)",
+    "cudnn": "none (not available)",
+    "driver": "none (no NVIDIA driver found)",
+}
+
+
+def environment_items(environment: Any) -> list[dict[str, str]]:
+    """A run's captured environment as labelled values in words: a null is never shown raw
+    ("CUDA: none (a CPU-only build of PyTorch)"), booleans read yes / no."""
+    if not isinstance(environment, dict):
+        return []
+    items = []
+    for key, value in sorted(environment.items()):
+        if value is None or value == "":
+            text = ENVIRONMENT_NONE.get(key, "not recorded")
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value)
+        items.append(
+            {"key": key, "label": ENVIRONMENT_LABELS.get(key, str(key).replace("_", " ").capitalize()),
+             "value": text, "missing": value is None or value == ""}
+        )
+    return items
+
+
+def run_breadcrumbs(run: Run) -> list[dict[str, str]]:
+    """Finding › experiment › reproduction › run, each a link (the experiment and reproduction to
+    their place on the finding page), the run itself last (the current page)."""
+    finding = run.reproduction.experiment.finding
+    experiment = run.reproduction.experiment
+    page = reverse("dashboard:finding-detail", args=[finding.pk])
+    return [
+        {"text": finding.title, "href": page},
+        {"text": f"Experiment #{experiment.pk} ({experiment.plugin})", "href": f"{page}#experiment-{experiment.pk}"},
+        {"text": f"Reproduction #{run.reproduction_id}", "href": f"{page}#reproduction-{run.reproduction_id}"},
+        {"text": f"Run #{run.pk}", "href": ""},
+    ]
+
+
 def run_detail(run: Run) -> dict[str, Any]:
     table = measurement_table([run])
-    environment = run.environment if isinstance(run.environment, dict) else {}
+    experiment = run.reproduction.experiment
+    estimates = queue_estimates([run], {experiment.pk: experiment})
     return {
         "run": run,
-        "row": run_row(run),
-        "finding": run.reproduction.experiment.finding,
-        "experiment": run.reproduction.experiment,
-        "environment": [
-            {"key": key, "value": value if isinstance(value, str) else json.dumps(value)}
-            for key, value in sorted(environment.items())
-        ],
+        "row": run_row(run, estimates.get(run.pk)),
+        "finding": experiment.finding,
+        "experiment": experiment,
+        "breadcrumbs": run_breadcrumbs(run),
+        "environment": environment_items(run.environment),
         "measurements": table,
         "artifacts": artifact_rows([run]),
     }
@@ -969,7 +1123,7 @@ def landscape(*, user: Any, tag: str = "", kind: str = "", plugin: str = "") -> 
     return {
         "points": points,
         "rows": rows,
-        "scatter": charts.scatter_svg(points, trend=trend["line"] if trend else None),
+        # the chart itself is drawn by registry.dashboard.landscape.landscape_page (with its band)
         "n_plotted": len(points),
         "aggregate": aggregate,
         "score_unit": aggregate.get("score_unit") or "log",
@@ -1083,3 +1237,239 @@ def plugin_catalogue() -> list[dict[str, Any]]:
             )
         entries.append(item)
     return entries
+
+
+# ---------------------------------------------------------------- queues and workers
+
+#: How many of the latest succeeded runs (of an experiment, else of its plugin) a queued run's
+#: expected duration is the median of.
+DURATION_SAMPLE = 50
+#: At most this many workers are listed on the workers page (the most recently seen first).
+WORKERS_PAGE_MAX = 200
+
+
+def _live_since(now: datetime | None = None) -> datetime:
+    """A worker whose last presence record is newer than this is live (it records one a minute)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    return (now or timezone.now()) - timedelta(seconds=settings.GPU_WORKER_SEEN_WINDOW_S)
+
+
+def live_workers() -> list[WorkerPresence]:
+    """The workers seen within GPU_WORKER_SEEN_WINDOW_S (one query)."""
+    return list(WorkerPresence.objects.filter(last_seen__gte=_live_since()).order_by("hostname"))
+
+
+def workers_per_queue(workers: list[WorkerPresence]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for worker in workers:
+        for queue in worker.queues if isinstance(worker.queues, list) else []:
+            counts[str(queue)] += 1
+    return dict(counts)
+
+
+def _median_seconds(rows: list[tuple[Any, datetime, datetime]]) -> dict[Any, tuple[float, int]]:
+    """(median duration in seconds, sample size) per key of (key, started_at, finished_at) rows."""
+    durations: dict[Any, list[float]] = defaultdict(list)
+    for key, started, finished in rows:
+        seconds = (finished - started).total_seconds()
+        if seconds >= 0:
+            durations[key].append(seconds)
+    return {key: (statistics.median(values), len(values)) for key, values in durations.items() if values}
+
+
+def run_durations(*, experiments: set[int], plugins: set[str]) -> dict[str, dict[Any, tuple[float, int]]]:
+    """Median wall time of the latest DURATION_SAMPLE succeeded registry runs (started to
+    finished) per experiment and per plugin: two queries, whatever the number of runs (a window
+    keeps the latest per group in the database). Self-reported runs are left out (their times
+    are not a worker's)."""
+    succeeded = Run.objects.filter(
+        state=Run.State.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False,
+        reproduction__source=Reproduction.Source.REGISTRY,
+    )
+    result: dict[str, dict[Any, tuple[float, int]]] = {"experiment": {}, "plugin": {}}
+    for group, field, keys in (
+        ("experiment", "reproduction__experiment_id", experiments),
+        ("plugin", "reproduction__experiment__plugin", plugins),
+    ):
+        if not keys:
+            continue
+        rows = (
+            succeeded.filter(**{f"{field}__in": sorted(keys)})
+            .annotate(_rank=Window(RowNumber(), partition_by=[F(field)], order_by=F("finished_at").desc()))
+            .filter(_rank__lte=DURATION_SAMPLE)
+            .values_list(field, "started_at", "finished_at")
+        )
+        result[group] = _median_seconds(list(rows))
+    return result
+
+
+def queue_positions(run_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(position, length) of each queued run in its queue: 1 + the queued runs of the same queue
+    requested before it (the broker serves a queue oldest first; a run a dead worker left is
+    re-sent to the front, and it is older anyway), and how many runs that queue holds. One query."""
+    from django.db.models.functions import Coalesce
+
+    if not run_ids:
+        return {}
+    queued = Run.objects.filter(state=Run.State.QUEUED, queue=OuterRef("queue")).order_by().values("queue")
+    rows = (
+        Run.objects.filter(pk__in=run_ids, state=Run.State.QUEUED)
+        .annotate(
+            ahead=Coalesce(Subquery(queued.filter(pk__lt=OuterRef("pk")).annotate(n=Count("pk")).values("n")[:1]), 0),
+            length=Coalesce(Subquery(queued.annotate(n=Count("pk")).values("n")[:1]), 0),
+        )
+        .values_list("pk", "ahead", "length")
+    )
+    return {pk: (ahead + 1, length) for pk, ahead, length in rows}
+
+
+def duration_text(seconds: float) -> str:
+    """A duration in words: "about 40 s", "about 12 min", "about 2 h 5 min"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"about {minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"about {hours} h" + (f" {rest} min" if rest else "")
+
+
+def no_worker_text(queue: str) -> str:
+    if queue == "gpu":
+        return "No GPU worker is live: this GPU run waits in the queue until one connects."
+    return f"No live worker takes runs from the {queue} queue: this run waits until one connects."
+
+
+def queue_estimate(
+    *, queue: str, position: int, length: int, workers: int, median: tuple[float, int] | None, basis: str
+) -> dict[str, Any]:
+    """A queued run's place in its queue and when it should be done: position × the median run
+    time (of its experiment, else its plugin) ÷ the live workers on the queue. No ETA without a
+    live worker (said in words) or without a succeeded run to time."""
+    estimate: dict[str, Any] = {
+        "queue": queue, "position": position, "length": length, "workers": workers,
+        "no_worker": workers == 0, "eta_s": None, "eta_text": "", "basis": "",
+        "position_text": f"position {position} of {length} in the {queue} queue",
+    }
+    if workers == 0:
+        estimate["eta_text"] = no_worker_text(queue)
+    elif median is None:
+        estimate["eta_text"] = "no ETA yet: no run of this plugin has succeeded to time it"
+    else:
+        seconds, n = median
+        eta = position * seconds / workers
+        estimate["eta_s"] = eta
+        estimate["eta_text"] = f"done in {duration_text(eta)}"
+        estimate["basis"] = (
+            f"median run time {duration_text(seconds).removeprefix('about ')} over the last {n} succeeded "
+            f"run{'s' if n != 1 else ''} of {basis}; {workers} live worker{'s' if workers != 1 else ''} "
+            f"on the {queue} queue"
+        )
+    return estimate
+
+
+def queue_estimates(runs: list[Run], experiments: dict[int, Experiment], workers: list[WorkerPresence] | None = None
+                    ) -> dict[int, dict[str, Any]]:
+    """``queue_estimate`` of each queued run of ``runs`` (their experiments by id): four queries
+    when one is queued (positions, live workers, durations by experiment and by plugin), none
+    otherwise."""
+    queued = [run for run in runs if run.state == Run.State.QUEUED]
+    if not queued:
+        return {}
+    positions = queue_positions([run.pk for run in queued])
+    workers = live_workers() if workers is None else workers
+    per_queue = workers_per_queue(workers)
+    experiment_of = {run.pk: experiments.get(run.reproduction.experiment_id) for run in queued}
+    durations = run_durations(
+        experiments={e.pk for e in experiment_of.values() if e is not None},
+        plugins={e.plugin for e in experiment_of.values() if e is not None},
+    )
+    estimates = {}
+    for run in queued:
+        if run.pk not in positions:  # claimed meanwhile
+            continue
+        experiment = experiment_of[run.pk]
+        median, basis = None, ""
+        if experiment is not None:
+            median = durations["experiment"].get(experiment.pk)
+            basis = "this experiment"
+            if median is None:
+                median, basis = durations["plugin"].get(experiment.plugin), f"the {experiment.plugin} plugin"
+        position, length = positions[run.pk]
+        estimates[run.pk] = queue_estimate(
+            queue=run.queue, position=position, length=length, workers=per_queue.get(run.queue, 0),
+            median=median, basis=basis,
+        )
+    return estimates
+
+
+def _host(name: str) -> str:
+    """The machine of a worker name: "celery@gpu-1" and a run's "gpu-1:4242" -> "gpu-1"."""
+    return str(name).rsplit("@", 1)[-1].split(":", 1)[0]
+
+
+def workers_overview() -> dict[str, Any]:
+    """The workers page: every worker that recorded its presence (queues, hardware, last seen,
+    live or not, runs running on its machine) and every queue (live workers, queued and running
+    runs), with a plain-words warning where a queue has runs and no live worker. Three queries."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    since = _live_since(now)
+    workers = list(WorkerPresence.objects.order_by("-last_seen", "hostname")[:WORKERS_PAGE_MAX])
+    running_by_host: dict[str, int] = defaultdict(int)
+    for host, n in (
+        Run.objects.filter(state=Run.State.RUNNING).order_by().values("worker_host").annotate(n=Count("pk"))
+        .values_list("worker_host", "n")
+    ):
+        running_by_host[_host(host)] += n
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"queued": 0, "running": 0})
+    for queue, state, n in (
+        Run.objects.filter(state__in=ACTIVE_STATES).order_by().values("queue", "state").annotate(n=Count("pk"))
+        .values_list("queue", "state", "n")
+    ):
+        counts[queue][state] += n
+    rows = []
+    live_by_queue: dict[str, list[str]] = defaultdict(list)
+    for worker in workers:
+        live = worker.last_seen >= since
+        queues = [str(q) for q in worker.queues] if isinstance(worker.queues, list) else []
+        if live:
+            for queue in queues:
+                live_by_queue[queue].append(worker.hostname)
+        rows.append(
+            {
+                "worker": worker,
+                "hostname": worker.hostname,
+                "queues": queues,
+                "hardware": worker.hardware or "not reported",
+                "last_seen": worker.last_seen,
+                "seen_ago": duration_text((now - worker.last_seen).total_seconds()).removeprefix("about ") + " ago",
+                "live": live,
+                "running": running_by_host.get(_host(worker.hostname), 0),
+            }
+        )
+    queue_rows = []
+    for queue in sorted({"cpu", "gpu"} | set(counts) | set(live_by_queue)):
+        live = live_by_queue.get(queue, [])
+        queued, running = counts[queue]["queued"], counts[queue]["running"]
+        warning = ""
+        if not live:
+            warning = (
+                "No GPU worker is live: runs requested on a GPU wait in the queue until one connects."
+                if queue == "gpu" else f"No live worker takes runs from the {queue} queue."
+            )
+        queue_rows.append(
+            {"queue": queue, "workers": live, "n_workers": len(live), "queued": queued, "running": running,
+             "warning": warning}
+        )
+    return {
+        "workers": rows,
+        "queues": queue_rows,
+        "n_live": sum(1 for row in rows if row["live"]),
+        "live_window_s": int((now - since).total_seconds()),
+        "truncated": len(workers) == WORKERS_PAGE_MAX,
+    }

@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from registry.api.throttling import ReproductionRateThrottle, throttle_wait
@@ -18,6 +19,7 @@ from registry.dashboard.forms import (
     ReproductionRequestForm,
     reproducible_experiments,
 )
+from registry.dashboard.landscape import landscape_page
 from registry.errors import ApplicationError
 from registry.findings.models import Finding
 from registry.findings.services import finding_can_edit
@@ -75,6 +77,27 @@ def finding_runs(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "dashboard/_runs.html", {"runs": runs})
 
 
+@require_GET
+def finding_evidence(request: HttpRequest, pk: int) -> HttpResponse:
+    """The evidence part of a finding page (status, claims and verdicts, measured effects, axis
+    scores), polled by the page. Visibility first (a hidden finding is a 404 whatever the
+    request's validators); then a 304 when the ETag the page holds (``If-None-Match``) is still
+    the evidence's (two queries: nothing is rendered), else the fragment with its new ETag."""
+    finding = selectors.finding_get(user=request.user, pk=pk)
+    state = selectors.evidence_state(finding)
+    not_modified = get_conditional_response(request, etag=state["etag"])
+    if not_modified is None:
+        context = {**selectors.finding_evidence(finding=finding, user=request.user, state=state), "fragment": True}
+        response = render(request, "dashboard/_evidence.html", context)
+    else:
+        response = not_modified
+    response["ETag"] = state["etag"]
+    # revalidate every time: the page itself sends If-None-Match (progress.js), no cache keeps it
+    patch_cache_control(response, private=True, no_cache=True)
+    patch_vary_headers(response, ["Cookie"])
+    return response
+
+
 @require_POST
 def reproduction_create(request: HttpRequest, pk: int) -> HttpResponse:
     finding = selectors.finding_get(user=request.user, pk=pk)
@@ -118,8 +141,14 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def landscape(request: HttpRequest) -> HttpResponse:
     form = _filter_form(LandscapeFilterForm, request)
-    context = selectors.landscape(user=request.user, **form.filters())
+    context = landscape_page(user=request.user, **form.filters())
     return render(request, "dashboard/landscape.html", {"form": form, **context})
+
+
+@require_GET
+def workers(request: HttpRequest) -> HttpResponse:
+    """The workers and queues: who is live, on which hardware, what waits where."""
+    return render(request, "dashboard/workers.html", selectors.workers_overview())
 
 
 @require_GET

@@ -1254,6 +1254,10 @@ class DifferentialProgress(_ToDict):
     points: tuple[ProgressPoint, ...]
     confidence: float
     warning: str | None
+    #: mean and sum of squared deviations of the capability scores: with ``residual_sd`` and
+    #: ``n`` they give the trend's confidence band, ``t s sqrt(1/n + (x - mean)^2 / ss)``
+    capability_mean: float | None = None
+    capability_ss: float | None = None
 
 
 def differential_progress(
@@ -1332,6 +1336,8 @@ def differential_progress(
         points=points,
         confidence=float(confidence),
         warning=note,
+        capability_mean=xbar,
+        capability_ss=sxx,
     )
 
 

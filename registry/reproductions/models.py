@@ -110,6 +110,11 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_host = models.CharField(max_length=200, blank=True)
     plugin_version = models.CharField(max_length=50, blank=True)
+    requested_plugin_version = models.CharField(
+        max_length=50, blank=True,
+        help_text="The plugin version installed on the server when the run was requested (a worker with another "
+        "version refuses the run); for a self-reported run, the version it declares. Empty for runs older than it.",
+    )
     hardware = models.CharField(max_length=200, blank=True, help_text="'cpu' or the GPU model used.")
     environment = models.JSONField(default=dict, blank=True)
     logs = models.TextField(blank=True)
@@ -181,6 +186,9 @@ class Artifact(models.Model):
     size = models.PositiveBigIntegerField()
     content_type = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The run's state when the artifact was stored: anything but "succeeded" (failed, timed_out,
+    # cancelled) marks what a run left when it did not finish: partial.
+    run_state = models.CharField(max_length=16, default="succeeded")
 
     class Meta:
         ordering = ["id"]
@@ -188,6 +196,30 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def partial(self) -> bool:
+        return self.run_state != "succeeded"
+
+
+class RunSeries(models.Model):
+    """One training curve of one run: ``ctx.log_series(name, step, value, arm=arm)``'s points,
+    bounded as interp_registry.series says (at most 10,000 points, thinned beyond; ``logged``
+    says how many were logged). One row per (run, arm, name), bulk-created with the run's result."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="series", db_index=False)
+    arm = models.CharField(max_length=50)
+    name = models.CharField(max_length=100)
+    steps = models.JSONField(default=list)  # integers, increasing
+    values = models.JSONField(default=list)  # finite floats, as many as steps
+    logged = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "arm", "name"], name="unique_run_series")]
+
+    def __str__(self) -> str:
+        return f"{self.arm}.{self.name} ({len(self.steps)} points)"
 
 
 class WorkerPresence(models.Model):

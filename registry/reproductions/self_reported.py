@@ -26,8 +26,9 @@ from plugins.sdk import NotReached, Scale
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.events.models import Event
-from registry.reproductions.models import Experiment, Measurement, MetricDefinition, Reproduction, Run
+from registry.reproductions.models import Experiment, Measurement, MetricDefinition, Reproduction, Run, RunSeries
 from registry.reproductions.quotas import quota_reserve
+from registry.reproductions.series import series_validate
 from registry.reproductions.services import (
     ResultRow,
     check_storable,
@@ -175,6 +176,7 @@ class _Prepared:
     rows: list[ResultRow]
     environment: dict[str, Any]
     plugin_version: str
+    series: tuple[dict[str, Any], ...] = ()
 
 
 def _prepare(
@@ -186,7 +188,8 @@ def _prepare(
     rows = _check_measurements(plugin, item.get("measurements"))
     environment = _check_environment(item.get("environment"))
     plugin_version = _check_plugin_version(plugin, item.get("plugin_version"))
-    return _Prepared(seed, hardware, rows, environment, plugin_version)
+    series = series_validate(item.get("series"), arms=tuple(plugin.arms))  # 400 naming series[i].field
+    return _Prepared(seed, hardware, rows, environment, plugin_version, tuple(series))
 
 
 def _check_experiment(experiment: Experiment, user: Any) -> type[PluginExperiment]:
@@ -225,7 +228,7 @@ def _write(
                 reproduction=reproductions[_device_for(p.hardware)], seed=p.seed, state=Run.State.SUCCEEDED,
                 queue=_device_for(p.hardware), attempts=1, progress=1.0, progress_message="self-reported",
                 started_at=now, finished_at=now, plugin_version=p.plugin_version, hardware=p.hardware,
-                environment=p.environment,
+                environment=p.environment, requested_plugin_version=p.plugin_version,  # its declared version
             )
             for p in runs
         ],
@@ -239,6 +242,15 @@ def _write(
                         censored=r.censored)
             for run, prepared in zip(created, runs, strict=True)
             for r in prepared.rows
+        ],
+        batch_size=BULK_BATCH,
+    )
+    RunSeries.objects.bulk_create(
+        [
+            RunSeries(run_id=run.pk, arm=curve["arm"], name=curve["name"], steps=curve["steps"],
+                      values=curve["values"], logged=curve["logged"])
+            for run, prepared in zip(created, runs, strict=True)
+            for curve in prepared.series
         ],
         batch_size=BULK_BATCH,
     )
@@ -278,11 +290,13 @@ def self_reported_run_record(
     hardware: Any,
     environment: Any = None,
     plugin_version: Any = None,
+    series: Any = None,
 ) -> Run:
-    """Record one self-reported run of ``experiment`` and request the finding's effects recompute."""
+    """Record one self-reported run of ``experiment`` (with its curves, optional) and request the
+    finding's effects recompute."""
     plugin = _check_experiment(experiment, user)
     item = {"seed": seed, "measurements": measurements, "params": params, "hardware": hardware,
-            "environment": environment, "plugin_version": plugin_version}
+            "environment": environment, "plugin_version": plugin_version, "series": series}
     prepared = _prepare(plugin, experiment, item, expected=None)
     return _write(experiment=experiment, user=user, plugin=plugin, runs=[prepared])[0]
 
@@ -355,7 +369,7 @@ def self_reported_runs_record(*, experiment: Experiment, user: Any, runs: Any, *
     for index, item in enumerate(runs):
         if not isinstance(item, dict):
             raise ApplicationError(f"runs[{index}] must be an object", field=f"runs[{index}]")
-        extra_keys = sorted(set(item) - {"seed", "measurements", *BATCH_DEFAULTS})
+        extra_keys = sorted(set(item) - {"seed", "measurements", "series", *BATCH_DEFAULTS})
         if extra_keys:
             raise ApplicationError(
                 f"runs[{index}]: unknown fields {extra_keys}", field=f"runs[{index}].{extra_keys[0]}"

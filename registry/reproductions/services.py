@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from interp_registry.sdk import Experiment as PluginExperiment
@@ -178,6 +178,46 @@ def _check_version_constraint(plugin: type[PluginExperiment], constraint: str) -
         )
 
 
+def check_requested_version(plugin: type[PluginExperiment], requested: str) -> None:
+    """A worker runs a run only with the plugin version it was requested with (``requested``: the
+    server's installed version at the request; empty for runs older than the field: not checked).
+    Raises an ApplicationError whose message the run's failure records.
+
+    The run fails rather than going back to the queue: queues are by resource (cpu, gpu), not by
+    plugin version, so a requeued run could come back to the same worker until its attempts run
+    out, and no worker may have the version at all. A failed run says at once which version is
+    where; the author reproduces again once the workers are upgraded."""
+    if requested and requested != plugin.version:
+        raise ApplicationError(
+            f"plugin {plugin.name} is {plugin.version} on this worker, {requested} was requested",
+            field="plugin_version",
+        )
+
+
+def default_seed_count(plugin: type[PluginExperiment]) -> int:
+    """Seeds per reproduction when none are asked for: the plugin's ``recommended_seeds`` (capped
+    at MAX_SEEDS_PER_REPRODUCTION), else 3."""
+    recommended = getattr(plugin, "recommended_seeds", None)
+    if isinstance(recommended, int) and not isinstance(recommended, bool) and recommended >= 1:
+        return min(recommended, settings.MAX_SEEDS_PER_REPRODUCTION)
+    return min(3, settings.MAX_SEEDS_PER_REPRODUCTION)
+
+
+def params_with_preset(plugin: type[PluginExperiment], preset: str | None, params: Any) -> Any:
+    """The preset's parameters (a name from the plugin's ``presets``) overridden by ``params``; a
+    400 naming ``preset`` for one the plugin does not declare."""
+    if preset is None:
+        return params
+    if not isinstance(preset, str) or preset not in plugin.presets:
+        known = ", ".join(sorted(plugin.presets)) or "none"
+        raise ApplicationError(
+            f"plugin {plugin.name!r} has no preset {preset!r}; its presets: {known}", field="preset"
+        )
+    if params is not None and not isinstance(params, dict):
+        return params  # params_validate names the field
+    return {**plugin.presets[preset], **(params or {})}
+
+
 # ---------------------------------------------------------------- experiments and reproductions
 
 
@@ -188,22 +228,27 @@ def experiment_create(
     user: Any,
     plugin: str,
     params: dict[str, Any] | None = None,
+    preset: str | None = None,
     plugin_version_constraint: str = "",
-    default_seeds: int = 3,
+    default_seeds: int | None = None,
     device: str | None = None,
     time_limit_s: int | None = None,
     memory_limit_mb: int | None = None,
     reproduce: bool = True,
 ) -> Experiment:
     """Attach an experiment to a finding and (unless told not to) queue its first reproduction
-    (within the user's quota: beyond it nothing is created, a 429)."""
+    (within the user's quota: beyond it nothing is created, a 429). ``preset``: start from that
+    preset's parameters, ``params`` overriding them; ``default_seeds`` None: the plugin's
+    ``recommended_seeds`` (else 3)."""
     from registry.findings.models import Claim
     from registry.findings.services import _ensure_can_edit, claim_problem_for_metric
 
     _ensure_can_edit(finding, user)
     plugin_cls = plugin_resolve(plugin)
     _check_version_constraint(plugin_cls, plugin_version_constraint)
-    normalised = params_validate(plugin_cls, params or {})
+    normalised = params_validate(plugin_cls, params_with_preset(plugin_cls, preset, params) or {})
+    if default_seeds is None:
+        default_seeds = default_seed_count(plugin_cls)
     if not 1 <= default_seeds <= settings.MAX_SEEDS_PER_REPRODUCTION:
         raise ApplicationError(
             f"default_seeds must be between 1 and {settings.MAX_SEEDS_PER_REPRODUCTION}", field="default_seeds"
@@ -312,14 +357,17 @@ def reproduction_request(
         raise ApplicationError("seeds must be distinct", field="seeds")
     if any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**31 for s in seeds):
         raise ApplicationError("seeds must be integers between 0 and 2^31-1", field="seeds")
-    _check_version_constraint(plugin_resolve(experiment.plugin), experiment.plugin_version_constraint)
+    plugin_cls = plugin_resolve(experiment.plugin)
+    _check_version_constraint(plugin_cls, experiment.plugin_version_constraint)
     device = device or experiment.device
     quota_reserve(user=user, requested=len(seeds), field=quota_field)
     reproduction = Reproduction.objects.create(
         experiment=experiment, requested_by=user, seeds=seeds, device=device
     )
     runs = Run.objects.bulk_create(
-        [Run(reproduction=reproduction, seed=seed, queue=device) for seed in seeds]
+        # each run remembers the version it was requested with: a worker with another one refuses it
+        [Run(reproduction=reproduction, seed=seed, queue=device, requested_plugin_version=plugin_cls.version[:50])
+         for seed in seeds]
     )
     finding = experiment.finding
     event_emit(
@@ -582,13 +630,11 @@ def run_succeed(
     hardware: str,
     plugin_version: str,
     logs: str,
+    series: list[dict[str, Any]] | None = None,
 ) -> bool:
-    """Write measurements, artifacts, the state change and the event in one transaction."""
+    """Write measurements, curves, artifacts, the state change and the event in one transaction."""
     rows = [ResultRow(*row) for row in rows]
-    stored: dict[str, tuple[str, int, str]] = {}
-    for name, (data, content_type) in artifacts.items():
-        safe = unique_name(safe_artifact_name(name), stored)
-        stored[safe] = (_store_artifact(data), len(data), (content_type or "application/octet-stream")[:100])
+    stored = _artifact_files(artifacts)
     with transaction.atomic():
         changed = run_transition(
             run_id=run_id,
@@ -612,13 +658,61 @@ def run_succeed(
                 for r in rows
             ]
         )
+        _partial_bulk_create(run_id=run_id, state=State.SUCCEEDED, stored=stored, series=series)
+        _after_run_finished(run_event_emit("run.finished", run_id, measurements=len(rows)))
+    return True
+
+
+def _artifact_files(artifacts: dict[str, tuple[bytes, str]] | None) -> dict[str, tuple[str, int, str]]:
+    """Store the files (content-addressed, outside any transaction): {safe name: (sha256, size, type)}."""
+    stored: dict[str, tuple[str, int, str]] = {}
+    for name, (data, content_type) in (artifacts or {}).items():
+        safe = unique_name(safe_artifact_name(name), stored)
+        stored[safe] = (_store_artifact(data), len(data), (content_type or "application/octet-stream")[:100])
+    return stored
+
+
+def _partial_bulk_create(
+    *, run_id: int, state: str, stored: dict[str, tuple[str, int, str]], series: list[dict[str, Any]] | None
+) -> None:
+    """The run's artifacts (marked with the run's state) and curves, one INSERT each."""
+    from registry.reproductions.models import RunSeries
+
+    if stored:
         Artifact.objects.bulk_create(
             [
-                Artifact(run_id=run_id, name=name, sha256=digest, size=size, content_type=ct)
+                Artifact(run_id=run_id, name=name, sha256=digest, size=size, content_type=ct, run_state=state)
                 for name, (digest, size, ct) in stored.items()
             ]
         )
-        _after_run_finished(run_event_emit("run.finished", run_id, measurements=len(rows)))
+    if series:
+        RunSeries.objects.bulk_create(
+            [
+                RunSeries(run_id=run_id, arm=item["arm"], name=item["name"], steps=list(item["steps"]),
+                          values=list(item["values"]), logged=int(item.get("logged") or len(item["steps"])))
+                for item in series
+            ]
+        )
+
+
+def run_keep_partial(
+    *, run_id: int, token: uuid.UUID | None, artifacts: dict[str, tuple[bytes, str]] | None,
+    series: list[dict[str, Any]] | None,
+) -> bool:
+    """Keep what a cancelled run left (artifacts marked ``run_state="cancelled"``, curves so far):
+    only by the worker holding the run's claim, once the run is cancelled, and only once."""
+    from registry.reproductions.models import RunSeries
+
+    if not artifacts and not series:
+        return False
+    stored = _artifact_files(artifacts)
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, claim_token=token, state=State.CANCELLED).first()
+        if run is None or Artifact.objects.filter(run_id=run_id).exists() or RunSeries.objects.filter(
+            run_id=run_id
+        ).exists():
+            return False
+        _partial_bulk_create(run_id=run_id, state=State.CANCELLED, stored=stored, series=series)
     return True
 
 
@@ -631,7 +725,12 @@ def run_fail(
     traceback: str = "",
     logs: str = "",
     environment: dict[str, Any] | None = None,
+    artifacts: dict[str, tuple[bytes, str]] | None = None,
+    series: list[dict[str, Any]] | None = None,
 ) -> bool:
+    """Record a failed or timed-out run; what it left (artifacts, marked with ``state``; its curves
+    so far) is kept in the same transaction."""
+    stored = _artifact_files(artifacts)
     fields: dict[str, Any] = {
         "finished_at": timezone.now(),
         "error": storable_text(error)[:10_000],
@@ -645,6 +744,7 @@ def run_fail(
     with transaction.atomic():
         if not run_transition(run_id=run_id, to_state=state, token=token, **fields):
             return False
+        _partial_bulk_create(run_id=run_id, state=state, stored=stored, series=series)
         _after_run_finished(run_event_emit("run.finished", run_id, error=storable_text(error)[:500]))
     return True
 
@@ -717,9 +817,15 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
     from worker import broker
 
     now = now or timezone.now()
-    counts = {"requeued": 0, "failed": 0, "timed_out": 0, "redispatched": 0}
+    counts = {"requeued": 0, "failed": 0, "timed_out": 0, "redispatched": 0, "dead_by_liveness": 0}
     timeout = float(settings.RUN_HEARTBEAT_TIMEOUT_S)
     stale_before = now - timedelta(seconds=timeout)
+    dead_after = float(settings.RUN_DEAD_AFTER_S)
+    dead_before = (
+        now - timedelta(seconds=dead_after)
+        if settings.RUN_LIVENESS_LOCKS and 0 < dead_after < timeout and connection.vendor == "postgresql"
+        else None
+    )
     clock = reaper_clock_advance(
         broker.reaper_clock_load(), now.timestamp(), interval=float(settings.REAPER_INTERVAL_S), timeout=timeout
     )
@@ -741,29 +847,41 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
             continue
         heartbeat = heartbeat_effective(run.heartbeat_at.timestamp() if run.heartbeat_at else None, clock,
                                         timeout=timeout)
+        cutoff = stale_before
         if heartbeat is not None and heartbeat >= stale_before.timestamp():
-            continue
+            # Not stale yet; but a late heartbeat whose liveness lock is free means the worker died
+            # (worker/liveness.py): checked below, inside the transaction that requeues it.
+            if not (dead_before is not None and heartbeat < dead_before.timestamp()):
+                continue
+            cutoff = dead_before
+        alive_unless_lock_free = cutoff is not stale_before
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
             # The heartbeat is re-checked in the UPDATE itself (as for the requeue below): one that
             # arrived since the read above means the run is alive, and it must not be failed.
             error = storable_text(f"worker lost {run.attempts} times (last on {run.worker_host}); giving up")
             with transaction.atomic():
+                if alive_unless_lock_free and not _liveness_lock_free(run.pk):
+                    continue
                 if run_transition(
                     run_id=run.pk, to_state=State.FAILED, token=run.claim_token,
-                    only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
+                    only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff),
                     finished_at=timezone.now(), error=error, traceback="", progress_message=State.FAILED,
                 ):
                     _after_run_finished(run_event_emit("run.finished", run.pk, error=error[:500]))
                     counts["failed"] += 1
             continue
         with transaction.atomic():
+            if alive_unless_lock_free and not _liveness_lock_free(run.pk):
+                continue
             if run_transition(
                 run_id=run.pk, to_state=State.QUEUED, token=run.claim_token,
-                only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before),
+                only_if=Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff),
                 claim_token=None, dispatched_at=None, progress=0.0,
                 progress_message=f"requeued: worker {run.worker_host} stopped answering",
             ):
                 counts["requeued"] += 1
+                if alive_unless_lock_free:
+                    counts["dead_by_liveness"] += 1
                 run_event_emit("run.requeued", run.pk, worker=run.worker_host)
     lost_ids = _runs_to_redispatch(now)
     if lost_ids:
@@ -777,6 +895,14 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
     clock["last_success"] = max(now.timestamp(), clock.get("last_success") or 0.0)
     broker.reaper_clock_save(clock)  # only after a pass that reached the database throughout
     return counts
+
+
+def _liveness_lock_free(run_id: int) -> bool:
+    """Inside the reaper's transaction: no worker holds the run's liveness lock (it died)."""
+    from worker.liveness import liveness_lock_free
+
+    with connection.cursor() as cursor:
+        return liveness_lock_free(cursor, run_id)
 
 
 def reaper_clock_advance(

@@ -9,11 +9,19 @@ from pathlib import Path
 
 import environ
 
+from registry.datadir import data_dir
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
 
-VAR_DIR = Path(env.str("REGISTRY_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# One data directory (registry/datadir.py): REGISTRY_DATA_DIR, else the checkout's var/, else the
+# user's data directory; never site-packages. It holds the embedded default's SQLite database and
+# broker, the artifacts, the collected static files and beat's schedule. VAR_DIR: its older name.
+DATA_DIR = VAR_DIR = data_dir()
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)  # SQLite and the SQLite broker need the folder
+except OSError:
+    pass  # read-only here (e.g. a container): whatever writes into it reports the error
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-embedded-default-change-me")
@@ -127,11 +135,36 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files need no separate step: WhiteNoise also serves them straight from the apps (their
+# finders) when they were never collected; `interp-registry-server serve` collects them into
+# STATIC_ROOT first (hashed, compressed copies for production's manifest storage).
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 ARTIFACT_ROOT = Path(env.str("REGISTRY_ARTIFACT_ROOT", default=str(VAR_DIR / "artifacts")))
 LOGIN_URL = "dashboard:login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
+
+# Accounts (registry/accounts/signup.py). SIGNUP_MODE: "open" = anyone may sign up; "invite" = sign-up
+# needs an unused invitation code from staff (admin or `manage.py create_invitation`); "staff" = no
+# sign-up page, staff create accounts (admin or `manage.py create_api_user`). Open here (the embedded
+# default); production.py defaults to "staff". A self-service account stays inactive until the link
+# emailed to it is followed (within ACCOUNT_CONFIRMATION_MAX_AGE_S); password reset links last
+# PASSWORD_RESET_TIMEOUT seconds. Email goes to the console here; production.py sends it by SMTP.
+SIGNUP_MODES = ("open", "invite", "staff")
+SIGNUP_MODE = env.str("SIGNUP_MODE", default="open")
+if SIGNUP_MODE not in SIGNUP_MODES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"SIGNUP_MODE must be one of {', '.join(SIGNUP_MODES)}, not {SIGNUP_MODE!r}")
+ACCOUNT_CONFIRMATION_MAX_AGE_S = env.int("ACCOUNT_CONFIRMATION_MAX_AGE_S", default=3 * 86400)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT_S", default=3 * 86400)
+INVITATION_DEFAULT_DAYS = env.int("INVITATION_DEFAULT_DAYS", default=14)
+# Confirmation, re-sent confirmation and password-reset emails requested from one address per hour.
+ACCOUNT_EMAILS_PER_HOUR = env.int("ACCOUNT_EMAILS_PER_HOUR", default=20)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="registry@localhost")
+# `scripts/dev run` creates a "demo" user and prints its password (manage.py demo_user); never in production.
+DEMO_USER_ALLOWED = env.bool("DEMO_USER_ALLOWED", default=True)
 
 # Sign-in lockout (django-axes), on the dashboard's sign-in and the admin's login alike: after
 # AXES_FAILURE_LIMIT wrong passwords for one username from one address, that username is refused
@@ -268,6 +301,8 @@ if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     if CELERY_BROKER_KEY_PREFIX:
         CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = CELERY_BROKER_KEY_PREFIX
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=1)
+# beat's schedule (its last run times) in the data directory, not the current directory
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
 
 # Runs
 RUN_TORCH_THREADS = env.int("RUN_TORCH_THREADS", default=1)
@@ -279,11 +314,18 @@ RUN_HEARTBEAT_TIMEOUT_S = env.float("RUN_HEARTBEAT_TIMEOUT_S", default=15.0)
 # A queued run whose message is in neither its queue nor with a worker is re-sent after this.
 RUN_REDISPATCH_AFTER_S = env.float("RUN_REDISPATCH_AFTER_S", default=15.0)
 REAPER_INTERVAL_S = env.float("REAPER_INTERVAL_S", default=5.0)
+# Faster than the heartbeat timeout: on PostgreSQL a worker holds a liveness lock per run on a
+# connection of its own (worker/liveness.py); a run whose heartbeat is RUN_DEAD_AFTER_S late and whose
+# lock is free (its worker's connections closed: the process died) is requeued at once.
+RUN_LIVENESS_LOCKS = env.bool("RUN_LIVENESS_LOCKS", default=True)
+RUN_DEAD_AFTER_S = env.float("RUN_DEAD_AFTER_S", default=2 * RUN_HEARTBEAT_INTERVAL_S)
 # A worker that cannot reach the database puts a run's message back after this many seconds.
 RUN_DB_RETRY_S = env.float("RUN_DB_RETRY_S", default=3.0)
 # /readyz fails when the beat (the reaper's trigger) has not been seen for this long.
 BEAT_MISSING_AFTER_S = env.float("BEAT_MISSING_AFTER_S", default=5 * REAPER_INTERVAL_S)
 STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
+# Check staleness once when a web server (registry/asgi.py, wsgi.py) or a worker starts, too.
+STALE_CHECK_ON_STARTUP = env.bool("STALE_CHECK_ON_STARTUP", default=True)
 # The registry's public address: absolute links in webhook payloads (no request to take it from).
 REGISTRY_BASE_URL = env.str("REGISTRY_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 WEBHOOKS_SWEEP_INTERVAL_S = env.float("WEBHOOKS_SWEEP_INTERVAL_S", default=10.0)
@@ -329,6 +371,9 @@ RUN_SAVE_RETRY_S = env.float("RUN_SAVE_RETRY_S", default=120.0)  # retrying a re
 # (checked by size before the worker reads them; the child's files are capped by RLIMIT_FSIZE).
 RUN_MAX_ARTIFACT_BYTES = env.int("RUN_MAX_ARTIFACT_BYTES", default=50 * 1024 * 1024)
 RUN_MAX_ARTIFACTS_TOTAL_BYTES = env.int("RUN_MAX_ARTIFACTS_TOTAL_BYTES", default=200 * 1024 * 1024)
+# ctx.save_checkpoint: an artifact of type application/x-checkpoint, each at most this (and within
+# the artifacts' limits above).
+RUN_MAX_CHECKPOINT_BYTES = env.int("RUN_MAX_CHECKPOINT_BYTES", default=50 * 1024 * 1024)
 # A run created this recently without a dispatched_at is being sent by its creator: not lost yet.
 RUN_DISPATCH_GRACE_S = env.float("RUN_DISPATCH_GRACE_S", default=5.0)
 GPU_WORKER_SEEN_WINDOW_S = env.float("GPU_WORKER_SEEN_WINDOW_S", default=300.0)

@@ -5,6 +5,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("REGISTRY_VAR_DIR", tempfile.mkdtemp(prefix="registry-test-"))
+# REGISTRY_DATA_DIR (registry/datadir.py) would win over its older name: the tests' folder is the one above
+os.environ.pop("REGISTRY_DATA_DIR", None)
 # Separate test runs on one machine (and their workers) must not share a database or broker keys.
 os.environ.setdefault("TEST_RUN_ID", str(os.getpid()))
 os.environ.setdefault("CELERY_BROKER_KEY_PREFIX", f"test{os.environ['TEST_RUN_ID']}:")

@@ -211,7 +211,7 @@ def test_create_api_user_sets_a_password_for_the_dashboard():
     client = Client()
     response = client.post("/accounts/login/", {"username": "erin", "password": "a long enough password"})
     assert response.status_code == 302
-    assert client.get("/accounts/tokens/").status_code == 200
+    assert client.get("/accounts/profile/").status_code == 200
 
 
 # --- the dashboard page --------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_dashboard_lists_creates_and_revokes(user, other_user):
     client = Client()
     client.force_login(user)
     header = client.get("/").content.decode()
-    assert 'href="/accounts/tokens/"' in header
+    assert 'href="/accounts/profile/"' in header  # the profile page holds the tokens
     token_create(user=other_user, name="not-mine")
     response = client.post("/accounts/tokens/", {"name": "from the page", "expires_in_days": "30"})
     assert response.status_code == 201
@@ -235,7 +235,7 @@ def test_dashboard_lists_creates_and_revokes(user, other_user):
     assert whoami(bearer(secret)) == 200
     token = ApiToken.objects.get(user=user)
     assert token.name == "from the page" and token.expires_at is not None
-    listing = client.get("/accounts/tokens/")
+    listing = client.get("/accounts/profile/")
     text = listing.content.decode()
     assert "from the page" in text and token.prefix in text
     assert secret not in text and "not-mine" not in text

@@ -11,6 +11,7 @@ from registry.events.models import Event
 from registry.reproductions import services
 from registry.reproductions.models import TERMINAL_STATES, Measurement, Run
 from tests.factories import FindingFactory
+from worker.liveness import LivenessLock
 
 pytestmark = pytest.mark.django_db
 
@@ -275,16 +276,41 @@ def test_a_database_outage_does_not_requeue_runs_whose_worker_is_alive(run):
 
 
 def test_without_a_blind_spell_a_stopped_heartbeat_is_requeued_as_before(run):
+    """A worker cut off by the network keeps its database session (and its run's liveness lock)
+    until TCP gives up: then only the heartbeat timeout decides."""
     interval, timeout = settings.REAPER_INTERVAL_S, settings.RUN_HEARTBEAT_TIMEOUT_S
     t0 = timezone.now()
-    _claimed(run, "dead", t0)
+    _claimed(run, "cut-off", t0)
     step = 0
-    while True:
-        now = t0 + timedelta(seconds=interval * step)
-        if services.runs_reap(now=now)["requeued"]:
-            break
-        step += 1
+    with LivenessLock(run.pk) as lock:
+        assert lock.held
+        while True:
+            now = t0 + timedelta(seconds=interval * step)
+            if services.runs_reap(now=now)["requeued"]:
+                break
+            step += 1
     assert timedelta(seconds=timeout) < now - t0 <= timedelta(seconds=timeout + interval)
+
+
+def test_a_late_heartbeat_with_a_free_liveness_lock_is_requeued_before_the_timeout(run):
+    """The worker process died: its connections closed and released the run's liveness lock, so
+    the reaper requeues the run once its heartbeat is RUN_DEAD_AFTER_S late, not after the timeout."""
+    dead_after, timeout = settings.RUN_DEAD_AFTER_S, settings.RUN_HEARTBEAT_TIMEOUT_S
+    assert 0 < dead_after < timeout
+    t0 = timezone.now()
+    _claimed(run, "killed", t0)
+    lock = LivenessLock(run.pk)
+    assert lock.acquire()
+    # alive: a late heartbeat alone is not enough while the lock is held
+    assert services.runs_reap(now=t0 + timedelta(seconds=dead_after + 1))["requeued"] == 0
+    lock.release()  # the worker died
+    # a heartbeat younger than RUN_DEAD_AFTER_S is never judged by the lock
+    assert services.runs_reap(now=t0 + timedelta(seconds=dead_after - 1))["requeued"] == 0
+    counts = services.runs_reap(now=t0 + timedelta(seconds=dead_after + 1))
+    assert counts["requeued"] == 1 and counts["dead_by_liveness"] == 1
+    run.refresh_from_db()
+    assert run.state == "queued" and run.claim_token is None
+    assert Event.objects.filter(type="run.requeued", payload__run=run.pk).count() == 1
 
 
 # ---------------------------------------------------------------- re-sending lost messages

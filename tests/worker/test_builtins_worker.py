@@ -9,7 +9,7 @@ from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.worker]
 
-BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
+BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "shift", "leace")
 
 
 def _finished(reproduction_id: int) -> bool:

@@ -88,6 +88,37 @@ def test_a_killed_worker_s_run_is_retried_within_30_s(worker_env, user):
     assert Event.objects.filter(type="run.finished", payload__run=run.pk).count() == 1
 
 
+def test_a_killed_worker_is_noticed_by_its_liveness_lock_before_the_heartbeat_timeout(worker_env, user):
+    """SIGKILL the worker: PostgreSQL releases its run's liveness lock with its connections, and the
+    reaper requeues the run once the heartbeat is RUN_DEAD_AFTER_S late (not RUN_HEARTBEAT_TIMEOUT_S)."""
+    dead_after, timeout = settings.RUN_DEAD_AFTER_S, settings.RUN_HEARTBEAT_TIMEOUT_S
+    assert dead_after + 3 < timeout
+    experiment = _experiment(user, params={"sleep_s": 30.0}, device="gpu")
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[8]).runs.get()
+    victim = WorkerProcess(worker_env, queues="gpu", concurrency=1)
+    try:
+        wait_for(lambda: _run(run.pk).progress > 0, timeout=60)
+        # alive: a reaper pass with the heartbeat made late on purpose leaves it (the lock is held)
+        assert services.runs_reap(now=timezone.now() + timedelta(seconds=dead_after + 1))["requeued"] == 0
+        victim.kill()
+        died = time.monotonic()
+    finally:
+        victim.stop()
+    counts: dict[str, int] = {}
+
+    def requeued() -> bool:
+        counts.update(services.runs_reap())
+        return counts["requeued"] == 1
+
+    wait_for(requeued, timeout=timeout + 10, interval=0.5)
+    noticed_after = time.monotonic() - died
+    print(f"\nkilled worker's run requeued {noticed_after:.1f} s after the death (heartbeat timeout {timeout} s)")
+    assert counts["dead_by_liveness"] == 1
+    assert noticed_after < dead_after + 3, noticed_after
+    run.refresh_from_db()
+    assert run.state == "queued" and run.attempts == 1
+
+
 def test_a_duplicate_message_for_a_healthy_running_run_is_skipped(celery_worker, user):
     experiment = _experiment(user, params={"sleep_s": 3.0})
     run = services.reproduction_request(experiment=experiment, user=user, seeds=[1]).runs.get()

@@ -16,3 +16,6 @@ def test_weight_decay_lowers_reliance_on_the_spurious_feature():
     results, ctx = run_locally(ProbeDecayExperiment, preset="tiny", seed=0)  # validated (validate=True)
     assert results["intervention"]["spurious_reliance"] < results["baseline"]["spurious_reliance"]
     assert "results.json" in ctx.artifacts
+    curves = {(curve["arm"], curve["name"]): curve for curve in ctx.series}  # ctx.log_series, per arm
+    assert set(curves) == {("baseline", "train_loss"), ("intervention", "train_loss")}
+    assert curves[("baseline", "train_loss")]["steps"][-1] == ProbeDecayExperiment.presets["tiny"]["steps"]

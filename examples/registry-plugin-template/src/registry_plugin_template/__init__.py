@@ -4,7 +4,8 @@ much the probe relies on the spurious feature (safety, lower is better) and its 
 split where the spurious feature is uninformative (capability, higher is better).
 
 Everything a plugin needs is here: a pydantic ``Params`` model, declared metrics with their axis,
-two arms run with the same seed and budget, progress, cancellation, a log line and an artifact.
+two arms run with the same seed and budget, progress, cancellation, a log line, a training curve
+(``ctx.log_series``) and an artifact.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ProbeDecayExperiment(Experiment):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                if step % max(1, params.steps // 100) == 0 or step + 1 == params.steps:  # ~100 points
+                    ctx.log_series("train_loss", step + 1, loss.item(), arm=arm)
                 ctx.progress((index + (step + 1) / params.steps) / 2, f"{arm}: step {step + 1}")
             weights = probe.weight.detach().abs().squeeze(0)
             with torch.no_grad():

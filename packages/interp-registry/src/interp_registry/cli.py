@@ -8,6 +8,7 @@
     interp-registry export resize-conv-checkerboard --format csv > runs.csv
     interp-registry landscape --tag vision
     interp-registry plugins
+    interp-registry run-local probe_decay --params params.yaml --seeds 3 --report my-finding
 
 A FINDING is a finding id or the ``key`` of a finding submitted as code. ``--json`` prints JSON for
 scripts instead of tables. The registry and token come from ``--url``/``--token``, else the
@@ -155,7 +156,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("INTERP_REGISTRY_TOKEN")
     if not token:
         if sys.stdin.isatty():
-            token = getpass.getpass(f"API token for {url} (manage.py create_api_user NAME prints one): ")
+            token = getpass.getpass(f"API token for {url} (interp-registry-server createuser NAME prints one): ")
         else:
             token = sys.stdin.readline()
     token = (token or "").strip()
@@ -323,6 +324,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         finding = resolve_finding(registry, args.finding)
         if args.table == "effects":
             rows = registry.effects(finding.id).claim_rows()
+        elif args.table == "series":
+            rows = registry.series(finding.id)
         else:
             rows = registry.measurements(finding.id)
     output = args.output
@@ -382,6 +385,124 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_params_file(path: str) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of parameters; a malformed file names its line."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise Failure(EXIT_USAGE, f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise Failure(EXIT_INVALID_FILE, f"{path}: {line}not valid YAML: {exc.problem or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise Failure(EXIT_INVALID_FILE, f"{path}: line 1: the parameters must be a mapping (name: value), "
+                                         f"not a {type(data).__name__}")
+    return data
+
+
+def _report_target(args: argparse.Namespace, registry: Any, plugin: Any) -> tuple[Any, Any]:
+    """The finding and experiment the results will be reported to, checked before anything runs."""
+    if not registry.token:
+        raise Failure(EXIT_USAGE, "--report needs a token: interp-registry login, --token or INTERP_REGISTRY_TOKEN")
+    finding = resolve_finding(registry, args.report)
+    if args.experiment is not None:
+        experiment = registry.experiment(args.experiment)
+        if experiment.finding != finding.id:
+            raise Failure(EXIT_USAGE, f"experiment {experiment.id} belongs to finding {experiment.finding}, "
+                                      f"not to finding {finding.id}")
+    else:
+        candidates = [e for e in registry.experiments(finding.id) if e.plugin == plugin.name and not e.retracted_at]
+        if len(candidates) != 1:
+            ids = ", ".join(str(e.id) for e in candidates) or "none"
+            raise Failure(EXIT_USAGE, f"finding {finding.id} has {len(candidates)} experiments of plugin "
+                                      f"{plugin.name!r} (ids: {ids}): choose one with --experiment ID")
+        experiment = candidates[0]
+    if experiment.plugin != plugin.name:
+        raise Failure(EXIT_USAGE, f"experiment {experiment.id} runs plugin {experiment.plugin!r}, not {plugin.name!r}")
+    if experiment.retracted_at:
+        raise Failure(EXIT_USAGE, f"experiment {experiment.id} was retracted; it takes no more results")
+    user = (registry.request("GET", "me/quota/") or {}).get("user")
+    if user not in finding.authors:
+        raise Failure(EXIT_REGISTRY_ERROR, f"only the authors of finding {finding.id} may report results of their "
+                                           f"own runs ({user} is not one)")
+    return finding, experiment
+
+
+def cmd_run_local(args: argparse.Namespace) -> int:
+    from interp_registry import local
+
+    if args.experiment is not None and not args.report:
+        raise Failure(EXIT_USAGE, "--experiment goes with --report FINDING")
+    if args.seeds < 1:
+        raise Failure(EXIT_USAGE, "--seeds must be at least 1")
+    try:
+        plugin = local.load_plugin(args.plugin)
+        given = _load_params_file(args.params) if args.params else None
+        registry = registry_for(args) if args.report else None
+        try:
+            experiment = None
+            if registry is not None:
+                finding, experiment = _report_target(args, registry, plugin)
+            if experiment is not None and given is None and args.preset is None:
+                params = local.resolve_params(plugin, experiment.params, None)  # the experiment's own
+            else:
+                params = local.resolve_params(plugin, given, args.preset)
+            if experiment is not None:
+                expected = local.resolve_params(plugin, experiment.params, None)
+                differing = sorted(k for k in set(params) | set(expected) if params.get(k) != expected.get(k))
+                if differing:
+                    raise Failure(EXIT_USAGE, f"params differ from experiment {experiment.id}'s in {differing}: "
+                                              f"self-reported runs must use the experiment's parameters")
+            seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+            device = "gpu" if args.device in ("gpu", "cuda") else "cpu"
+            runner, results = local.run_seeds(plugin, params, seeds, device=device, runner=args.runner,
+                                              threads=args.threads, timeout=args.timeout,
+                                              progress=not args.json and sys.stderr.isatty())
+            failed = [r for r in results if r.state != "succeeded"]
+            data: dict[str, Any] = {"plugin": plugin.name, "version": plugin.version, "params": params,
+                                    "device": device, "runner": runner, "runs": [r.to_dict() for r in results],
+                                    "reported": None}
+            if args.artifacts:
+                written = local.save_artifacts(results, Path(args.artifacts))
+                if not args.json:
+                    print(f"{written} artifacts written to {args.artifacts}", file=sys.stderr)
+            if registry is not None and experiment is not None and not failed:
+                data["reported"] = registry.request(
+                    "POST", f"experiments/{experiment.id}/self-reported-runs/batch/",
+                    json_body=local.report_payload(params, plugin, results),
+                )
+        finally:
+            if registry is not None:
+                registry.close()
+    except local.LocalRunError as exc:
+        raise Failure(EXIT_USAGE, str(exc)) from None
+    how = "a child process per seed" if runner == "child" else "in this process"
+    rows = local.measurement_rows(plugin, results)
+    columns = ["seed", "arm", *(m.name for m in plugin.metrics), "state"]
+    if failed:
+        columns.append("error")
+    human = [f"{plugin.name} {plugin.version}: {len(results)} seeds on {device}, {how}", "",
+             table(rows, columns)]
+    for result in failed:
+        human += ["", f"seed {result.seed} failed: {result.error}"]
+    if data["reported"]:
+        reported = data["reported"]
+        human += ["", f"reported {len(reported['runs'])} runs to experiment {experiment.id} of finding "
+                      f"{finding.id} (self-reported reproductions {reported['reproductions']}): "
+                      f"{registry.url}/findings/{finding.id}/"]
+    elif args.report:
+        human += ["", f"not reported: {len(failed)} of {len(results)} seeds failed"]
+    emit(args, data, "\n".join(human))
+    return EXIT_CHECK_FAILED if failed else EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -436,10 +557,32 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", parents=[common], help="a finding's measurements or effects as a table")
     p.add_argument("finding", metavar="FINDING")
     p.add_argument("--format", choices=["csv", "json", "parquet"], default="csv")
-    p.add_argument("--table", choices=["measurements", "effects"], default="measurements",
-                   help="measurements: one row per run, arm and metric; effects: one per claim and experiment")
+    p.add_argument("--table", choices=["measurements", "effects", "series"], default="measurements",
+                   help="measurements: one row per run, arm and metric; effects: one per claim and experiment; "
+                   "series: the training curves, one row per run, arm, curve and step")
     p.add_argument("--output", "-o", help="a file (default: standard output; parquet needs one)")
     p.set_defaults(handler=cmd_export)
+
+    p = commands.add_parser("run-local", parents=[common],
+                            help="run an installed plugin on this machine, a child process per seed")
+    p.add_argument("plugin", metavar="PLUGIN", help="an installed plugin's name, or module:Class")
+    p.add_argument("--params", metavar="FILE", help="a YAML file of parameters (over --preset, if any)")
+    p.add_argument("--preset", help="start from the plugin's named preset, e.g. tiny")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds: --first-seed .. +N-1 (default 3)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "gpu", "cuda"], default="cpu",
+                   help="gpu/cuda: the first GPU (the CPU, with a note in the run's log, where there is none)")
+    p.add_argument("--runner", choices=["auto", "child", "in-process"], default="auto",
+                   help="auto: the workers' child-process runner when the server package is installed, else "
+                        "in this process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--timeout", type=float, help="seconds a seed may run (child runner; default: no limit)")
+    p.add_argument("--artifacts", metavar="DIR", help="save each seed's artifacts into DIR/seed-N/")
+    p.add_argument("--report", metavar="FINDING",
+                   help="post the results as self-reported runs of FINDING's experiment (authors only)")
+    p.add_argument("--experiment", type=int, metavar="ID",
+                   help="the experiment to report to (default: FINDING's one experiment of PLUGIN)")
+    p.set_defaults(handler=cmd_run_local)
 
     p = commands.add_parser("plugins", parents=[common], help="the registry's plugins, metrics and presets")
     p.set_defaults(handler=cmd_plugins)

@@ -515,6 +515,39 @@ class Registry:
                         })
         return _pandas().DataFrame(rows) if as_frame else rows
 
+    def series(self, finding: int | Finding | Run | None = None, *, run: int | Run | None = None,
+               name: str | None = None, arm: str | None = None, max_points: int | None = 5000,
+               as_frame: bool = False) -> Any:
+        """Training curves (``ctx.log_series``), one row per point: ``run``, ``seed``, ``arm``,
+        ``name``, ``step``, ``value`` (and ``experiment``, ``state``: a failed run's curve is
+        partial). Of a finding's runs (``/findings/{id}/series/``, each curve thinned to
+        ``max_points`` by min/max bucketing; the server allows 2 to 5,000), or of one run (a
+        :class:`Run`, or ``run=``: every stored point). ``name``/``arm`` filter. ``as_frame``: a
+        pandas DataFrame with those columns."""
+        params = {k: v for k, v in {"name": name, "arm": arm}.items() if v is not None}
+        rows: list[dict[str, Any]] = []
+        if isinstance(finding, Run) and run is None:
+            finding, run = None, finding
+        if run is not None:
+            data = self.request("GET", f"runs/{_id(run)}/series/", params=params)
+            curves = [{**curve, "run": data["run"], "seed": data["seed"], "state": data["state"]}
+                      for curve in data["series"]]
+        elif finding is not None:
+            if max_points is not None:
+                params["max_points"] = max_points
+            curves = self.request("GET", f"findings/{_id(finding)}/series/", params=params)["series"]
+        else:
+            raise TypeError("series() needs a finding or a run")
+        for curve in curves:
+            for step, value in zip(curve["steps"], curve["values"], strict=True):
+                rows.append({"run": curve["run"], "seed": curve["seed"], "arm": curve["arm"], "name": curve["name"],
+                             "step": step, "value": value, "experiment": curve.get("experiment"),
+                             "state": curve.get("state")})
+        if as_frame:
+            return _pandas().DataFrame(
+                rows, columns=["run", "seed", "arm", "name", "step", "value", "experiment", "state"])
+        return rows
+
     # ------------------------------------------------------------ effects, landscape, plugins
 
     def effects(self, finding: int | Finding, *, as_frame: bool = False, detail: bool = False) -> Any:

@@ -22,7 +22,12 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from interp_registry.series import SeriesError as SeriesError  # noqa: F401 - re-exported
+from interp_registry.series import SeriesRecorder
+
 API_VERSION = "1.0"
+#: The largest ``Experiment.recommended_seeds`` a plugin may declare.
+MAX_RECOMMENDED_SEEDS = 50
 ENTRY_POINT_GROUP = "interp_registry.experiments"
 
 BASELINE = "baseline"
@@ -108,7 +113,23 @@ class RunContext(Protocol):
 
     def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
+    def log_series(self, name: str, step: int, value: float, *, arm: str) -> None:
+        """One point of a training curve of ``arm`` (see :mod:`interp_registry.series` for the
+        bounds: 32 series, 10,000 points each, thinned beyond; a non-finite value raises)."""
+        ...
+
+    def save_checkpoint(self, name: str, data: bytes) -> None:
+        """A checkpoint: an artifact of type ``application/x-checkpoint`` (CHECKPOINT_CONTENT_TYPE)
+        within the checkpoint size limit (the registry's RUN_MAX_CHECKPOINT_BYTES)."""
+        ...
+
     def should_stop(self) -> bool: ...
+
+
+#: The content type of ``ctx.save_checkpoint``'s artifacts.
+CHECKPOINT_CONTENT_TYPE = "application/x-checkpoint"
+#: The largest checkpoint ``LocalContext`` accepts (a registry worker: RUN_MAX_CHECKPOINT_BYTES).
+MAX_CHECKPOINT_BYTES = 50 * 1024 * 1024
 
 
 class StopRequested(Exception):
@@ -133,6 +154,9 @@ class Experiment:
     resources: ClassVar[Resources] = Resources()
     # Named parameter sets, e.g. {"tiny": {...}, "gpu": {...}}: "tiny" is used by tests.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Seeds per reproduction this plugin needs for a meaningful interval (an int from 1 to
+    # MAX_RECOMMENDED_SEEDS): a new experiment's default when it gives none; None: the registry's 3.
+    recommended_seeds: ClassVar[int | None] = None
 
     def run(self, params: BaseModel, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         raise NotImplementedError
@@ -191,8 +215,14 @@ class LocalContext:
     logs: list[str] = field(default_factory=list)
     progress_log: list[tuple[float, str]] = field(default_factory=list)
     stop: bool = False
+    #: the experiment's arms: ``log_series`` refuses any other (None: any arm)
+    arms: tuple[str, ...] | None = None
+    max_checkpoint_bytes: int = MAX_CHECKPOINT_BYTES
+    content_types: dict[str, str] = field(default_factory=dict)
+    recorder: SeriesRecorder = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.recorder = SeriesRecorder(arms=self.arms)
         if self.device is None:
             import torch
 
@@ -207,6 +237,23 @@ class LocalContext:
 
     def save_artifact(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self.artifacts[name] = data
+        self.content_types[name] = content_type
+
+    def log_series(self, name: str, step: int, value: float, *, arm: str) -> None:
+        self.recorder.log(name, step, value, arm=arm)
+
+    def save_checkpoint(self, name: str, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError("save_checkpoint needs bytes")
+        if len(data) > self.max_checkpoint_bytes:
+            raise ValueError(f"checkpoint {name!r} is {len(data)} bytes; "
+                             f"the limit is {self.max_checkpoint_bytes} bytes")
+        self.save_artifact(name, bytes(data), CHECKPOINT_CONTENT_TYPE)
+
+    @property
+    def series(self) -> list[dict[str, Any]]:
+        """The curves logged so far: ``[{arm, name, steps, values, logged}]`` (thinned as the registry does)."""
+        return self.recorder.series()
 
     def should_stop(self) -> bool:
         return self.stop
@@ -226,7 +273,7 @@ def run_locally(
     With ``validate`` (the default) the result is checked as a registry worker checks it (every
     declared metric for every arm, finite, within its scale; see :mod:`interp_registry.testing`):
     a missing metric or a NaN raises :class:`interp_registry.testing.ContractError` here, not after
-    a full run on the registry.
+    a full run on the registry. The curves the plugin logged are ``ctx.series``.
     """
     import torch
 
@@ -235,7 +282,7 @@ def run_locally(
     merged = dict(experiment.presets.get(preset, {})) if preset else {}
     merged.update(params or {})
     validated = experiment.Params.model_validate(merged)
-    ctx = LocalContext(seed=seed, device=torch.device(device))
+    ctx = LocalContext(seed=seed, device=torch.device(device), arms=tuple(experiment.arms))
     seed_everything(seed)
     result = experiment().run(validated, ctx)
     if validate:

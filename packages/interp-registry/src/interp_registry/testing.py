@@ -7,7 +7,8 @@ The rules (each has a check below):
    ``Params`` model, at least one metric, no metric declared twice, every metric with an
    :class:`~interp_registry.sdk.Axis` and a :class:`~interp_registry.sdk.Scale` (a time-to-event
    metric on the ratio scale), arms exactly ``("baseline", "intervention")`` and
-   ``resources.device`` ``"cpu"`` or ``"gpu"``. A plugin that breaks one is listed by the registry as
+   ``resources.device`` ``"cpu"`` or ``"gpu"``, ``recommended_seeds`` None or an int from 1 to
+   ``MAX_RECOMMENDED_SEEDS`` (50). A plugin that breaks one is listed by the registry as
    unavailable, with the reason.
 2. **Documentation** (:func:`documentation_errors`): a class docstring saying what the plugin
    reproduces (the registry publishes it as the plugin's description).
@@ -42,6 +43,7 @@ from interp_registry.sdk import (
     API_VERSION,
     BASELINE,
     INTERVENTION,
+    MAX_RECOMMENDED_SEEDS,
     Axis,
     Experiment,
     Metric,
@@ -120,6 +122,11 @@ def declaration_errors(experiment: object) -> list[str]:
         )
     if experiment.resources.device not in ("cpu", "gpu"):
         errors.append("resources.device must be 'cpu' or 'gpu'")
+    seeds = getattr(experiment, "recommended_seeds", None)
+    if seeds is not None and (
+        isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_RECOMMENDED_SEEDS
+    ):
+        errors.append(f"recommended_seeds must be an int from 1 to {MAX_RECOMMENDED_SEEDS} (or None), not {seeds!r}")
     return errors
 
 

@@ -21,4 +21,31 @@
   }).observe(document.documentElement, {
     childList: true, subtree: true, attributes: true, attributeFilter: ["data-percent"],
   });
+
+  // Live evidence (#evidence on a finding page): each poll sends the ETag of what the page shows
+  // (data-etag); the server answers 304 Not Modified while nothing changed, and nothing is swapped.
+  document.addEventListener("htmx:configRequest", function (evt) {
+    var el = evt.detail.elt;
+    if (el && el.dataset && el.dataset.etag) {
+      evt.detail.headers["If-None-Match"] = el.dataset.etag;
+    }
+  });
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    if (evt.detail.xhr && evt.detail.xhr.status === 304) {
+      evt.detail.shouldSwap = false;
+      evt.detail.isError = false;
+    }
+  });
+  // New evidence says runs are queued or running while the runs section sleeps (someone queued
+  // runs since the page loaded): wake the runs section once; it then polls by itself.
+  document.addEventListener("htmx:afterSwap", function () {
+    var evidence = document.getElementById("evidence");
+    var runs = document.getElementById("runs");
+    if (!evidence || !runs || !window.htmx) return;
+    if (evidence.dataset.active === "on" && runs.dataset.polling === "off" && runs.dataset.src &&
+        window.__runsWokenFor !== evidence.dataset.etag) {
+      window.__runsWokenFor = evidence.dataset.etag;  // once per state of the evidence
+      window.htmx.ajax("GET", runs.dataset.src, { target: "#runs", swap: "outerHTML" });
+    }
+  });
 })();

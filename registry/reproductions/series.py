@@ -1,0 +1,224 @@
+"""Training curves on the server: checking posted ones, reading them back, thinning them for plots.
+
+A run's curves are ``RunSeries`` rows (one per (run, arm, name)), written with the run's result
+(``services.run_succeed`` / ``run_fail`` / ``run_keep_partial``, and self-reported runs). The
+bounds are interp_registry.series's, the plugin SDK's: a posted curve goes through the same
+``SeriesRecorder`` a worker uses, so it is thinned, never refused, for being long.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from interp_registry.series import MAX_POINTS, MAX_SERIES, NAME_PATTERN, SeriesError, SeriesRecorder
+
+from registry.errors import ApplicationError
+from registry.findings.models import Finding
+from registry.reproductions.models import Run, RunSeries
+
+DEFAULT_MAX_POINTS = 500
+MAX_MAX_POINTS = 5000
+FINDING_MAX_CURVES = 2000  # run-curves in one finding response
+
+
+# ---------------------------------------------------------------- posted curves (self-reported)
+
+
+def series_validate(series: Any, *, arms: tuple[str, ...], field: str = "series") -> list[dict[str, Any]]:
+    """``[{arm, name, steps, values}]`` checked as ``ctx.log_series`` checks each point and bounded
+    the same way; ApplicationError naming the field (``series[2].values``) otherwise."""
+    if series is None:
+        return []
+    if not isinstance(series, list):
+        raise ApplicationError(f"{field} must be a list of {{arm, name, steps, values}}", field=field)
+    if len(series) > MAX_SERIES:
+        raise ApplicationError(f"a run has at most {MAX_SERIES} curves; {field} has {len(series)}", field=field)
+    recorder = SeriesRecorder(arms=arms)
+    seen: set[tuple[Any, Any]] = set()
+    for index, item in enumerate(series):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise ApplicationError(f"{where} must be an object {{arm, name, steps, values}}", field=where)
+        unknown = sorted(set(item) - {"arm", "name", "steps", "values"})
+        if unknown:
+            raise ApplicationError(f"{where}: unknown fields {unknown}", field=f"{where}.{unknown[0]}")
+        for key in ("arm", "name", "steps", "values"):
+            if key not in item:
+                raise ApplicationError(f"{where}.{key} is required", field=f"{where}.{key}")
+        arm, name, steps, values = item["arm"], item["name"], item["steps"], item["values"]
+        if not isinstance(arm, str) or arm not in arms:
+            raise ApplicationError(f"{where}.arm must be one of {list(arms)}", field=f"{where}.arm")
+        if not isinstance(name, str):
+            raise ApplicationError(f"{where}.name must be a string", field=f"{where}.name")
+        if (arm, name) in seen:
+            raise ApplicationError(f"{where}: the curve {name!r} of arm {arm!r} is given twice", field=f"{where}.name")
+        seen.add((arm, name))
+        for key, value in (("steps", steps), ("values", values)):
+            if not isinstance(value, list) or not value:
+                raise ApplicationError(f"{where}.{key} must be a non-empty list", field=f"{where}.{key}")
+        if len(steps) != len(values):
+            raise ApplicationError(f"{where}: steps has {len(steps)} entries, values {len(values)}",
+                                   field=f"{where}.values")
+        for position, (step, value) in enumerate(zip(steps, values, strict=True)):
+            if isinstance(step, bool) or not isinstance(step, int):
+                raise ApplicationError(f"{where}.steps[{position}] must be an integer", field=f"{where}.steps")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ApplicationError(f"{where}.values[{position}] must be a number", field=f"{where}.values")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                raise ApplicationError(f"{where}.values[{position}] is not finite; curves hold finite numbers only",
+                                       field=f"{where}.values")
+            try:
+                recorder.log(name, step, value, arm=arm)
+            except SeriesError as exc:
+                key = "name" if not NAME_PATTERN.match(name) else "steps"
+                raise ApplicationError(f"{where}: {exc}", field=f"{where}.{key}") from None
+    return recorder.series()
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _row(curve: RunSeries) -> dict[str, Any]:
+    return {"arm": curve.arm, "name": curve.name, "steps": curve.steps, "values": curve.values,
+            "logged": curve.logged, "points": len(curve.steps)}
+
+
+def run_series(run: Run, *, name: str | None = None, arm: str | None = None) -> list[dict[str, Any]]:
+    """A run's curves as stored (one query): ``[{arm, name, steps, values, logged, points}]``."""
+    query = RunSeries.objects.filter(run=run)
+    if name:
+        query = query.filter(name=name)
+    if arm:
+        query = query.filter(arm=arm)
+    return [_row(curve) for curve in query.order_by("arm", "name")]
+
+
+def downsample(steps: list[int], values: list[float], max_points: int) -> tuple[list[int], list[float]]:
+    """At most ``max_points`` points of a curve for a plot, by min/max bucketing: the first and last
+    points, and for each of ``(max_points - 2) // 2`` equal buckets of the points between, its
+    lowest and highest point in step order (peaks and dips survive; deterministic)."""
+    count = len(steps)
+    if count <= max_points:
+        return list(steps), list(values)
+    inner = range(1, count - 1)
+    buckets = (max_points - 2) // 2
+    keep = {0, count - 1}
+    if buckets == 0:
+        return [steps[0], steps[-1]], [values[0], values[-1]]
+    size = len(inner) / buckets
+    for bucket in range(buckets):
+        start = 1 + int(bucket * size)
+        stop = 1 + int((bucket + 1) * size)
+        if start >= stop:
+            continue
+        segment = range(start, stop)
+        keep.add(min(segment, key=values.__getitem__))
+        keep.add(max(segment, key=values.__getitem__))
+    chosen = sorted(keep)
+    return [steps[i] for i in chosen], [values[i] for i in chosen]
+
+
+def parse_max_points(raw: Any) -> int:
+    """The ``max_points`` query parameter: an integer 2..MAX_MAX_POINTS; ApplicationError naming it."""
+    if raw is None or raw == "":
+        return DEFAULT_MAX_POINTS
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = -1
+    if not 2 <= value <= MAX_MAX_POINTS:
+        raise ApplicationError(f"max_points must be an integer between 2 and {MAX_MAX_POINTS}", field="max_points")
+    return value
+
+
+def finding_series(
+    finding: Finding, *, name: str | None = None, arm: str | None = None, max_points: int = DEFAULT_MAX_POINTS,
+) -> dict[str, Any]:
+    """Every curve of every run of the finding (any state: a failed run's curve is partial, its
+    ``state`` says so), each thinned to ``max_points``; at most FINDING_MAX_CURVES of them
+    (``truncated``). One query, whatever the number of runs. The caller checks visibility."""
+    query = RunSeries.objects.filter(run__reproduction__experiment__finding=finding)
+    if name:
+        query = query.filter(name=name)
+    if arm:
+        query = query.filter(arm=arm)
+    rows = list(
+        query.order_by("run__reproduction__experiment_id", "name", "arm", "run_id").values(
+            "run_id", "run__seed", "run__state", "run__reproduction__experiment_id",
+            "run__reproduction__experiment__plugin", "run__reproduction__source", "arm", "name", "steps",
+            "values", "logged",
+        )[: FINDING_MAX_CURVES + 1]
+    )
+    truncated = len(rows) > FINDING_MAX_CURVES
+    out = []
+    for row in rows[:FINDING_MAX_CURVES]:
+        steps, values = downsample(row["steps"], row["values"], max_points)
+        out.append({
+            "run": row["run_id"], "seed": row["run__seed"], "state": row["run__state"],
+            "experiment": row["run__reproduction__experiment_id"],
+            "plugin": row["run__reproduction__experiment__plugin"],
+            "self_reported": row["run__reproduction__source"] == "self_reported",
+            "arm": row["arm"], "name": row["name"], "steps": steps, "values": values,
+            "logged": row["logged"], "points": len(row["steps"]),
+        })
+    return {"finding": finding.pk, "max_points": max_points, "truncated": truncated, "series": out}
+
+
+def series_bands(curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (experiment, name, arm): the mean and the min..max band across runs at the steps every
+    run logged (succeeded runs' curves only are expected here). For the dashboard's plot."""
+    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    for curve in curves:
+        groups.setdefault((curve["experiment"], curve["name"], curve["arm"]), []).append(curve)
+    bands = []
+    for (experiment, name, arm), members in sorted(groups.items()):
+        common = set(members[0]["steps"])
+        for member in members[1:]:
+            common &= set(member["steps"])
+        steps = sorted(common)
+        if not steps:
+            continue
+        lookups = [dict(zip(m["steps"], m["values"], strict=True)) for m in members]
+        mean, low, high = [], [], []
+        for step in steps:
+            at = [lookup[step] for lookup in lookups]
+            mean.append(sum(at) / len(at))
+            low.append(min(at))
+            high.append(max(at))
+        bands.append({"experiment": experiment, "name": name, "arm": arm, "runs": len(members), "steps": steps,
+                      "mean": mean, "low": low, "high": high})
+    return bands
+
+
+__all__ = [
+    "DEFAULT_MAX_POINTS", "FINDING_MAX_CURVES", "MAX_MAX_POINTS", "MAX_POINTS", "downsample", "finding_series",
+    "parse_max_points", "run_series", "series_bands", "series_validate",
+]
+
+
+def finding_curve_bands(finding: Finding, *, max_curves: int = FINDING_MAX_CURVES) -> list[dict[str, Any]]:
+    """Per (experiment, curve name, arm) of the finding's succeeded runs: the mean across runs and
+    the band from the lowest to the highest run, at the steps every run logged (``series_bands``).
+    One query. For the dashboard's plots; the caller checks visibility."""
+    rows = (
+        RunSeries.objects.filter(run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED)
+        .order_by("run__reproduction__experiment_id", "name", "arm", "run_id")
+        .values("run__reproduction__experiment_id", "run__reproduction__experiment__plugin", "arm", "name",
+                "steps", "values")[:max_curves]
+    )
+    curves = []
+    plugins: dict[int, str] = {}
+    for row in rows:
+        experiment = row["run__reproduction__experiment_id"]
+        plugins[experiment] = row["run__reproduction__experiment__plugin"]
+        curves.append({"experiment": experiment, "name": row["name"], "arm": row["arm"], "steps": row["steps"],
+                       "values": row["values"]})
+    bands = series_bands(curves)
+    for band in bands:
+        band["plugin"] = plugins[band["experiment"]]
+    return bands

@@ -1,0 +1,217 @@
+"""``interp-registry run-local``: a plugin run on the user's machine, a child process per seed
+through the workers' runner (worker.sandbox.ChildRun) or in-process without the server package,
+checked as a worker checks results; ``--report`` posts them as self-reported runs to a live
+registry (tests/client/conftest.py's uvicorn on the test database)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from interp_registry import cli
+from interp_registry.client import Registry
+
+from tests.conftest import ROOT
+
+ECHO = "tests.fakes.plugins:EchoExperiment"
+CRASHING = "tests.fakes.plugins:CrashingExperiment"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _wobble(seed: int, noise: float) -> float:  # EchoExperiment's seed-dependent spread
+    return noise * (((seed * 7919) % 13) / 6.0 - 1.0)
+
+
+@pytest.fixture(autouse=True)
+def _no_stored_login(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("INTERP_REGISTRY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("INTERP_REGISTRY_TOKEN", raising=False)
+    monkeypatch.delenv("INTERP_REGISTRY_URL", raising=False)
+
+
+def test_each_seed_runs_in_the_workers_child_runner(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("# echo\nnoise: 0.2\neffect: -0.4\n")
+    code, out, err = run_cli(capsys, "run-local", ECHO, "--params", str(params), "--seeds", "2", "--first-seed", "4",
+                             "--json", "--artifacts", str(tmp_path / "artifacts"))
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["runner"] == "child" and data["plugin"] == "echo" and data["version"] == "1.0.0"
+    assert data["params"] == {"baseline": 1.0, "effect": -0.4, "noise": 0.2, "sleep_s": 0.0}
+    assert [r["seed"] for r in data["runs"]] == [4, 5]
+    for run in data["runs"]:
+        assert run["state"] == "succeeded", run["error"]
+        base = 1.0 + _wobble(run["seed"], 0.2)
+        assert run["measurements"]["baseline"]["risk"] == pytest.approx(base)
+        assert run["measurements"]["intervention"]["risk"] == pytest.approx(base - 0.4)
+        assert run["measurements"]["intervention"]["width"] == 3.0
+        environment = run["environment"]
+        # written by the sandbox's child (worker.sandbox.child_main), not by this process
+        assert environment["seed"] == run["seed"] and environment["plugin_version"] == "1.0.0"
+        assert environment["torch"] and environment["python"] and environment["device_name"] == "cpu"
+        assert "memory_limit" in environment and environment["runner"].endswith("(child process)")
+        assert run["artifacts"] == ["values.json"]
+        assert (tmp_path / "artifacts" / f"seed-{run['seed']}" / "values.json").read_bytes() == b'{"ok": true}'
+
+    code, out, err = run_cli(capsys, "run-local", ECHO, "--params", str(params), "--seeds", "2", "--runner",
+                             "in-process")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "echo 1.0.0: 2 seeds on cpu, in this process"
+    assert lines[2].split() == ["seed", "arm", "risk", "skill", "width", "state"]
+    assert lines[3].split()[:3] == ["0", "baseline", f"{1.0 + _wobble(0, 0.2):.4g}"]
+    assert [line.split()[:2] for line in lines[3:]] == [
+        ["0", "baseline"], ["0", "intervention"], ["1", "baseline"], ["1", "intervention"],
+        ["mean", "baseline"], ["mean", "intervention"],
+    ]
+
+
+@pytest.mark.parametrize(("runner", "kind", "message"), [
+    ("child", "nan", "metric 'risk' of arm 'baseline' is not finite: nan"),
+    ("in-process", "nan", "metric 'risk' of arm 'baseline' is not finite: nan"),
+    ("in-process", "undeclared", "undeclared metrics ['other'] for arm 'baseline'"),
+    ("child", "value", "ValueError: the plugin broke"),
+])
+def test_results_are_checked_as_a_worker_checks_them(tmp_path, capsys, runner, kind, message):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"kind: {kind}\n")
+    code, out, err = run_cli(capsys, "run-local", CRASHING, "--params", str(params), "--seeds", "1",
+                             "--runner", runner, "--json")
+    assert code == 1, err
+    data = json.loads(out)
+    assert data["runner"] == runner
+    assert data["runs"][0]["state"] == "failed" and data["runs"][0]["measurements"] == {}
+    assert message in data["runs"][0]["error"]
+
+
+BLOCK_SERVER = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('worker', 'registry', 'django', 'celery'):
+            raise ImportError(f'{name} is blocked: the server package is not installed')
+sys.meta_path.insert(0, Block())
+from interp_registry import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_without_the_server_package_it_runs_in_process(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_SERVER, "run-local", ECHO, "--preset", "tiny", "--seeds", "2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={"PATH": "/usr/bin:/bin", "INTERP_REGISTRY_CONFIG_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["runner"] == "in-process"
+    assert [r["state"] for r in data["runs"]] == ["succeeded", "succeeded"]
+    assert data["runs"][1]["measurements"]["intervention"]["risk"] == pytest.approx(0.5)
+    assert data["runs"][1]["environment"]["runner"].endswith("(in process)")
+
+
+def test_bad_usage_is_named(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run-local", "no_such_plugin", "--seeds", "1")
+    assert code == 2 and "no installed plugin 'no_such_plugin'" in err and "checkerboard" in err
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("noise: 0.1\nbogus: 3\n")
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--params", str(bad))
+    assert code == 2 and "params.bogus" in err
+
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("noise: 0.1\neffect: [1,\n")
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--params", str(malformed))
+    assert code == 3 and "line 3" in err and "malformed.yaml" in err
+
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--params", str(listed))
+    assert code == 3 and "mapping" in err
+
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--preset", "huge")
+    assert code == 2 and "no preset 'huge'" in err
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--experiment", "3")
+    assert code == 2 and "--report" in err
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--seeds", "0")
+    assert code == 2
+
+
+# ---------------------------------------------------------------- --report against a live registry
+
+
+def _echo_experiment(server: str, token: str) -> tuple[int, int]:
+    with Registry(server, token=token) as registry:
+        finding = registry.create_finding(title="Echo lowers risk", kind="fix", summary="run-local test")
+        experiment = registry.create_experiment(finding, plugin="echo", params={"effect": -0.4, "noise": 0.2},
+                                                reproduce=False)
+    return finding.id, experiment.id
+
+
+def _self_reported(experiment_id: int) -> list:
+    from registry.reproductions.models import Run
+
+    return list(Run.objects.filter(reproduction__experiment_id=experiment_id,
+                                   reproduction__source="self_reported").prefetch_related("measurements")
+                .order_by("seed"))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_report_posts_self_reported_runs_with_their_environment(server, token, stranger_token, capsys, tmp_path):
+    finding_id, experiment_id = _echo_experiment(server, token)
+    auth = ["--url", server, "--token", token]
+
+    # anonymous: refused before anything runs
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--report", str(finding_id), "--url", server)
+    assert code == 2 and "needs a token" in err
+    # a stranger (not an author): refused before anything runs
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--report", str(finding_id), "--url", server,
+                           "--token", stranger_token)
+    assert code == 4 and "only the authors" in err
+    # parameters other than the experiment's
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--preset", "tiny", "--report", str(finding_id), *auth)
+    assert code == 2 and "['effect', 'noise']" in err
+    # an experiment of another finding
+    other_finding, other_experiment = _echo_experiment(server, token)
+    code, _, err = run_cli(capsys, "run-local", ECHO, "--report", str(finding_id), "--experiment",
+                           str(other_experiment), *auth)
+    assert code == 2 and f"belongs to finding {other_finding}" in err
+    assert _self_reported(experiment_id) == []
+
+    # the owner: two seeds run locally in child processes (the experiment's parameters), then
+    # reported in one batch
+    code, out, err = run_cli(capsys, "run-local", ECHO, "--seeds", "2", "--report", str(finding_id), "--json",
+                             *auth)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["reported"]["experiment"] == experiment_id and len(data["reported"]["runs"]) == 2
+    assert data["reported"]["measurements"] == 2 * 2 * 3
+    runs = _self_reported(experiment_id)
+    assert [run.seed for run in runs] == [0, 1] and [run.pk for run in runs] == data["reported"]["runs"]
+    for run, local_run in zip(runs, data["runs"], strict=True):
+        assert run.state == "succeeded" and run.hardware == "cpu" and run.plugin_version == "1.0.0"
+        assert run.environment["torch"] == local_run["environment"]["torch"]
+        assert run.environment["seed"] == run.seed and run.environment["runner"].endswith("(child process)")
+        stored = {(m.arm, m.metric): m.value for m in run.measurements.all()}
+        assert stored[("baseline", "risk")] == pytest.approx(1.0 + _wobble(run.seed, 0.2))
+        assert stored[("intervention", "risk")] == pytest.approx(local_run["measurements"]["intervention"]["risk"])
+
+    # human output, in-process, with an explicit experiment and the same parameters given as a file
+    same = tmp_path / "same.yaml"
+    same.write_text("effect: -0.4\nnoise: 0.2\n")
+    code, out, err = run_cli(capsys, "run-local", ECHO, "--params", str(same), "--seeds", "1", "--first-seed", "7",
+                             "--runner", "in-process", "--report", str(finding_id), "--experiment",
+                             str(experiment_id), *auth)
+    assert code == 0, err
+    assert f"reported 1 runs to experiment {experiment_id} of finding {finding_id}" in out
+    runs = _self_reported(experiment_id)
+    assert [run.seed for run in runs] == [0, 1, 7]
+    assert runs[-1].environment["runner"].endswith("(in process)")
