@@ -18,7 +18,9 @@ live in one directory, ``REGISTRY_DATA_DIR`` (see registry/datadir.py); ``--data
 The registry's packages (``registry``, ``worker``, ``plugins``) always come from this
 installation: the current directory is taken off ``sys.path`` before anything is imported, so a
 user's own ``worker.py``, ``registry.py`` or ``plugins/`` in the folder the command runs from is
-never loaded in their place, and the Celery app is passed as an object, never found by name.
+never loaded in their place, and the Celery app is passed as an object, never found by name (and
+created from an empty folder: Celery's Django fixup would put the current directory back first on
+sys.path, see ``_celery_app``).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def _setup(args: argparse.Namespace) -> Path:
     from django.conf import settings
 
     django.setup()
+    _celery_app()  # now, from an empty folder: created later, it would put the current directory on sys.path
     data = Path(settings.DATA_DIR)
     data.mkdir(parents=True, exist_ok=True)
     return data
@@ -188,6 +191,35 @@ def _gunicorn(application: Any, args: argparse.Namespace, workers: int) -> int:
     return 0
 
 
+def _celery_app() -> Any:
+    """The Celery app, created without the current directory on sys.path. Celery's Django fixup
+    puts the current directory first on sys.path for good when the app is created, and its loader
+    puts it there while it imports the task modules (``worker.tasks``, and whatever they import
+    for the first time: numpy, scipy, pydantic...): a user's own fileinput.py or numpy.py in the
+    folder the command runs from would be loaded in place of the real ones. So the app is created
+    from an empty folder (taken off sys.path again) and its loader imports plainly."""
+    import tempfile
+
+    if "worker.celery" in sys.modules:
+        return sys.modules["worker.celery"].app
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="interp-registry-server-") as empty:
+        os.chdir(empty)
+        try:
+            from worker.celery import app
+        finally:
+            os.chdir(here)
+        inserted = {empty, os.path.realpath(empty)}
+        sys.path[:] = [entry for entry in _without_current_directory(sys.path, here) if entry not in inserted]
+    loader = app.loader
+
+    def import_from_cwd(module: str, imp: Any = None, package: str | None = None) -> Any:
+        return (imp or loader.import_module)(module, package=package)
+
+    loader.import_from_cwd = import_from_cwd
+    return app
+
+
 def _queues(args: argparse.Namespace) -> str:
     if args.queues:
         return args.queues
@@ -196,8 +228,7 @@ def _queues(args: argparse.Namespace) -> str:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     data = _setup(args)
-    from worker.celery import app
-
+    app = _celery_app()
     queues = _queues(args)
     concurrency = args.concurrency or (1 if args.gpu else None)
     argv = ["worker", "-Q", queues, "--loglevel", args.log_level.upper()]
@@ -214,8 +245,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_beat(args: argparse.Namespace) -> int:
     data = _setup(args)
-    from worker.celery import app
-
+    app = _celery_app()
     schedule = data / "celerybeat-schedule"
     argv = ["beat", "-s", str(schedule), "--loglevel", args.log_level.upper(), *args.celery_args]
     print(f"interp-registry-server: beat; schedule in {schedule}", file=sys.stderr, flush=True)

@@ -21,6 +21,9 @@ def test_compose_has_the_production_services_with_health_checks():
 
 def test_workers_consume_the_queues_runs_are_sent_to():
     services = COMPOSE["services"]
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):  # the console commands, never `celery -A worker`
+        assert "interp-registry-server" in services[name]["command"], name
+        assert "celery -A worker " not in services[name]["command"], name
     assert "-Q cpu" in services["worker-cpu"]["command"]
     assert "-Q gpu" in services["worker-gpu"]["command"]
     assert "-Q maintenance" in services["beat"]["command"] and "beat" in services["beat"]["command"]
@@ -61,7 +64,8 @@ def test_web_serves_asgi_with_uvicorn_workers():
     import tomllib
 
     command = " ".join(COMPOSE["services"]["web"]["command"].split())
-    assert "gunicorn registry.asgi:application -k registry.asgi_worker.Worker" in command
+    # (`serve --server gunicorn` runs gunicorn with registry.asgi_worker.Worker: tests/packaging/test_wheels.py)
+    assert "interp-registry-server serve --server gunicorn" in command
     from uvicorn_worker import UvicornWorker
 
     from registry.asgi_worker import Worker

@@ -69,6 +69,9 @@ SERIES_FLUSH_POINTS = 2000
 SERIES_FLUSH_INTERVAL_S = 2.0
 SERIES_COMPACT_BYTES = 32 * 1024 * 1024
 SERIES_MAX_BYTES = 48 * 1024 * 1024
+#: A longer line of it is refused unparsed (the child's lines hold at most one series' kept points,
+#: well under this): json.loads of one 48 MB line would take the parent gigabytes.
+SERIES_LINE_MAX_BYTES = 4 * 1024 * 1024
 CHECKPOINT_CONTENT_TYPE = "application/x-checkpoint"
 FILE_SIZE_MARGIN_BYTES = 64 * 1024 * 1024  # RLIMIT_FSIZE = the artifacts' total cap + this
 
@@ -933,6 +936,8 @@ class ChildRun:
             if not line.strip():
                 continue
             try:
+                if len(line) > SERIES_LINE_MAX_BYTES:  # the child writes far shorter ones; bounded memory
+                    raise SeriesError(f"a line is longer than {SERIES_LINE_MAX_BYTES} bytes")
                 message = json.loads(line)
                 points = message["points"]
                 if not isinstance(message, dict) or not isinstance(points, list):
@@ -941,7 +946,7 @@ class ChildRun:
                     if not isinstance(point, list) or len(point) != 3:
                         raise SeriesError("a point must be [index, step, value]")
                     recorder.add_indexed(message["arm"], message["name"], *point)
-            except (ValueError, KeyError, TypeError) as exc:  # SeriesError is a ValueError
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:  # SeriesError is a ValueError
                 reason = str(exc)[:300] if isinstance(exc, SeriesError) else "malformed line"
                 if reason not in refused and len(refused) >= 20:  # a bounded report, whatever the file holds
                     reason = "other reasons"

@@ -6,7 +6,8 @@ Paper: Samuel Marks, Can Rager, Eric J. Michaud, Yonatan Belinkov, David Bau & A
 claim: a classifier trained on data where a spurious attribute (gender) is perfectly correlated
 with the label (profession) can be made to generalise by finding the sparse-autoencoder features
 its decision depends on, judging which are about the spurious attribute, and zero-ablating them,
-without any data that breaks the correlation. Their Table 1 (Pythia-70M, Bias in Bios):
+without any data that breaks the correlation. Their Table 1 (Pythia-70M, Bias in Bios; figures as
+quoted when this plugin was written, not re-checked against the paper since):
 worst-group accuracy 24.4% (original) -> 76.0% (SHIFT), profession accuracy on balanced data
 61.9% -> 88.5%, while ablating random features changes nothing (61.8%, worst group 24.4%).
 An interpretability insight (which features carry the shortcut) changes a robustness figure.

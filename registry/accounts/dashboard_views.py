@@ -72,11 +72,11 @@ class SignUpForm(UserCreationForm):
         _plain_password_help(self, "password1")
 
     def clean_email(self) -> str:
+        # An address that has an account already is not an error on the page (that would tell anyone
+        # which addresses have accounts, as resend and password reset do not): the view emails that
+        # address instead of making a second account for it.
         email = self.cleaned_data["email"].strip()
-        if get_user_model().objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError(
-                "An account with this email address exists already: sign in, or reset its password."
-            )
+        self.email_taken = get_user_model().objects.filter(email__iexact=email).exists()
         return email
 
     def clean_invitation_code(self) -> str:
@@ -127,6 +127,14 @@ def signup_view(request: HttpRequest) -> HttpResponse:
             if not signup.email_allowance_take(client_address(request)):
                 form.add_error(None, TOO_MANY_EMAILS)
                 status = 429
+            elif getattr(form, "email_taken", False):
+                signup.send_account_exists(
+                    email=form.cleaned_data["email"],
+                    sign_in_url=request.build_absolute_uri(reverse("dashboard:login")),
+                    reset_url=request.build_absolute_uri(reverse("dashboard:password-reset")),
+                    resend_url=request.build_absolute_uri(reverse("dashboard:confirm-email-resend")),
+                )
+                return redirect("dashboard:signup-done")
             else:
                 try:
                     result = signup.signup_create(

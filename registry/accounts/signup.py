@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -161,6 +162,16 @@ def signup_confirm(*, token: str) -> AbstractBaseUser | None:
     return user
 
 
+def settle_signup_on_activation(sender: Any, instance: AbstractBaseUser, created: bool = False,
+                                update_fields: Any = None, **kwargs: Any) -> None:
+    """post_save of the user model: a user made active otherwise than by their link (staff, by hand)
+    has their pending sign-up settled, so that neither that link nor a resent one can reactivate
+    the account once staff deactivate it again."""
+    if created or not instance.is_active or (update_fields is not None and "is_active" not in update_fields):
+        return
+    SignUp.objects.filter(user_id=instance.pk, confirmed_at__isnull=True).update(confirmed_at=timezone.now())
+
+
 def pending_signup_by_email(email: str) -> SignUp | None:
     return (
         SignUp.objects.select_related("user")
@@ -178,6 +189,18 @@ def send_confirmation(*, signup: SignUp, confirm_url: str) -> None:
         message=render_to_string("dashboard/accounts/email/confirm_email.txt", context),
         from_email=None,
         recipient_list=[signup.email],
+    )
+
+
+def send_account_exists(*, email: str, sign_in_url: str, reset_url: str, resend_url: str) -> None:
+    """To an address that signed up again while it has an account: how to get in (the sign-up page
+    answers as for a new address, so it tells nobody which addresses have accounts)."""
+    context = {"email": email, "sign_in_url": sign_in_url, "reset_url": reset_url, "resend_url": resend_url}
+    send_mail(
+        subject="Your account on the Interpretability Findings Registry",
+        message=render_to_string("dashboard/accounts/email/account_exists.txt", context),
+        from_email=None,
+        recipient_list=[email],
     )
 
 

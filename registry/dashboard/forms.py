@@ -168,7 +168,7 @@ class FindingForm(forms.Form):
         for value in values or []:
             text = str(value).strip()
             if text:
-                ids.append(int(text) if text.isdigit() else text)
+                ids.append(int(text) if text.isascii() and text.isdigit() else text)
         return list(dict.fromkeys(ids))
 
     def api_data(self) -> dict[str, object]:

@@ -651,7 +651,6 @@ def evidence_state(finding: Finding) -> dict[str, Any]:
             experiments_retracted=_per_finding(experiments.filter(retracted_at__isnull=False), n=Count("pk")),
         )
         .values(
-            "status", "updated_at", "effects_stale",
             "effects_cache__computed_at", "effects_cache__requested_seq", "effects_cache__pending",
             "effects_cache__error",
             "runs_n", "runs_last", "runs_queued", "runs_running", "runs_succeeded", "runs_finished_at",
@@ -659,6 +658,9 @@ def evidence_state(finding: Finding) -> dict[str, Any]:
         )
         .first()
     ) or {}
+    # the finding's own fields as the caller's instance holds them (what the fragment renders), not
+    # re-read: a status changed between the two reads must not be tagged as already shown
+    row = {**row, "status": finding.status, "updated_at": finding.updated_at, "effects_stale": finding.effects_stale}
     key = json.dumps(row, sort_keys=True, default=str)
     active = bool(row.get("runs_queued") or row.get("runs_running"))
     pending = bool(row.get("effects_cache__pending"))
@@ -1283,20 +1285,23 @@ def run_durations(*, experiments: set[int], plugins: set[str]) -> dict[str, dict
     """Median wall time of the latest DURATION_SAMPLE succeeded registry runs (started to
     finished) per experiment and per plugin: two queries, whatever the number of runs (a window
     keeps the latest per group in the database). Self-reported runs are left out (their times
-    are not a worker's)."""
+    are not a worker's). A plugin's sample is of public findings' runs only: the run times of a
+    restricted or embargoed finding are never shown on another finding's page (an experiment's
+    own runs are those of the finding being shown)."""
     succeeded = Run.objects.filter(
         state=Run.State.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False,
         reproduction__source=Reproduction.Source.REGISTRY,
     )
+    public = succeeded.filter(reproduction__experiment__finding__in=finding_list(user=None))
     result: dict[str, dict[Any, tuple[float, int]]] = {"experiment": {}, "plugin": {}}
-    for group, field, keys in (
-        ("experiment", "reproduction__experiment_id", experiments),
-        ("plugin", "reproduction__experiment__plugin", plugins),
+    for group, field, keys, runs in (
+        ("experiment", "reproduction__experiment_id", experiments, succeeded),
+        ("plugin", "reproduction__experiment__plugin", plugins, public),
     ):
         if not keys:
             continue
         rows = (
-            succeeded.filter(**{f"{field}__in": sorted(keys)})
+            runs.filter(**{f"{field}__in": sorted(keys)})
             .annotate(_rank=Window(RowNumber(), partition_by=[F(field)], order_by=F("finished_at").desc()))
             .filter(_rank__lte=DURATION_SAMPLE)
             .values_list(field, "started_at", "finished_at")

@@ -132,7 +132,7 @@ def builds_on_choices(*, user: Any, query: str = "", selected: list[Any] = (), e
     """For the builds-on picker: the selected findings (those the user may see) and up to
     ``BUILDS_ON_RESULTS`` others matching ``query`` (title or summary words)."""
     visible = finding_list(user=user)
-    ids = [int(v) for v in selected if str(v).isdigit() and len(str(v)) < 19]
+    ids = [int(v) for v in selected if str(v).isascii() and str(v).isdigit() and len(str(v)) < 19]
     chosen = list(visible.filter(pk__in=ids).only("pk", "title", "kind")) if ids else []
     matches: list[Finding] = []
     query = (query or "").strip()[:200]

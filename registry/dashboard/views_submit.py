@@ -177,7 +177,7 @@ def builds_on_search(request: HttpRequest) -> HttpResponse:
         user=request.user,
         query=request.GET.get("builds_on_q", ""),
         selected=request.GET.getlist("builds_on"),
-        exclude=int(exclude) if exclude.isdigit() and len(exclude) < 19 else None,
+        exclude=int(exclude) if exclude.isascii() and exclude.isdigit() and len(exclude) < 19 else None,
     )
     return render(request, "dashboard/submit/_builds_on.html", {"picker": picker})
 

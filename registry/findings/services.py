@@ -118,8 +118,13 @@ def finding_update(*, finding: Finding, user: Any, data: dict[str, Any]) -> Find
         finding.tags.set(_tags(data["tags"]))
         changed.append("tags")
     if "builds_on" in data:
-        _check_lineage(finding, data["builds_on"])
-        finding.builds_on.set(data["builds_on"])
+        # a link to a finding this editor cannot see was never shown to them (the serializer hides
+        # it, the dashboard's form cannot send it back): it stays
+        wanted = list(data["builds_on"])
+        wanted += [f for f in finding.builds_on.all()
+                   if f not in wanted and not finding_is_visible(finding=f, user=user)]
+        _check_lineage(finding, wanted)
+        finding.builds_on.set(wanted)
         changed.append("builds_on")
     if "authors" in data:
         _authors_change(finding=finding, editor=user, users=data["authors"])

@@ -20,6 +20,9 @@ from registry.reproductions.models import Run, RunSeries
 DEFAULT_MAX_POINTS = 500
 MAX_MAX_POINTS = 5000
 FINDING_MAX_CURVES = 2000  # run-curves in one finding response
+#: Stored points read for one finding response (curves are read one by one until this is passed):
+#: 2000 curves of 10,000 points would be 40 million Python objects, gigabytes, per page view.
+FINDING_MAX_STORED_POINTS = 2_000_000
 
 
 # ---------------------------------------------------------------- posted curves (self-reported)
@@ -136,27 +139,43 @@ def parse_max_points(raw: Any) -> int:
     return value
 
 
+_CURVE_ORDER = ("run__reproduction__experiment_id", "name", "arm", "run_id")
+
+
+def _first_within_budget(query: Any, max_curves: int) -> tuple[list[int], bool]:
+    """The ids of the first curves of ``query`` (in _CURVE_ORDER) whose stored points, at most
+    ``min(logged, MAX_POINTS)`` each, add up to FINDING_MAX_STORED_POINTS at most, and at most
+    ``max_curves`` of them; and whether some were left out. One query, reading no points."""
+    ids: list[int] = []
+    total = 0
+    for pk, logged in query.order_by(*_CURVE_ORDER).values_list("pk", "logged")[: max_curves + 1]:
+        total += min(logged, MAX_POINTS)
+        if len(ids) == max_curves or total > FINDING_MAX_STORED_POINTS:
+            return ids, True
+        ids.append(pk)
+    return ids, False
+
+
 def finding_series(
     finding: Finding, *, name: str | None = None, arm: str | None = None, max_points: int = DEFAULT_MAX_POINTS,
 ) -> dict[str, Any]:
     """Every curve of every run of the finding (any state: a failed run's curve is partial, its
-    ``state`` says so), each thinned to ``max_points``; at most FINDING_MAX_CURVES of them
-    (``truncated``). One query, whatever the number of runs. The caller checks visibility."""
+    ``state`` says so), each thinned to ``max_points``; at most FINDING_MAX_CURVES of them, and
+    FINDING_MAX_STORED_POINTS stored points in all (``truncated``). Two queries, whatever the
+    number of runs. The caller checks visibility."""
     query = RunSeries.objects.filter(run__reproduction__experiment__finding=finding)
     if name:
         query = query.filter(name=name)
     if arm:
         query = query.filter(arm=arm)
-    rows = list(
-        query.order_by("run__reproduction__experiment_id", "name", "arm", "run_id").values(
-            "run_id", "run__seed", "run__state", "run__reproduction__experiment_id",
-            "run__reproduction__experiment__plugin", "run__reproduction__source", "arm", "name", "steps",
-            "values", "logged",
-        )[: FINDING_MAX_CURVES + 1]
+    ids, truncated = _first_within_budget(query, FINDING_MAX_CURVES)
+    rows = RunSeries.objects.filter(pk__in=ids).order_by(*_CURVE_ORDER).values(
+        "run_id", "run__seed", "run__state", "run__reproduction__experiment_id",
+        "run__reproduction__experiment__plugin", "run__reproduction__source", "arm", "name", "steps",
+        "values", "logged",
     )
-    truncated = len(rows) > FINDING_MAX_CURVES
     out = []
-    for row in rows[:FINDING_MAX_CURVES]:
+    for row in rows:
         steps, values = downsample(row["steps"], row["values"], max_points)
         out.append({
             "run": row["run_id"], "seed": row["run__seed"], "state": row["run__state"],
@@ -203,13 +222,16 @@ __all__ = [
 
 def finding_curve_bands(finding: Finding, *, max_curves: int = FINDING_MAX_CURVES) -> list[dict[str, Any]]:
     """Per (experiment, curve name, arm) of the finding's succeeded runs: the mean across runs and
-    the band from the lowest to the highest run, at the steps every run logged (``series_bands``).
-    One query. For the dashboard's plots; the caller checks visibility."""
-    rows = (
-        RunSeries.objects.filter(run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED)
-        .order_by("run__reproduction__experiment_id", "name", "arm", "run_id")
-        .values("run__reproduction__experiment_id", "run__reproduction__experiment__plugin", "arm", "name",
-                "steps", "values")[:max_curves]
+    the band from the lowest to the highest run, at the steps every run logged (``series_bands``);
+    retracted experiments left out, stored points bounded as in ``finding_series``. Two queries.
+    For the dashboard's plots; the caller checks visibility."""
+    query = RunSeries.objects.filter(
+        run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED,
+        run__reproduction__experiment__retracted_at__isnull=True,  # as in the effects: never pooled
+    )
+    ids, _ = _first_within_budget(query, max_curves)
+    rows = RunSeries.objects.filter(pk__in=ids).order_by(*_CURVE_ORDER).values(
+        "run__reproduction__experiment_id", "run__reproduction__experiment__plugin", "arm", "name", "steps", "values"
     )
     curves = []
     plugins: dict[int, str] = {}

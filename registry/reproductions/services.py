@@ -187,7 +187,7 @@ def check_requested_version(plugin: type[PluginExperiment], requested: str) -> N
     plugin version, so a requeued run could come back to the same worker until its attempts run
     out, and no worker may have the version at all. A failed run says at once which version is
     where; the author reproduces again once the workers are upgraded."""
-    if requested and requested != plugin.version:
+    if requested and requested != plugin.version[:50]:  # as reproduction_request stores it
         raise ApplicationError(
             f"plugin {plugin.name} is {plugin.version} on this worker, {requested} was requested",
             field="plugin_version",
@@ -246,7 +246,8 @@ def experiment_create(
     _ensure_can_edit(finding, user)
     plugin_cls = plugin_resolve(plugin)
     _check_version_constraint(plugin_cls, plugin_version_constraint)
-    normalised = params_validate(plugin_cls, params_with_preset(plugin_cls, preset, params) or {})
+    merged = params_with_preset(plugin_cls, preset, params)
+    normalised = params_validate(plugin_cls, {} if merged is None else merged)  # [], 0, "": a 400, not {}
     if default_seeds is None:
         default_seeds = default_seed_count(plugin_cls)
     if not 1 <= default_seeds <= settings.MAX_SEEDS_PER_REPRODUCTION:

@@ -18,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 from plugins.registry import all_plugins
 from registry.effects.models import FindingEffects
 from registry.effects.services import effects_recompute_request
+from registry.errors import ApplicationError
 from registry.events.services import event_emit
 from registry.findings.models import Finding
 from registry.reproductions.models import Experiment, Reproduction, Run
@@ -101,11 +102,10 @@ def findings_mark_stale() -> list[int]:
                     }},
                 )
         if stale and settings.REREPRODUCE_ON_PLUGIN_UPGRADE:
-            from registry.reproductions.quotas import QuotaExceeded
-
             try:
                 finding_rereproduce(finding=finding, user=finding.created_by)
-            except QuotaExceeded as exc:  # the author's quota is full: the finding stays marked stale
+            except ApplicationError as exc:  # the author's quota is full, an experiment's version constraint
+                # excludes the installed version...: the finding stays marked stale, the others are checked
                 logger.warning("finding %s not re-reproduced: %s", finding.pk, exc.message)
     return newly_stale
 

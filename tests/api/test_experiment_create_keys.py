@@ -4,6 +4,8 @@ default seed count."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import Field
 
@@ -143,3 +145,24 @@ def test_recommended_seeds_is_capped_by_the_registry(api, finding, preset_plugin
     response = api.post(_url(finding), {"plugin": "preset_echo", "reproduce": False}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["default_seeds"] == 4
+
+
+@pytest.mark.parametrize("params", [[], 0, False, "", [1]])
+@pytest.mark.parametrize("preset", [None, "big"])
+def test_params_that_are_not_an_object_are_a_400_even_when_empty(api, finding, preset_plugin, params, preset):
+    """An empty list, 0, false or "" is not "no params": it used to become {} (the plugin's
+    defaults, the preset silently dropped) and queue runs the caller did not ask for."""
+    before = counts()
+    body = {"plugin": "preset_echo", "params": params, "reproduce": False}
+    if preset:
+        body["preset"] = preset
+    assert_error(api.post(_url(finding), body, format="json"), 400, "params")
+    assert counts() == before
+
+
+@pytest.mark.parametrize("body", [[{"plugin": "echo"}], "echo", 3, None])
+def test_a_body_that_is_not_an_object_is_a_400(api, finding, body):
+    before = counts()
+    response = api.post(_url(finding), json.dumps(body), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert counts() == before

@@ -158,6 +158,19 @@ def test_finding_curves_cost_a_constant_number_of_queries(anon, user):
     assert queries(1) == queries(8)
 
 
+def test_finding_curves_read_a_bounded_number_of_points(anon, public, monkeypatch):
+    """Stored points are read until FINDING_MAX_STORED_POINTS, then `truncated` (not gigabytes
+    of JSON per request for a finding with thousands of long curves)."""
+    from registry.reproductions import series
+
+    experiment, _ = public  # 2 runs x (5 + 5 + 2) points
+    monkeypatch.setattr(series, "FINDING_MAX_STORED_POINTS", 14)
+    body = anon.get(f"/api/v1/findings/{experiment.finding_id}/series/").json()
+    assert body["truncated"] is True and [len(c["steps"]) for c in body["series"]] == [2, 2, 5, 5]
+    monkeypatch.setattr(series, "FINDING_MAX_STORED_POINTS", 24)
+    assert anon.get(f"/api/v1/findings/{experiment.finding_id}/series/").json()["truncated"] is False
+
+
 def test_reading_curves_writes_nothing(anon, public):
     experiment, (run, _) = public
     with CaptureQueriesContext(connection) as captured:

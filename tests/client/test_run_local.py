@@ -91,6 +91,26 @@ def test_results_are_checked_as_a_worker_checks_them(tmp_path, capsys, runner, k
     assert message in data["runs"][0]["error"]
 
 
+def test_the_users_folder_never_shadows_modules_in_the_child(tmp_path, capsys, monkeypatch):
+    """Run from a folder holding its own json.py (which the child's runner imports): the child
+    imports the standard library's, yet a plugin given as module:Class from that folder loads."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    marker = tmp_path / "shadow-imported"
+    (folder / "json.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+                                    f"raise SystemExit('the json.py of the user folder was imported')\n")
+    (folder / "myplugin.py").write_text("from tests.fakes.plugins import EchoExperiment\n\n\n"
+                                        "class Mine(EchoExperiment):\n    pass\n")
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(ROOT))
+    for plugin in (ECHO, "myplugin:Mine"):
+        code, out, err = run_cli(capsys, "run-local", plugin, "--seeds", "1", "--runner", "child", "--json")
+        data = json.loads(out)
+        assert code == 0, (plugin, data["runs"][0]["error"], err)
+        assert data["runs"][0]["state"] == "succeeded"
+    assert not marker.exists()
+
+
 BLOCK_SERVER = """
 import importlib.abc, json, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -142,6 +162,10 @@ def test_bad_usage_is_named(tmp_path, capsys):
     assert code == 2 and "--report" in err
     code, _, err = run_cli(capsys, "run-local", ECHO, "--seeds", "0")
     assert code == 2
+    # seeds the registry would refuse are refused before anything runs
+    for first, n in (("-1", "1"), (str(2**31 - 1), "2")):
+        code, out, err = run_cli(capsys, "run-local", ECHO, "--first-seed", first, "--seeds", n)
+        assert code == 2 and "the seeds must lie between 0 and 2147483647" in err and out == ""
 
 
 # ---------------------------------------------------------------- --report against a live registry
@@ -215,3 +239,43 @@ def test_report_posts_self_reported_runs_with_their_environment(server, token, s
     runs = _self_reported(experiment_id)
     assert [run.seed for run in runs] == [0, 1, 7]
     assert runs[-1].environment["runner"].endswith("(in process)")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_report_posts_nothing_when_a_seed_failed(server, token, capsys, monkeypatch):
+    """All or nothing: one failed seed of three and none is reported (no partial evidence)."""
+    from interp_registry import local
+
+    finding_id, experiment_id = _echo_experiment(server, token)
+    real = local._child_run
+
+    def second_seed_fails(plugin, params, seed, **kwargs):
+        if seed == 1:
+            return local.SeedResult(seed, "failed", error="killed by the test")
+        return real(plugin, params, seed, **kwargs)
+
+    monkeypatch.setattr(local, "_child_run", second_seed_fails)
+    code, out, err = run_cli(capsys, "run-local", ECHO, "--seeds", "3", "--runner", "child", "--report",
+                             str(finding_id), "--json", "--url", server, "--token", token)
+    assert code == 1, err
+    data = json.loads(out)
+    assert [r["state"] for r in data["runs"]] == ["succeeded", "failed", "succeeded"]
+    assert data["reported"] is None
+    assert _self_reported(experiment_id) == []
+    code, out, _ = run_cli(capsys, "run-local", ECHO, "--seeds", "2", "--first-seed", "1", "--runner", "child",
+                           "--report", str(finding_id), "--url", server, "--token", token)
+    assert code == 1 and "not reported: 1 of 2 seeds failed" in out
+    assert _self_reported(experiment_id) == []
+
+
+def test_artifacts_named_like_a_folder_are_saved_under_a_file_name(tmp_path):
+    from interp_registry import local
+
+    result = local.SeedResult(3, "succeeded", artifacts={
+        "": (b"a", "text/plain"), "..": (b"b", "text/plain"), "sub/plot.png": (b"c", "image/png"),
+    })
+    assert local.save_artifacts([result], tmp_path / "out") == 3
+    folder = tmp_path / "out" / "seed-3"
+    assert sorted(p.name for p in folder.iterdir()) == ["artifact-1", "artifact-2", "plot.png"]
+    assert (folder / "artifact-2").read_bytes() == b"b" and (folder / "plot.png").read_bytes() == b"c"

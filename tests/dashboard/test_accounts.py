@@ -143,7 +143,6 @@ def test_sign_up_form_shows_each_error_beside_its_field(settings, member, mailou
         (form(password2="something else"), "password2", "didn’t match"),
         (form(password1="short", password2="short"), "password2", "too short"),
         (form(username=member.username.upper()), "username", "already exists"),
-        (form(email="MEMBER@example.org"), "email", "exists already"),
         (form(email="not an address"), "email", "valid email"),
         (form(username="bad name!"), "username", "valid username"),
         (form(username=""), "username", "required"),
@@ -155,6 +154,25 @@ def test_sign_up_form_shows_each_error_beside_its_field(settings, member, mailou
         assert any(text in e for e in errors), (field, text, errors)
     assert not User.objects.filter(username="newcomer").exists()
     assert mailoutbox == []
+
+
+def test_sign_up_does_not_tell_which_addresses_have_accounts(settings, member, mailoutbox):
+    """An address with an account gets the same answer as a new one (and no second account): the
+    address itself is told how to sign in, as resend and password reset tell nobody else."""
+    settings.SIGNUP_MODE = "open"
+    fresh = Client().post(SIGNUP, form(username="someone", email="nobody-yet@example.org"))
+    taken = Client().post(SIGNUP, form(username="prober", email="MEMBER@example.org"))
+    assert taken.status_code == fresh.status_code == 302
+    assert taken["Location"] == fresh["Location"] == "/accounts/signup/done/"
+    assert not User.objects.filter(username="prober").exists()
+    assert User.objects.filter(email__iexact="member@example.org").count() == 1
+    notice = mailoutbox[-1]
+    assert notice.to == ["MEMBER@example.org"]
+    assert "/accounts/confirm/" not in notice.body.replace("/accounts/confirm/resend/", "")
+    assert "/accounts/password/reset/" in notice.body
+    # counted like any account email
+    settings.ACCOUNT_EMAILS_PER_HOUR = 2
+    assert Client().post(SIGNUP, form(username="prober2", email="member@example.org")).status_code == 429
 
 
 def test_confirmation_links_that_confirm_nothing(settings, mailoutbox):
@@ -189,6 +207,22 @@ def test_an_old_link_does_not_revive_an_account_staff_deactivated(settings, mail
     User.objects.filter(username="newcomer").update(is_active=False)  # staff deactivate it
     assert Client().post(link).status_code == 400
     assert not User.objects.get(username="newcomer").is_active
+
+
+def test_a_link_does_not_revive_an_account_staff_activated_by_hand_then_deactivated(settings, mailoutbox):
+    settings.SIGNUP_MODE = "open"
+    Client().post(SIGNUP, form())
+    link = link_in(mailoutbox[0])
+    user = User.objects.get(username="newcomer")
+    user.is_active = True  # staff activate it by hand (the admin), without the link
+    user.save()
+    user.is_active = False  # ... and later deactivate it
+    user.save()
+    assert Client().post(link).status_code == 400
+    assert Client().post(RESEND, {"email": "newcomer@example.org"}).status_code == 302
+    assert len(mailoutbox) == 1  # no new link either
+    user.refresh_from_db()
+    assert not user.is_active
 
 
 def test_resend_confirmation_says_the_same_for_any_address(settings, member, mailoutbox):

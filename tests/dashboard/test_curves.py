@@ -106,4 +106,24 @@ def test_the_curves_cost_the_same_queries_whatever_the_runs(client, user):
             _page(client, finding)
         return len([q for q in captured if "reproductions_runseries" in q["sql"]])
 
-    assert queries((0,)) == queries(tuple(range(6))) == 1
+    assert queries((0,)) == queries(tuple(range(6))) == 2  # the curves within the points budget, then theirs
+
+
+def test_a_retracted_experiments_curves_are_not_plotted(client, user):
+    """Retracted: kept on record, never pooled (as in the effects), so not averaged into a band."""
+    from django.utils import timezone
+
+    from registry.reproductions.models import Experiment
+
+    finding = _finding(user)
+    Experiment.objects.filter(finding=finding).update(retracted_at=timezone.now(), retraction_reason="bug")
+    assert 'id="curves-heading"' not in _page(client, finding)
+
+
+def test_the_points_read_for_the_plots_are_bounded(client, user, monkeypatch):
+    from registry.reproductions import series
+
+    finding = _finding(user)  # 3 runs x 2 arms x 3 points
+    monkeypatch.setattr(series, "FINDING_MAX_STORED_POINTS", 4 * 3)
+    section = _page(client, finding)
+    assert "baseline (3 runs)" in section and "intervention (1 run)" in section

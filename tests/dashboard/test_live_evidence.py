@@ -206,3 +206,19 @@ def test_constant_queries_for_the_fragment_and_the_304(who, all_readers, user):
     large = fetch(client, url, etag)
     assert small.status_code == large.status_code == 304
     assert small.n_queries == large.n_queries
+
+
+def test_etag_describes_the_status_the_fragment_renders(waiting):
+    """The status is rendered from the finding the view loaded; a status that changed after that
+    load must not be in the ETag already (the next poll would be a 304 and the new badge never
+    shown)."""
+    from registry.dashboard.selectors import evidence_state, finding_evidence
+
+    finding = waiting[0]
+    loaded = Finding.objects.get(pk=finding.pk)  # what the view holds and renders
+    Finding.objects.filter(pk=finding.pk).update(status=Finding.Status.REPRODUCED)  # changes meanwhile
+    shown = finding_evidence(finding=loaded, user=None)
+    assert shown["finding"].status != Finding.Status.REPRODUCED
+    fresh = Finding.objects.get(pk=finding.pk)
+    assert shown["evidence"]["etag"] != evidence_state(fresh)["etag"]
+    assert evidence_state(loaded)["etag"] == shown["evidence"]["etag"]

@@ -298,3 +298,22 @@ def test_queue_estimate_and_durations_in_words():
     assert [duration_text(s) for s in (0.2, 40, 89, 90, 3599, 5400, 7500)] == [
         "about 1 s", "about 40 s", "about 89 s", "about 2 min", "about 60 min", "about 1 h 30 min", "about 2 h 5 min"
     ]
+
+
+def test_a_restricted_findings_run_times_never_time_another_findings_run(all_readers, user):
+    """The plugin-wide median comes from public findings' runs only: a restricted finding's
+    run times (and how many it has) never show on a public finding's queued run."""
+    worker("celery@cpu-1", ["cpu"])
+    third = UserFactory()
+    hidden = b.finding(third, title="Secret finding", visibility=Finding.Visibility.RESTRICTED)
+    timed_runs(b.echo_experiment(hidden, third), [600, 600, 600])
+    mine = b.finding(user, title="Mine")
+    run = b.queued(b.echo_experiment(mine, user), 1).runs.get()
+    for who, client in all_readers.items():
+        row = run_row(client.get(f"/findings/{mine.pk}/").content.decode(), run)
+        assert "Position 1 of 1 in the cpu queue" in row, who
+        assert "no ETA yet" in row and "data-eta-s" not in row and "10 min" not in row, who
+    public = b.finding(third, title="Public")
+    timed_runs(b.echo_experiment(public, third), [60])
+    row = run_row(all_readers["stranger"].get(f"/findings/{mine.pk}/").content.decode(), run)
+    assert 'data-eta-s="60"' in row and "over the last 1 succeeded run of the echo plugin" in row

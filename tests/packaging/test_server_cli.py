@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,15 @@ def test_commands_from_a_user_folder_never_import_its_modules(tmp_path, user_fol
     assert not (tmp_path / "shadow-imported").exists()
     assert sorted(p.name for p in user_folder.iterdir()) == ["plugins", "registry.py", "worker.py"]
 
+    # the current directory on the path (PYTHONPATH "." or an empty entry, as a shell profile may
+    # leave it): taken off before `worker` and `plugins` are imported, so theirs never run
+    # (`registry` itself is imported before any code of ours runs: that one cannot be helped)
+    (user_folder / "registry.py").unlink()
+    for pythonpath in (".", os.pathsep + str(tmp_path / "nothing")):
+        where = run("where", PYTHONPATH=pythonpath)
+        assert where.returncode == 0, (pythonpath, where.stderr)
+        assert not (tmp_path / "shadow-imported").exists()
+
     # a `worker` put on the path explicitly is reported, not run as the registry's
     shadowed = tmp_path / "elsewhere"
     shadowed.mkdir()
@@ -96,3 +106,41 @@ def test_commands_from_a_user_folder_never_import_its_modules(tmp_path, user_fol
 
     bad = run("createuser", "dave", "--password-stdin")  # an empty password is refused by the validators
     assert bad.returncode == 1 and "too short" in bad.stderr
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the console script is not installed (pip install -e .)")
+def test_celery_never_puts_the_users_folder_on_the_path(tmp_path):
+    """Celery's Django fixup puts the current directory first on sys.path when the app is created,
+    and its loader while it imports worker.tasks: the user's own fileinput.py (celery's command
+    line imports it) and numpy.py (worker.tasks does) are never imported, by a web process that
+    creates the app late (here `manage shell`) nor by a worker starting up."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    for name in ("fileinput", "numpy"):
+        (folder / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(tmp_path / name)!r}).touch()\n"
+                                           f"raise SystemExit('{name}.py of the user folder was imported')\n")
+    env = _env(tmp_path / "data")
+    assert subprocess.run([str(SCRIPT), "migrate", "-v", "0"], cwd=folder, env=env, timeout=300).returncode == 0
+    shell = subprocess.run([str(SCRIPT), "manage", "shell", "-c", "import worker.celery, fileinput, numpy"],
+                           cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert shell.returncode == 0, shell.stderr
+    worker = subprocess.Popen([str(SCRIPT), "worker", "--concurrency", "1", "--queues", "maintenance"], cwd=folder,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(180, worker.kill)  # a worker that never gets ready fails the test, never hangs it
+    watchdog.start()
+    try:
+        lines = []
+        for line in worker.stderr:  # until the worker is ready (or has exited)
+            lines.append(line)
+            if " ready." in line:
+                break
+        assert any(" ready." in line for line in lines), "".join(lines[-20:])
+    finally:
+        watchdog.cancel()
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    assert not (tmp_path / "fileinput").exists() and not (tmp_path / "numpy").exists()

@@ -72,6 +72,7 @@ def test_series_count_is_capped_at_the_call():
     [
         ({"value": float("nan")}, "not finite"),
         ({"value": float("inf")}, "not finite"),
+        ({"value": 10**400}, "not finite"),  # past the largest float: a SeriesError, not an OverflowError
         ({"value": "0.5"}, "must be a number"),
         ({"value": True}, "must be a number"),
         ({"step": -1}, "between 0 and"),
@@ -173,6 +174,42 @@ def test_parent_refuses_an_oversized_file_or_a_symlink(tmp_path, monkeypatch):
         assert series == [] and "symbolic link" in refused[0]
     finally:
         child.cleanup()
+
+
+def test_parent_refuses_forged_indices_quickly(tmp_path):
+    """An index past the point's step cannot come from log_series (steps start at 0 and increase):
+    a forged huge one would make the thinning loop for minutes and ``logged`` overflow the column."""
+    huge = 10**4000
+    lines = [json.dumps({"arm": "baseline", "name": "loss", "points": [[huge + i, i, 1.0] for i in range(50)]}),
+             json.dumps({"arm": "baseline", "name": "acc", "points": [[0, 3, 1.0], [7, 7, 2.0]]}),
+             json.dumps({"arm": "baseline", "name": "bad", "points": [[9, 8, 1.0]]})]
+    child = _child_with_file(tmp_path, ("\n".join(lines) + "\n").encode())
+    started = time.monotonic()
+    try:
+        series, refused = child.load_series(arms=("baseline",))
+    finally:
+        child.cleanup()
+    assert time.monotonic() - started < 5
+    assert series == [{"arm": "baseline", "name": "acc", "steps": [3, 7], "values": [1.0, 2.0], "logged": 8}]
+    assert sum(int(note.split()[1]) for note in refused) == 2
+
+
+def test_parent_drops_deeply_nested_overlong_and_overflowing_lines(tmp_path, monkeypatch):
+    from worker import sandbox
+
+    monkeypatch.setattr(sandbox, "SERIES_LINE_MAX_BYTES", 1000)
+    good = json.dumps({"arm": "baseline", "name": "loss", "points": [[0, 0, 1.0]]})
+    long = json.dumps({"arm": "baseline", "name": "long", "points": [[i, i, 1.0] for i in range(200)]})
+    huge = json.dumps({"arm": "baseline", "name": "huge", "points": [[0, 0, 10**400]]})
+    content = b"[" * 100_000 + b"\n" + long.encode() + b"\n" + good.encode() + b"\n" + huge.encode() + b"\n"
+    child = _child_with_file(tmp_path, content)
+    try:  # a RecursionError or an OverflowError used to fail the run
+        series, refused = child.load_series(arms=("baseline",))
+    finally:
+        child.cleanup()
+    assert [c["name"] for c in series] == ["loss"]
+    assert sum(int(note.split()[1]) for note in refused) == 3
+    assert any("longer than 1000 bytes" in note for note in refused)
 
 
 # ---------------------------------------------------------------- through the real run process

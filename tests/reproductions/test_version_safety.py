@@ -96,6 +96,18 @@ def test_the_check_names_plugin_and_both_versions():
     services.check_requested_version(EchoExperiment, "")  # a run from before the field: not checked
 
 
+def test_a_version_longer_than_the_column_is_not_refused():
+    """reproduction_request stores the version cut to the column's 50 characters: the same
+    version on the worker must match it, not refuse every run."""
+
+    class LongVersion(EchoExperiment):
+        version = "1.0.0.dev45+g0123456789abcdef0123456789abcdef.d20261202"
+
+    services.check_requested_version(LongVersion, LongVersion.version[:50])
+    with pytest.raises(Exception, match="was requested"):
+        services.check_requested_version(LongVersion, "1.0.0")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_with_another_version_refuses_the_run(user, settings, monkeypatch):
     """Through the real runner: the run requested with 1.1.0 (an upgraded server) fails on this
@@ -228,6 +240,24 @@ def test_automatic_rereproduction_reuses_the_seeds(user):
     newest = Reproduction.objects.filter(experiment=experiment).order_by("-pk").first()
     assert newest.seeds == [3, 14, 15]
     assert list(newest.runs.order_by("seed").values_list("seed", flat=True)) == [3, 14, 15]
+
+
+@pytest.mark.django_db
+@override_settings(REREPRODUCE_ON_PLUGIN_UPGRADE=True)
+def test_a_finding_that_cannot_be_rereproduced_does_not_stop_the_check(user):
+    """An experiment pinned below the installed version cannot be reproduced again (a 400): its
+    finding stays marked stale, and every other finding is still checked and re-reproduced."""
+    from registry.reproductions.models import Experiment
+
+    pinned = _experiment(user)
+    Experiment.objects.filter(pk=pinned.pk).update(plugin_version_constraint="<1.0")
+    _done(pinned, user, [1], "0.9.0")
+    other = _experiment(user)
+    _done(other, user, [2], "0.9.0")
+    assert sorted(findings_mark_stale()) == sorted([pinned.finding_id, other.finding_id])
+    assert Finding.objects.filter(pk__in=[pinned.finding_id, other.finding_id], effects_stale=True).count() == 2
+    assert Reproduction.objects.filter(experiment=other).count() == 2
+    assert Reproduction.objects.filter(experiment=pinned).count() == 1
 
 
 # ---------------------------------------------------------------- the start-up check

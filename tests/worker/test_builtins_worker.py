@@ -9,7 +9,10 @@ from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.worker]
 
-BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "shift", "leace")
+BUILTINS = (
+    "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "shift", "leace", "grokfast",
+    "smeared_keys",
+)
 
 
 def _finished(reproduction_id: int) -> bool:

@@ -435,6 +435,10 @@ def _report_target(args: argparse.Namespace, registry: Any, plugin: Any) -> tupl
     return finding, experiment
 
 
+#: The largest seed the registry stores (a run's seed is a 32-bit signed integer).
+MAX_SEED = 2**31 - 1
+
+
 def cmd_run_local(args: argparse.Namespace) -> int:
     from interp_registry import local
 
@@ -442,6 +446,9 @@ def cmd_run_local(args: argparse.Namespace) -> int:
         raise Failure(EXIT_USAGE, "--experiment goes with --report FINDING")
     if args.seeds < 1:
         raise Failure(EXIT_USAGE, "--seeds must be at least 1")
+    if args.first_seed < 0 or args.first_seed + args.seeds - 1 > MAX_SEED:
+        # checked before anything runs: the registry refuses such seeds, so do numpy and torch
+        raise Failure(EXIT_USAGE, f"the seeds must lie between 0 and {MAX_SEED} (--first-seed, --seeds)")
     try:
         plugin = local.load_plugin(args.plugin)
         given = _load_params_file(args.params) if args.params else None

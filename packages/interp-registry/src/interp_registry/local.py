@@ -28,6 +28,12 @@ from typing import Any
 from interp_registry.sdk import ENTRY_POINT_GROUP, Experiment, NotReached
 
 RUNNERS = ("auto", "child", "in-process")
+#: ``python -c`` in place of ``python -m worker.sandbox``: the folder given first is appended to
+#: the end of sys.path (after the standard library and site-packages), then the sandbox runs.
+CHILD_BOOTSTRAP = (
+    "import runpy, sys; sys.path.append(sys.argv.pop(1)); "
+    "runpy.run_module('worker.sandbox', run_name='__main__', alter_sys=True)"
+)
 
 
 class LocalRunError(Exception):
@@ -142,13 +148,21 @@ def _child_run(plugin: type[Experiment], params: dict[str, Any], seed: int, *, d
     from interp_registry.testing import ContractError, validate_results
     from worker.sandbox import ChildRun
 
-    child = ChildRun(
+    class LocalChildRun(ChildRun):
+        """The workers' child, with the current directory appended to the end of its sys.path
+        (a plugin given as module:Class from the current directory is importable there too). Not
+        through PYTHONPATH: its entries come before the standard library and site-packages, so a
+        user's own json.py or torch/ in the current directory would be imported in their place."""
+
+        def command(self, write_fd: int) -> list[str]:
+            command = super().command(write_fd)
+            at = command.index("-m")
+            return [*command[:at], "-c", CHILD_BOOTSTRAP, os.getcwd(), *command[at + 2:]]
+
+    child = LocalChildRun(
         run_id=seed, plugin=f"{plugin.__module__}:{plugin.__qualname__}", params=params, seed=seed,
         device=device, deterministic=False, torch_threads=threads, start_method="spawn",
     )
-    # a plugin given as module:Class from the current directory: importable in the child too
-    paths = [p for p in child.env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    child.env["PYTHONPATH"] = os.pathsep.join([*paths, os.getcwd()])
     started = time.monotonic()
     stopped_at: float | None = None
     try:
@@ -280,8 +294,11 @@ def save_artifacts(results: list[SeedResult], folder: Path) -> int:
     """Each seed's artifacts into ``folder/seed-N/``; returns how many were written."""
     count = 0
     for result in results:
-        for name, (data, _) in result.artifacts.items():
-            target = folder / f"seed-{result.seed}" / Path(name).name
+        for i, (name, (data, _)) in enumerate(result.artifacts.items()):
+            base = Path(name).name
+            if base in ("", ".", ".."):  # a plugin's name that is no file name: the folder itself
+                base = f"artifact-{i + 1}"
+            target = folder / f"seed-{result.seed}" / base
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             count += 1

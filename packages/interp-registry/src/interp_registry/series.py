@@ -70,6 +70,8 @@ def check_point(
         number = float(value)
     except (TypeError, ValueError):
         raise SeriesError(f"series {name!r} ({arm}) step {step}: value {value!r} must be a number") from None
+    except OverflowError:  # an integer past the largest float
+        number = math.inf
     if not math.isfinite(number):
         raise SeriesError(f"series {name!r} ({arm}) step {step}: value {number} is not finite; "
                           f"curves hold finite numbers only")
@@ -115,8 +117,11 @@ class SeriesRecorder:
         """Record a point logged elsewhere with its original index (a run's file, replayed by the
         parent). Indices and steps must increase within a series; SeriesError otherwise."""
         name, step, value, arm = check_point(name, step, value, arm, arms=self.arms)
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise SeriesError(f"series {name!r} ({arm}): index {index!r} must be an integer >= 0")
+        # steps start at 0 and increase, so the point logged at index i has a step >= i: a larger
+        # index is forged (and would make ``logged`` and the thinning unbounded)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= step:
+            raise SeriesError(f"series {name!r} ({arm}): index {index!r} must be an integer from 0 to the "
+                              f"point's step")
         series = self._get(arm, name)
         if index < series.logged or step <= series.last_step:
             raise SeriesError(f"series {name!r} ({arm}): points out of order at index {index}")

@@ -1,0 +1,352 @@
+"""Grokking from its mechanism: Grokfast-EMA against weight decay alone, with Nanda et al.'s progress measures.
+
+Papers: Jaerin Lee, Bong Gyun Kang, Kihoon Kim & Kyoung Mu Lee, *Grokfast: Accelerated Grokking
+by Amplifying Slow Gradients* (arXiv:2405.20233, 2024), and Neel Nanda, Lawrence Chan, Tom
+Lieberum, Jess Smith & Jacob Steinhardt, *Progress measures for grokking via mechanistic
+interpretability* (ICLR 2023, arXiv:2301.05217).
+
+Lee et al. read the training dynamics of grokking as a signal: the fast-varying part of the
+gradient drives memorisation, the slow-varying part drives generalisation. Grokfast-EMA keeps an
+exponential moving average of every parameter's gradient, ``mu = alpha * mu + (1 - alpha) * g``,
+and adds ``lambda * mu`` to the gradient before the optimiser step (defaults alpha = 0.98,
+lambda = 2.0). They report test accuracy reaching its plateau up to ~50 times sooner on modular
+arithmetic (their Fig. 1, a transformer on (a * b) mod 97), with weight decay kept. Nanda et al.
+reverse-engineered the grokked network (a few key Fourier frequencies, trigonometric identities)
+and defined two progress measures: the *restricted loss* (the logits with only the key
+frequencies' components kept) and the *excluded loss* (those components removed), which show the
+generalising circuit forming before test accuracy moves.
+
+Task, model, data split and optimiser are exactly the grokking plugin's (imported from
+``plugins.grokking.experiment``): (a + b) mod p, a learned embedding shared by a and b, one hidden
+ReLU layer, full-batch AdamW with betas (0.9, 0.98), the split drawn from the seed.
+
+Arms (same seed, same split, same initialisation, same budget, both with weight decay
+``weight_decay``):
+
+- ``baseline``: the grokking recipe, weight decay alone.
+- ``intervention``: the same plus Grokfast-EMA (``grokfast_alpha``, ``grokfast_lambda``).
+
+Progress measures. The key frequencies are the ``top_k_frequencies`` frequencies of the arm's
+*final* token embedding with the most Fourier power (the grokking plugin's ``fourier_power``);
+Nanda et al. likewise fix the final model's key frequencies for every checkpoint. With the
+logits L over all p**2 pairs, for each key frequency k the components of L along cos(2 pi k
+(a + b) / p) and sin(2 pi k (a + b) / p) (as functions of the pair, one projection per output
+class) form P. ``restricted_loss`` is the cross-entropy of mean(L) + P over all p**2 pairs;
+``excluded_loss`` is the cross-entropy of L - P on the training pairs (as in Nanda et al.,
+Section 5.1). They are computed after training from snapshots of the weights at the logged
+evaluation steps, and logged as series (with train/test accuracy and training loss, at most ~200
+points each).
+
+Metrics:
+
+- ``steps_to_test_99`` (capability, time to an event): first evaluated step with test accuracy
+  >= 99%; ``NotReached`` (censored at the budget) when the budget ends first.
+- ``test_accuracy`` (capability): held-out accuracy at the end.
+- ``restricted_loss`` (safety, a judgement call): why this safety label: a low restricted loss
+  means the model's output is carried by a handful of known Fourier components, i.e. by the
+  human-readable algorithm, so its computation can be audited; it is a judgement call because it
+  measures how much of the output those components explain, not that nothing else is computed.
+- ``excluded_loss`` (diagnostic): high when the training fit depends on the key frequencies
+  rather than on memorisation.
+- ``steps_to_train_99`` (diagnostic, time to an event): memorisation time.
+
+Reproduced figures (plugin 1.0.0, session of issue 14; one CPU thread on a shared 2-core
+machine; mean +/- SD over seeds 0-4; "alone" = weight decay alone, "Grokfast" = plus Grokfast-EMA
+at the paper's alpha = 0.98, lambda = 2):
+
+* Default parameters (p = 59, 2,000 steps): 99% test accuracy at step 960 +/- 125 alone
+  (1,140 / 1,020 / 940 / 820 / 880) and 1,496 +/- 98 with Grokfast (1,540 / 1,460 / 1,460 /
+  1,380 / 1,640): Grokfast is *later* on every seed, about 1.6 times. Final test accuracy 1.000
+  in both arms on every seed; memorisation (99% training accuracy) at step 60 alone, 80 with
+  Grokfast. Restricted loss 0.0027 +/- 0.0027 alone, 0.0055 +/- 0.0053 with Grokfast (chance is
+  ln 59 = 4.08); excluded loss 0.62 +/- 0.36 alone, 0.24 +/- 0.10 with Grokfast.
+* Tiny preset (p = 31, 1,500 steps): 1,210 +/- 185 alone against 1,300 +/- 149 with Grokfast
+  on the 4 seeds where it was reached (seed 0 not reached in the budget; final test accuracy
+  0.996 +/- 0.004 against 0.970 +/- 0.062). On the baseline's curves the restricted loss falls
+  below 0.5 nats at steps 250-475, before test accuracy passes 50% (steps 450-700), as Nanda et
+  al. report: the progress measure sees the circuit before test accuracy moves (the restricted
+  loss is taken over all p**2 pairs, as a measure of the mechanism, so it includes the test pairs).
+* Wall time per seed, both arms: 41-47 s when the machine was quiet (the grokking plugin took
+  35 s at the same moment); 65-103 s while other jobs shared the two cores. Tiny: 9-16 s.
+
+So the paper's direction is **not reproduced** here: Grokfast-EMA on top of weight decay 1 delays
+generalisation in this MLP under full-batch AdamW. Exploratory tiny runs (2 seeds, nothing tuned
+into the defaults) found no setting that helped consistently: lambda 0.2-1.0, alpha 0.8-0.9,
+lower learning rates and weight decay 0.1-0.3 each gave mixed or worse times. Likely reasons,
+not tested: Adam normalises the amplified gradient, so Grokfast only changes its direction (a
+long extra momentum), and weight decay 1 already makes this model grok within ~1,000 steps; the
+paper's largest gains are on a transformer whose baseline grokks far later. Grokfast-MA (the
+windowed variant) is not implemented.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from interp_registry.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    Experiment,
+    Metric,
+    NotReached,
+    Resources,
+    RunContext,
+    Scale,
+    check_stop,
+    seed_everything,
+)
+from pydantic import Field
+
+from plugins.grokking.experiment import (
+    ACCURACY_TARGET,
+    CURVE_POINTS,
+    GrokkingParams,
+    ModularAdditionMLP,
+    _event_time,
+    fourier_power,
+)
+
+
+class GrokfastParams(GrokkingParams):
+    weight_decay: float = Field(
+        1.0, gt=0.0, le=100.0, description="AdamW weight decay of both arms (the grokking recipe)."
+    )
+    grokfast_alpha: float = Field(
+        0.98, ge=0.0, lt=1.0, description="Grokfast-EMA momentum alpha of the gradient average (Lee et al.: 0.98)."
+    )
+    grokfast_lambda: float = Field(
+        2.0, gt=0.0, le=100.0, description="Grokfast-EMA amplification lambda of the slow gradient (Lee et al.: 2.0)."
+    )
+
+
+def grokfast_ema(
+    model: torch.nn.Module, averages: dict[str, torch.Tensor] | None, alpha: float, lamb: float
+) -> dict[str, torch.Tensor]:
+    """Lee et al.'s Grokfast-EMA filter, applied in place to the gradients after ``backward()``.
+
+    mu <- alpha * mu + (1 - alpha) * g (mu starts at the first gradient, as in the paper's code),
+    then g <- g + lamb * mu. Returns the updated averages, to pass back at the next step.
+    """
+    if averages is None:
+        averages = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    for name, param in model.named_parameters():
+        if param.grad is None:
+            continue
+        averages[name].mul_(alpha).add_(param.grad.detach(), alpha=1 - alpha)
+        param.grad.add_(averages[name], alpha=lamb)
+    return averages
+
+
+def key_frequency_projection(logits: torch.Tensor, sums: torch.Tensor, modulus: int, keys: list[int]) -> torch.Tensor:
+    """The components of ``logits`` (pairs x classes) along cos and sin of 2 pi k (a + b) / p, k in ``keys``.
+
+    ``sums`` holds (a + b) mod p for every pair; the pairs must be all p**2 of them (then these
+    directions are orthogonal to each other and to the constant, each with squared norm p**2 / 2).
+    """
+    projection = torch.zeros_like(logits)
+    for k in keys:
+        angle = 2 * math.pi * k * sums.to(logits.dtype) / modulus
+        for direction in (torch.cos(angle), torch.sin(angle)):
+            coefficient = direction @ logits / direction.pow(2).sum()
+            projection += direction[:, None] * coefficient[None, :]
+    return projection
+
+
+def progress_measures(
+    logits: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor, modulus: int, keys: list[int]
+) -> tuple[float, float]:
+    """Nanda et al.'s (restricted loss over all pairs, excluded loss on the training pairs)."""
+    projection = key_frequency_projection(logits, labels, modulus, keys)
+    restricted = logits.mean(dim=0, keepdim=True) + projection
+    excluded = logits - projection
+    return (
+        float(F.cross_entropy(restricted, labels)),
+        float(F.cross_entropy(excluded[is_train], labels[is_train])),
+    )
+
+
+def modular_addition_split(modulus: int, train_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """The grokking plugin's data: every pair (a, b), labels (a + b) mod p, the training mask from ``seed``."""
+    a, b = torch.cartesian_prod(torch.arange(modulus), torch.arange(modulus)).T
+    labels = (a + b) % modulus
+    order = torch.randperm(modulus * modulus, generator=torch.Generator().manual_seed(seed))
+    is_train = torch.zeros(modulus * modulus, dtype=torch.bool)
+    is_train[order[: round(train_fraction * modulus * modulus)]] = True
+    return a, b, labels, is_train
+
+
+class GrokfastExperiment(Experiment):
+    """Does amplifying slow gradients (Grokfast-EMA) make modular addition generalise sooner than weight decay alone?"""
+
+    name = "grokfast"
+    version = "1.0.0"
+    Params = GrokfastParams
+    recommended_seeds = 5
+    metrics = (
+        Metric(
+            "steps_to_test_99",
+            Axis.CAPABILITY,
+            higher_is_better=False,
+            unit="steps",
+            description="First evaluated step with test accuracy >= 99%; censored at the step budget "
+            "(steps) when it is never reached.",
+            scale=Scale.RATIO,
+            time_to_event=True,
+        ),
+        Metric(
+            "test_accuracy",
+            Axis.CAPABILITY,
+            higher_is_better=True,
+            unit="fraction",
+            scale=Scale.PROPORTION,
+            description="Accuracy on the held-out pairs at the end of training.",
+        ),
+        Metric(
+            "restricted_loss",
+            Axis.SAFETY,
+            higher_is_better=False,
+            unit="nats",
+            scale=Scale.RATIO,
+            description="Nanda et al.'s restricted loss at the end: cross-entropy over all pairs of the "
+            "logits keeping only their mean and their cos/sin(2 pi k (a + b) / p) components at the "
+            "embedding's top_k_frequencies key frequencies. Safety, a judgement call: low means the "
+            "output is carried by a few known Fourier components (the auditable algorithm); it does "
+            "not show that nothing else is computed.",
+        ),
+        Metric(
+            "excluded_loss",
+            Axis.DIAGNOSTIC,
+            higher_is_better=True,
+            unit="nats",
+            scale=Scale.RATIO,
+            description="Nanda et al.'s excluded loss at the end: training-set cross-entropy of the "
+            "logits with the key frequencies' cos/sin(2 pi k (a + b) / p) components removed; high "
+            "when the fit relies on the key frequencies rather than on memorisation.",
+        ),
+        Metric(
+            "steps_to_train_99",
+            Axis.DIAGNOSTIC,
+            higher_is_better=False,
+            unit="steps",
+            description="First evaluated step with training accuracy >= 99% (memorisation); censored at "
+            "the step budget when it is never reached.",
+            scale=Scale.RATIO,
+            time_to_event=True,
+        ),
+    )
+    resources = Resources(device="cpu", time_limit_s=300)
+    presets = {
+        "tiny": {
+            "modulus": 31,
+            "train_fraction": 0.6,
+            "embed_dim": 32,
+            "hidden_dim": 64,
+            "steps": 1500,
+            "learning_rate": 1e-2,
+            "eval_every": 25,
+        },
+        # Nanda et al.'s task size (p = 113, 30% of the pairs for training), as in the grokking plugin's
+        # gpu preset. Not run on a GPU.
+        "gpu": {
+            "modulus": 113,
+            "train_fraction": 0.3,
+            "embed_dim": 128,
+            "hidden_dim": 512,
+            "steps": 10000,
+            "learning_rate": 5e-3,
+            "eval_every": 50,
+        },
+    }
+
+    def run(self, params: GrokfastParams, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
+        device = torch.device(ctx.device)
+        p = params.modulus
+        a, b, labels, is_train = (t.to(device) for t in modular_addition_split(p, params.train_fraction, ctx.seed))
+        train_a, train_b, train_labels = a[is_train], b[is_train], labels[is_train]
+        ctx.log(f"(a + b) mod {p}: {int(is_train.sum())} training pairs, {int((~is_train).sum())} test pairs")
+
+        results: dict[str, dict[str, float | NotReached]] = {}
+        curves: dict[str, dict[str, list]] = {}
+        for arm_index, (arm, grokfast) in enumerate(((BASELINE, False), (INTERVENTION, True))):
+            seed_everything(ctx.seed, deterministic=ctx.deterministic)
+            model = ModularAdditionMLP(p, params.embed_dim, params.hidden_dim).to(device)
+            optimiser = torch.optim.AdamW(
+                model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay, betas=(0.9, 0.98)
+            )
+            averages: dict[str, torch.Tensor] | None = None
+            curve: dict[str, list] = {"step": [], "train_accuracy": [], "test_accuracy": [], "train_loss": []}
+            snapshots: list[tuple[int, dict[str, torch.Tensor]]] = []
+            reached: dict[str, int | None] = {"train": None, "test": None}
+            test_accuracy = 0.0
+            log_every = max(1, -(-(params.steps // params.eval_every) // CURVE_POINTS))
+            evaluations = 0
+            for step in range(1, params.steps + 1):
+                loss = F.cross_entropy(model(train_a, train_b), train_labels)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if grokfast:
+                    averages = grokfast_ema(model, averages, params.grokfast_alpha, params.grokfast_lambda)
+                optimiser.step()
+                if step % params.eval_every == 0 or step == params.steps:
+                    with torch.no_grad():
+                        correct = model(a, b).argmax(dim=-1) == labels
+                    train_accuracy = float(correct[is_train].float().mean())
+                    test_accuracy = float(correct[~is_train].float().mean())
+                    for split, accuracy in (("train", train_accuracy), ("test", test_accuracy)):
+                        if reached[split] is None and accuracy >= ACCURACY_TARGET:
+                            reached[split] = step
+                    curve["step"].append(step)
+                    curve["train_accuracy"].append(train_accuracy)
+                    curve["test_accuracy"].append(test_accuracy)
+                    curve["train_loss"].append(float(loss.detach()))
+                    if evaluations % log_every == 0 or step == params.steps:
+                        ctx.log_series("train_accuracy", step, train_accuracy, arm=arm)
+                        ctx.log_series("test_accuracy", step, test_accuracy, arm=arm)
+                        if math.isfinite(curve["train_loss"][-1]):
+                            ctx.log_series("train_loss", step, curve["train_loss"][-1], arm=arm)
+                        snapshots.append((step, copy.deepcopy(model.state_dict())))
+                    evaluations += 1
+                    check_stop(ctx)
+                    ctx.progress(
+                        (arm_index + 0.95 * step / params.steps) / 2,
+                        f"{arm}: step {step}/{params.steps}, train {train_accuracy:.2f}, test {test_accuracy:.2f}",
+                    )
+
+            # Progress measures: the final embedding's key frequencies, applied to every snapshot.
+            power = fourier_power(model.embed.weight.detach())
+            keys = [int(i) + 1 for i in power.sort(descending=True).indices[: params.top_k_frequencies]]
+            restricted = excluded = float("nan")
+            curve["restricted_loss"], curve["excluded_loss"] = [], []
+            with torch.no_grad():
+                for step, state in snapshots:
+                    model.load_state_dict(state)
+                    restricted, excluded = progress_measures(model(a, b), labels, is_train, p, keys)
+                    curve["restricted_loss"].append(restricted)
+                    curve["excluded_loss"].append(excluded)
+                    for name, value in (("restricted_loss", restricted), ("excluded_loss", excluded)):
+                        if math.isfinite(value):
+                            ctx.log_series(name, step, value, arm=arm)
+            curve["key_frequencies"] = keys
+            results[arm] = {
+                "steps_to_test_99": _event_time(reached["test"], params.steps),
+                "test_accuracy": test_accuracy,
+                "restricted_loss": restricted,
+                "excluded_loss": excluded,
+                "steps_to_train_99": _event_time(reached["train"], params.steps),
+            }
+            curves[arm] = curve
+            ctx.progress((arm_index + 1) / 2, f"{arm}: progress measures done")
+            ctx.log(
+                f"{arm} ({'Grokfast-EMA + ' if grokfast else ''}weight decay {params.weight_decay:g}): train 99% at "
+                f"step {reached['train']}, test 99% at step {reached['test']}, final test accuracy "
+                f"{test_accuracy:.3f}, key frequencies {keys}, restricted loss {restricted:.3f}, "
+                f"excluded loss {excluded:.3f}"
+            )
+
+        ctx.save_artifact("curves.json", json.dumps(curves).encode(), "application/json")
+        return results

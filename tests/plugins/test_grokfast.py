@@ -1,0 +1,217 @@
+"""The grokfast plugin: Grokfast-EMA (Lee et al. 2024) against weight decay alone on the grokking task,
+with Nanda et al.'s restricted and excluded losses."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from interp_registry.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    LocalContext,
+    NotReached,
+    Scale,
+    StopRequested,
+    run_locally,
+)
+from interp_registry.testing import assert_contract
+from pydantic import ValidationError
+
+from plugins.grokfast import EXAMPLE_FINDING, GrokfastExperiment
+from plugins.grokfast.experiment import grokfast_ema, modular_addition_split, progress_measures
+from plugins.registry import all_plugins
+from registry.reproductions.services import validate_results
+
+METRICS = {metric.name for metric in GrokfastExperiment.metrics}
+SEEDS = range(2)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    torch.set_num_threads(1)
+    return {seed: run_locally(GrokfastExperiment, preset="tiny", seed=seed) for seed in SEEDS}
+
+
+def test_contract_and_registration():
+    assert_contract(GrokfastExperiment)
+    entry = all_plugins()["grokfast"]  # registered through the pyproject entry point
+    assert entry.available and entry.experiment is GrokfastExperiment
+    assert METRICS == {"steps_to_test_99", "test_accuracy", "restricted_loss", "excluded_loss", "steps_to_train_99"}
+    declared = {m.name: (m.axis, m.scale, m.time_to_event, m.higher_is_better) for m in GrokfastExperiment.metrics}
+    assert declared == {
+        "steps_to_test_99": (Axis.CAPABILITY, Scale.RATIO, True, False),
+        "test_accuracy": (Axis.CAPABILITY, Scale.PROPORTION, False, True),
+        "restricted_loss": (Axis.SAFETY, Scale.RATIO, False, False),
+        "excluded_loss": (Axis.DIAGNOSTIC, Scale.RATIO, False, True),
+        "steps_to_train_99": (Axis.DIAGNOSTIC, Scale.RATIO, True, False),
+    }
+    assert "judgement call" in GrokfastExperiment.metric("restricted_loss").description
+    import plugins.grokfast.experiment as module
+
+    assert "why this safety label" in module.__doc__
+    assert {"tiny", "gpu"} <= set(GrokfastExperiment.presets)
+    for preset in GrokfastExperiment.presets.values():
+        GrokfastExperiment.Params.model_validate(preset)
+    assert GrokfastExperiment.recommended_seeds == 5
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_metric_is_a_finite_float_or_not_reached(tiny_runs, seed):
+    results, ctx = tiny_runs[seed]
+    steps = GrokfastExperiment.presets["tiny"]["steps"]
+    assert set(results) == {BASELINE, INTERVENTION}
+    for arm in results.values():
+        assert set(arm) == METRICS
+        for name, value in arm.items():
+            if isinstance(value, NotReached):
+                assert GrokfastExperiment.metric(name).time_to_event and value == NotReached(budget=float(steps))
+            else:
+                assert type(value) is float and math.isfinite(value)
+        assert 0.0 <= arm["test_accuracy"] <= 1.0
+        assert arm["restricted_loss"] > 0 and arm["excluded_loss"] > 0
+        assert arm["steps_to_train_99"] < steps / 4  # both arms memorise early
+    rows = {(row.arm, row.metric): row for row in validate_results(GrokfastExperiment, results)}
+    for arm in (BASELINE, INTERVENTION):
+        reached = results[arm]["steps_to_test_99"]
+        assert rows[arm, "steps_to_test_99"].censored == isinstance(reached, NotReached)
+    assert ctx.progress_log[-1][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_weight_decay_alone_groks_and_the_progress_measures_see_the_circuit(tiny_runs, seed):
+    """The baseline is the grokking recipe: it reaches 99% test accuracy in the tiny budget, and at the end
+    its key frequencies alone explain the logits (restricted loss far below chance, ln 31 = 3.4), while
+    removing them leaves a poor training fit (excluded loss well above the restricted loss)."""
+    results, _ = tiny_runs[seed]
+    baseline = results[BASELINE]
+    assert not isinstance(baseline["steps_to_test_99"], NotReached)
+    assert baseline["test_accuracy"] >= 0.95
+    assert baseline["restricted_loss"] < 0.1
+    assert baseline["excluded_loss"] > 5 * baseline["restricted_loss"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_restricted_loss_falls_before_test_accuracy_moves(tiny_runs, seed):
+    """Nanda et al.'s progress-measure claim, on the baseline's curves: the key-frequency circuit explains
+    the logits (restricted loss below 0.5 nats) before test accuracy passes 50% (tiny, measured: steps
+    250-325 against 450-550)."""
+    _, ctx = tiny_runs[seed]
+    series = {(row["arm"], row["name"]): row for row in ctx.series}
+
+    def first(name, passes):
+        row = series[BASELINE, name]
+        return next(step for step, value in zip(row["steps"], row["values"], strict=True) if passes(value))
+
+    assert first("restricted_loss", lambda value: value < 0.5) < first("test_accuracy", lambda value: value > 0.5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Not reproduced with this MLP, full-batch AdamW and weight decay 1 at the paper's alpha = 0.98, "
+    "lambda = 2: Grokfast-EMA generalises later, not sooner (tiny seed 0: baseline 99% at step 1,475, Grokfast "
+    "not reached in 1,500; seed 1: 975 vs 1,175; default parameters: see the docstring). Strict, so a fix shows up.",
+)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grokfast_generalises_in_fewer_steps(tiny_runs, seed):
+    results, _ = tiny_runs[seed]
+    grokfast, baseline = results[INTERVENTION]["steps_to_test_99"], results[BASELINE]["steps_to_test_99"]
+    assert not isinstance(grokfast, NotReached)
+    assert isinstance(baseline, NotReached) or grokfast < baseline
+
+
+def test_series_and_curves(tiny_runs):
+    _, ctx = tiny_runs[0]
+    steps = GrokfastExperiment.presets["tiny"]["steps"]
+    names = {"train_accuracy", "test_accuracy", "train_loss", "restricted_loss", "excluded_loss"}
+    series = {(row["arm"], row["name"]): row for row in ctx.series}
+    assert set(series) == {(arm, name) for arm in (BASELINE, INTERVENTION) for name in names}
+    for row in series.values():
+        assert 2 <= len(row["steps"]) <= 200 and row["steps"][-1] == steps
+        assert row["steps"] == sorted(set(row["steps"]))
+    # the restricted and excluded losses are logged at the same steps as the accuracies
+    assert series[BASELINE, "restricted_loss"]["steps"] == series[BASELINE, "test_accuracy"]["steps"]
+    curves = json.loads(ctx.artifacts["curves.json"])
+    assert len(curves[BASELINE]["key_frequencies"]) == GrokfastExperiment.presets["tiny"].get("top_k_frequencies", 5)
+    assert curves[INTERVENTION]["step"][-1] == steps
+
+
+def test_same_seed_gives_the_same_results(tiny_runs):
+    again, _ = run_locally(GrokfastExperiment, {"steps": 300}, preset="tiny", seed=0)
+    twice, _ = run_locally(GrokfastExperiment, {"steps": 300}, preset="tiny", seed=0)
+    assert again == twice
+
+
+def test_split_is_the_grokking_plugins():
+    a, b, labels, is_train = modular_addition_split(7, 0.5, seed=3)
+    assert torch.equal(labels, (a + b) % 7)
+    assert int(is_train.sum()) == round(0.5 * 49)
+    assert torch.equal(modular_addition_split(7, 0.5, seed=3)[3], is_train)
+
+
+def test_progress_measures_on_a_pure_fourier_solution():
+    """Logits made only of a key frequency's cos(w (a + b - c)): the restricted logits are the logits
+    themselves, and with that frequency excluded only the constant is left (loss ln p)."""
+    p = 13
+    a, b, labels, is_train = modular_addition_split(p, 0.5, seed=0)
+    c = torch.arange(p)
+    logits = 4.0 * torch.cos(2 * math.pi * 3 * (labels[:, None] - c[None, :]) / p)
+    restricted, excluded = progress_measures(logits, labels, is_train, p, [3])
+    assert restricted == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-4)
+    assert excluded == pytest.approx(math.log(p), rel=1e-4)
+    # a wrong key frequency keeps nothing of it: the restricted loss is chance, the excluded loss the full fit
+    restricted, excluded = progress_measures(logits, labels, is_train, p, [5])
+    assert restricted == pytest.approx(math.log(p), rel=1e-4)
+    assert excluded == pytest.approx(float(F.cross_entropy(logits[is_train], labels[is_train])), rel=1e-4)
+
+
+def test_grokfast_ema_matches_the_papers_update():
+    layer = torch.nn.Linear(2, 1, bias=False)
+    grads = [torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])]
+    averages = None
+    mu = None
+    for g in grads:
+        layer.weight.grad = g.clone()
+        averages = grokfast_ema(layer, averages, alpha=0.9, lamb=2.0)
+        mu = g.clone() if mu is None else mu
+        mu = 0.9 * mu + 0.1 * g
+        assert torch.allclose(layer.weight.grad, g + 2.0 * mu)
+
+
+def test_stop_request_raises():
+    params = GrokfastExperiment.Params.model_validate(GrokfastExperiment.presets["tiny"])
+    with pytest.raises(StopRequested):
+        GrokfastExperiment().run(params, LocalContext(seed=0, stop=True))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"grokfast_alpha": 1.0},
+        {"grokfast_alpha": -0.1},
+        {"grokfast_lambda": 0.0},
+        {"grokfast_lambda": "big"},
+        {"modulus": 60},  # not a prime
+        {"weight_decay": 0.0},
+        {"grokfast_window": 100},  # unknown field (Grokfast-MA is not implemented)
+    ],
+)
+def test_params_validation_rejects(bad):
+    with pytest.raises(ValidationError):
+        GrokfastExperiment.Params.model_validate(bad)
+
+
+def test_example_finding_claims_follow_the_scale_rules():
+    assert EXAMPLE_FINDING["kind"] in {"theory", "fix", "observation"}
+    GrokfastExperiment.Params.model_validate(EXAMPLE_FINDING["params"])
+    assert EXAMPLE_FINDING["claims"] and EXAMPLE_FINDING["seeds"] >= GrokfastExperiment.recommended_seeds
+    for claim in EXAMPLE_FINDING["claims"]:
+        metric = GrokfastExperiment.metric(claim["metric"])
+        unit = claim.get("threshold_unit", "relative")
+        threshold = claim["margin"] if claim["direction"] == "non_inferior" else claim["min_relative_effect"]
+        assert claim["statement"] and 0 < threshold < 1
+        assert unit == ("relative" if metric.scale is Scale.RATIO else "absolute")
+        if metric.scale is Scale.PROPORTION:
+            assert f"{round(threshold * 100)} points" in claim["statement"]
