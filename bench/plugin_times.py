@@ -20,7 +20,10 @@ import torch  # noqa: E402
 from plugins.registry import all_plugins  # noqa: E402
 from plugins.sdk import run_locally  # noqa: E402
 
-BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
+BUILTINS = (
+    "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
+    "smeared_keys", "grokfast",
+)
 
 
 def main() -> None:

@@ -22,7 +22,10 @@ from plugins.registry import all_plugins, reset_cache
 from registry.reproductions.services import validate_results as server_validate_results
 from tests.fakes.plugins import EchoExperiment
 
-BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
+BUILTINS = (
+    "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
+    "smeared_keys", "grokfast",
+)
 FAULT_INJECTION_FIXTURES = {"crashing", "faulty", "host_bound"}  # fail or misbehave on purpose; tests/worker
 reset_cache()
 DISCOVERED = sorted(name for name in all_plugins() if name not in FAULT_INJECTION_FIXTURES)

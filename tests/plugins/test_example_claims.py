@@ -7,7 +7,10 @@ import importlib
 import pytest
 from interp_registry.sdk import Scale
 
-BUILTINS = ("checkerboard", "sae", "induction", "shortcut", "grokking", "superposition")
+BUILTINS = (
+    "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
+    "smeared_keys", "grokfast",
+)
 
 SCALES = {
     "checkerboard": {"checkerboard_energy": "ratio", "pooled_mse": "ratio", "full_mse": "ratio",
@@ -20,9 +23,18 @@ SCALES = {
                  "steps_to_train_99": "ratio"},
     "superposition": {"monosemanticity": "proportion", "weighted_loss": "ratio", "features_represented": "difference",
                       "features_in_superposition": "difference", "pentagon": "proportion"},
+    "topk_sae": {"mmcs": "proportion", "fvu": "ratio", "l0": "difference", "dead_latents": "proportion"},
+    "shift": {"worst_group_accuracy": "proportion", "test_accuracy": "proportion", "train_accuracy": "proportion",
+              "colour_flip_rate": "proportion"},
+    "leace": {"test_accuracy": "proportion", "worst_group_accuracy": "proportion", "train_accuracy": "proportion",
+              "colour_decodability": "proportion"},
+    "smeared_keys": {"induction_score": "proportion", "repeat_accuracy": "proportion", "repeat_loss": "ratio"},
+    "grokfast": {"steps_to_test_99": "ratio", "test_accuracy": "proportion", "restricted_loss": "ratio",
+                 "excluded_loss": "ratio", "steps_to_train_99": "ratio"},
 }
 TIME_TO_EVENT = {
     ("grokking", "steps_to_test_99"), ("grokking", "steps_to_train_99"), ("induction", "phase_change_step"),
+    ("grokfast", "steps_to_test_99"), ("grokfast", "steps_to_train_99"),
 }
 
 
