@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--database", default="registry_scale")
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--landscape-requests", type=int, default=20)
+    parser.add_argument("--json", default="reads_at_scale.json", help="file name under bench/results/")
     args = parser.parse_args()
     setup_django(_database_url(args.server, args.database))
 
@@ -124,13 +125,16 @@ def main() -> None:
                         args.landscape_requests, rng))
     rows.append(measure(client, "landscape page (dashboard HTML)", lambda r: "/landscape/",
                         args.landscape_requests, rng))
+    rows.append(measure(client, "findings list page (dashboard HTML)", lambda r: "/", args.requests, rng))
+    rows.append(measure(client, "findings list page, q (dashboard HTML)", lambda r: f"/?q={word(r)}",
+                        args.requests, rng))
     result = {
         "database": args.database, "findings": n_findings, "findings_with_effects": n_effects,
         "landscape_cold_ms": round(cold_ms, 1), "client": "django.test.Client in-process, DEBUG off", "reads": rows,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    Path(out / "reads_at_scale.json").write_text(json.dumps(result, indent=2))
+    Path(out / args.json).write_text(json.dumps(result, indent=2))
     print()
     print(f"{n_findings:,} findings, {n_effects:,} with effects; landscape cold: {cold_ms:.0f} ms")
     print()
