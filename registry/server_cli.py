@@ -160,13 +160,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _gunicorn(application, args, workers)
 
 
+#: uvicorn workers under gunicorn, without a Server header (registry/asgi_worker.py)
+GUNICORN_WORKER_CLASS = "registry.asgi_worker.Worker"
+
+
 def _gunicorn(application: Any, args: argparse.Namespace, workers: int) -> int:
     # gunicorn's own command line chdir()s and puts the current directory first on sys.path; its
     # documented custom application (BaseApplication) does neither and takes the app as an object.
     from gunicorn.app.base import BaseApplication
 
     options = {
-        "bind": f"{args.host}:{args.port}", "workers": workers, "worker_class": "registry.asgi_worker.Worker",
+        "bind": f"{args.host}:{args.port}", "workers": workers, "worker_class": GUNICORN_WORKER_CLASS,
         "timeout": args.timeout, "loglevel": args.log_level, "forwarded_allow_ips": args.forwarded_allow_ips,
     }
 

@@ -50,16 +50,20 @@ def test_run_command_serves_and_reproduces_the_examples(tmp_path):
             findings = page["results"] if page else []
             runs = _get(f"{base}/api/v1/runs/?page_size=200")
             states = [r["state"] for r in runs["results"]] if runs else []
-            if findings and states and all(s not in ("queued", "running") for s in states):
+            # every example created and its runs queued; the first 15 reproduced (all of them, through a
+            # real worker, is tests/findings/test_examples_through_worker.py: not again here, for CI time)
+            if len(findings) >= 12 and states.count("succeeded") >= 15:
                 break
+            assert not set(states) & {"failed", "timed_out"}, (states, (tmp_path / "run.log").read_text()[-3000:])
             time.sleep(2)
         else:
             pytest.fail(f"examples not reproduced in time: {states}\n{(tmp_path / 'run.log').read_text()[-3000:]}")
         assert (tmp_path / "registry.sqlite3").exists()
-        assert len(findings) >= 7
-        assert states and set(states) == {"succeeded"}, states
-        fix = next(f for f in findings if f["kind"] == "fix" and f["builds_on"])
-        assert any(e["plugin"] == "checkerboard" for e in fix["experiments"])
+        assert len(findings) >= 12  # issue 14: enough points for the landscape
+        assert states and set(states) <= {"queued", "running", "succeeded"}, states
+        fixes = [f for f in findings if f["kind"] == "fix" and f["builds_on"]]
+        # the resize-convolution fix builds on the checkerboard theory, smeared keys on induction
+        assert {e["plugin"] for f in fixes for e in f["experiments"]} >= {"checkerboard", "smeared_keys"}
         assert _get(f"{base}/healthz") == {"status": "ok"}
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -107,4 +107,8 @@ def test_no_server_header_from_the_servers():
     assert Worker.CONFIG_KWARGS["server_header"] is False
     assert "--no-server-header" in (ROOT / "scripts" / "dev").read_text()
     compose = (ROOT / "docker-compose.yml").read_text()
-    assert "-k registry.asgi_worker.Worker" in compose
+    # compose's web runs `serve --server gunicorn`, whose worker class is this one
+    assert "interp-registry-server serve --server gunicorn" in compose
+    from registry import server_cli
+
+    assert server_cli.GUNICORN_WORKER_CLASS == "registry.asgi_worker.Worker"

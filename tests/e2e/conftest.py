@@ -13,6 +13,13 @@ import pytest
 
 from tests.conftest import _missing
 
+try:  # htmx swaps on a loaded CI machine (2 cores, a worker and a live server beside the browser)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+except ImportError:  # pragma: no cover - the fixtures below say what is missing
+    pass
+
 # Playwright's sync API keeps an event loop in the main thread; the ORM calls the tests make
 # between browser steps are still synchronous, so Django's async-safety check must stand aside.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -46,6 +53,6 @@ def browser_page(chromium, live_server) -> Iterator:
     """A fresh page (own cookies) whose relative URLs go to the live server."""
     context = chromium.new_context(base_url=live_server.url)
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(20_000)
     yield page
     context.close()

@@ -97,7 +97,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    # the first plugins read imports every plugin (torch) in a fresh server process: slow on a loaded CI machine
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=90)
     headers = {"Authorization": f"Token {token}"} if token else {}
     connection.request("GET", path, headers=headers)
     response = connection.getresponse()
