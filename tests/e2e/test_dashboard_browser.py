@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -163,6 +165,20 @@ def test_pages_work_with_the_network_blocked(browser_page, live_server, author, 
     assert failed == []
 
 
+@contextlib.contextmanager
+def _recompute_lock_held(finding_id: int) -> Iterator[None]:
+    import psycopg
+    from django.db import connection
+
+    from registry.effects.services import RECOMPUTE_LOCK_CLASS
+
+    params = {k: v for k, v in connection.get_connection_params().items() if k not in ("cursor_factory", "context")}
+    with psycopg.connect(**params) as holder:  # a transaction of its own: the lock lasts until it ends
+        holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RECOMPUTE_LOCK_CLASS, finding_id & 0x7FFFFFFF])
+        yield
+        holder.rollback()
+
+
 def test_an_anonymous_reader_sees_recompute_state_status_and_a_retraction(browser_page, author):
     page = browser_page
     finding = b.finding(author, title="Partly there")
@@ -173,12 +189,15 @@ def test_an_anonymous_reader_sees_recompute_state_status_and_a_retraction(browse
     b.measured(kept)
     experiment_retract(experiment=smoke, user=author, reason="smoke test only")
     b.recompute(finding)
-    FindingEffects.objects.filter(finding=finding).update(pending=True)
-
-    page.goto(f"/findings/{finding.pk}/")
-    expect(page.locator(".site-user")).to_contain_text("Sign in")  # not signed in
-    expect(page.locator(".recompute-pending")).to_be_visible()
-    expect(page.locator(".recompute-pending")).to_contain_text("being recomputed")
+    # A recompute in progress, for real: the session's worker (started by earlier tests) may still
+    # hold this finding's queued recompute; it waits on the recompute lock we hold here, so the page
+    # (which polls the evidence while a recompute is pending) keeps showing it until we let go.
+    with _recompute_lock_held(finding.pk):
+        FindingEffects.objects.filter(finding=finding).update(pending=True)
+        page.goto(f"/findings/{finding.pk}/")
+        expect(page.locator(".site-user")).to_contain_text("Sign in")  # not signed in
+        expect(page.locator(".recompute-pending")).to_be_visible()
+        expect(page.locator(".recompute-pending")).to_contain_text("being recomputed")
     badge = page.locator(".finding__kicker .badge--status-partially-reproduced")
     expect(badge).to_have_text("partially reproduced")
     retracted = page.locator(f"#effects-experiment-{smoke.pk}")
