@@ -110,13 +110,12 @@ from torch import nn
 
 from plugins.shift.experiment import (
     Edit,
-    ShortcutData,
     flip_colour,
     hidden,
     train_shortcut_model,
     training_sample,
 )
-from plugins.shortcut.experiment import ShortcutParams, accuracy, make_environment
+from plugins.shortcut.experiment import ShortcutData, ShortcutParams, accuracy, make_environment
 
 
 class LeaceParams(ShortcutParams):

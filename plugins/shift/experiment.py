@@ -84,7 +84,6 @@ scores 0). ``train_accuracy`` is the capability the edit may cost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -106,11 +105,11 @@ from torch import nn
 
 from plugins.sae.experiment import SparseAutoencoder
 from plugins.shortcut.experiment import (
+    ShortcutData,
     ShortcutParams,
     accuracy,
-    irm_penalty,
     make_environment,
-    make_mlp,
+    train_model,
 )
 
 ShiftArm = Literal["erm", "irm", "shift", "random"]
@@ -153,15 +152,6 @@ class ShiftParams(ShortcutParams):
         return self
 
 
-@dataclass
-class ShortcutData:
-    """The shortcut plugin's held-out sets, drawn exactly as it draws them (same seed, same order)."""
-
-    prototypes: torch.Tensor
-    train_eval: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
 def flip_colour(images: torch.Tensor) -> torch.Tensor:
     """The same digits in the other colour: the two channels swapped."""
     half = images.shape[1] // 2
@@ -185,45 +175,19 @@ def train_shortcut_model(
     Same seeding, same order of draws, same loss: the model is the one ``shortcut`` reports on.
     """
     seed_everything(ctx.seed, deterministic=ctx.deterministic)
-    generator = torch.Generator(device=device).manual_seed(ctx.seed)
-    prototypes = torch.rand(10, params.n_pixels, generator=generator, device=device)
-    train_eval = [
-        make_environment(params, prototypes, params.eval_samples, noise, generator)
-        for noise in params.train_colour_noise
-    ]
-    test = make_environment(params, prototypes, params.eval_samples, params.test_colour_noise, generator)
-    mlp = make_mlp(params).to(device)
-    optimizer = torch.optim.Adam(mlp.parameters(), lr=params.lr)
-    n_envs = len(params.train_colour_noise)
-    report_every = max(1, params.steps // 10)
     label = "IRMv1" if use_irm else "ERM"
-    for step in range(params.steps):
-        nll = penalty = torch.zeros((), device=device)
-        for colour_noise in params.train_colour_noise:
-            images, labels, _ = make_environment(params, prototypes, params.batch_per_env, colour_noise, generator)
-            logits = mlp(images).squeeze(-1)
-            nll = nll + F.binary_cross_entropy_with_logits(logits, labels)
-            if use_irm:
-                penalty = penalty + irm_penalty(logits, labels)
-        nll, penalty = nll / n_envs, penalty / n_envs
-        weight_norm = sum(w.pow(2).sum() for w in mlp.parameters())
-        penalty_weight = 0.0
-        if use_irm:
-            penalty_weight = params.penalty_weight if step >= params.penalty_anneal_steps else 1.0
-        loss = nll + params.l2_weight * weight_norm + penalty_weight * penalty
-        if penalty_weight > 1.0:
-            loss = loss / penalty_weight
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % report_every == 0 or step == params.steps - 1:
-            check_stop(ctx)
-            lo, hi = progress
-            ctx.progress(lo + (hi - lo) * (step + 1) / params.steps, f"{label}: step {step + 1}/{params.steps}")
+    lo, hi = progress
+
+    def report(step: int, *_: object) -> None:
+        ctx.progress(lo + (hi - lo) * (step + 1) / params.steps, f"{label}: step {step + 1}/{params.steps}")
+
+    mlp, data = train_model(
+        params, ctx, device, use_irm=use_irm, report_every=max(1, params.steps // 10), report=report
+    )
     mlp.eval()
     for parameter in mlp.parameters():
         parameter.requires_grad_(False)
-    return mlp, ShortcutData(prototypes, train_eval, test)
+    return mlp, data
 
 
 def training_sample(

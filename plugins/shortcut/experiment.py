@@ -79,6 +79,8 @@ label.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -186,6 +188,65 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(((logits > 0).float() == labels).float().mean())
 
 
+@dataclass
+class ShortcutData:
+    """The held-out sets of one seed: the prototypes, fresh samples of each training environment
+    and of the test environment (images, labels, colours)."""
+
+    prototypes: torch.Tensor
+    train_eval: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def train_model(
+    params: ShortcutParams,
+    ctx: RunContext,
+    device: torch.device,
+    *,
+    use_irm: bool,
+    report_every: int,
+    report: Callable[[int, torch.Tensor, torch.Tensor, nn.Sequential, ShortcutData], None],
+) -> tuple[nn.Sequential, ShortcutData]:
+    """ERM (``use_irm`` False) or IRMv1 on fresh samples each step; ``report(step, nll, penalty, mlp,
+    data)`` every ``report_every`` steps and at the last (after a stop check). The draws (held-out
+    sets, then each step's samples) come from one generator seeded with the run's seed, so both arms,
+    and the plugins built on this model (shift, leace), see the same data."""
+    generator = torch.Generator(device=device).manual_seed(ctx.seed)
+    prototypes = torch.rand(10, params.n_pixels, generator=generator, device=device)
+    train_eval = [
+        make_environment(params, prototypes, params.eval_samples, noise, generator)
+        for noise in params.train_colour_noise
+    ]
+    test = make_environment(params, prototypes, params.eval_samples, params.test_colour_noise, generator)
+    data = ShortcutData(prototypes, train_eval, test)
+    mlp = make_mlp(params).to(device)
+    optimizer = torch.optim.Adam(mlp.parameters(), lr=params.lr)
+    n_envs = len(params.train_colour_noise)
+    for step in range(params.steps):
+        nll = penalty = torch.zeros((), device=device)
+        for colour_noise in params.train_colour_noise:
+            images, labels, _ = make_environment(params, prototypes, params.batch_per_env, colour_noise, generator)
+            logits = mlp(images).squeeze(-1)
+            nll = nll + F.binary_cross_entropy_with_logits(logits, labels)
+            if use_irm:
+                penalty = penalty + irm_penalty(logits, labels)
+        nll, penalty = nll / n_envs, penalty / n_envs
+        weight_norm = sum(w.pow(2).sum() for w in mlp.parameters())
+        penalty_weight = 0.0
+        if use_irm:
+            penalty_weight = params.penalty_weight if step >= params.penalty_anneal_steps else 1.0
+        loss = nll + params.l2_weight * weight_norm + penalty_weight * penalty
+        if penalty_weight > 1.0:  # keep gradients in scale, as the reference code does
+            loss = loss / penalty_weight
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % report_every == 0 or step == params.steps - 1:
+            check_stop(ctx)
+            report(step, nll, penalty, mlp, data)
+    return mlp, data
+
+
 class ShortcutExperiment(Experiment):
     """ERM learns the spurious colour; IRM learns the invariant shape (Arjovsky et al. 2019)."""
 
@@ -266,60 +327,33 @@ class ShortcutExperiment(Experiment):
         self, params: ShortcutParams, ctx: RunContext, device: torch.device, arm_index: int, use_irm: bool
     ) -> tuple[dict[str, float], list[dict[str, float]]]:
         # Seeded alike in both arms: the same prototypes, training samples and held-out samples.
-        generator = torch.Generator(device=device).manual_seed(ctx.seed)
-        prototypes = torch.rand(10, params.n_pixels, generator=generator, device=device)
-        train_eval = [
-            make_environment(params, prototypes, params.eval_samples, noise, generator)
-            for noise in params.train_colour_noise
-        ]
-        test_images, test_labels, test_colours = make_environment(
-            params, prototypes, params.eval_samples, params.test_colour_noise, generator
-        )
-        mlp = make_mlp(params).to(device)
-        optimizer = torch.optim.Adam(mlp.parameters(), lr=params.lr)
         label = "IRMv1" if use_irm else "ERM"
         curve: list[dict[str, float]] = []
-        report_every = max(1, params.steps // 20)
+        n_envs = len(params.train_colour_noise)
 
-        for step in range(params.steps):
-            nll = penalty = torch.zeros((), device=device)
-            for colour_noise in params.train_colour_noise:
-                images, labels, _ = make_environment(params, prototypes, params.batch_per_env, colour_noise, generator)
-                logits = mlp(images).squeeze(-1)
-                nll = nll + F.binary_cross_entropy_with_logits(logits, labels)
-                if use_irm:
-                    penalty = penalty + irm_penalty(logits, labels)
-            n_envs = len(params.train_colour_noise)
-            nll, penalty = nll / n_envs, penalty / n_envs
-            weight_norm = sum(w.pow(2).sum() for w in mlp.parameters())
-            penalty_weight = 0.0
-            if use_irm:
-                penalty_weight = params.penalty_weight if step >= params.penalty_anneal_steps else 1.0
-            loss = nll + params.l2_weight * weight_norm + penalty_weight * penalty
-            if penalty_weight > 1.0:  # keep gradients in scale, as the reference code does
-                loss = loss / penalty_weight
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        def report(step: int, nll: torch.Tensor, penalty: torch.Tensor, mlp: nn.Sequential, data: ShortcutData) -> None:
+            with torch.no_grad():  # the curves use the first 2,000 held-out samples per environment
+                train_acc = sum(accuracy(mlp(x[:2000]).squeeze(-1), y[:2000]) for x, y, _ in data.train_eval) / n_envs
+                test_acc = accuracy(mlp(data.test[0][:2000]).squeeze(-1), data.test[1][:2000])
+            curve.append(
+                {
+                    "step": step,
+                    "nll": float(nll.detach()),
+                    "penalty": float(penalty.detach()),
+                    "train_accuracy": train_acc,
+                    "test_accuracy": test_acc,
+                }
+            )
+            ctx.progress(
+                (arm_index + (step + 1) / params.steps) / 2,
+                f"{label}: step {step + 1}/{params.steps}, train {train_acc:.3f}, test {test_acc:.3f}",
+            )
 
-            if step % report_every == 0 or step == params.steps - 1:
-                check_stop(ctx)
-                with torch.no_grad():  # the curves use the first 2,000 held-out samples per environment
-                    train_acc = sum(accuracy(mlp(x[:2000]).squeeze(-1), y[:2000]) for x, y, _ in train_eval) / n_envs
-                    test_acc = accuracy(mlp(test_images[:2000]).squeeze(-1), test_labels[:2000])
-                curve.append(
-                    {
-                        "step": step,
-                        "nll": float(nll.detach()),
-                        "penalty": float(penalty.detach()),
-                        "train_accuracy": train_acc,
-                        "test_accuracy": test_acc,
-                    }
-                )
-                ctx.progress(
-                    (arm_index + (step + 1) / params.steps) / 2,
-                    f"{label}: step {step + 1}/{params.steps}, train {train_acc:.3f}, test {test_acc:.3f}",
-                )
+        mlp, data = train_model(
+            params, ctx, device, use_irm=use_irm, report_every=max(1, params.steps // 20), report=report
+        )
+        train_eval = data.train_eval
+        test_images, test_labels, test_colours = data.test
 
         with torch.no_grad():
             train_acc = sum(accuracy(mlp(x).squeeze(-1), y) for x, y, _ in train_eval) / n_envs
