@@ -109,6 +109,7 @@ from plugins.grokking.experiment import (
     ModularAdditionMLP,
     _event_time,
     fourier_power,
+    modular_addition_split,
 )
 
 
@@ -168,16 +169,6 @@ def progress_measures(
         float(F.cross_entropy(restricted, labels)),
         float(F.cross_entropy(excluded[is_train], labels[is_train])),
     )
-
-
-def modular_addition_split(modulus: int, train_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
-    """The grokking plugin's data: every pair (a, b), labels (a + b) mod p, the training mask from ``seed``."""
-    a, b = torch.cartesian_prod(torch.arange(modulus), torch.arange(modulus)).T
-    labels = (a + b) % modulus
-    order = torch.randperm(modulus * modulus, generator=torch.Generator().manual_seed(seed))
-    is_train = torch.zeros(modulus * modulus, dtype=torch.bool)
-    is_train[order[: round(train_fraction * modulus * modulus)]] = True
-    return a, b, labels, is_train
 
 
 class GrokfastExperiment(Experiment):

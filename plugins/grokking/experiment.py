@@ -146,6 +146,17 @@ def top_k_share(power: torch.Tensor, k: int) -> float:
     return float(power.sort(descending=True).values[:k].sum() / power.sum())
 
 
+def modular_addition_split(modulus: int, train_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Every pair (a, b), labels (a + b) mod p, and the training mask drawn from ``seed`` with a CPU
+    generator: identical for both arms and on every device."""
+    a, b = torch.cartesian_prod(torch.arange(modulus), torch.arange(modulus)).T
+    labels = (a + b) % modulus
+    order = torch.randperm(modulus * modulus, generator=torch.Generator().manual_seed(seed))
+    is_train = torch.zeros(modulus * modulus, dtype=torch.bool)
+    is_train[order[: round(train_fraction * modulus * modulus)]] = True
+    return a, b, labels, is_train
+
+
 class GrokkingExperiment(Experiment):
     """Does weight decay make a memorising network generalise, with a sparse Fourier solution?"""
 
@@ -224,12 +235,7 @@ class GrokkingExperiment(Experiment):
     def run(self, params: GrokkingParams, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         device = torch.device(ctx.device)
         p = params.modulus
-        a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).T
-        labels = (a + b) % p
-        # The split comes from a CPU generator: identical for both arms and on every device.
-        order = torch.randperm(p * p, generator=torch.Generator().manual_seed(ctx.seed))
-        is_train = torch.zeros(p * p, dtype=torch.bool)
-        is_train[order[: round(params.train_fraction * p * p)]] = True
+        a, b, labels, is_train = modular_addition_split(p, params.train_fraction, ctx.seed)
         a, b, labels, is_train = a.to(device), b.to(device), labels.to(device), is_train.to(device)
         train_a, train_b, train_labels = a[is_train], b[is_train], labels[is_train]
         ctx.log(f"(a + b) mod {p}: {int(is_train.sum())} training pairs, {int((~is_train).sum())} test pairs")
