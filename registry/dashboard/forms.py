@@ -283,7 +283,10 @@ class ExperimentForm(forms.Form):
         self.fields["plugin"].widget.choices = [(name, name) for name in plugins]
         self.fields["preset"].widget.choices = [("", "none (defaults)"), *((p, p) for p in presets)]
         # htmx: choosing a plugin loads its parameter fields; choosing a preset fills them
-        swap = {"hx-get": reverse("dashboard:plugin-params"), "hx-target": "#plugin-params", "hx-swap": "outerHTML"}
+        # hx-sync: a newer choice aborts an answer still in flight, which would otherwise land last
+        # and undo it (a preset chosen right after the plugin came back as the plugin's defaults)
+        swap = {"hx-get": reverse("dashboard:plugin-params"), "hx-target": "#plugin-params", "hx-swap": "outerHTML",
+                "hx-sync": "#experiment-form:replace"}
         self.fields["plugin"].widget.attrs.update(swap)
         self.fields["preset"].widget.attrs.update({**swap, "hx-include": "#experiment-form [name='plugin']"})
         for spec in specs:

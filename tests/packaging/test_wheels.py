@@ -98,7 +98,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
     # the first plugins read imports every plugin (torch) in a fresh server process: slow on a loaded CI machine
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=90)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
     headers = {"Authorization": f"Token {token}"} if token else {}
     connection.request("GET", path, headers=headers)
     response = connection.getresponse()
@@ -141,6 +141,9 @@ def processes() -> Iterator[list[Processes]]:
     yield holder
     for group in holder:
         group.stop()
+        # shown by pytest only when the test failed: what the server, worker and beat said
+        for _, log in group.started:
+            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
 
 
 def _wait(predicate, what: str, processes: Processes, timeout: float = 120) -> None:
