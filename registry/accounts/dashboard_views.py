@@ -27,6 +27,17 @@ from registry.errors import ApplicationError
 
 EXPIRY_CHOICES = [("", "Never"), ("7", "7 days"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
 TOO_MANY_EMAILS = "Too many account emails were requested from your address; try again in an hour."
+MAIL_UNAVAILABLE = ("No email can be sent just now (the mail service is unavailable); try again in a few minutes. "
+                    "If your sign-up went through, ask for its confirmation email again from the resend page.")
+MAIL_RETRY_AFTER_S = 60
+
+
+def _mail_unavailable(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    """503 with the form and a message: never a 500 when the mail server or the email cap's cache is down."""
+    context["form"].add_error(None, MAIL_UNAVAILABLE)
+    response = render(request, template, context, status=503)
+    response["Retry-After"] = str(MAIL_RETRY_AFTER_S)
+    return response
 
 
 class TokenCreateForm(forms.Form):
@@ -124,36 +135,45 @@ def signup_view(request: HttpRequest) -> HttpResponse:
         signup.purge_expired_signups()  # a never-confirmed account gives its name and address back
         form = SignUpForm(request.POST, invite_only=invite_only)
         if form.is_valid():
-            if not signup.email_allowance_take(client_address(request)):
-                form.add_error(None, TOO_MANY_EMAILS)
-                status = 429
-            elif getattr(form, "email_taken", False):
-                signup.send_account_exists(
-                    email=form.cleaned_data["email"],
-                    sign_in_url=request.build_absolute_uri(reverse("dashboard:login")),
-                    reset_url=request.build_absolute_uri(reverse("dashboard:password-reset")),
-                    resend_url=request.build_absolute_uri(reverse("dashboard:confirm-email-resend")),
-                )
-                return redirect("dashboard:signup-done")
-            else:
-                try:
-                    result = signup.signup_create(
-                        username=form.cleaned_data["username"],
-                        email=form.cleaned_data["email"],
-                        password=form.cleaned_data["password1"],
-                        invitation_code=form.cleaned_data.get("invitation_code", ""),
-                    )
-                except ApplicationError as exc:
-                    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-                    status = 400
-                else:
-                    signup.send_confirmation(signup=result.user.signup, confirm_url=_confirm_url(request, result.token))
-                    return redirect("dashboard:signup-done")
-        else:
-            status = 400
+            try:
+                return _signup_submit(request, form, invite_only)
+            except signup.MailUnavailable:
+                return _mail_unavailable(request, "dashboard/accounts/signup.html",
+                                         {"form": form, "invite_only": invite_only})
+        status = 400
     else:
         form = SignUpForm(initial={"invitation_code": request.GET.get("code", "")[:64]}, invite_only=invite_only)
     return render(request, "dashboard/accounts/signup.html", {"form": form, "invite_only": invite_only}, status=status)
+
+
+def _signup_submit(request: HttpRequest, form: SignUpForm, invite_only: bool) -> HttpResponse:
+    """A valid sign-up form: the email cap, then the account (or the "you have one" email). Raises
+    MailUnavailable when no email can be sent."""
+    if not signup.email_allowance_take(client_address(request)):
+        form.add_error(None, TOO_MANY_EMAILS)
+        return render(request, "dashboard/accounts/signup.html", {"form": form, "invite_only": invite_only},
+                      status=429)
+    if getattr(form, "email_taken", False):
+        signup.send_account_exists(
+            email=form.cleaned_data["email"],
+            sign_in_url=request.build_absolute_uri(reverse("dashboard:login")),
+            reset_url=request.build_absolute_uri(reverse("dashboard:password-reset")),
+            resend_url=request.build_absolute_uri(reverse("dashboard:confirm-email-resend")),
+        )
+        return redirect("dashboard:signup-done")
+    try:
+        result = signup.signup_create(
+            username=form.cleaned_data["username"],
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+            invitation_code=form.cleaned_data.get("invitation_code", ""),
+        )
+    except ApplicationError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return render(request, "dashboard/accounts/signup.html", {"form": form, "invite_only": invite_only},
+                      status=400)
+    signup.send_confirmation(signup=result.user.signup, confirm_url=_confirm_url(request, result.token))
+    return redirect("dashboard:signup-done")
 
 
 @require_http_methods(["GET"])
@@ -186,15 +206,18 @@ def resend_confirmation(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ResendConfirmationForm(request.POST)
         if form.is_valid():
-            if not signup.email_allowance_take(client_address(request)):
-                form.add_error(None, TOO_MANY_EMAILS)
-                status = 429
-            else:
-                pending = signup.pending_signup_by_email(form.cleaned_data["email"])
-                if pending is not None:
-                    token = signup.confirmation_token(pending)
-                    signup.send_confirmation(signup=pending, confirm_url=_confirm_url(request, token))
-                return redirect("dashboard:signup-done")
+            try:
+                if not signup.email_allowance_take(client_address(request)):
+                    form.add_error(None, TOO_MANY_EMAILS)
+                    status = 429
+                else:
+                    pending = signup.pending_signup_by_email(form.cleaned_data["email"])
+                    if pending is not None:
+                        token = signup.confirmation_token(pending)
+                        signup.send_confirmation(signup=pending, confirm_url=_confirm_url(request, token))
+                    return redirect("dashboard:signup-done")
+            except signup.MailUnavailable:
+                return _mail_unavailable(request, "dashboard/accounts/resend_confirmation.html", {"form": form})
         else:
             status = 400
     else:
@@ -212,7 +235,13 @@ class PasswordResetView(auth_views.PasswordResetView):
     success_url = reverse_lazy("dashboard:password-reset-done")
 
     def form_valid(self, form: forms.Form) -> HttpResponse:
-        if not signup.email_allowance_take(client_address(self.request)):
+        # Django's PasswordResetForm logs a failed send itself (and answers as if sent); the cap's cache
+        # being down is answered here
+        try:
+            allowed = signup.email_allowance_take(client_address(self.request))
+        except signup.MailUnavailable:
+            return _mail_unavailable(self.request, self.template_name, self.get_context_data(form=form))
+        if not allowed:
             form.add_error(None, TOO_MANY_EMAILS)
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().form_valid(form)

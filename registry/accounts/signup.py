@@ -9,7 +9,9 @@ pending, so a link cannot revive an account staff have since deactivated.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,9 +26,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError, RestrictedError
 from django.template.loader import render_to_string
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from registry.accounts.models import Invitation, SignUp
 from registry.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
 
 CONFIRMATION_SALT = "registry.accounts.confirm-email"
 DEMO_USERNAME = "demo"
@@ -181,14 +186,30 @@ def pending_signup_by_email(email: str) -> SignUp | None:
     )
 
 
+class MailUnavailable(Exception):
+    """An account email cannot be sent now: the mail server or the cache that caps emails is down."""
+
+
+#: a mail server refusing or unreachable (socket errors are OSError), the cache's Redis down
+MAIL_ERRORS = (smtplib.SMTPException, OSError)
+CACHE_ERRORS = (RedisError, OSError)
+
+
+def _send(*, subject: str, message: str, to: str) -> None:
+    try:
+        send_mail(subject=subject, message=message, from_email=None, recipient_list=[to])
+    except MAIL_ERRORS as exc:
+        logger.warning("account email not sent (%s): %s", type(exc).__name__, exc)
+        raise MailUnavailable from exc
+
+
 def send_confirmation(*, signup: SignUp, confirm_url: str) -> None:
     context = {"user": signup.user, "confirm_url": confirm_url,
                "max_age_days": max(1, settings.ACCOUNT_CONFIRMATION_MAX_AGE_S // 86400)}
-    send_mail(
+    _send(
         subject="Confirm your account on the Interpretability Findings Registry",
         message=render_to_string("dashboard/accounts/email/confirm_email.txt", context),
-        from_email=None,
-        recipient_list=[signup.email],
+        to=signup.email,
     )
 
 
@@ -196,11 +217,10 @@ def send_account_exists(*, email: str, sign_in_url: str, reset_url: str, resend_
     """To an address that signed up again while it has an account: how to get in (the sign-up page
     answers as for a new address, so it tells nobody which addresses have accounts)."""
     context = {"email": email, "sign_in_url": sign_in_url, "reset_url": reset_url, "resend_url": resend_url}
-    send_mail(
+    _send(
         subject="Your account on the Interpretability Findings Registry",
         message=render_to_string("dashboard/accounts/email/account_exists.txt", context),
-        from_email=None,
-        recipient_list=[email],
+        to=email,
     )
 
 
@@ -209,14 +229,19 @@ def email_allowance_key(address: str) -> str:
 
 
 def email_allowance_take(address: str) -> bool:
-    """One more account email requested from this client address this hour; False past the cap."""
+    """One more account email requested from this client address this hour; False past the cap.
+    Raises MailUnavailable when the cache cannot count (no uncapped emails during its outage)."""
     key = email_allowance_key(address)
-    cache.add(key, 0, timeout=3600)
     try:
-        count = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=3600)
-        count = 1
+        cache.add(key, 0, timeout=3600)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, timeout=3600)
+            count = 1
+    except CACHE_ERRORS as exc:
+        logger.warning("account email cap unavailable (%s): %s", type(exc).__name__, exc)
+        raise MailUnavailable from exc
     return count <= settings.ACCOUNT_EMAILS_PER_HOUR
 
 

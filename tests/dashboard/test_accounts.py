@@ -260,6 +260,42 @@ def test_account_emails_per_address_are_capped(settings, member, mailoutbox):
         cache.delete(email_allowance_key("10.9.8.7"))
 
 
+def test_a_mail_server_or_email_cap_outage_is_a_503_never_a_500(settings, member):
+    """Real outages: an SMTP backend pointed at a closed port, then a Redis cache on a closed port."""
+    from tests.conftest import free_port
+
+    settings.SIGNUP_MODE = "open"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    client = Client()
+
+    def unavailable(response) -> bool:
+        return (response.status_code == 503 and response["Retry-After"] == "60"
+                and b"No email can be sent just now" in response.content)
+
+    assert unavailable(client.post(SIGNUP, form()))
+    pending = User.objects.get(username="newcomer")  # saved: its confirmation can be asked for again
+    assert not pending.is_active
+    # an address that has an account gets the same answer (the page tells nobody it exists)
+    assert unavailable(client.post(SIGNUP, form(username="other", email=member.email)))
+    assert not User.objects.filter(username="other").exists()
+    assert unavailable(client.post(RESEND, {"email": "newcomer@example.org"}))
+    # Django's reset form logs a failed send and answers as if sent (it tells nobody either)
+    assert client.post(RESET, {"email": member.email}).status_code == 302
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }}
+    assert unavailable(client.post(SIGNUP, form(username="third", email="third@example.org")))
+    assert not User.objects.filter(username="third").exists()  # nothing saved before the cap could count
+    assert unavailable(client.post(RESEND, {"email": "newcomer@example.org"}))
+    reset = client.post(RESET, {"email": member.email})
+    assert reset.status_code == 503 and reset["Retry-After"] == "60"
+    assert not mail.outbox
+
+
 # --- invitation-only and staff-only ---------------------------------------------------------------
 
 
