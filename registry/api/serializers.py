@@ -426,20 +426,29 @@ class ReproductionSerializer(serializers.ModelSerializer):
     finding = serializers.IntegerField(source="experiment.finding_id")
     plugin = serializers.CharField(source="experiment.plugin")
     runs = RunBriefSerializer(many=True)
-    state = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField(help_text="queued / running / finished (every run ended)")
+    outcome = serializers.SerializerMethodField(
+        help_text="null while a run is active; then cancelled (all runs were), failed (none succeeded) or succeeded"
+    )
     waiting_for_gpu_worker = serializers.SerializerMethodField()
 
     class Meta:
         model = Reproduction
         fields = [
             "id", "experiment", "finding", "plugin", "requested_by", "seeds", "device", "source", "state",
-            "waiting_for_gpu_worker", "runs", "created_at",
+            "outcome", "waiting_for_gpu_worker", "runs", "created_at",
         ]
 
     def get_state(self, reproduction: Reproduction) -> str:
         from registry.reproductions.selectors import reproduction_state
 
         return reproduction_state(reproduction)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["succeeded", "failed", "cancelled"], allow_null=True))
+    def get_outcome(self, reproduction: Reproduction) -> str | None:
+        from registry.reproductions.selectors import reproduction_outcome
+
+        return reproduction_outcome(reproduction)
 
     def get_waiting_for_gpu_worker(self, reproduction: Reproduction) -> bool:
         from registry.reproductions.selectors import gpu_availability, reproduction_waiting_for_gpu

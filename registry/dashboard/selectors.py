@@ -27,7 +27,7 @@ from registry.findings.markdown import render_markdown
 from registry.findings.models import Claim, Finding, Tag
 from registry.findings.selectors import finding_list, lineage_walk
 from registry.reproductions.models import TERMINAL_STATES, Experiment, Reproduction, Run, WorkerPresence
-from registry.reproductions.selectors import reproduction_state, run_list
+from registry.reproductions.selectors import reproduction_outcome, reproduction_state, run_list
 
 ACTIVE_STATES = frozenset({Run.State.QUEUED, Run.State.RUNNING})
 LEAN_LABELS = {
@@ -737,15 +737,10 @@ def reproduction_badge(reproduction: Reproduction) -> str:
     """A reproduction's state for its badge: queued / running while a run is active; once every
     run ended, "cancelled" when they were all cancelled, "failed" when none succeeded, else
     "finished" (``reproduction_state`` says "finished" for all of these)."""
-    state = reproduction_state(reproduction)
-    if state != "finished":
-        return state
-    states = {run.state for run in reproduction.runs.all()}
-    if states == {Run.State.CANCELLED}:
-        return "cancelled"
-    if Run.State.SUCCEEDED not in states:
-        return "failed"
-    return "finished"
+    outcome = reproduction_outcome(reproduction)
+    if outcome is None:
+        return reproduction_state(reproduction)
+    return "finished" if outcome == "succeeded" else outcome
 
 
 #: How a censored value reads: the stored value is the budget, a lower bound, never a time.
@@ -1080,10 +1075,14 @@ def trend_view(progress: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def landscape(*, user: Any, tag: str = "", kind: str = "", plugin: str = "") -> dict[str, Any]:
+def landscape(
+    *, user: Any, tag: str = "", kind: str = "", plugin: str = "", data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The landscape page's data; ``data``: ``landscape_get``'s answer when the caller has it."""
     from registry.effects.selectors import landscape_get
 
-    data = landscape_get(user=user, tag=tag or None, kind=kind or None, plugin=plugin or None) or {}
+    if data is None:
+        data = landscape_get(user=user, tag=tag or None, kind=kind or None, plugin=plugin or None) or {}
     findings = [f for f in data.get("findings") or [] if isinstance(f, dict)]
     points, rows = [], []
     for item in findings:

@@ -19,6 +19,19 @@ def reproduction_state(reproduction: Reproduction) -> str:
     return "queued"
 
 
+def reproduction_outcome(reproduction: Reproduction) -> str | None:
+    """None while a run is active; once every run ended: "cancelled" when they all were,
+    "failed" when none succeeded, else "succeeded" (at least one run has results)."""
+    states = {run.state for run in reproduction.runs.all()}
+    if not states or not states <= TERMINAL_STATES:
+        return None
+    if states == {Run.State.CANCELLED}:
+        return "cancelled"
+    if Run.State.SUCCEEDED not in states:
+        return "failed"
+    return "succeeded"
+
+
 def _prefetched_runs(reproduction: Reproduction) -> list[Run] | None:
     """The reproduction's runs when they were prefetched (``prefetch_related("runs")``), else None."""
     cache = getattr(reproduction, "_prefetched_objects_cache", None) or {}

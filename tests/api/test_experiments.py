@@ -208,6 +208,29 @@ def test_cancel_a_queued_run(api, experiment):
     assert new_events[0].payload["run"] == run.pk and new_events[0].payload["state"] == "cancelled"
 
 
+def test_a_reproduction_says_how_it_ended(api, experiment):
+    """state is queued / running / finished; outcome tells an all-cancelled or all-failed one apart."""
+    reproduction = experiment.reproductions.get()
+    runs = list(reproduction.runs.order_by("pk"))
+    assert len(runs) >= 2
+
+    def read() -> dict:
+        response = api.get(f"/api/v1/reproductions/{reproduction.pk}/")
+        assert response.status_code == 200
+        return response.json()
+
+    assert (read()["state"], read()["outcome"]) == ("queued", None)
+    for run in runs:
+        assert api.post(f"/api/v1/runs/{run.pk}/cancel/").status_code == 200
+    assert (read()["state"], read()["outcome"]) == ("finished", "cancelled")
+    Run.objects.filter(pk=runs[0].pk).update(state="failed")
+    assert read()["outcome"] == "failed"
+    Run.objects.filter(pk=runs[1].pk).update(state="succeeded")
+    assert read()["outcome"] == "succeeded"
+    Run.objects.filter(pk=runs[0].pk).update(state="running")
+    assert (read()["state"], read()["outcome"]) == ("running", None)
+
+
 def test_cancel_a_terminal_run_is_409(api, experiment):
     run = Run.objects.filter(reproduction__experiment=experiment).first()
     assert api.post(f"/api/v1/runs/{run.pk}/cancel/").status_code == 200

@@ -132,7 +132,7 @@ def test_every_create_sends_an_idempotency_key(server, token, user):
 def test_the_live_stream_is_read_as_events(server, token):
     with Registry(server, token=token) as reg:
         finding = _finding(reg)
-        events = list(reg.stream(after=0, timeout=2))  # the server closes it after 2 s
+        events = list(reg.stream(after=0, timeout=5))  # closed by the server after 5 s
     assert events[0] == {"type": "open"}
     created = [e for e in events if e.get("type") == "finding.created"]
     assert [e["finding"] for e in created] == [finding.id]

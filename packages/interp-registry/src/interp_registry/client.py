@@ -197,6 +197,7 @@ class Reproduction(_Model):
     seeds: list[int] = []
     device: str = "cpu"
     state: str
+    outcome: str | None = None  # once finished: succeeded, failed or cancelled (None from older servers)
     runs: list[RunBrief] = []
 
     @property
