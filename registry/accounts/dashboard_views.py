@@ -87,7 +87,7 @@ class SignUpForm(UserCreationForm):
         # which addresses have accounts, as resend and password reset do not): the view emails that
         # address instead of making a second account for it.
         email = self.cleaned_data["email"].strip()
-        self.email_taken = get_user_model().objects.filter(email__iexact=email).exists()
+        self.email_taken = signup.email_has_account(email)
         return email
 
     def clean_invitation_code(self) -> str:
@@ -211,8 +211,7 @@ def resend_confirmation(request: HttpRequest) -> HttpResponse:
                     form.add_error(None, TOO_MANY_EMAILS)
                     status = 429
                 else:
-                    pending = signup.pending_signup_by_email(form.cleaned_data["email"])
-                    if pending is not None:
+                    for pending in signup.pending_signups_by_email(form.cleaned_data["email"]):
                         token = signup.confirmation_token(pending)
                         signup.send_confirmation(signup=pending, confirm_url=_confirm_url(request, token))
                     return redirect("dashboard:signup-done")

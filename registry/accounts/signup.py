@@ -23,7 +23,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError, RestrictedError
+from django.db.models import ProtectedError, Q, RestrictedError
 from django.template.loader import render_to_string
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -157,13 +157,14 @@ def signup_confirm(*, token: str) -> AbstractBaseUser | None:
         if signup is None:
             return None
         signup = SignUp.objects.select_for_update().select_related("user").get(pk=signup.pk)
-        if signup.confirmed_at is not None:
-            return None
+        if signup.confirmed_at is not None or email_has_account(signup.email):
+            return None  # confirmed already, or another sign-up with this address was confirmed first
         signup.confirmed_at = timezone.now()
         signup.save(update_fields=["confirmed_at"])
         user = signup.user
         user.is_active = True
         user.save(update_fields=["is_active"])
+        _drop_rival_signups(signup)
     return user
 
 
@@ -177,13 +178,33 @@ def settle_signup_on_activation(sender: Any, instance: AbstractBaseUser, created
     SignUp.objects.filter(user_id=instance.pk, confirmed_at__isnull=True).update(confirmed_at=timezone.now())
 
 
-def pending_signup_by_email(email: str) -> SignUp | None:
-    return (
+def pending_signups_by_email(email: str, *, limit: int = 5) -> list[SignUp]:
+    """The address's sign-ups still pending, newest first (several when someone else signed up with
+    it too: the link's owner picks theirs by the username each email names)."""
+    return list(
         SignUp.objects.select_related("user")
-        .filter(email__iexact=(email or "").strip(), confirmed_at__isnull=True)
-        .order_by("-created_at")
-        .first()
+        .filter(email__iexact=(email or "").strip(), confirmed_at__isnull=True, user__is_active=False)
+        .order_by("-created_at", "-id")[:limit]
     )
+
+
+def email_has_account(email: str) -> bool:
+    """Whether an address belongs to an account other than a sign-up still waiting for its link: a
+    pending sign-up holds no address (else anyone could squat one until the link expires)."""
+    pending = Q(is_active=False, signup__isnull=False, signup__confirmed_at__isnull=True)
+    return get_user_model().objects.filter(email__iexact=(email or "").strip()).exclude(pending).exists()
+
+
+def _drop_rival_signups(signup: SignUp) -> None:
+    """Once an address is confirmed, the other never-confirmed sign-ups with it are deleted."""
+    rivals = SignUp.objects.filter(email__iexact=signup.email, confirmed_at__isnull=True,
+                                   user__is_active=False, user__last_login__isnull=True).exclude(pk=signup.pk)
+    users = get_user_model().objects.filter(pk__in=rivals.values("user_id"))
+    try:
+        with transaction.atomic():
+            users.delete()
+    except (ProtectedError, RestrictedError):  # something was attached to one by hand: leave them to staff
+        pass
 
 
 class MailUnavailable(Exception):

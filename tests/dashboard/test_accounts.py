@@ -175,6 +175,28 @@ def test_sign_up_does_not_tell_which_addresses_have_accounts(settings, member, m
     assert Client().post(SIGNUP, form(username="prober2", email="member@example.org")).status_code == 429
 
 
+def test_a_pending_sign_up_holds_no_address(settings, mailoutbox):
+    """Someone signing up with another person's address does not lock them out until the link expires:
+    the owner signs up too, each email names its username, and the first confirmed wins."""
+    settings.SIGNUP_MODE = "open"
+    assert Client().post(SIGNUP, form(username="squatter", email="owner@example.org")).status_code == 302
+    assert Client().post(SIGNUP, form(username="owner", email="OWNER@example.org")).status_code == 302
+    owner_mail = mailoutbox[-1]
+    assert "/accounts/confirm/" in owner_mail.body and "Hello owner," in owner_mail.body
+    # resend sends each pending sign-up's link, each naming its username
+    assert Client().post(RESEND, {"email": "owner@example.org"}).status_code == 302
+    assert sorted(m.body.split(",")[0] for m in mailoutbox[-2:]) == ["Hello owner", "Hello squatter"]
+    squatter_link = re.search(r"/accounts/confirm/[^/\s]+/", mailoutbox[0].body).group(0)
+    owner_link = re.search(r"/accounts/confirm/[^/\s]+/", owner_mail.body).group(0)
+    assert Client().post(owner_link).status_code == 302
+    assert User.objects.get(username="owner").is_active
+    assert not User.objects.filter(username="squatter").exists()  # the rival sign-up is gone
+    assert Client().post(squatter_link).status_code == 400  # and its link confirms nothing
+    # now the address has an account: a new sign-up with it makes none
+    assert Client().post(SIGNUP, form(username="late", email="owner@example.org")).status_code == 302
+    assert not User.objects.filter(username="late").exists()
+
+
 def test_confirmation_links_that_confirm_nothing(settings, mailoutbox):
     settings.SIGNUP_MODE = "open"
     Client().post(SIGNUP, form())
