@@ -114,12 +114,15 @@ def claim_create(request: HttpRequest, pk: int) -> HttpResponse:
 def experiment_create(request: HttpRequest, pk: int) -> HttpResponse:
     finding = _editable(request, pk)
     source = request.POST if request.method == "POST" else request.GET
+    # "Apply" (the button shown without JavaScript): the chosen plugin's fields filled from the
+    # chosen preset, nothing saved; with JavaScript htmx swaps them in on each choice instead
+    applying = request.method == "POST" and "apply_preset" in request.POST
     form = submissions.experiment_form(
-        data=request.POST if request.method == "POST" else None, finding=finding,
+        data=request.POST if request.method == "POST" and not applying else None, finding=finding,
         plugin=source.get("plugin"), preset=source.get("preset", ""),
     )
     outcome = submissions.Outcome()
-    if request.method == "POST":
+    if request.method == "POST" and not applying:
         outcome = submissions.experiment_add(form=form, request=request, finding=finding)
         if outcome.obj is not None:
             experiment = outcome.obj

@@ -4,6 +4,7 @@ and a valid submission writing exactly what the API writes for the same input.""
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -452,6 +453,19 @@ def test_the_experiment_form_is_generated_from_the_plugin_schema(owner, finding)
     assert 'type="checkbox" name="params.tied_init"' in topk  # a boolean
     shortcut = owner.get(reverse("dashboard:plugin-params"), {"plugin": "shortcut"}).content.decode()
     assert 'value="[0.1, 0.2]"' in shortcut  # an array, as JSON
+
+
+def test_without_javascript_apply_fills_the_preset_and_saves_nothing(owner, finding):
+    url = reverse("dashboard:experiment-create", args=[finding.pk])
+    page = owner.get(url).content.decode()
+    assert '<noscript><button type="submit" name="apply_preset"' in page
+    before = Experiment.objects.count()
+    applied = owner.post(url, {**experiment_post(plugin="checkerboard", preset="tiny"), "apply_preset": "1"})
+    assert applied.status_code == 200
+    html = applied.content.decode()
+    assert re.search(r'name="params.steps" value="15"|value="15"[^>]*name="params.steps"', html)
+    assert '<option value="tiny" selected>' in html and 'field--invalid' not in html
+    assert Experiment.objects.count() == before
 
 
 def test_a_valid_experiment_creates_exactly_what_the_api_creates(owner, api, user, finding):
