@@ -7,7 +7,7 @@ WORKDIR /app
 RUN pip install "torch>=2.2" --index-url ${TORCH_INDEX}
 COPY . .
 # the light distribution (SDK, client, CLI) from this tree, then the server that depends on it
-RUN pip install ./packages/interp-registry ".[production]"
+RUN pip install ./packages/interp-registry ".[production,real-data]"
 RUN useradd --create-home registry && mkdir -p /var/lib/registry && chown registry /var/lib/registry
 USER registry
 EXPOSE 8000

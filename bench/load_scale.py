@@ -87,8 +87,9 @@ def migrate(url: str) -> None:
     )
 
 
-def setup_django(url: str) -> None:
-    os.environ.update(_env(url))
+def setup_django(url: str, extra_env: dict[str, str] | None = None) -> None:
+    """Configure Django on ``url`` (``registry.settings.base`` unless ``extra_env`` names others)."""
+    os.environ.update(_env(url), **(extra_env or {}))
     for path in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
         if path and path not in sys.path:
             sys.path.insert(0, path)

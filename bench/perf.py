@@ -68,6 +68,9 @@ MEASUREMENTS = {
 }
 HARDWARE = "cpu"
 ENVIRONMENT = {"torch": "2.4.0", "host": "bench"}
+# Results per request of the registry's batch endpoint (self-reported-runs/batch/), MLflow's
+# log-batch counterpart: the registry's results/s beyond one request a result.
+BATCH_RUNS = 100
 
 # Targets of issue 11 (ratios measured in the same run).
 INGEST_VS_MLFLOW_MIN = 5.0
@@ -170,6 +173,9 @@ def evaluate_targets(figures: dict[str, Any]) -> list[dict]:
                            INGEST_VS_MLFLOW_MIN, "x"))
         rows.append(target(f"ingest c={c}: registry / bare DRF POST results/s", ratio(registry, drf), ">=",
                            INGEST_VS_DRF_MIN, "x"))
+        batch = ingest.get(f"registry_batch_c{c}", {}).get("results_per_s")
+        rows.append(target(f"ingest c={c}: registry batch ({BATCH_RUNS} a request) / MLflow results/s",
+                           ratio(batch, mlflow), ">=", INGEST_VS_MLFLOW_MIN, "x"))
     growth = figures.get("growth", {}).get("registry", {})
     rows.append(target("p50 per write, last 100 / first 100 writes on one finding",
                        ratio(growth.get("late_p50_ms"), growth.get("early_p50_ms")), "<=", GROWTH_MAX_RATIO, "x",
@@ -323,7 +329,8 @@ def render_markdown(report: dict[str, Any], with_meta: bool = True, targets_firs
     if ingest:
         out += ["## Recording one result", "",
                 "results/s (median of the repetitions), p50 / p95 latency of one result (MLflow: create run "
-                "+ log-batch + update to FINISHED, 3 requests)", ""]
+                f"+ log-batch + update to FINISHED, 3 requests; registry batch: one request of {BATCH_RUNS} results)",
+                ""]
         rows = []
         for key, label in INGEST_ROWS:
             for c in (1, 8):
@@ -391,10 +398,16 @@ def render_markdown(report: dict[str, Any], with_meta: bool = True, targets_firs
     return "\n".join(out)
 
 
-REQUESTS_PER_RESULT = {"mlflow": 3}  # runs/create + runs/log-batch + runs/update
+REQUESTS_PER_RESULT = {  # MLflow: runs/create + runs/log-batch + runs/update
+    "mlflow": 3, "registry_batch": 1 / BATCH_RUNS, "registry_before_batch": 1 / BATCH_RUNS,
+}
 INGEST_ROWS = (
     ("registry_one_finding", "registry, one finding"),
     ("registry_spread", "registry, spread over 8 findings"),
+    ("registry_batch", f"registry batch ({BATCH_RUNS} results a request), one finding"),
+    ("registry_before_one_finding", "registry before (--baseline-root), one finding"),
+    ("registry_before_spread", "registry before (--baseline-root), spread over 8 findings"),
+    ("registry_before_batch", f"registry before (--baseline-root), batch of {BATCH_RUNS}"),
     ("mlflow", "MLflow, one experiment"),
     ("bare_drf", "bare DRF POST"),
 )
@@ -472,9 +485,9 @@ class Stack:
     databases: list[str] = field(default_factory=list)
     redis_prefixes: list[str] = field(default_factory=list)
 
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         log.close()
         self.procs.append((name, proc))
@@ -631,9 +644,10 @@ Op = Callable[[Client, int], None]
 
 
 def load(port: int, headers: dict[str, str], op: Op, concurrency: int, duration_s: float,
-         seeds: Iterator[int]) -> dict[str, Any]:
+         seeds: Iterator[int], results_per_op: int = 1) -> dict[str, Any]:
     """Run op in `concurrency` threads, each on its own connection, for duration_s; warm-up of one
-    op per thread first (not counted). Returns results/s, p50/p95 and the error count."""
+    op per thread first (not counted). Returns results/s (``results_per_op`` a call), p50/p95 of
+    one call and the error count."""
     clients = [Client(port, headers) for _ in range(concurrency)]
     try:
         first_error: list[str] = []
@@ -669,7 +683,8 @@ def load(port: int, headers: dict[str, str], op: Op, concurrency: int, duration_
             t.join()
         elapsed = max(ends) - start
         flat = [x for per in latencies for x in per]
-        return {"results_per_s": len(flat) / elapsed if elapsed > 0 else math.nan, **latency_summary(flat),
+        return {"results_per_s": len(flat) * results_per_op / elapsed if elapsed > 0 else math.nan,
+                **latency_summary(flat),
                 "errors": sum(errors), "first_error": first_error[0] if first_error else None,
                 "elapsed_s": elapsed}
     finally:
@@ -713,8 +728,8 @@ def wait_http(stack: Stack, name: str, proc: subprocess.Popen, port: int, path: 
     raise BenchError(f"{name} did not answer on port {port} within {timeout_s:.0f} s:\n{stack.log_tail(name)}")
 
 
-def run_checked(cmd: list[str], env: dict[str, str], what: str, timeout_s: float = 600) -> str:
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+def run_checked(cmd: list[str], env: dict[str, str], what: str, timeout_s: float = 600, cwd: Path = ROOT) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode:
         raise BenchError(f"{what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return done.stdout
@@ -752,21 +767,34 @@ class Registry:
                             "hardware": HARDWARE, "environment": ENVIRONMENT}, expect=201)
         return op
 
+    def batch_op(self, experiment: int, runs: int = BATCH_RUNS) -> Op:
+        """`runs` results in one request of the batch endpoint (the batch's params, hardware and
+        environment; each run its seed and the same measurements)."""
+        def op(client: Client, seed: int) -> None:
+            client.request("POST", f"/api/v1/experiments/{experiment}/self-reported-runs/batch/",
+                           {"params": self.experiment_params, "hardware": HARDWARE, "environment": ENVIRONMENT,
+                            "runs": [{"seed": (seed * runs + i) % 2**31, "measurements": MEASUREMENTS}
+                                     for i in range(runs)]}, expect=201)
+        return op
 
-def start_registry(stack: Stack, tag: str) -> Registry:
-    prefix = f"perf{tag}:"
-    stack.redis_prefixes += [prefix, f"perfcache{tag}"]
-    var = stack.tmp / "registry-var"
+
+def start_registry(stack: Stack, tag: str, root: Path = ROOT, label: str = "registry") -> Registry:
+    """The registry of the source tree `root` (the working tree, or with --baseline-root another
+    checkout, started beside it: `label` names its processes)."""
+    suffix = label.removeprefix("registry")
+    prefix = f"perf{tag}{suffix}:"
+    stack.redis_prefixes += [prefix, f"perfcache{tag}{suffix}"]
+    var = stack.tmp / f"{label}-var"
     var.mkdir()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "registry.settings.production",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": stack.create_database(f"bench_registry_{tag}"),
+        "DATABASE_URL": stack.create_database(f"bench_registry_{tag}{suffix.replace('-', '_')}"),
         "CELERY_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
         "CELERY_BROKER_KEY_PREFIX": prefix,
-        "CACHE_KEY_PREFIX": f"perfcache{tag}",
+        "CACHE_KEY_PREFIX": f"perfcache{tag}{suffix}",
         "REGISTRY_VAR_DIR": str(var),
         "PLUGINS_EXTRA": "echo=tests.fakes.plugins:EchoExperiment",
         # the benchmark's one user sends far more than the production defaults allow a person
@@ -775,21 +803,24 @@ def start_registry(stack: Stack, tag: str) -> Registry:
         "QUOTA_RUNS_PER_DAY": "100000000",
         "QUOTA_ACTIVE_RUNS": "1000000",
         "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
     }
     python = sys.executable
-    run_checked([python, "manage.py", "migrate", "-v0"], env, "registry migrate")
-    token = run_checked([python, "manage.py", "create_api_user", "bench"], env, "create_api_user").strip().split()[-1]
+    run_checked([python, "manage.py", "migrate", "-v0"], env, f"{label} migrate", cwd=root)
+    token = run_checked([python, "manage.py", "create_api_user", "bench"], env, "create_api_user",
+                        cwd=root).strip().split()[-1]
     port = free_port()
-    server = stack.spawn("registry", [
+    server = stack.spawn(label, [
         str(Path(python).parent / "gunicorn"), "registry.asgi:application", "-k", "registry.asgi_worker.Worker",
-        "--bind", f"127.0.0.1:{port}", "--workers", str(SERVER_WORKERS), "--timeout", "60"], env)
+        "--bind", f"127.0.0.1:{port}", "--workers", str(SERVER_WORKERS), "--timeout", "60"], env, cwd=root)
     # the production layout: run queues (cpu) and maintenance (effects recomputes) on their own workers
-    stack.spawn("celery-cpu", [python, "-m", "celery", "-A", "worker", "worker", "-Q", "cpu", "--concurrency",
-                               str(SERVER_WORKERS), "--loglevel", "WARNING", "-n", f"cpu-{tag}@%h"], env)
-    stack.spawn("celery-maintenance", [python, "-m", "celery", "-A", "worker", "worker", "-Q", "maintenance",
-                                       "--concurrency", "1", "--loglevel", "WARNING", "-n", f"maint-{tag}@%h"], env)
-    wait_http(stack, "registry", server, port, "/healthz", 120)
+    stack.spawn(f"celery-cpu{suffix}", [python, "-m", "celery", "-A", "worker", "worker", "-Q", "cpu",
+                                        "--concurrency", str(SERVER_WORKERS), "--loglevel", "WARNING", "-n",
+                                        f"cpu-{tag}{suffix}@%h"], env, cwd=root)
+    stack.spawn(f"celery-maintenance{suffix}", [python, "-m", "celery", "-A", "worker", "worker", "-Q",
+                                                "maintenance", "--concurrency", "1", "--loglevel", "WARNING", "-n",
+                                                f"maint-{tag}{suffix}@%h"], env, cwd=root)
+    wait_http(stack, label, server, port, "/healthz", 120)
     registry = Registry(port=port, token=token, experiment_params={}, one_experiment=0, spread_experiments=[],
                         env=env, pid=server.pid)
     registry.one_experiment = registry.new_experiment("perf: one finding")
@@ -1125,6 +1156,8 @@ class Settings:
     skip_mlflow: bool
     skip_external: bool
     external_timeout_s: float
+    only_ingest: bool = False
+    baseline_root: Path | None = None
 
 
 def attempt(notes: list[str], what: str, fn: Callable[[], Any]) -> Any:
@@ -1142,34 +1175,45 @@ def collect(settings: Settings, stack: Stack, tag: str, notes: list[str]) -> dic
     seeds = itertools.count(1)
     print("perf: starting the registry (production settings), its workers and the bare DRF app", flush=True)
     registry = start_registry(stack, tag)
+    baseline = None
+    if settings.baseline_root:
+        print(f"perf: starting the baseline registry of {settings.baseline_root}", flush=True)
+        baseline = start_registry(stack, tag, root=settings.baseline_root, label="registry-before")
     drf_port, drf_pid = start_bare_drf(stack, tag)
     mlflow = None
     if not settings.skip_mlflow:
         print("perf: starting MLflow", flush=True)
         mlflow = attempt(notes, "MLflow", lambda: start_mlflow(stack, tag))
 
-    ops: list[tuple[str, int, dict[str, str], Op]] = [
-        ("registry_one_finding", registry.port, registry.headers, registry.write_op(registry.one_experiment)),
-    ]
-    spread = itertools.cycle(registry.spread_experiments)
-    ops.append(("registry_spread", registry.port, registry.headers, registry.write_op(lambda: next(spread))))
+    # (name, port, headers, op, results per op)
+    ops: list[tuple[str, int, dict[str, str], Op, int]] = []
+    for name, server in (("registry", registry), ("registry_before", baseline)):
+        if server is None:
+            continue
+        spread = itertools.cycle(server.spread_experiments)
+        ops += [
+            (f"{name}_one_finding", server.port, server.headers, server.write_op(server.one_experiment), 1),
+            (f"{name}_spread", server.port, server.headers, server.write_op(lambda s=spread: next(s)), 1),
+            (f"{name}_batch", server.port, server.headers,
+             server.batch_op(server.new_experiment("perf: batch")), BATCH_RUNS),
+        ]
     if mlflow:
-        ops.append(("mlflow", mlflow.port, {}, mlflow.write_op(mlflow.experiment_id, registry.experiment_params)))
-    ops.append(("bare_drf", drf_port, {}, bare_drf_op(registry.experiment_params)))
+        ops.append(("mlflow", mlflow.port, {}, mlflow.write_op(mlflow.experiment_id, registry.experiment_params), 1))
+    ops.append(("bare_drf", drf_port, {}, bare_drf_op(registry.experiment_params), 1))
 
     # warm-up, not counted: every server's workers past their first requests (lazy imports, pools)
-    for name, port, headers, op in ops:
+    for name, port, headers, op, per_op in ops:
         print(f"perf: warm-up {name}", flush=True)
-        load(port, headers, op, 8, max(2.0, settings.duration_s / 2), seeds)
+        load(port, headers, op, 8, max(2.0, settings.duration_s / 2), seeds, per_op)
     # repetitions interleaved (rep 1 of every server, then rep 2, ...), so that a burst of other
     # work on the shared machine does not fall on one server only
     ingest: dict[str, Any] = {}
     for concurrency in (1, 8):
         reps: dict[str, list[dict]] = {name: [] for name, *_ in ops}
         for rep in range(settings.reps):
-            for name, port, headers, op in ops:
+            for name, port, headers, op, per_op in ops:
                 print(f"perf: ingest {name} c={concurrency} rep {rep + 1}/{settings.reps}", flush=True)
-                reps[name].append(load(port, headers, op, concurrency, settings.duration_s, seeds))
+                reps[name].append(load(port, headers, op, concurrency, settings.duration_s, seeds, per_op))
         for name, runs in reps.items():
             ingest[f"{name}_c{concurrency}"] = aggregate_reps(runs)
     figures["ingest"] = ingest
@@ -1178,6 +1222,8 @@ def collect(settings: Settings, stack: Stack, tag: str, notes: list[str]) -> dic
             notes.append(f"ingest {key}: {result['errors']} failed results; first error: {result['first_error']}")
 
     memory = {"registry gunicorn (master + 2 workers)": registry.pid, "bare DRF gunicorn (master + 2 workers)": drf_pid}
+    if baseline:
+        memory["registry before gunicorn (master + 2 workers)"] = baseline.pid
     if mlflow:
         memory["mlflow server (all processes)"] = mlflow.pid
     for name, proc in stack.procs:
@@ -1187,6 +1233,9 @@ def collect(settings: Settings, stack: Stack, tag: str, notes: list[str]) -> dic
     for label, pid in memory.items():
         sizes = session_rss_mb(pid)
         figures["memory"][label] = {"total_mb": sum(sizes), "processes": len(sizes), "each_mb": sizes}
+    if settings.only_ingest:
+        notes.append("--only-ingest: growth curve, dispatch, worker overhead and reads at scale not run")
+        return figures
 
     print(f"perf: growth curve, {settings.growth_writes} writes on one finding", flush=True)
     figures["growth"] = {}
@@ -1212,7 +1261,8 @@ def collect(settings: Settings, stack: Stack, tag: str, notes: list[str]) -> dic
             figures["dispatch"][name] = result
 
     # the other benchmarks bring up what they need themselves: free the CPUs first
-    for name in ("registry", "celery-cpu", "celery-maintenance", "bare-drf", "mlflow"):
+    for name in ("registry", "celery-cpu", "celery-maintenance", "registry-before", "celery-cpu-before",
+                 "celery-maintenance-before", "bare-drf", "mlflow"):
         stack.stop(name)
     if settings.skip_external:
         notes.append("worker overhead and reads at scale skipped (--skip-external)")
@@ -1250,6 +1300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reads-findings", type=int, help="findings for reads_at_scale (default 2000; --quick 500)")
     parser.add_argument("--skip-mlflow", action="store_true", help="no MLflow (its ratios are then N/A)")
     parser.add_argument("--skip-external", action="store_true", help="skip worker_overhead.py and reads_at_scale.py")
+    parser.add_argument("--only-ingest", action="store_true",
+                        help="the ingest figures (and memory) only: no growth curve, dispatch or external scripts")
+    parser.add_argument("--baseline-root", type=Path,
+                        help="another checkout of the registry (e.g. `git archive HEAD | tar -x -C DIR`), run beside "
+                             "this one with the same load, interleaved: its rows are 'registry before'")
     parser.add_argument("--external-timeout", type=float, default=300,
                         help="seconds each of worker_overhead.py / reads_at_scale.py may run (default 300)")
     parser.add_argument("--benchmarks-md", action=argparse.BooleanOptionalAction, default=None,
@@ -1268,8 +1323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         skip_mlflow=args.skip_mlflow,
         skip_external=args.skip_external,
         external_timeout_s=args.external_timeout,
+        only_ingest=args.only_ingest,
+        baseline_root=args.baseline_root.resolve() if args.baseline_root else None,
     )
-    write_benchmarks = args.benchmarks_md if args.benchmarks_md is not None else not quick
+    write_benchmarks = args.benchmarks_md if args.benchmarks_md is not None else not (quick or args.only_ingest)
     command = shlex.join(["python", "bench/perf.py", *(argv if argv is not None else sys.argv[1:])])
 
     tag = f"{os.getpid()}"

@@ -22,7 +22,7 @@ from plugins.sdk import run_locally  # noqa: E402
 
 BUILTINS = (
     "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
-    "smeared_keys", "grokfast",
+    "smeared_keys", "grokfast", "colored_digits",
 )
 
 

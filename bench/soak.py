@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import socket
 import statistics
@@ -202,12 +203,51 @@ def psql(sql: str, database: str = "postgres") -> None:
 # ------------------------------------------------------------------ workers and beat
 
 
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def _log_time(line: str) -> float | None:
+    """The epoch time of a registry log line ("2026-12-03 07:45:04,123 INFO ...", local time)."""
+    match = _LOG_TIME.match(line)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 @dataclass
 class Proc:
     name: str
     process: subprocess.Popen
     log_path: Path
     started: float
+    replacement: bool = False  # started to replace a killed worker
+    ready_at: float | None = None  # epoch time of its "ready." log line
+    first_claim_at: float | None = None  # of its pool process's first claim (worker/runner.py)
+    _scanned: int = 0
+
+    def scan_start(self) -> None:
+        """Read the new part of the log for the start marks ("ready.", the first run claimed)."""
+        if self.ready_at is not None and self.first_claim_at is not None:
+            return
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._scanned)
+                data = log_file.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # whole lines only
+        self._scanned += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            if self.ready_at is None and line.rstrip().endswith(" ready."):
+                self.ready_at = _log_time(line)
+            elif self.first_claim_at is None and "the first run this process claimed" in line:
+                self.first_claim_at = _log_time(line)
+
+    def start_times(self) -> dict[str, Any]:
+        self.scan_start()
+        return {"worker": self.name,
+                "ready_s": _r(self.ready_at - self.started) if self.ready_at else None,
+                "first_claim_s": _r(self.first_claim_at - self.started) if self.first_claim_at else None}
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -287,9 +327,14 @@ class Cluster:
         victim = self.workers[index]
         pids = victim.group_pids()
         victim.kill()
+        victim.scan_start()
         self.retired.append(victim)
         self.workers[index] = self.start_worker()
+        self.workers[index].replacement = True
         return victim, pids
+
+    def replacements(self, since: float) -> list[Proc]:
+        return [p for p in [*self.retired, *self.workers] if p.replacement and p.started >= since]
 
     def stop(self) -> None:
         for proc in [*self.workers, self.maintenance, self.beat]:
@@ -398,6 +443,15 @@ def soak(*, cluster: Cluster, redis: RedisServer, proxy: DbProxy, experiment, us
             faults.append(fault)
             log(f"SIGKILL {victim.name} (runs on it: {sorted(fault.watch)}); started soak{cluster.count}")
             next_kill = time.time() + kill_every
+        # --- replacement workers' start (spawn -> ready -> first run claimed)
+        for worker in cluster.replacements(t0):
+            had = (worker.ready_at, worker.first_claim_at)
+            worker.scan_start()
+            if worker.ready_at is not None and had[0] is None:
+                log(f"{worker.name} ready {worker.ready_at - worker.started:.2f} s after its spawn")
+            if worker.first_claim_at is not None and had[1] is None:
+                log(f"{worker.name} claimed its first run {worker.first_claim_at - worker.started:.2f} s after "
+                    f"its spawn")
         # --- observe recoveries
         for fault in faults:
             if fault.recovery_s is not None or fault.kind == "db_outage" and fault.restored_at is None:
@@ -489,8 +543,17 @@ def soak(*, cluster: Cluster, redis: RedisServer, proxy: DbProxy, experiment, us
                       is not None]
             by_kind[kind][f"{extra_key}_median"] = _r(statistics.median(extras)) if extras else None
             by_kind[kind][f"{extra_key}_p95"] = _r(_p95(extras)) if extras else None
+    starts = [p.start_times() for p in cluster.replacements(t0)]
+    worker_starts: dict[str, Any] = {"replacements": len(starts)}
+    for key in ("ready_s", "first_claim_s"):
+        values = [s[key] for s in starts if s[key] is not None]
+        worker_starts[f"{key}_measured"] = len(values)
+        worker_starts[f"{key}_median"] = _r(statistics.median(values)) if values else None
+        worker_starts[f"{key}_p95"] = _r(_p95(values)) if values else None
+    worker_starts["starts"] = starts
     elapsed = end - t0
     return {
+        "worker_starts": worker_starts,
         "submitted": len(run_ids),
         "submit_s": round(submitted_s, 2),
         "finished": succeeded,
@@ -702,6 +765,11 @@ def print_summary(result: dict[str, Any]) -> None:
         extras = "  ".join(f"{k} {v}" for k, v in figures.items() if k.endswith(("_median", "_p95")))
         print(f"  {kind:15} injected {figures['injected']}  measured {figures['measured']}  "
               f"median {figures['median_s']} s  p95 {figures['p95_s']} s  max {figures['max_s']} s  {extras}")
+    starts = result["faults"].get("worker_starts") or {}
+    if starts.get("replacements"):
+        print(f"  replacement workers {starts['replacements']}: spawn -> ready median {starts['ready_s_median']} s "
+              f"p95 {starts['ready_s_p95']} s; spawn -> first run claimed median {starts['first_claim_s_median']} s "
+              f"p95 {starts['first_claim_s_p95']} s ({starts['first_claim_s_measured']} measured)")
     if "throughput_ratio" in result:
         print(f"  throughput with faults / fault-free: {result['throughput_ratio']:.1%} (target >= 75%)")
     print(f"  {'OK' if result['ok'] else 'NOT OK'}")

@@ -17,6 +17,10 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings.base")
+# Celery runs Django's system checks as each worker starts: they import every view and URL (scipy,
+# the dashboard...), a second of a replacement worker's start. ``manage.py migrate`` and the web
+# run them; CELERY_SKIP_CHECKS="" brings them back in workers.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 app = Celery("registry")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -113,29 +117,47 @@ class _PresenceReporter(threading.Thread):
             time.sleep(60)
 
 
-@worker_ready.connect
-def _sync_metric_catalogue(sender, **kwargs) -> None:
-    """Record the installed plugins' metric declarations (GET /metrics/ only reads them)."""
-    from django.db import connection
+def _start_up_checks(where: str) -> None:
+    """Record the installed plugins' metric declarations (GET /metrics/ only reads them), then mark
+    the findings whose results come from an older plugin version than this worker's stale (the
+    beat's periodic check stays). Never raises."""
+    from django.db import connections
 
     from registry.reproductions.services import metric_catalogue_sync_installed
+    from registry.reproductions.versions import stale_check_at_startup
 
     try:
         metric_catalogue_sync_installed()
     except Exception:  # noqa: BLE001 - a broken plugin or database must not stop the worker
         logging.getLogger(__name__).exception("could not sync the metric catalogue")
     finally:
-        connection.close()
+        connections.close_all()  # this thread's own connections
+    try:
+        stale_check_at_startup(where=where)
+    finally:
+        connections.close_all()
+
+
+def _start_up_checks_in_background(where: str) -> threading.Thread | None:
+    thread = threading.Thread(target=_start_up_checks, args=(where,), name="stale-check", daemon=True)
+    thread.start()
+    return thread
+
+
+#: Whether this worker's pool processes are forked by the prefork pool (set in the main process):
+#: then the first pool process runs the start-up checks, where the plugins are imported anyway,
+#: and the main process never imports them (torch: seconds of a replacement worker's start).
+_prefork_pool = False
 
 
 @worker_ready.connect
 def _check_stale_findings(sender=None, **kwargs) -> None:
-    """Findings whose results come from an older plugin version than this worker's are marked
-    stale as it starts (in the background; the beat's periodic check stays)."""
-    from registry.reproductions.versions import stale_check_at_startup_in_background
-
+    """Start-up checks (catalogue, stale findings) of a worker without a prefork pool (solo,
+    threads), in the background; with a prefork pool its first pool process runs them."""
+    if _prefork_pool and sender is not None:
+        return
     try:
-        stale_check_at_startup_in_background(where="worker")
+        _start_up_checks_in_background("worker")
     except Exception:  # noqa: BLE001 - never stops the worker
         logging.getLogger(__name__).exception("could not start the stale check")
 
@@ -164,22 +186,65 @@ _consumes_cpu = False
 
 @celeryd_after_setup.connect
 def _note_queues(sender, instance, **kwargs) -> None:
-    global _consumes_cpu
+    global _consumes_cpu, _prefork_pool
     queues = instance.app.amqp.queues
     _consumes_cpu = "cpu" in queues.consume_from
+    pool = instance.pool_cls
+    _prefork_pool = "prefork" in (pool if isinstance(pool, str) else getattr(pool, "__module__", ""))
+
+
+#: Celery's Django fixup closes the database connections around every task unless this is set:
+#: then every this-many tasks only. A worker keeps its connection from run to run instead of
+#: connecting (a new PostgreSQL backend, its catalogue caches cold) for each one; a connection that
+#: died meanwhile is found by Django's health check (CONN_HEALTH_CHECKS) before it is used.
+DB_REUSE_MAX_TASKS = 1000
+#: A worker's connection is replaced after this long (Django's CONN_MAX_AGE, in workers only; the
+#: web keeps 0, see registry/settings/base.py). DATABASE_CONN_MAX_AGE, when set, wins.
+WORKER_CONN_MAX_AGE_S = 600
+#: Workers' database sessions carry this name (pg_stat_activity.application_name).
+WORKER_APPLICATION_NAME = "registry-worker"
+app.conf["CELERY_DB_REUSE_MAX"] = DB_REUSE_MAX_TASKS
 
 
 @celeryd_after_setup.connect
 def _keep_liveness_connections(sender, instance, **kwargs) -> None:
     """In a worker, each pool process keeps its liveness connection from run to run (one connect per
-    process, not per run); elsewhere (tests, run-local) it is closed with the run's lock."""
+    process, not per run); elsewhere (tests, run-local) it is closed with the run's lock. Its
+    database connection is kept too (see DB_REUSE_MAX_TASKS)."""
+    from django.conf import settings
+
     from worker import liveness
 
     liveness.KEEP_CONNECTION = True
+    database = settings.DATABASES["default"]
+    if database.get("ENGINE", "").endswith("postgresql") and "DATABASE_CONN_MAX_AGE" not in os.environ:
+        database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE_S  # read at each connect (same dict as the wrappers')
+    if database.get("ENGINE", "").endswith("postgresql"):
+        database.setdefault("OPTIONS", {}).setdefault("application_name", WORKER_APPLICATION_NAME)
 
 
 @worker_process_init.connect
-def _prestart_zygote(**kwargs) -> None:
+def _start_pool_process(**kwargs) -> None:
+    """A pool process starts its zygote first (its torch import runs while this process imports
+    the plugins), imports the plugins (its first run needs them), and the first pool process runs
+    the start-up checks in the background."""
+    _prestart_zygote()
+    from plugins.registry import all_plugins
+
+    try:
+        all_plugins()
+    except Exception:  # noqa: BLE001 - each run reports its plugin's problem
+        logging.getLogger(__name__).exception("could not import the plugins")
+    from billiard.process import current_process
+
+    if getattr(current_process(), "index", 0) == 0:
+        try:
+            _start_up_checks_in_background("worker")
+        except Exception:  # noqa: BLE001 - never stops the worker
+            logging.getLogger(__name__).exception("could not start the stale check")
+
+
+def _prestart_zygote() -> None:
     """A pool process of a CPU worker starts its zygote (worker/zygote.py) at once, in the
     background, so that its first run does not wait for torch to be imported. GPU-only workers
     start none (GPU runs always start a fresh interpreter)."""
@@ -190,12 +255,12 @@ def _prestart_zygote(**kwargs) -> None:
     try:
         import tempfile
 
-        from worker.runner import _plugin_modules
+        from worker.runner import plugin_modules_declared
         from worker.sandbox import child_environment
         from worker.zygote import zygote_for
 
         # the runs' environment but for HOME/TMPDIR (which do not count: see zygote.env_signature)
         env = child_environment(Path(tempfile.gettempdir()), extra=list(settings.RUN_ENV_PASSTHROUGH))
-        zygote_for(env, _plugin_modules())
+        zygote_for(env, plugin_modules_declared())
     except Exception:  # noqa: BLE001 - the first run starts one, or starts fresh
         logging.getLogger(__name__).exception("could not start the zygote")

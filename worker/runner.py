@@ -40,6 +40,7 @@ __all__ = ["capture_environment", "nvidia_smi_query", "run_execute", "save_with_
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_WRITE_INTERVAL_S = 0.5
+_first_claim_logged = False
 
 
 def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None = None) -> T:
@@ -80,6 +81,22 @@ def _plugin_modules() -> list[str]:
     try:
         return sorted({entry.experiment.__module__ for entry in all_plugins().values()
                        if entry.available and entry.experiment is not None})
+    except Exception:  # noqa: BLE001 - the zygote then imports each plugin at its first run
+        return []
+
+
+def plugin_modules_declared() -> list[str]:
+    """The modules the installed plugins' entry points name, without importing them (a pool
+    process starts its zygote with them before importing the plugins itself)."""
+    from importlib.metadata import entry_points
+
+    from plugins.registry import _allowed_from_settings, _extra_from_settings
+    from plugins.sdk import ENTRY_POINT_GROUP
+
+    try:
+        allowed = _allowed_from_settings()
+        declared = [*entry_points(group=ENTRY_POINT_GROUP), *_extra_from_settings()]
+        return sorted({ep.value.partition(":")[0].strip() for ep in declared if allowed is None or ep.name in allowed})
     except Exception:  # noqa: BLE001 - the zygote then imports each plugin at its first run
         return []
 
@@ -201,9 +218,14 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     """Claim and execute one run. Returns what happened, for the task's log."""
     close_old_connections()
     host = worker_host or f"{socket.gethostname()}:{os.getpid()}"
-    token = services.run_claim(run_id=run_id, worker_host=host)
-    if token is None:
+    claimed = services.run_claim_loaded(run_id=run_id, worker_host=host)
+    if claimed is None:
         return "skipped: the run is not queued (duplicate or late message)"
+    token, run = claimed
+    global _first_claim_logged
+    if not _first_claim_logged:  # a replacement worker's start, as bench/soak.py measures it
+        _first_claim_logged = True
+        logger.info("run %s: the first run this process claimed", run_id)
     liveness = LivenessLock(run_id) if settings.RUN_LIVENESS_LOCKS else None
     if liveness is not None:
         liveness.acquire()
@@ -212,7 +234,6 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     environment: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        run = Run.objects.select_related("reproduction__experiment").get(pk=run_id)
         experiment = run.reproduction.experiment
         plugin = services.plugin_resolve(experiment.plugin)
         services._check_version_constraint(plugin, experiment.plugin_version_constraint)
@@ -296,7 +317,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             lambda: services.run_succeed(
                 run_id=run_id, token=token, rows=rows, artifacts=artifacts, environment=environment,
                 hardware=str(environment.get("device_name", "cpu")), plugin_version=plugin.version, logs=logs,
-                series=series,
+                series=series, claimed=run,
             ),
             what=f"run {run_id}: saving the result",
         )

@@ -60,7 +60,8 @@ at the paper's alpha = 0.98, lambda = 2):
   in both arms on every seed; memorisation (99% training accuracy) at step 60 alone, 80 with
   Grokfast. Restricted loss 0.0027 +/- 0.0027 alone, 0.0055 +/- 0.0053 with Grokfast (chance is
   ln 59 = 4.08); excluded loss 0.62 +/- 0.36 alone, 0.24 +/- 0.10 with Grokfast.
-* Tiny preset (p = 31, 1,500 steps): 1,210 +/- 185 alone against 1,300 +/- 149 with Grokfast
+* Tiny preset (p = 31; measured at 1,500 steps, raised to 2,000 since: seed 0 reached 99% at
+  1,575): 1,210 +/- 185 alone against 1,300 +/- 149 with Grokfast
   on the 4 seeds where it was reached (seed 0 not reached in the budget; final test accuracy
   0.996 +/- 0.004 against 0.970 +/- 0.062). On the baseline's curves the restricted loss falls
   below 0.5 nats at steps 250-475, before test accuracy passes 50% (steps 450-700), as Nanda et
@@ -237,7 +238,7 @@ class GrokfastExperiment(Experiment):
             "train_fraction": 0.6,
             "embed_dim": 32,
             "hidden_dim": 64,
-            "steps": 1500,
+            "steps": 2000,  # seed 0 of the baseline needs ~1,575 (1,500 left it at 98% test accuracy)
             "learning_rate": 1e-2,
             "eval_every": 25,
         },

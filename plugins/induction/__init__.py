@@ -16,7 +16,15 @@ EXAMPLE_FINDING: dict[str, Any] = {
         "On sequences of random tokens ending in a repeated segment of random length, a two-layer "
         "attention-only transformer develops a head whose attention follows the induction pattern and "
         "predicts the repeat almost perfectly, while a one-layer model trained identically only learns to "
-        "favour tokens already seen in the context."
+        "favour tokens already seen in the context.\n\n"
+        "Two training losses, one experiment each. The first trains on the repeated segment's predictions "
+        "only (`train_on_repeat_only=true`, a curriculum the paper does not use), and heads form in the "
+        "600-step CPU budget. The second, labelled, uses the paper's ordinary next-token loss over the whole "
+        "sequence (`train_on_repeat_only=false`) at the same budget; there no induction head forms (measured, "
+        "seeds 0-2: the two-layer model's best score 0.02-0.06, below the one-layer model's 0.08), so its "
+        "claims are expected to fail: the CPU budget is too small for the paper's loss. At lr 3e-3 and 2,000 "
+        "steps a head formed on seed 0 (after ~1,100 steps) but not on seeds 1-2; the gpu preset uses the "
+        "ordinary loss with a longer budget."
     ),
     "kind": "theory",
     "tags": ["induction-heads", "in-context-learning", "phase-change", "attention", "circuits"],
@@ -27,6 +35,13 @@ EXAMPLE_FINDING: dict[str, Any] = {
     ],
     "params": {},
     "seeds": 3,
+    "more_experiments": [
+        {
+            "params": {"train_on_repeat_only": False},
+            "seeds": 3,
+            "label": "ordinary next-token loss (train_on_repeat_only=false), default budget: no head forms",
+        }
+    ],
     "claims": [
         {
             "metric": "induction_score",
@@ -50,6 +65,14 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "threshold_unit": "absolute",
             "statement": "A second attention layer raises the accuracy on repeated tokens by at least 50 points "
             "(measured: about 16% to 93%).",
+        },
+        {
+            "metric": "abruptness",
+            "direction": "increase",
+            "min_relative_effect": 0.3,
+            "threshold_unit": "absolute",
+            "statement": "The induction score rises abruptly with a second layer: at least 30 points more of its "
+            "range within the steepest 10% of training (measured, defaults, seeds 0-1: about 0.23 to 0.80-0.85).",
         },
     ],
 }

@@ -54,7 +54,7 @@ predictor. Ten random prototypes plus pixel noise 0.3 are told apart essentially
 label flip; real MNIST digits are harder to tell apart, and the paper's IRM still leaned partly
 on colour. An invariant solution is therefore easier to find here, and the plugin's IRM lands at
 the optimum the paper's does not reach. A harder case, where shape is a noisy predictor, needs
-real digits (issue 14 proposes scikit-learn's bundled 8x8 digits).
+real digits: the colored_digits plugin (scikit-learn's bundled 8x8 digits, same training code).
 
 Provenance of the hyperparameters: the learning rate (4.898e-4), L2 weight (1.1079e-3), penalty
 weight (91257.19), annealing steps (190) and 501 steps are the IRM settings of the reference code
@@ -188,6 +188,24 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(((logits > 0).float() == labels).float().mean())
 
 
+EnvironmentSampler = Callable[[int, int | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``sample(size, environment)``: ``size`` samples (images, labels, colours) of training environment
+``environment`` (an index into ``train_colour_noise``), or of the test environment when it is None."""
+
+
+def synthetic_sampler(
+    params: ShortcutParams, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, EnvironmentSampler]:
+    """This plugin's data: 10 random prototype digits (drawn first) and fresh noisy samples of them."""
+    prototypes = torch.rand(10, params.n_pixels, generator=generator, device=device)
+
+    def sample(size: int, environment: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = params.test_colour_noise if environment is None else params.train_colour_noise[environment]
+        return make_environment(params, prototypes, size, noise, generator)
+
+    return prototypes, sample
+
+
 @dataclass
 class ShortcutData:
     """The held-out sets of one seed: the prototypes, fresh samples of each training environment
@@ -206,26 +224,29 @@ def train_model(
     use_irm: bool,
     report_every: int,
     report: Callable[[int, torch.Tensor, torch.Tensor, nn.Sequential, ShortcutData], None],
+    make_sampler: Callable[[torch.Generator], tuple[torch.Tensor, EnvironmentSampler]] | None = None,
 ) -> tuple[nn.Sequential, ShortcutData]:
     """ERM (``use_irm`` False) or IRMv1 on fresh samples each step; ``report(step, nll, penalty, mlp,
     data)`` every ``report_every`` steps and at the last (after a stop check). The draws (held-out
     sets, then each step's samples) come from one generator seeded with the run's seed, so both arms,
-    and the plugins built on this model (shift, leace), see the same data."""
+    and the plugins built on this model (shift, leace), see the same data. ``make_sampler(generator)``
+    replaces the synthetic data (colored_digits: real digits); it returns what ``ShortcutData.prototypes``
+    holds and the sampler."""
     generator = torch.Generator(device=device).manual_seed(ctx.seed)
-    prototypes = torch.rand(10, params.n_pixels, generator=generator, device=device)
-    train_eval = [
-        make_environment(params, prototypes, params.eval_samples, noise, generator)
-        for noise in params.train_colour_noise
-    ]
-    test = make_environment(params, prototypes, params.eval_samples, params.test_colour_noise, generator)
+    if make_sampler is None:
+        prototypes, sample = synthetic_sampler(params, generator, device)
+    else:
+        prototypes, sample = make_sampler(generator)
+    n_envs = len(params.train_colour_noise)
+    train_eval = [sample(params.eval_samples, environment) for environment in range(n_envs)]
+    test = sample(params.eval_samples, None)
     data = ShortcutData(prototypes, train_eval, test)
     mlp = make_mlp(params).to(device)
     optimizer = torch.optim.Adam(mlp.parameters(), lr=params.lr)
-    n_envs = len(params.train_colour_noise)
     for step in range(params.steps):
         nll = penalty = torch.zeros((), device=device)
-        for colour_noise in params.train_colour_noise:
-            images, labels, _ = make_environment(params, prototypes, params.batch_per_env, colour_noise, generator)
+        for environment in range(n_envs):
+            images, labels, _ = sample(params.batch_per_env, environment)
             logits = mlp(images).squeeze(-1)
             nll = nll + F.binary_cross_entropy_with_logits(logits, labels)
             if use_irm:
@@ -323,6 +344,13 @@ class ShortcutExperiment(Experiment):
         ctx.progress(1.0, "done")
         return results
 
+    def data_sampler(
+        self, params: ShortcutParams, device: torch.device
+    ) -> Callable[[torch.Generator], tuple[torch.Tensor, EnvironmentSampler]] | None:
+        """The data's sampler factory for :func:`train_model`: None, the synthetic digits (colored_digits,
+        a subclass, returns its real digits')."""
+        return None
+
     def _train_arm(
         self, params: ShortcutParams, ctx: RunContext, device: torch.device, arm_index: int, use_irm: bool
     ) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -344,13 +372,21 @@ class ShortcutExperiment(Experiment):
                     "test_accuracy": test_acc,
                 }
             )
+            for name in ("nll", "penalty", "train_accuracy", "test_accuracy"):  # the curves, as series too
+                ctx.log_series(name, step, curve[-1][name], arm=(BASELINE, INTERVENTION)[arm_index])
             ctx.progress(
                 (arm_index + (step + 1) / params.steps) / 2,
                 f"{label}: step {step + 1}/{params.steps}, train {train_acc:.3f}, test {test_acc:.3f}",
             )
 
         mlp, data = train_model(
-            params, ctx, device, use_irm=use_irm, report_every=max(1, params.steps // 20), report=report
+            params,
+            ctx,
+            device,
+            use_irm=use_irm,
+            report_every=max(1, params.steps // 20),
+            report=report,
+            make_sampler=self.data_sampler(params, device),
         )
         train_eval = data.train_eval
         test_images, test_labels, test_colours = data.test

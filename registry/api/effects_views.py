@@ -29,10 +29,10 @@ from registry.effects.selectors import (
 from registry.errors import ApplicationError, NotFound
 from registry.findings.models import Finding
 from registry.findings.selectors import finding_list
-from registry.reproductions.selectors import experiment_list
 from registry.reproductions.self_reported import (
     batch_limits,
     ensure_reporting_author,
+    experiment_for_report,
     self_reported_run_record,
     self_reported_runs_record,
 )
@@ -155,10 +155,9 @@ class NonStrictJSONParser(RegistryJSONParser):
 
 
 def _experiment_for_write(request: Request, pk: int) -> Any:
-    """The experiment, if the caller may see it, without the selector's prefetch of all its
-    reproductions: a write must not read a finding's runs or reproductions (that made each write
-    cost O(reproductions so far))."""
-    return experiment_list(user=request.user).prefetch_related(None).select_related("finding").filter(pk=pk).first()
+    """The experiment, if the caller may see it (one query for an author, see
+    ``experiment_for_report``), without reading its reproductions or runs."""
+    return experiment_for_report(user=request.user, pk=pk)
 
 
 @extend_schema(

@@ -5,10 +5,30 @@ progress in plain words. Built on :func:`registry.dashboard.selectors.landscape`
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
+from django.core.cache import cache
+from django.urls import get_script_prefix
+
 from registry.dashboard import charts, selectors
-from registry.effects.selectors import MIN_LANDSCAPE_FINDINGS
+from registry.effects.selectors import MIN_LANDSCAPE_FINDINGS, landscape_get
+
+#: How long a built landscape page is kept. It is keyed on everything it is built from (the
+#: landscape's data, this code and its templates), so it is never stale; this bounds the cache.
+PAGE_CACHE_S = 300
+_DASHBOARD = Path(__file__).resolve().parent
+#: What the page is built by: a change to any of these (a deploy) makes every cached page unused.
+_BUILT_BY = (
+    _DASHBOARD / "landscape.py",
+    _DASHBOARD / "charts.py",
+    _DASHBOARD / "selectors.py",
+    _DASHBOARD / "templates" / "dashboard" / "landscape.html",
+    _DASHBOARD / "templates" / "dashboard" / "_scatter.html",
+)
 
 
 def trend_line(progress: dict[str, Any]) -> charts.TrendLine | None:
@@ -115,9 +135,32 @@ def label_words(geometry: charts.ScatterGeometry) -> str:
     )
 
 
+@functools.cache
+def _code_version() -> str:
+    digest = hashlib.sha256()
+    for path in _BUILT_BY:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def landscape_page(*, user: Any, **filters: str) -> dict[str, Any]:
-    """Everything the landscape page shows."""
-    context = selectors.landscape(user=user, **filters)
+    """Everything the landscape page shows. Built from :func:`landscape_get`'s data and reused
+    while that data is the same (``fragment_key`` also names the page's cached table fragments):
+    the scatter, the tables and the words cost more than the data."""
+    data = landscape_get(user=user, **{name: value or None for name, value in filters.items()}) or {}
+    # JSON, not pickle: equal data always gives equal text (pickle's bytes depend on which
+    # strings are the same object)
+    text = json.dumps([data, get_script_prefix(), _code_version()], default=repr)
+    key = hashlib.sha256(text.encode()).hexdigest()
+    context = cache.get(f"landscape-page:{key}")
+    if context is None:
+        context = _build(data, filters)
+        cache.set(f"landscape-page:{key}", context, PAGE_CACHE_S)
+    return {**context, "fragment_key": key}
+
+
+def _build(data: dict[str, Any], filters: dict[str, str]) -> dict[str, Any]:
+    context = selectors.landscape(user=None, data=data, **filters)
     progress = context.get("progress") or {}
     line = trend_line(progress) if context.get("trend") else None
     points = context["points"]

@@ -49,6 +49,12 @@ class FindingEffects(models.Model):
     safety_confidence = _stored("axis_scores__safety__confidence", models.FloatField(null=True))
     capability_score = _stored("axis_scores__capability__score", models.FloatField(null=True))
 
+    class Meta:
+        indexes = [
+            # the newest recompute, by an index scan: the version the landscape's cached aggregates are kept under
+            models.Index(fields=["computed_at"], name="effects_computed_at"),
+        ]
+
     def __str__(self) -> str:
         return f"effects of finding {self.finding_id}"
 

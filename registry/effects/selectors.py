@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from django.core.cache import cache
 from django.db import connections
-from django.db.models import Count, Exists, F, Max, OuterRef, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTransform
 from scipy import stats as scipy_stats
 
@@ -96,14 +96,25 @@ def finding_effects_get(*, finding: Finding, user: Any, detail: bool = False) ->
 
 
 def _point(finding: Finding, data: dict[str, Any]) -> dict[str, Any]:
+    return _point_of(
+        {"id": finding.pk, "title": finding.title, "kind": finding.kind, "status": finding.status},
+        [t.name for t in finding.tags.all()],
+        [e.plugin for e in finding.experiments.all() if e.retracted_at is None],
+        data,
+    )
+
+
+def _point_of(row: dict[str, Any], tags: Iterable[str], plugins: Iterable[str], data: dict[str, Any]) -> dict[str, Any]:
+    """A landscape point from a finding's id, title, kind and status, its tag names and the
+    plugins of its live experiments, and its effects."""
     scores = data.get("axis_scores") or {}
     return {
-        "finding": finding.pk,
-        "title": finding.title,
-        "kind": finding.kind,
-        "status": finding.status,
-        "tags": sorted(t.name for t in finding.tags.all()),
-        "plugins": sorted({e.plugin for e in finding.experiments.all() if e.retracted_at is None}),
+        "finding": row["id"],
+        "title": row["title"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "tags": sorted(tags),
+        "plugins": sorted(set(plugins)),
         "safety": scores.get("safety"),
         "capability": scores.get("capability"),
         "lean": data.get("lean", "neither"),
@@ -289,10 +300,10 @@ def rollup_get(finding: Finding, *, user: Any = None) -> dict[str, Any]:
     return _rollup(finding, visible, _descendant_depths_of([finding.pk], visible)[finding.pk])
 
 
-def _lineage_counts(theories: list[Finding], visible: QuerySet[Finding]) -> list[dict[str, Any]]:
-    """Each theory's roll-up counts, in bulk: one query per lineage level, one for the
-    descendants' status and lean (the stored ``FindingEffects.lean``)."""
-    depths = _descendant_depths_of([t.pk for t in theories], visible)
+def _lineage_counts(theories: list[dict[str, Any]], visible: QuerySet[Finding]) -> list[dict[str, Any]]:
+    """Each theory's (``id``, ``title``) roll-up counts, in bulk: one query per lineage level, one
+    for the descendants' status and lean (the stored ``FindingEffects.lean``)."""
+    depths = _descendant_depths_of([t["id"] for t in theories], visible)
     everyone = {pk for found in depths.values() for pk in found}
     facts = {
         pk: (status, lean or "neither")
@@ -302,9 +313,11 @@ def _lineage_counts(theories: list[Finding], visible: QuerySet[Finding]) -> list
     } if everyone else {}
     return [
         {
-            "finding": theory.pk,
-            "title": theory.title,
-            "counts": _rollup_counts([(*facts[pk], depth) for pk, depth in depths[theory.pk].items() if pk in facts]),
+            "finding": theory["id"],
+            "title": theory["title"],
+            "counts": _rollup_counts(
+                [(*facts[pk], depth) for pk, depth in depths[theory["id"]].items() if pk in facts]
+            ),
         }
         for theory in theories
     ]
@@ -323,34 +336,40 @@ MAX_CORRELATION_RUNS = 250
 CORRELATION_CACHE_S = 300
 
 
-def _landscape_findings(*, user: Any, tag: str | None, kind: str | None, plugin: str | None) -> QuerySet[Finding]:
-    """The visible findings the filters select, by id; EXISTS subqueries, no join or DISTINCT."""
-    findings = finding_list(user=user).prefetch_related(None)
+def _landscape_filter(*, tag: str | None, kind: str | None, plugin: str | None) -> Q:
+    """What the landscape's filters select among findings, as EXISTS subqueries (no join or DISTINCT)."""
+    selected = Q()
     if tag:
         tagged = Finding.tags.through.objects.filter(finding_id=OuterRef("pk"), tag__name=tag.strip().lower())
-        findings = findings.filter(Exists(tagged))
+        selected &= Q(Exists(tagged))
     if kind:
-        findings = findings.filter(kind=kind)
+        selected &= Q(kind=kind)
     if plugin:
         live = Experiment.objects.filter(finding_id=OuterRef("pk"), plugin=plugin, retracted_at__isnull=True)
-        findings = findings.filter(Exists(live))
-    return findings.order_by("id")
+        selected &= Q(Exists(live))
+    return selected
 
 
-def _page_points(findings: QuerySet[Finding], offset: int, limit: int) -> tuple[list[Finding], list[dict], bool]:
-    """One page of findings with their points (4 queries whatever the page size), and whether
-    another page follows."""
-    experiments = Experiment.objects.only("id", "finding_id", "plugin", "retracted_at")
-    page = list(
-        findings.only("id", "title", "kind", "status").prefetch_related(
-            "tags", Prefetch("experiments", queryset=experiments)
-        )[offset : offset + limit + 1]
-    )
+def _page_points(findings: QuerySet[Finding], offset: int, limit: int) -> tuple[list[dict], list[dict], bool]:
+    """One page of findings (id, title, kind, status) with their points (4 queries whatever the
+    page size, plain rows rather than model instances), and whether another page follows."""
+    page = list(findings.values("id", "title", "kind", "status")[offset : offset + limit + 1])
     more = len(page) > limit
     page = page[:limit]
+    ids = [row["id"] for row in page]
+    tags: dict[int, list[str]] = defaultdict(list)
+    for finding_id, name in Finding.tags.through.objects.filter(finding_id__in=ids).values_list(
+        "finding_id", "tag__name"
+    ):
+        tags[finding_id].append(name)
+    plugins: dict[int, list[str]] = defaultdict(list)
+    for finding_id, name in Experiment.objects.filter(finding_id__in=ids, retracted_at__isnull=True).values_list(
+        "finding_id", "plugin"
+    ):
+        plugins[finding_id].append(name)
     stored = {
         row["finding_id"]: row
-        for row in FindingEffects.objects.filter(finding_id__in=[f.pk for f in page]).values(
+        for row in FindingEffects.objects.filter(finding_id__in=ids).values(
             "finding_id",
             "lean",
             axis_scores=KeyTransform("axis_scores", "data"),
@@ -359,15 +378,15 @@ def _page_points(findings: QuerySet[Finding], offset: int, limit: int) -> tuple[
         )
     }
     points = []
-    for finding in page:
-        row = stored.get(finding.pk) or {}
+    for row in page:
+        effects = stored.get(row["id"]) or {}
         data = {
-            "axis_scores": row.get("axis_scores") or {},
-            "lean": row.get("lean") or "neither",
-            "evidence_rungs": row.get("evidence_rungs") or [],
-            "n_runs": row.get("n_runs") or 0,
+            "axis_scores": effects.get("axis_scores") or {},
+            "lean": effects.get("lean") or "neither",
+            "evidence_rungs": effects.get("evidence_rungs") or [],
+            "n_runs": effects.get("n_runs") or 0,
         }
-        points.append(_point(finding, data))
+        points.append(_point_of(row, tags[row["id"]], plugins[row["id"]], data))
     return page, points, more
 
 
@@ -400,22 +419,51 @@ def _scored_pairs_sql(
     return ids, safety, capability, [None if np.isnan(v) else float(v) for v in se]
 
 
-def _progress_sql(
-    ids: list[int], safety: np.ndarray, capability: np.ndarray, se: list[float | None], titles: dict[int, str]
-) -> dict[str, Any]:
-    """Differential progress over every finding with both scores; per-finding residuals listed for
-    the findings of this page only (``titles``), with how many lie above and below the trend."""
+#: Per-point columns of differential progress kept with the cached aggregates (NaN for None).
+_PROGRESS_COLUMNS = ("capability", "safety", "fitted", "residual", "ci_low", "ci_high", "significant")
+
+
+def _progress_all(ids: list[int], safety: np.ndarray, capability: np.ndarray, se: list[float | None]) -> dict:
+    """Differential progress over every finding with both scores: the trend and how many findings
+    lie above and below it (``summary``, JSON-ready), and each finding's residual as arrays by
+    finding id (``ids``, ``table``: one row per finding, ``_PROGRESS_COLUMNS``) from which a page
+    takes its own entries (:func:`_progress_page`)."""
     result = stats.differential_progress(list(safety), list(capability), se, min_n=MIN_LANDSCAPE_FINDINGS)
-    data = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
-    entries = [
-        {"finding": ids[p.index], "title": titles[ids[p.index]], **p.to_dict()}
-        for p in result.points if ids[p.index] in titles
-    ]
-    return stats._json_safe({
-        **data, "findings": entries,
-        "n_above": sum(p.ci_low is not None and p.ci_low > 0.0 for p in result.points),
-        "n_below": sum(p.ci_high is not None and p.ci_high < 0.0 for p in result.points),
-    })
+    summary = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
+    nan = float("nan")
+    table = np.array(
+        [
+            (p.capability, p.safety, p.fitted, p.residual, nan if p.ci_low is None else p.ci_low,
+             nan if p.ci_high is None else p.ci_high, float(p.significant))
+            for p in result.points
+        ],
+        dtype=float,
+    ).reshape(len(result.points), len(_PROGRESS_COLUMNS))
+    return {
+        "summary": stats._json_safe(summary),
+        "n_above": int(np.count_nonzero(table[:, 4] > 0.0)),  # NaN (no interval) compares false
+        "n_below": int(np.count_nonzero(table[:, 5] < 0.0)),
+        "ids": np.array([ids[p.index] for p in result.points], dtype=np.int64),
+        "table": table,
+    }
+
+
+def _progress_page(progress: dict[str, Any], titles: dict[int, str]) -> dict[str, Any]:
+    """Differential progress as the landscape serves it: the trend over every finding, with the
+    per-finding residuals of this page's findings only (``titles``, by id)."""
+    ids, table = progress["ids"], progress["table"]
+    entries = []
+    for finding_id in sorted(titles):
+        index = int(np.searchsorted(ids, finding_id))
+        if index >= len(ids) or ids[index] != finding_id:
+            continue
+        row = dict(zip(_PROGRESS_COLUMNS, table[index].tolist(), strict=True))
+        entries.append({
+            "finding": finding_id, "title": titles[finding_id], "index": index,
+            **{name: stats._json_safe(row[name]) for name in _PROGRESS_COLUMNS[:-1]},
+            "significant": bool(row["significant"]),
+        })
+    return {**progress["summary"], "findings": entries, "n_above": progress["n_above"], "n_below": progress["n_below"]}
 
 
 def _visibility_scope(user: Any) -> str:
@@ -424,30 +472,45 @@ def _visibility_scope(user: Any) -> str:
     return "staff" if user.is_staff else f"user-{user.pk}"
 
 
-def _data_version(database: str) -> tuple:
-    """Changes whenever what the cached parts of the landscape read can change: a measurement
-    stored (runs succeed with theirs), an experiment added or retracted, a finding changed (its
-    visibility, tags). One round trip: three index scans and a count of retracted experiments."""
+#: The effects version sums this many of the newest ``computed_at`` stamps (see :func:`_data_versions`).
+EFFECTS_VERSION_STAMPS = 64
+
+
+def _data_versions(database: str) -> tuple[tuple, tuple]:
+    """Two versions, in one round trip of index scans. The first changes whenever what the cached
+    capabilities correlations and plugin list read can change: a measurement stored (runs succeed
+    with theirs), an experiment added or retracted, a finding changed (its visibility, tags). The
+    second whenever a finding's stored effects change: every recompute stamps ``computed_at``,
+    and the exact sum of the ``EFFECTS_VERSION_STAMPS`` newest stamps moves (a row's stamp only
+    grows) even when a recompute stamped earlier than another commits after it."""
+    effects = FindingEffects._meta.db_table
     sql = (
         f"SELECT (SELECT max(id) FROM {Measurement._meta.db_table}),"
         f" (SELECT max(id) FROM {Experiment._meta.db_table}),"
         f" (SELECT count(*) FROM {Experiment._meta.db_table} WHERE retracted_at IS NOT NULL),"
-        f" (SELECT max(updated_at) FROM {Finding._meta.db_table})"
+        f" (SELECT max(updated_at) FROM {Finding._meta.db_table}),"
+        f" (SELECT max(computed_at) FROM {effects}),"
+        f" (SELECT sum(extract(epoch FROM newest.computed_at)) FROM"
+        f" (SELECT computed_at FROM {effects} ORDER BY computed_at DESC LIMIT %s) AS newest)"
     )
     with connections[database].cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchone())
+        cursor.execute(sql, [EFFECTS_VERSION_STAMPS])
+        row = tuple(cursor.fetchone())
+    return row[:4], row[4:]
 
 
-def _visible_fingerprint(visible: QuerySet[Finding]) -> tuple:
-    """Which findings the reader may see, in a few numbers (one index-only aggregate)."""
-    ids = visible.order_by().aggregate(n=Count("id"), total=Sum("id"), squares=Sum(F("id") * F("id")), top=Max("id"))
+def _fingerprint(findings: QuerySet[Finding]) -> tuple:
+    """Which findings these are, in a few numbers: their count, the sum and the sum of squares of
+    their ids and the largest id (one aggregate query)."""
+    ids = findings.order_by().aggregate(
+        n=Count("id"), total=Sum("id"), squares=Sum(F("id") * F("id")), top=Max("id")
+    )
     return (ids["n"], ids["total"], ids["squares"], ids["top"])
 
 
 def _cached(key: tuple, compute: Any) -> Any:
     """``compute()``, reused from the cache under ``key`` (which names the database and a data
-    version: see :func:`_data_version`) for at most ``CORRELATION_CACHE_S``."""
+    version: see :func:`_data_versions`) for at most ``CORRELATION_CACHE_S``."""
     alias, rest = key[1], key[2:]
     name = connections[alias].settings_dict.get("NAME")
     digest = "landscape:" + hashlib.sha256(repr((key[0], name, *rest)).encode()).hexdigest()
@@ -492,6 +555,23 @@ def _plugin_versions(plugin: str) -> tuple:
         return ()
 
 
+def _aggregates(findings: QuerySet[Finding]) -> dict[str, Any]:
+    """The landscape's aggregates over every selected finding, in SQL from the stored summary
+    columns: lean tallies, the correlation of safety with capability, differential progress."""
+    # From the effects rows (few) to their finding by primary key, not over every finding.
+    effects = FindingEffects.objects.filter(Exists(findings.filter(pk=OuterRef("finding_id"))))
+    tallies = effects.aggregate(
+        known=Count("id", filter=Q(lean__isnull=False)),
+        scored=Count("id", filter=Q(safety_score__isnull=False) | Q(capability_score__isnull=False)),
+        **{f"lean_{i}": Count("id", filter=Q(lean=lean)) for i, lean in enumerate(LEANS)},
+    )
+    pair_ids, safety, capability, se = _scored_pairs_sql(effects)
+    correlation = stats.correlation_with_interval(
+        list(safety), list(capability), method="pearson", min_n=MIN_LANDSCAPE_FINDINGS
+    ).to_dict()
+    return {"tallies": tallies, "correlation": correlation, "progress": _progress_all(pair_ids, safety, capability, se)}
+
+
 def _landscape_page(page: int | None, page_size: int | None) -> tuple[int, int]:
     number = 1 if page is None else page
     size = LANDSCAPE_PAGE_SIZE if page_size is None else min(page_size, MAX_LANDSCAPE_PAGE_SIZE)
@@ -512,40 +592,40 @@ def landscape_get(
     page_size: int | None = None,
 ) -> dict:
     """Safety vs capability across the visible findings (filtered): the aggregate answer over all
-    of them, computed in SQL from the stored per-finding summary columns of ``FindingEffects``,
-    and one page of points (by finding id; ``page_info`` says whether more follow). A constant
-    number of queries whatever the number of findings (plus one per lineage level)."""
+    of them, computed from the stored per-finding summary columns of ``FindingEffects`` and reused
+    while neither the selected findings nor any stored effects changed (:func:`_aggregates`), and
+    one page of points (by finding id; ``page_info`` says whether more follow). A constant number
+    of queries whatever the number of findings (plus one per lineage level)."""
     number, size = _landscape_page(page, page_size)
-    findings = _landscape_findings(user=user, tag=tag, kind=kind, plugin=plugin)
-    # From the effects rows (few) to their finding by primary key, not over every finding.
-    effects = FindingEffects.objects.filter(Exists(findings.filter(pk=OuterRef("finding_id"))))
-    n_findings = findings.count()
-    tallies = effects.aggregate(
-        known=Count("id", filter=Q(lean__isnull=False)),
-        scored=Count("id", filter=Q(safety_score__isnull=False) | Q(capability_score__isnull=False)),
-        **{f"lean_{i}": Count("id", filter=Q(lean=lean)) for i, lean in enumerate(LEANS)},
+    visible = finding_list(user=user).prefetch_related(None)
+    selected = _landscape_filter(tag=tag, kind=kind, plugin=plugin)
+    findings = visible.filter(selected).order_by("id")
+    # Versions first: what is computed after them is at least as new as they say.
+    data_version, effects_version = _data_versions(visible.db)
+    # what the reader may see is part of the version: the cache is per reader, and access is
+    # lost without any finding changing (an author withdraws, an embargo ends, a finding goes)
+    seen = _fingerprint(visible)
+    # a filter's own query: as a FILTER clause of the one above, PostgreSQL would run its EXISTS
+    # subqueries once per visible finding and aggregate
+    chosen = _fingerprint(findings) if selected else seen
+    version = (*data_version, *seen)
+    n_findings = chosen[0]
+    aggregates = _cached(
+        ("landscape-aggregates", visible.db, _visibility_scope(user), tag, kind, plugin, chosen, effects_version),
+        lambda: _aggregates(findings),
     )
+    tallies = aggregates["tallies"]
     counts = {lean: tallies[f"lean_{i}"] for i, lean in enumerate(LEANS)}
     counts["neither"] += n_findings - tallies["known"]  # no effects yet: "neither"
     n_scored = tallies["scored"]
 
     page_findings, points, more = _page_points(findings, (number - 1) * size, size)
-    titles = {f.pk: f.title for f in page_findings}
-    pair_ids, safety, capability, se = _scored_pairs_sql(effects)
-    correlation = stats.correlation_with_interval(
-        list(safety), list(capability), method="pearson", min_n=MIN_LANDSCAPE_FINDINGS
-    ).to_dict()
-    progress = _progress_sql(pair_ids, safety, capability, se, titles)
-
-    visible = finding_list(user=user).prefetch_related(None)
-    # what the reader may see is part of the version: the cache is per reader, and access is
-    # lost without any finding changing (an author withdraws, an embargo ends, a finding goes)
-    version = (*_data_version(visible.db), *_visible_fingerprint(visible))
+    progress = _progress_page(aggregates["progress"], {row["id"]: row["title"] for row in page_findings})
     plugins = _cached(
         ("landscape-plugins", visible.db, _visibility_scope(user), tag, kind, plugin, version),
         lambda: _landscape_plugins(findings, plugin),
     )
-    theories = [f for f in page_findings if f.kind == Finding.Kind.THEORY]
+    theories = [row for row in page_findings if row["kind"] == Finding.Kind.THEORY]
     return {
         "filters": {"tag": tag, "kind": kind, "plugin": plugin},
         "findings": points,
@@ -563,7 +643,7 @@ def landscape_get(
             "n_unmeasured": n_findings - n_scored,
             "score_unit": "log",
             "answer": _summary(counts, n_findings, n_scored, progress),
-            "safety_capability_correlation": correlation,
+            "safety_capability_correlation": aggregates["correlation"],
             "differential_progress": progress,
         },
         "capabilities_correlation": _cached_correlations(visible, plugins, user, version),

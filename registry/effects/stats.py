@@ -37,7 +37,19 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 from scipy import special as _special
-from scipy import stats as _st
+
+
+class _LazyScipyStats:
+    """``scipy.stats``, imported at first use: it costs a second at import, and most processes
+    that import this module (a worker's start, a run's parent) never call it."""
+
+    def __getattr__(self, name: str) -> Any:
+        from scipy import stats
+
+        return getattr(stats, name)
+
+
+_st: Any = _LazyScipyStats()
 
 __all__ = [
     "AxisMetric",

@@ -133,8 +133,13 @@ def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now:
 
 
 def _lock_quota_row(user: Any) -> UserQuota:
-    # The row exists from here on (an INSERT that waits for a concurrent insert of the same user
-    # to commit and then does nothing), and is locked until the caller's transaction ends.
+    """The user's quota row, locked until the caller's transaction ends: one ``SELECT ... FOR
+    UPDATE`` once the row exists (every request after the user's first); on the first, an INSERT
+    that waits for a concurrent insert of the same user to commit and then does nothing, and the
+    locking read again."""
+    row = UserQuota.objects.select_for_update().filter(user=user).first()
+    if row is not None:
+        return row
     UserQuota.objects.bulk_create([UserQuota(user=user)], ignore_conflicts=True)
     return UserQuota.objects.select_for_update().get(user=user)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet, Value
 from django.utils import timezone
 
 from plugins.sdk import Experiment as PluginExperiment
@@ -26,8 +27,18 @@ from plugins.sdk import NotReached, Scale
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.events.models import Event
-from registry.reproductions.models import Experiment, Measurement, MetricDefinition, Reproduction, Run, RunSeries
+from registry.findings.models import FindingAuthor
+from registry.reproductions.models import (
+    Artifact,
+    Experiment,
+    Measurement,
+    MetricDefinition,
+    Reproduction,
+    Run,
+    RunSeries,
+)
 from registry.reproductions.quotas import quota_reserve
+from registry.reproductions.selectors import experiment_list
 from registry.reproductions.series import series_validate
 from registry.reproductions.services import (
     ResultRow,
@@ -42,11 +53,50 @@ MAX_SEED = 2**31 - 1
 BULK_BATCH = 5000  # rows per INSERT statement
 
 
+#: Attribute of an ``Experiment`` instance holding ``(user pk, is an accepted author)``: the
+#: answer of one look-up, reused by the view's check and the service's within one request.
+_AUTHOR_CHECKED = "_reporting_author_checked"
+
+
+def _is_reporting_author(experiment: Experiment, user: Any) -> bool:
+    if not getattr(user, "is_authenticated", False):
+        return False
+    checked = getattr(experiment, _AUTHOR_CHECKED, None)
+    if checked is None or checked[0] != user.pk:
+        checked = (user.pk, experiment.finding.authors.filter(pk=user.pk).exists())
+        setattr(experiment, _AUTHOR_CHECKED, checked)
+    return checked[1]
+
+
 def ensure_reporting_author(experiment: Experiment, user: Any) -> None:
     """Only the finding's authors report results from their own cluster (staff included only
     when they are authors: the results are the authors' statement)."""
-    if not getattr(user, "is_authenticated", False) or not experiment.finding.authors.filter(pk=user.pk).exists():
+    if not _is_reporting_author(experiment, user):
         raise PermissionDenied("only the finding's authors may report results of their own runs")
+
+
+def experiment_for_report(*, user: Any, pk: int) -> Experiment | None:
+    """The experiment a self-reported write names, with its finding, if ``user`` may see it
+    (else None: a 404). One query for an author (an accepted author always sees the finding, see
+    ``finding_list``), which also answers ``ensure_reporting_author``; anyone else costs one more,
+    the visibility rules of ``experiment_list``, so that a stranger tells a hidden experiment
+    (404) from one they may read but not report on (403). No prefetch of the experiment's
+    reproductions: a write must not read them (that made each write cost O(runs so far))."""
+    is_author = (
+        Exists(FindingAuthor.objects.filter(finding=OuterRef("finding_id"), user_id=user.pk,
+                                            status=FindingAuthor.Status.ACCEPTED))
+        if getattr(user, "is_authenticated", False) else Value(False)
+    )
+    experiment = (
+        Experiment.objects.select_related("finding").annotate(caller_is_author=is_author).filter(pk=pk).first()
+    )
+    if experiment is None:
+        return None
+    setattr(experiment, _AUTHOR_CHECKED, (user.pk, bool(experiment.caller_is_author)))
+    if experiment.caller_is_author:
+        return experiment
+    visible = experiment_list(user=user).prefetch_related(None).filter(pk=pk).exists()
+    return experiment if visible else None
 
 
 def _check_seed(seed: Any) -> int:
@@ -199,6 +249,13 @@ def _check_experiment(experiment: Experiment, user: Any) -> type[PluginExperimen
     return plugin_resolve(experiment.plugin)
 
 
+def _as_fetched(queryset: QuerySet, rows: list[Any]) -> QuerySet:
+    """``queryset`` evaluated to ``rows`` without a query (what ``prefetch_related`` stores)."""
+    queryset._result_cache = rows
+    queryset._prefetch_done = True
+    return queryset
+
+
 def _write(
     *, experiment: Experiment, user: Any, plugin: type[PluginExperiment], runs: list[_Prepared]
 ) -> list[Run]:
@@ -234,17 +291,18 @@ def _write(
         ],
         batch_size=BULK_BATCH,
     )
-    for run, prepared in zip(created, runs, strict=True):
-        run.n_measurements = len(prepared.rows)
-    Measurement.objects.bulk_create(
-        [
+    measurements = {
+        run.pk: [
             Measurement(run_id=run.pk, arm=r.arm, metric=r.metric, metric_version=r.version, value=r.value,
                         censored=r.censored)
-            for run, prepared in zip(created, runs, strict=True)
             for r in prepared.rows
-        ],
-        batch_size=BULK_BATCH,
-    )
+        ]
+        for run, prepared in zip(created, runs, strict=True)
+    }
+    Measurement.objects.bulk_create([m for rows in measurements.values() for m in rows], batch_size=BULK_BATCH)
+    for run in created:
+        run.n_measurements = len(measurements[run.pk])
+        run.written_measurements = measurements[run.pk]
     RunSeries.objects.bulk_create(
         [
             RunSeries(run_id=run.pk, arm=curve["arm"], name=curve["name"], steps=curve["steps"],
@@ -298,7 +356,14 @@ def self_reported_run_record(
     item = {"seed": seed, "measurements": measurements, "params": params, "hardware": hardware,
             "environment": environment, "plugin_version": plugin_version, "series": series}
     prepared = _prepare(plugin, experiment, item, expected=None)
-    return _write(experiment=experiment, user=user, plugin=plugin, runs=[prepared])[0]
+    run = _write(experiment=experiment, user=user, plugin=plugin, runs=[prepared])[0]
+    # the rows just written, as a prefetch would read them back (in id order), and no artifacts
+    # yet: the API's answer (RunSerializer) reads these instead of querying them again
+    run._prefetched_objects_cache = {
+        "measurements": _as_fetched(Measurement.objects.filter(run_id=run.pk), run.written_measurements),
+        "artifacts": _as_fetched(Artifact.objects.filter(run_id=run.pk), []),
+    }
+    return run
 
 
 # ---------------------------------------------------------------- batches

@@ -470,40 +470,38 @@ def run_claim(*, run_id: int, worker_host: str) -> uuid.UUID | None:
     failures all require its own token, so a late write from a worker presumed dead changes nothing
     (and its next heartbeat tells it to stop).
     """
+    claimed = run_claim_loaded(run_id=run_id, worker_host=worker_host)
+    return None if claimed is None else claimed[0]
+
+
+def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] | None:
+    """``run_claim``, also returning the claimed run as it now is (with its reproduction and
+    experiment: what the worker reads next). The common case, a queued run, is one UPDATE; only
+    when it is not queued is its state read (and the broker's reaper clock, for a takeover)."""
     token = uuid.uuid4()
     now = timezone.now()
+    claim_fields = {
+        "state": State.RUNNING, "claim_token": token, "attempts": F("attempts") + 1, "started_at": now,
+        "heartbeat_at": now, "worker_host": worker_host, "progress": 0.0, "progress_message": "starting",
+    }
     with transaction.atomic():
-        previous = Run.objects.filter(pk=run_id).values_list("state", "worker_host").first()
-        if previous is None or previous[0] not in (State.QUEUED, State.RUNNING):
-            return None
-        stale_before = (
-            _claim_stale_before(now) if previous[0] == State.RUNNING
-            else now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)  # a claim racing ours wins
-        )
-        abandoned = Q(state=State.RUNNING, attempts__lt=settings.RUN_MAX_ATTEMPTS) & (
-            Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before)
-        )
-        claimed = (
-            Run.objects.filter(Q(state=State.QUEUED) | abandoned, pk=run_id).update(
-                state=State.RUNNING,
-                claim_token=token,
-                attempts=F("attempts") + 1,
-                started_at=now,
-                heartbeat_at=now,
-                worker_host=worker_host,
-                progress=0.0,
-                progress_message="starting",
+        taken_over_from = None
+        if Run.objects.filter(pk=run_id, state=State.QUEUED).update(**claim_fields) != 1:
+            previous = Run.objects.filter(pk=run_id).values_list("state", "worker_host").first()
+            if previous is None or previous[0] != State.RUNNING:
+                return None
+            abandoned = Q(state=State.RUNNING, attempts__lt=settings.RUN_MAX_ATTEMPTS) & (
+                Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=_claim_stale_before(now))
             )
-            == 1
-        )
-        if not claimed:
-            return None
-        if previous[0] == State.RUNNING:
-            logger.warning("run %s: taken over from %s, whose heartbeat stopped", run_id, previous[1])
-            run_event_emit("run.started", run_id, taken_over_from=previous[1])
+            if Run.objects.filter(abandoned, pk=run_id).update(**claim_fields) != 1:
+                return None
+            taken_over_from = previous[1]
+            logger.warning("run %s: taken over from %s, whose heartbeat stopped", run_id, taken_over_from)
+        if taken_over_from is not None:
+            run = run_event_emit("run.started", run_id, taken_over_from=taken_over_from)
         else:
-            run_event_emit("run.started", run_id)
-    return token
+            run = run_event_emit("run.started", run_id)
+    return token, run
 
 
 def _claim_stale_before(now: datetime) -> datetime:
@@ -632,8 +630,11 @@ def run_succeed(
     plugin_version: str,
     logs: str,
     series: list[dict[str, Any]] | None = None,
+    claimed: Run | None = None,
 ) -> bool:
-    """Write measurements, curves, artifacts, the state change and the event in one transaction."""
+    """Write measurements, curves, artifacts, the state change and the event in one transaction.
+    ``claimed``: the run as ``run_claim_loaded`` returned it to this token's holder (its event is
+    then written without reading the run again)."""
     rows = [ResultRow(*row) for row in rows]
     stored = _artifact_files(artifacts)
     with transaction.atomic():
@@ -660,7 +661,15 @@ def run_succeed(
             ]
         )
         _partial_bulk_create(run_id=run_id, state=State.SUCCEEDED, stored=stored, series=series)
-        _after_run_finished(run_event_emit("run.finished", run_id, measurements=len(rows)))
+        if claimed is not None and claimed.pk == run_id and token is not None and claimed.claim_token == token:
+            # the token matched: the row is the claimed one (same attempt) with the fields just written
+            claimed.state, claimed.plugin_version = State.SUCCEEDED, plugin_version[:50]
+            experiment = claimed.reproduction.experiment
+            event_emit(type="run.finished", finding_id=experiment.finding_id, plugin=experiment.plugin,
+                       payload=_run_payload(claimed, measurements=len(rows)))
+            _after_run_finished(claimed)
+        else:
+            _after_run_finished(run_event_emit("run.finished", run_id, measurements=len(rows)))
     return True
 
 

@@ -53,8 +53,8 @@ def experiment_is_stale(experiment: Experiment, installed: str | None) -> bool:
     with an older plugin, say an old worker at its start, does not mark newer results stale)."""
     if not installed:
         return False
-    done = set(_done_runs(experiment).values_list("plugin_version", flat=True).distinct())
-    return bool(done) and installed not in done and not any(_is_newer(v, installed) for v in done)
+    return _stale_from_versions(set(_done_runs(experiment).values_list("plugin_version", flat=True).distinct()),
+                                installed)
 
 
 def finding_is_stale(*, finding: Finding, versions: dict[str, str] | None = None) -> bool:
@@ -67,41 +67,63 @@ def finding_is_stale(*, finding: Finding, versions: dict[str, str] | None = None
     )
 
 
+def _stale_from_versions(done: set[str], installed: str | None) -> bool:
+    """``experiment_is_stale`` on the versions its registry results were computed with."""
+    if not installed:
+        return False
+    return bool(done) and installed not in done and not any(_is_newer(v, installed) for v in done)
+
+
 def findings_mark_stale() -> list[int]:
-    """Refresh every finding's ``effects_stale`` flag; returns the findings that became stale."""
+    """Refresh every finding's ``effects_stale`` flag; returns the findings that became stale.
+
+    Reads in four queries whatever the number of findings (it runs at every worker and web server
+    start); writes only for the findings whose flag or cached effects must change."""
     versions = installed_versions()
     newly_stale = []
+    # every experiment of a finding (retracted ones count for the effects' plugin versions, not for staleness)
+    experiments: dict[int, list[tuple[int, str, bool]]] = {}
+    for pk, finding_id, plugin, retracted_at in Experiment.objects.values_list(
+            "pk", "finding_id", "plugin", "retracted_at"):
+        experiments.setdefault(finding_id, []).append((pk, plugin, retracted_at is not None))
+    done: dict[int, set[str]] = {}
+    for experiment_id, version in Run.objects.filter(
+            reproduction__source=Reproduction.Source.REGISTRY, state=Run.State.SUCCEEDED,
+    ).values_list("reproduction__experiment_id", "plugin_version").distinct():
+        done.setdefault(experiment_id, set()).add(version)
     computed_with = dict(
-        FindingEffects.objects.filter(finding__experiments__isnull=False).values_list("finding_id", "data")
+        FindingEffects.objects.filter(finding_id__in=list(experiments)).values_list(
+            "finding_id", "data__plugin_versions")
     )
-    for finding in Finding.objects.filter(experiments__isnull=False).distinct():
-        stale = finding_is_stale(finding=finding, versions=versions)
+    flags = dict(Finding.objects.filter(pk__in=list(experiments)).values_list("pk", "effects_stale"))
+    for finding_id in sorted(flags):
+        finding_experiments = experiments[finding_id]
+        stale = any(_stale_from_versions(done.get(pk, set()), versions.get(plugin))
+                    for pk, plugin, retracted in finding_experiments if not retracted)
         # The installed plugin's declarations (metric versions, scales, axes) feed the effects: a
         # version other than the one the cached effects were computed with asks for a recompute.
-        cached = (computed_with.get(finding.pk) or {}).get("plugin_versions")
-        upgraded = cached is not None and cached != {
-            e.plugin: versions.get(e.plugin) for e in finding.experiments.all()
-        }
-        if stale == finding.effects_stale and not upgraded:
+        installed_for_finding = {plugin: versions.get(plugin) for _, plugin, _ in finding_experiments}
+        cached = computed_with.get(finding_id)
+        upgraded = cached is not None and cached != installed_for_finding
+        if stale == flags[finding_id] and not upgraded:
             continue
         with transaction.atomic():
-            effects_recompute_request(finding_id=finding.pk)
-            if stale == finding.effects_stale:
+            effects_recompute_request(finding_id=finding_id)
+            if stale == flags[finding_id]:
                 continue
             # compare-and-set: of two checks at once (several processes starting), one changes the
             # flag and emits the event
-            if not Finding.objects.filter(pk=finding.pk, effects_stale=not stale).update(effects_stale=stale):
+            if not Finding.objects.filter(pk=finding_id, effects_stale=not stale).update(effects_stale=stale):
                 continue
             if stale:
-                newly_stale.append(finding.pk)
+                newly_stale.append(finding_id)
                 event_emit(
                     type="finding.stale",
-                    finding_id=finding.pk,
-                    payload={"finding": finding.pk, "installed_versions": {
-                        e.plugin: versions.get(e.plugin) for e in finding.experiments.all()
-                    }},
+                    finding_id=finding_id,
+                    payload={"finding": finding_id, "installed_versions": installed_for_finding},
                 )
         if stale and settings.REREPRODUCE_ON_PLUGIN_UPGRADE:
+            finding = Finding.objects.select_related("created_by").get(pk=finding_id)
             try:
                 finding_rereproduce(finding=finding, user=finding.created_by)
             except ApplicationError as exc:  # the author's quota is full, an experiment's version constraint

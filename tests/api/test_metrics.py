@@ -258,7 +258,7 @@ def test_run_execute_logs_carry_the_run_id(caplog, monkeypatch):
         logging.getLogger("registry.reproductions.services").warning("claiming")
         return None
 
-    monkeypatch.setattr(runner.services, "run_claim", claim)
+    monkeypatch.setattr(runner.services, "run_claim_loaded", claim)
     monkeypatch.setattr(runner, "close_old_connections", lambda: None)  # no database in this test
     caplog.handler.addFilter(ContextFilter())
     assert runner.run_execute(7313).startswith("skipped")

@@ -17,7 +17,7 @@ def test_webhooks_sweep_task_delivers(celery_worker, user):
         subscription, _ = subscription_create(owner=user, name="hook", url=receiver.url)
         event = emit("finding.created", finding(created_by=user))
         app.send_task("worker.webhooks_sweep", queue="maintenance")
-        wait_for(lambda: Delivery.objects.filter(subscription=subscription, status="delivered").exists(), timeout=30)
+        wait_for(lambda: Delivery.objects.filter(subscription=subscription, status="delivered").exists(), timeout=90)
         assert len(receiver.requests) == 1, celery_worker.output()[-3000:]
         assert receiver.requests[0].headers["X-Registry-Event"] == "finding.created"
     assert Delivery.objects.get(subscription=subscription).event_id == event.pk

@@ -24,7 +24,7 @@ from tests.fakes.plugins import EchoExperiment
 
 BUILTINS = (
     "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
-    "smeared_keys", "grokfast",
+    "smeared_keys", "grokfast", "colored_digits",
 )
 FAULT_INJECTION_FIXTURES = {"crashing", "faulty", "host_bound"}  # fail or misbehave on purpose; tests/worker
 reset_cache()

@@ -9,7 +9,7 @@ from interp_registry.sdk import Scale
 
 BUILTINS = (
     "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
-    "smeared_keys", "grokfast",
+    "smeared_keys", "grokfast", "colored_digits",
 )
 
 SCALES = {
@@ -17,8 +17,10 @@ SCALES = {
                      "overlap_ratio": "ratio"},
     "sae": {"mmcs": "proportion", "fvu": "ratio", "l0": "difference"},
     "induction": {"induction_score": "proportion", "repeat_loss": "ratio", "repeat_accuracy": "proportion",
-                  "phase_change_step": "ratio"},
+                  "phase_change_step": "ratio", "abruptness": "proportion", "copying_score": "proportion"},
     "shortcut": {"test_accuracy": "proportion", "worst_group_accuracy": "proportion", "train_accuracy": "proportion"},
+    "colored_digits": {"test_accuracy": "proportion", "worst_group_accuracy": "proportion",
+                       "train_accuracy": "proportion"},
     "grokking": {"fourier_sparsity": "proportion", "test_accuracy": "proportion", "steps_to_test_99": "ratio",
                  "steps_to_train_99": "ratio"},
     "superposition": {"monosemanticity": "proportion", "weighted_loss": "ratio", "features_represented": "difference",

@@ -18,7 +18,14 @@ from interp_registry.sdk import (
 from pydantic import ValidationError
 
 from plugins.induction import EXAMPLE_FINDING, InductionHeadsExperiment
-from plugins.induction.experiment import InductionParams, induction_scores, make_batch
+from plugins.induction.experiment import (
+    AttentionOnlyTransformer,
+    InductionParams,
+    abruptness,
+    copying_scores,
+    induction_scores,
+    make_batch,
+)
 from plugins.registry import declaration_errors
 from registry.reproductions.services import validate_results
 
@@ -34,13 +41,16 @@ def tiny_runs():
 def test_declaration():
     assert declaration_errors(InductionHeadsExperiment) == []
     assert InductionHeadsExperiment.name == "induction"
-    assert InductionHeadsExperiment.version == "1.1.0"
+    assert InductionHeadsExperiment.version == "1.2.0"
     assert InductionHeadsExperiment.arms == (BASELINE, INTERVENTION)
-    assert METRICS == {"induction_score", "repeat_loss", "repeat_accuracy", "phase_change_step"}
+    assert METRICS == {
+        "induction_score", "repeat_loss", "repeat_accuracy", "phase_change_step", "abruptness", "copying_score",
+    }
     axes = {metric.name: metric.axis for metric in InductionHeadsExperiment.metrics}
     assert axes["induction_score"] is Axis.SAFETY
     assert axes["repeat_loss"] is Axis.CAPABILITY and axes["repeat_accuracy"] is Axis.CAPABILITY
     assert axes["phase_change_step"] is Axis.DIAGNOSTIC
+    assert axes["abruptness"] is Axis.DIAGNOSTIC and axes["copying_score"] is Axis.DIAGNOSTIC
     assert not InductionHeadsExperiment.metric("repeat_loss").higher_is_better
     assert {"tiny", "gpu"} <= set(InductionHeadsExperiment.presets)
     for preset in InductionHeadsExperiment.presets.values():
@@ -51,6 +61,8 @@ def test_declaration():
         "repeat_loss": (Scale.RATIO, False, 1),
         "repeat_accuracy": (Scale.PROPORTION, False, 1),
         "phase_change_step": (Scale.RATIO, True, 2),  # version 2: censored when not reached
+        "abruptness": (Scale.PROPORTION, False, 1),
+        "copying_score": (Scale.PROPORTION, False, 1),
     }
 
 
@@ -80,6 +92,8 @@ def test_every_metric_of_every_arm_is_a_finite_float_or_not_reached(tiny_runs, s
                 assert type(value) is float and math.isfinite(value)
         assert 0.0 <= arm["induction_score"] <= 1.0 + 1e-6
         assert 0.0 <= arm["repeat_accuracy"] <= 1.0
+        assert 0.0 <= arm["abruptness"] <= 1.0 and 0.0 <= arm["copying_score"] <= 1.0
+    assert validate_results(InductionHeadsExperiment, results)  # the registry accepts every value on its scale
     fractions = [fraction for fraction, _ in ctx.progress_log]
     assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] == pytest.approx(1.0)
     assert ctx.logs
@@ -104,6 +118,55 @@ def test_a_loss_below_the_threshold_before_training_is_no_event_at_step_0():
                              preset="tiny", seed=0)
     for arm in results.values():
         assert arm["phase_change_step"] == 5.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_trained_induction_head_copies_far_above_a_random_initialisation(tiny_runs, seed):
+    results, _ = tiny_runs[seed]
+    preset = InductionParams.model_validate(InductionHeadsExperiment.presets["tiny"])
+    torch.manual_seed(seed)
+    untrained = AttentionOnlyTransformer(preset.vocab_size, preset.seq_len, preset.d_model, preset.n_heads, 2)
+    with torch.no_grad():
+        untrained_best = float(copying_scores(untrained).max())
+    assert results[INTERVENTION]["copying_score"] > untrained_best + 0.5
+
+
+def test_copying_score_reads_the_sign_of_the_ov_circuit():
+    """A head whose OV circuit is the identity copies every token; its negation copies none."""
+    vocab = 16
+    model = AttentionOnlyTransformer(vocab, 8, vocab, 1, 1)
+    with torch.no_grad():
+        model.embed.weight.copy_(torch.eye(vocab))
+        model.position.weight.zero_()
+        model.layers[0].qkv.weight[2 * vocab :].copy_(torch.eye(vocab))
+        model.unembed.weight.copy_(torch.eye(vocab))
+        model.layers[0].out.weight.copy_(torch.eye(vocab))
+        assert copying_scores(model).tolist() == [1.0]
+        model.layers[0].out.weight.copy_(-torch.eye(vocab))
+        assert copying_scores(model).tolist() == [0.0]
+
+
+def test_abruptness_separates_a_jump_from_a_steady_rise_and_from_wandering():
+    steps = range(0, 1001, 10)
+    jump = [(step, 0.05 if step < 500 else 0.8) for step in steps]
+    steady = [(step, 0.05 + 0.75 * step / 1000) for step in steps]
+    wandering = [(step, 0.05 + 0.02 * (step // 10 % 2)) for step in steps]  # never rises beyond 2 points
+    assert abruptness(jump, 100) == pytest.approx(1.0)
+    assert abruptness(steady, 100) == pytest.approx(0.1)
+    assert abruptness(wandering, 100) == pytest.approx(0.08)  # 2 points against the 25-point floor
+    assert abruptness([(0, 0.8), (500, 0.05), (1000, 0.05)], 100) == 0.0  # a fall is no rise
+    # A window narrower than the points' spacing still spans one gap; one point is no curve.
+    assert abruptness([(0, 0.0), (500, 0.5), (1000, 0.5)], 1) == pytest.approx(1.0)
+    assert abruptness([(0, 0.3)], 100) == 0.0
+
+
+def test_the_ordinary_next_token_loss_is_a_parameter_that_changes_training():
+    overrides = {"steps": 10, "eval_every": 5}
+    ordinary, _ = run_locally(InductionHeadsExperiment, {**overrides, "train_on_repeat_only": False},
+                              preset="tiny", seed=0)
+    segment_only, _ = run_locally(InductionHeadsExperiment, overrides, preset="tiny", seed=0)
+    assert InductionParams().train_on_repeat_only  # the default is unchanged
+    assert ordinary[INTERVENTION]["repeat_loss"] != segment_only[INTERVENTION]["repeat_loss"]
 
 
 def test_same_seed_gives_the_same_results(tiny_runs):
@@ -178,6 +241,38 @@ def test_example_finding_claims_declared_metrics():
         assert claim["direction"] in {"increase", "decrease", "non_inferior"}
         assert 0 < claim.get("min_relative_effect", claim.get("margin")) < 1
         assert claim["statement"]
+
+
+def test_example_finding_carries_the_ordinary_loss_as_a_labelled_second_experiment():
+    main = InductionParams.model_validate(EXAMPLE_FINDING["params"])
+    (extra,) = EXAMPLE_FINDING["more_experiments"]
+    ordinary = InductionParams.model_validate(extra["params"])
+    assert main.train_on_repeat_only and not ordinary.train_on_repeat_only
+    assert "ordinary next-token loss" in extra["label"] and "train_on_repeat_only=false" in extra["label"]
+    assert "train_on_repeat_only=false" in EXAMPLE_FINDING["summary"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("preset", [None, "tiny"])
+def test_the_example_loader_creates_both_loss_settings(preset):
+    """One experiment per training loss (with EXAMPLES_PRESET=tiny, the preset under each experiment's own
+    parameters)."""
+    from registry.findings.examples import examples_load
+    from registry.findings.models import Finding
+
+    examples_load(reproduce=False, preset=preset)
+    finding = Finding.objects.get(title=EXAMPLE_FINDING["title"])
+    experiments = list(finding.experiments.order_by("id"))
+    assert [e.plugin for e in experiments] == ["induction", "induction"]
+    assert experiments[0].params.get("train_on_repeat_only", True) is True
+    assert experiments[1].params["train_on_repeat_only"] is False
+    if preset == "tiny":
+        assert experiments[1].params["vocab_size"] == InductionHeadsExperiment.presets["tiny"]["vocab_size"]
+
+
+def test_the_gpu_preset_uses_the_ordinary_loss():
+    gpu = InductionParams.model_validate(InductionHeadsExperiment.presets["gpu"])
+    assert not gpu.train_on_repeat_only
 
 
 @pytest.mark.gpu

@@ -188,6 +188,25 @@ def test_results_from_a_newer_version_are_not_stale(user):
     assert sorted(findings_mark_stale()) == sorted([older.finding_id, odd.finding_id])
 
 
+@pytest.mark.django_db
+def test_the_check_reads_in_a_fixed_number_of_queries(user, django_assert_max_num_queries):
+    """It runs at every worker start: its reads do not grow with the number of findings; a
+    retracted experiment's old results do not make its finding stale."""
+    stale = [_experiment(user) for _ in range(3)]
+    for experiment in stale:
+        _done(experiment, user, [0], "0.9.0")
+    current = [_experiment(user) for _ in range(4)]
+    for experiment in current:
+        _done(experiment, user, [0], "1.0.0")
+    retracted = _experiment(user)
+    _done(retracted, user, [0], "0.9.0")
+    type(retracted).objects.filter(pk=retracted.pk).update(retracted_at=retracted.created_at)
+    assert sorted(findings_mark_stale()) == sorted(e.finding_id for e in stale)
+    with django_assert_max_num_queries(4):  # nothing changed: reads only
+        assert findings_mark_stale() == []
+    assert not Finding.objects.get(pk=retracted.finding_id).effects_stale
+
+
 # ---------------------------------------------------------------- re-reproduction seeds
 
 

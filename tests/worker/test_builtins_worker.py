@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 
 BUILTINS = (
     "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "shift", "leace", "grokfast",
-    "smeared_keys",
+    "smeared_keys", "colored_digits",
 )
 
 

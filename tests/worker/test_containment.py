@@ -14,7 +14,7 @@ from django.db import connection
 
 from registry.events.models import Event
 from registry.reproductions import services
-from registry.reproductions.models import Experiment, Measurement, Run
+from registry.reproductions.models import Experiment, Measurement, Reproduction, Run
 from tests.conftest import wait_for
 from tests.factories import FindingFactory
 from worker.runner import save_with_retry
@@ -136,7 +136,9 @@ def test_saving_a_result_survives_a_killed_database_connection(user):
     a new connection and the run succeeds with all its measurements."""
     finding = FindingFactory(created_by=user)
     experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
-    run = services.reproduction_request(experiment=experiment, user=user, seeds=[0]).runs.get()
+    # queued without a message: the session's worker (started by the tests above) must not take it
+    reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=[0])
+    run = Run.objects.create(reproduction=reproduction, seed=0, requested_plugin_version="1.0.0")
     token = services.run_claim(run_id=run.pk, worker_host="test")
     assert isinstance(token, uuid.UUID)
     rows = [("baseline", m, 1, 1.0) for m in ("risk", "skill", "width")]

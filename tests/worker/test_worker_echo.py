@@ -38,3 +38,30 @@ def test_echo_reproduction_through_the_worker(celery_worker, api):
     assert types.count("run.started") == 3 and types.count("run.finished") == 3
     body = api.get(f"/api/v1/reproductions/{reproduction_id}/").json()
     assert body["state"] == "finished"
+
+
+def test_the_worker_keeps_its_database_connection_between_runs(celery_worker, api):
+    """Celery's Django fixup would close it around every task (a new PostgreSQL backend per run):
+    worker/celery.py keeps it (CELERY_DB_REUSE_MAX, CONN_MAX_AGE), so once the runs are over the
+    worker's session is still there, idle, and the next runs use the same one."""
+    from django.db import connection
+
+    def worker_sessions() -> set[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'registry-worker' "
+                           "AND datname = current_database()")
+            return {row[0] for row in cursor.fetchall()}
+
+    finding = api.post("/api/v1/findings/", {"title": "Echo", "kind": "fix"}, format="json").json()
+    experiment = api.post(f"/api/v1/findings/{finding['id']}/experiments/",
+                          {"plugin": "echo", "default_seeds": 2}, format="json").json()
+    wait_for(lambda: _finished(experiment["reproductions"][0]), timeout=60)
+    kept = worker_sessions()
+    assert kept, celery_worker.output()[-3000:]
+    from registry.reproductions.models import Experiment
+    from registry.reproductions.services import reproduction_request
+
+    again = Experiment.objects.select_related("finding__created_by").get(pk=experiment["id"])
+    reproduction = reproduction_request(experiment=again, user=again.finding.created_by, seeds=[7, 8])
+    wait_for(lambda: _finished(reproduction.pk), timeout=60)
+    assert kept & worker_sessions()

@@ -1,0 +1,120 @@
+"""Profile the worker's per-run path (issue 11): ``run_execute`` in this process, as a Celery pool
+process calls it, for runs of the 50 ms sleep plugin of bench/worker_overhead.py, under
+pyinstrument (wall-clock: the waits on the child show as such).
+
+  python bench/profile_worker_run.py [--runs 30] [--output bench/results/profiles/worker_run.txt]
+
+Against PostgreSQL on localhost (a database of its own); the zygote start mode; the first runs
+(the zygote's start) are not profiled. Also prints the per-run wall time minus the plugin's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--sleep-s", type=float, default=0.05)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    var = tempfile.mkdtemp(prefix="bench-profile-")
+    db = f"bench_profile_{os.getpid()}"
+    os.environ.update({
+        "REGISTRY_VAR_DIR": var,
+        "DJANGO_SETTINGS_MODULE": "registry.settings.base",
+        "DJANGO_DEBUG": "false",
+        "PLUGINS_EXTRA": "benchsleep=bench.worker_overhead:SleepExperiment",
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db}",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
+        "CELERY_BROKER_KEY_PREFIX": f"benchprofile{os.getpid()}:",
+        "QUOTA_ACTIVE_RUNS": "100000",
+        "QUOTA_RUNS_PER_DAY": "100000",
+        "RUN_CHILD_START": "zygote",
+    })
+    sys.path.insert(0, str(ROOT))
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"], check=True,
+                   capture_output=True)
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+        from pyinstrument import Profiler
+
+        from registry.findings.services import finding_create
+        from registry.reproductions.models import Measurement
+        from registry.reproductions.services import experiment_create, reproduction_request
+        from worker import liveness
+        from worker.runner import run_execute
+        from worker.zygote import zygote_stop
+
+        liveness.KEEP_CONNECTION = True  # as in a worker (worker/celery.py)
+        user = get_user_model().objects.create(username="bench")
+        finding = finding_create(user=user, title="bench", kind="fix")
+        experiment = experiment_create(finding=finding, user=user, plugin="benchsleep",
+                                       params={"sleep_s": args.sleep_s}, reproduce=False)
+        # requested up front (no worker takes them: the broker key prefix is our own)
+        runs = list(reproduction_request(experiment=experiment, user=user, seeds=list(range(args.runs + 3)))
+                    .runs.order_by("pk").values_list("pk", flat=True))
+        for run_id in runs[:3]:  # the zygote's start and the first imports
+            assert run_execute(run_id) == "succeeded"
+        profiler = Profiler(interval=0.0005)
+        walls = []
+        profiler.start()
+        for run_id in runs[3:]:
+            started = time.perf_counter()
+            assert run_execute(run_id) == "succeeded"
+            walls.append(time.perf_counter() - started)
+        profiler.stop()
+        plugin = dict(Measurement.objects.filter(run_id__in=runs[3:], arm="baseline", metric="plugin_s")
+                      .values_list("run_id", "value"))
+        overhead = sorted(w - plugin[r] for w, r in zip(walls, runs[3:], strict=True))
+        summary = (f"{len(overhead)} runs of a {args.sleep_s * 1000:.0f} ms plugin: run_execute wall minus plugin "
+                   f"time p50 {statistics.median(overhead) * 1000:.1f} ms, min {overhead[0] * 1000:.1f} ms, "
+                   f"max {overhead[-1] * 1000:.1f} ms; load {os.getloadavg()[0]:.2f}")
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        extra = reproduction_request(experiment=experiment, user=user, seeds=[10**6]).runs.get()
+        with CaptureQueriesContext(connection) as queries:
+            assert run_execute(extra.pk) == "succeeded"
+        verbs: dict[str, int] = {}
+        for query in queries.captured_queries:
+            verb = query["sql"].split(None, 1)[0].upper()
+            verbs[verb] = verbs.get(verb, 0) + 1
+        summary += (f"\nstatements of one run on the Django connection: {len(queries.captured_queries)} "
+                    f"{dict(sorted(verbs.items()))} (+ the liveness lock and unlock on its own connection)")
+        text = profiler.output_text(unicode=False, color=False, show_all=False)
+        print(summary)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(summary + "\n\n" + text)
+        else:
+            print(text)
+        zygote_stop()
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c",
+                        f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True)
+        import shutil
+
+        shutil.rmtree(var, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
