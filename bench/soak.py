@@ -673,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster(worker_env, log_dir, args.workers)
         cluster.wait_ready()
         log(f"{args.workers} workers and a beat ready; timings {timings}")
+        # Warm-up, not counted: a worker says "ready." before its pool processes have imported the
+        # plugins (torch), so both arms start on warm workers (the fault arm's replacements do not).
+        soak(cluster=cluster, redis=redis, proxy=proxy, experiment=experiment, user=user,
+             runs=4 * args.workers, seed_base=10**6, drain_timeout=args.drain_timeout)
+        log("warm-up done")
         result: dict[str, Any] = {
             "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "settings_module": "registry.settings.base", "debug": settings.DEBUG, "timings": timings,

@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "registry.settings.base")
@@ -204,6 +211,18 @@ WORKER_CONN_MAX_AGE_S = 600
 #: Workers' database sessions carry this name (pg_stat_activity.application_name).
 WORKER_APPLICATION_NAME = "registry-worker"
 app.conf["CELERY_DB_REUSE_MAX"] = DB_REUSE_MAX_TASKS
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _drop_broken_connections(**kwargs) -> None:
+    """What Django does around each request, and Celery's fixup skips while it reuses connections:
+    a connection that saw an error and no longer answers (a database outage), or past its age, is
+    closed, so that the next query reconnects. Without it a worker keeps a dead connection forever."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()
 
 
 @celeryd_after_setup.connect
