@@ -215,14 +215,18 @@ app.conf["CELERY_DB_REUSE_MAX"] = DB_REUSE_MAX_TASKS
 
 @task_prerun.connect
 @task_postrun.connect
-def _drop_broken_connections(**kwargs) -> None:
+def _drop_broken_connections(sender=None, **kwargs) -> None:
     """What Django does around each request, and Celery's fixup skips while it reuses connections:
     a connection that saw an error and no longer answers (a database outage), or past its age, is
-    closed, so that the next query reconnects. Without it a worker keeps a dead connection forever."""
+    closed, so that the next query reconnects. Without it a worker keeps a dead connection forever.
+    Not for a task applied eagerly (in the caller's process, maybe inside its transaction)."""
     from django.db import connections
 
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
     for connection in connections.all(initialized_only=True):
-        connection.close_if_unusable_or_obsolete()
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 @celeryd_after_setup.connect
