@@ -65,6 +65,10 @@ def test_run_command_serves_and_reproduces_the_examples(tmp_path):
         # the resize-convolution fix builds on the checkerboard theory, smeared keys on induction
         assert {e["plugin"] for f in fixes for e in f["experiments"]} >= {"checkerboard", "smeared_keys"}
         assert _get(f"{base}/healthz") == {"status": "ok"}
+        # the landscape on SQLite (its cache version query once used PostgreSQL's extract(): a 500)
+        assert _get(f"{base}/api/v1/landscape/") is not None, (tmp_path / "run.log").read_text()[-6000:]
+        with urllib.request.urlopen(f"{base}/landscape/", timeout=30) as page:
+            assert page.status == 200 and b"<svg" in page.read()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

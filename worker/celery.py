@@ -211,6 +211,9 @@ WORKER_CONN_MAX_AGE_S = 600
 #: Workers' database sessions carry this name (pg_stat_activity.application_name).
 WORKER_APPLICATION_NAME = "registry-worker"
 app.conf["CELERY_DB_REUSE_MAX"] = DB_REUSE_MAX_TASKS
+# A pool process imports the plugins (torch) before it reports up; Celery's 4 s default would kill
+# a slow one on a cold, busy machine and start another that does the same.
+app.conf.worker_proc_alive_timeout = 60
 
 
 @task_prerun.connect
@@ -227,6 +230,9 @@ def _drop_broken_connections(sender=None, **kwargs) -> None:
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
+            # a connection that sat idle through an outage saw no error: test it now, outside the
+            # task's transactions (inside one a failed check cannot reconnect)
+            connection.close_if_health_check_failed()
 
 
 @celeryd_after_setup.connect
@@ -240,7 +246,8 @@ def _keep_liveness_connections(sender, instance, **kwargs) -> None:
 
     liveness.KEEP_CONNECTION = True
     database = settings.DATABASES["default"]
-    if database.get("ENGINE", "").endswith("postgresql") and "DATABASE_CONN_MAX_AGE" not in os.environ:
+    pooled = bool(database.get("OPTIONS", {}).get("pool"))  # psycopg's pool refuses persistent connections
+    if database.get("ENGINE", "").endswith("postgresql") and "DATABASE_CONN_MAX_AGE" not in os.environ and not pooled:
         database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE_S  # read at each connect (same dict as the wrappers')
     if database.get("ENGINE", "").endswith("postgresql"):
         database.setdefault("OPTIONS", {}).setdefault("application_name", WORKER_APPLICATION_NAME)
@@ -260,7 +267,7 @@ def _start_pool_process(**kwargs) -> None:
         logging.getLogger(__name__).exception("could not import the plugins")
     from billiard.process import current_process
 
-    if getattr(current_process(), "index", 0) == 0:
+    if getattr(current_process(), "index", None) == 0:  # the solo pool's main process has none
         try:
             _start_up_checks_in_background("worker")
         except Exception:  # noqa: BLE001 - never stops the worker

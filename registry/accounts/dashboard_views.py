@@ -197,6 +197,20 @@ def confirm_email(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "dashboard/accounts/confirm_invalid.html", status=400)
 
 
+def _resend_each(request: HttpRequest, email: str) -> None:
+    """Each pending sign-up's link again, one more email of the address's allowance each (the first
+    was taken by the caller). A failed send is logged, not shown: the answer must not differ between
+    an address with pending sign-ups and one without."""
+    for number, pending in enumerate(signup.pending_signups_by_email(email)):
+        try:
+            if number and not signup.email_allowance_take(client_address(request)):
+                return
+            token = signup.confirmation_token(pending)
+            signup.send_confirmation(signup=pending, confirm_url=_confirm_url(request, token))
+        except signup.MailUnavailable:
+            return  # logged where it failed
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def resend_confirmation(request: HttpRequest) -> HttpResponse:
@@ -211,9 +225,7 @@ def resend_confirmation(request: HttpRequest) -> HttpResponse:
                     form.add_error(None, TOO_MANY_EMAILS)
                     status = 429
                 else:
-                    for pending in signup.pending_signups_by_email(form.cleaned_data["email"]):
-                        token = signup.confirmation_token(pending)
-                        signup.send_confirmation(signup=pending, confirm_url=_confirm_url(request, token))
+                    _resend_each(request, form.cleaned_data["email"])
                     return redirect("dashboard:signup-done")
             except signup.MailUnavailable:
                 return _mail_unavailable(request, "dashboard/accounts/resend_confirmation.html", {"form": form})

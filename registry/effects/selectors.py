@@ -484,13 +484,15 @@ def _data_versions(database: str) -> tuple[tuple, tuple]:
     and the exact sum of the ``EFFECTS_VERSION_STAMPS`` newest stamps moves (a row's stamp only
     grows) even when a recompute stamped earlier than another commits after it."""
     effects = FindingEffects._meta.db_table
+    epoch = ("julianday(newest.computed_at) * 86400.0" if connections[database].vendor == "sqlite"
+             else "extract(epoch FROM newest.computed_at)")  # SQLite has no extract()
     sql = (
         f"SELECT (SELECT max(id) FROM {Measurement._meta.db_table}),"
         f" (SELECT max(id) FROM {Experiment._meta.db_table}),"
         f" (SELECT count(*) FROM {Experiment._meta.db_table} WHERE retracted_at IS NOT NULL),"
         f" (SELECT max(updated_at) FROM {Finding._meta.db_table}),"
         f" (SELECT max(computed_at) FROM {effects}),"
-        f" (SELECT sum(extract(epoch FROM newest.computed_at)) FROM"
+        f" (SELECT sum({epoch}) FROM"
         f" (SELECT computed_at FROM {effects} ORDER BY computed_at DESC LIMIT %s) AS newest)"
     )
     with connections[database].cursor() as cursor:

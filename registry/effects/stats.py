@@ -1442,8 +1442,10 @@ def capabilities_correlation(
         x = np.asarray(capability_matrix, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"capability_matrix must be an observations x metrics matrix of numbers: {exc}") from exc
+    hib = np.asarray(list(capability_higher_is_better), dtype=bool)
     if x.ndim == 1:
-        x = x[:, None]
+        # no observations at all ([]) has as many columns as flags; a flat list is one column
+        x = x.reshape(0, max(1, hib.shape[0])) if x.shape[0] == 0 else x[:, None]
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"capability_matrix must be observations x metrics (2-D, >= 1 column), got {x.shape}")
     n = int(s.shape[0])
@@ -1453,7 +1455,6 @@ def capabilities_correlation(
         )
     if not np.all(np.isfinite(x)):
         raise ValueError("capability_matrix must contain only finite values")
-    hib = np.asarray(list(capability_higher_is_better), dtype=bool)
     if hib.shape != (x.shape[1],):
         raise ValueError(f"capability_higher_is_better needs one flag per column ({x.shape[1]}), got {hib.shape}")
     if not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:

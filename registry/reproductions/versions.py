@@ -89,13 +89,12 @@ def findings_mark_stale() -> list[int]:
     done: dict[int, set[str]] = {}
     for experiment_id, version in Run.objects.filter(
             reproduction__source=Reproduction.Source.REGISTRY, state=Run.State.SUCCEEDED,
-    ).values_list("reproduction__experiment_id", "plugin_version").distinct():
+    ).order_by().values_list("reproduction__experiment_id", "plugin_version").distinct():  # no id in DISTINCT
         done.setdefault(experiment_id, set()).add(version)
-    computed_with = dict(
-        FindingEffects.objects.filter(finding_id__in=list(experiments)).values_list(
-            "finding_id", "data__plugin_versions")
-    )
-    flags = dict(Finding.objects.filter(pk__in=list(experiments)).values_list("pk", "effects_stale"))
+    # whole tables, filtered here: an IN list of every finding overflows SQLite's bound parameters
+    computed_with = {finding_id: versions_used for finding_id, versions_used in FindingEffects.objects.values_list(
+        "finding_id", "data__plugin_versions") if finding_id in experiments}
+    flags = {pk: stale for pk, stale in Finding.objects.values_list("pk", "effects_stale") if pk in experiments}
     for finding_id in sorted(flags):
         finding_experiments = experiments[finding_id]
         stale = any(_stale_from_versions(done.get(pk, set()), versions.get(plugin))

@@ -705,6 +705,13 @@ def test_capabilities_correlation_orients_lower_is_better_metrics() -> None:
     assert by_accuracy.ci_low <= by_accuracy.r <= by_accuracy.ci_high
 
 
+def test_capabilities_correlation_of_no_observations_is_withheld_not_an_error() -> None:
+    """A plugin with two capability metrics and no usable run yet (the landscape answered 500)."""
+    empty = capabilities_correlation([], [], safety_higher_is_better=True, capability_higher_is_better=[True, False],
+                                     clusters=[], min_n=10)
+    assert empty.r is None and empty.warning
+
+
 def test_capabilities_correlation_clusters_and_withholding() -> None:
     accuracy, loss, safety = _models(20)
     clusters = np.repeat(np.arange(10), 2)
