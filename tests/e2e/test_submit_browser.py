@@ -94,7 +94,10 @@ def test_submit_a_finding_with_a_claim_and_an_experiment(browser_page):
 
     # an experiment: fields from the plugin's schema, a preset fills them
     page.locator(".owner-actions").get_by_role("link", name="Add experiment").click()
-    page.get_by_label("Plugin").select_option("checkerboard")
+    with page.expect_response(lambda response: "plugin-params" in response.url):
+        page.get_by_label("Plugin").select_option("checkerboard")
+    # the swap lands after the answer: choosing the preset on the old, detached select would be lost
+    expect(page.locator(".htmx-request, .htmx-swapping, .htmx-settling")).to_have_count(0)
     expect(page.get_by_label("Loss")).to_have_value("pooled")  # an enum, its default
     expect(page.get_by_label("Steps", exact=True)).to_have_attribute("max", "100000")
     page.get_by_label("Preset").select_option("tiny")
