@@ -146,6 +146,9 @@ def _start_up_checks(where: str) -> None:
 
 
 def _start_up_checks_in_background(where: str) -> threading.Thread | None:
+    from registry.reproductions.versions import import_plugins_in_this_thread
+
+    import_plugins_in_this_thread()  # not concurrently with this thread's own imports (scipy)
     thread = threading.Thread(target=_start_up_checks, args=(where,), name="stale-check", daemon=True)
     thread.start()
     return thread

@@ -203,10 +203,23 @@ def stale_check_at_startup(*, where: str) -> list[int] | None:
     return newly_stale
 
 
+def import_plugins_in_this_thread() -> None:
+    """Import the plugins (torch) before a background thread would: scipy looks torch up in
+    ``sys.modules`` without importing it, and a torch half-imported by another thread made the
+    server's first scipy import fail ("partially initialized module 'torch'")."""
+    from plugins.registry import all_plugins
+
+    try:
+        all_plugins()
+    except Exception:  # noqa: BLE001 - a broken plugin is reported by the registry, not here
+        logger.warning("could not import the plugins before the stale check", exc_info=True)
+
+
 def stale_check_at_startup_in_background(*, where: str) -> threading.Thread | None:
     """``stale_check_at_startup`` in a daemon thread: the server answers requests meanwhile."""
     if not settings.STALE_CHECK_ON_STARTUP:
         return None
+    import_plugins_in_this_thread()
 
     def check() -> None:
         try:

@@ -354,3 +354,27 @@ def test_web_server_starts_on_an_unmigrated_database(tmp_path):
     if database.exists():
         tables = sqlite3.connect(database).execute("select name from sqlite_master where type='table'").fetchall()
         assert tables == [], tables
+
+
+def test_the_web_server_imports_the_plugins_before_its_stale_check_thread(tmp_path):
+    """scipy looks torch up in ``sys.modules`` without importing it: a torch half-imported by the
+    stale-check thread broke the server's own first scipy import (a wheel install's ``serve`` died
+    with "partially initialized module 'torch'"). The plugins (torch) are imported before the
+    thread starts, so scipy imported right after the module never sees a half-imported torch."""
+    env = {
+        **os.environ, "DJANGO_SETTINGS_MODULE": "registry.settings.test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "PYTHONPATH": str(ROOT),
+        "REGISTRY_VAR_DIR": str(tmp_path / "var"),
+    }
+    code = (
+        "import sys, registry.wsgi\n"
+        "torch = sys.modules.get('torch')\n"
+        "print('torch complete' if torch is not None and hasattr(torch, 'Tensor') else 'torch missing or partial')\n"
+        "import scipy.stats, threading\n"
+        "for t in threading.enumerate():\n"
+        "    if t.name == 'stale-check': t.join(60)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch complete" in result.stdout, result.stdout + result.stderr[-2000:]
