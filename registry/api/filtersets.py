@@ -6,7 +6,12 @@ from django.db.models import Exists, OuterRef
 
 from plugins.registry import all_plugins
 from registry.findings.models import Claim, Finding, FindingAuthor
-from registry.findings.selectors import finding_list, finding_search_filter
+from registry.findings.selectors import (
+    finding_filter_plugin,
+    finding_filter_tag,
+    finding_list,
+    finding_search_filter,
+)
 from registry.reproductions.models import Experiment, MetricDefinition, Reproduction, Run
 
 
@@ -65,11 +70,10 @@ class FindingFilter(django_filters.FilterSet):
         fields = ["kind", "status", "visibility", "tag", "plugin", "author", "q", "axis", "builds_on"]
 
     def by_tag(self, queryset, name, value):
-        tagged = Finding.tags.through.objects.filter(finding_id=OuterRef("pk"), tag__name__iexact=value)
-        return queryset.filter(Exists(tagged))
+        return finding_filter_tag(queryset, value)
 
     def by_plugin(self, queryset, name, value):
-        return queryset.filter(Exists(Experiment.objects.filter(finding_id=OuterRef("pk"), plugin=value)))
+        return finding_filter_plugin(queryset, value)
 
     def by_author(self, queryset, name, value):
         # the username and the status are those of the same authorship row

@@ -101,6 +101,19 @@ def finding_search_filter(queryset: QuerySet[Finding], text: str) -> QuerySet[Fi
     return queryset.alias(search_words=finding_search_vector()).filter(search_words=query)
 
 
+def finding_filter_tag(queryset: QuerySet[Finding], name: str) -> QuerySet[Finding]:
+    """Findings with this tag (any case): an EXISTS, so no join that repeats a finding and no DISTINCT."""
+    tagged = Finding.tags.through.objects.filter(finding_id=OuterRef("pk"), tag__name__iexact=name.strip())
+    return queryset.filter(Exists(tagged))
+
+
+def finding_filter_plugin(queryset: QuerySet[Finding], plugin: str) -> QuerySet[Finding]:
+    """Findings with an experiment of this plugin (an EXISTS, as :func:`finding_filter_tag`)."""
+    from registry.reproductions.models import Experiment
+
+    return queryset.filter(Exists(Experiment.objects.filter(finding_id=OuterRef("pk"), plugin=plugin)))
+
+
 def finding_lineage(*, finding: Finding, user: Any) -> dict[str, list[int]]:
     """Ancestors and descendants (transitively) of a finding, limited to what the user may see."""
     visible = finding_list(user=user)
