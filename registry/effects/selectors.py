@@ -390,37 +390,40 @@ def _page_points(findings: QuerySet[Finding], offset: int, limit: int) -> tuple[
     return page, points, more
 
 
-def _scored_pairs_sql(
-    effects: QuerySet[FindingEffects],
-) -> tuple[list[int], np.ndarray, np.ndarray, list[float | None]]:
-    """(finding ids, safety scores, capability scores, safety standard errors) of every finding
-    with both scores, by id: read from the stored summary columns (no JSON)."""
-    query = (
-        effects.filter(safety_score__isnull=False, capability_score__isnull=False)
-        .order_by("finding_id")
-        .values_list(
-            "finding_id", "safety_score", "capability_score", "safety_ci_low", "safety_ci_high",
-            "safety_n_seeds", "safety_confidence",
-        )
+def _effects_summaries_sql(effects: QuerySet[FindingEffects]) -> tuple[dict[str, int], tuple]:
+    """From the stored summary columns of every selected finding's effects, in one query (no
+    JSON): the tallies (how many have a lean, a score, each lean) and the scored pairs (finding
+    ids, safety scores, capability scores, safety standard errors) of those with both scores,
+    by finding id."""
+    query = effects.order_by("finding_id").values_list(
+        "finding_id", "safety_score", "capability_score", "safety_ci_low", "safety_ci_high",
+        "safety_n_seeds", "safety_confidence", "lean",
     )
     sql, params = query.query.sql_with_params()
     with connections[query.db].cursor() as cursor:  # plain numbers: straight into an array (NULL -> nan)
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    leans = [row[7] for row in rows]
+    tallies = {
+        "known": sum(lean is not None for lean in leans),
+        **{f"lean_{i}": leans.count(lean) for i, lean in enumerate(LEANS)},
+    }
     if not rows:
-        return [], np.zeros(0), np.zeros(0), []
-    table = np.array(rows, dtype=float)
+        return {**tallies, "scored": 0}, ([], np.zeros(0), np.zeros(0), [])
+    table = np.array([row[:7] for row in rows], dtype=float)
+    safety_all, capability_all = table[:, 1], table[:, 2]
+    tallies["scored"] = int(np.count_nonzero(~np.isnan(safety_all) | ~np.isnan(capability_all)))
+    table = table[~np.isnan(safety_all) & ~np.isnan(capability_all)]
     ids = table[:, 0].astype(int).tolist()
     safety, capability, low, high, n, confidence = table[:, 1:].T
     confidence = np.where(np.isnan(confidence) | (confidence == 0), 0.95, confidence)
     usable = ~np.isnan(low) & ~np.isnan(high) & (n >= 2)
     quantile = scipy_stats.t.ppf(0.5 + confidence / 2.0, np.where(usable, n - 1, 1))
     se = np.where(usable, (high - low) / (2.0 * quantile), np.nan)
-    return ids, safety, capability, [None if np.isnan(v) else float(v) for v in se]
+    return tallies, (ids, safety, capability, [None if np.isnan(v) else float(v) for v in se])
 
 
-#: Per-point columns of differential progress kept with the cached aggregates (NaN for None).
-_PROGRESS_COLUMNS = ("capability", "safety", "fitted", "residual", "ci_low", "ci_high", "significant")
+_PROGRESS_COLUMNS = stats.PROGRESS_COLUMNS
 
 
 def _progress_all(ids: list[int], safety: np.ndarray, capability: np.ndarray, se: list[float | None]) -> dict:
@@ -428,22 +431,13 @@ def _progress_all(ids: list[int], safety: np.ndarray, capability: np.ndarray, se
     lie above and below it (``summary``, JSON-ready), and each finding's residual as arrays by
     finding id (``ids``, ``table``: one row per finding, ``_PROGRESS_COLUMNS``) from which a page
     takes its own entries (:func:`_progress_page`)."""
-    result = stats.differential_progress(list(safety), list(capability), se, min_n=MIN_LANDSCAPE_FINDINGS)
+    result, table = stats.differential_progress_table(list(safety), list(capability), se, min_n=MIN_LANDSCAPE_FINDINGS)
     summary = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
-    nan = float("nan")
-    table = np.array(
-        [
-            (p.capability, p.safety, p.fitted, p.residual, nan if p.ci_low is None else p.ci_low,
-             nan if p.ci_high is None else p.ci_high, float(p.significant))
-            for p in result.points
-        ],
-        dtype=float,
-    ).reshape(len(result.points), len(_PROGRESS_COLUMNS))
     return {
         "summary": stats._json_safe(summary),
         "n_above": int(np.count_nonzero(table[:, 4] > 0.0)),  # NaN (no interval) compares false
         "n_below": int(np.count_nonzero(table[:, 5] < 0.0)),
-        "ids": np.array([ids[p.index] for p in result.points], dtype=np.int64),
+        "ids": np.array(ids if len(table) else [], dtype=np.int64),
         "table": table,
     }
 
@@ -562,12 +556,7 @@ def _aggregates(findings: QuerySet[Finding]) -> dict[str, Any]:
     columns: lean tallies, the correlation of safety with capability, differential progress."""
     # From the effects rows (few) to their finding by primary key, not over every finding.
     effects = FindingEffects.objects.filter(Exists(findings.filter(pk=OuterRef("finding_id"))))
-    tallies = effects.aggregate(
-        known=Count("id", filter=Q(lean__isnull=False)),
-        scored=Count("id", filter=Q(safety_score__isnull=False) | Q(capability_score__isnull=False)),
-        **{f"lean_{i}": Count("id", filter=Q(lean=lean)) for i, lean in enumerate(LEANS)},
-    )
-    pair_ids, safety, capability, se = _scored_pairs_sql(effects)
+    tallies, (pair_ids, safety, capability, se) = _effects_summaries_sql(effects)
     correlation = stats.correlation_with_interval(
         list(safety), list(capability), method="pearson", min_n=MIN_LANDSCAPE_FINDINGS
     ).to_dict()

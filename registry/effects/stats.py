@@ -31,7 +31,7 @@ import itertools
 import math
 import warnings as _warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -1272,6 +1272,10 @@ class DifferentialProgress(_ToDict):
     capability_ss: float | None = None
 
 
+#: Columns of :func:`differential_progress_table`'s per-finding table (NaN where a value is None).
+PROGRESS_COLUMNS = ("capability", "safety", "fitted", "residual", "ci_low", "ci_high", "significant")
+
+
 def differential_progress(
     safety: Sequence[float],
     capability: Sequence[float],
@@ -1294,18 +1298,46 @@ def differential_progress(
     (everything None, reason in ``warning``) below ``min_n`` findings (and below 3) or when the
     capability scores are all equal.
     """
+    summary, table = differential_progress_table(safety, capability, safety_se, confidence=confidence, min_n=min_n)
+    if not len(table):
+        return summary
+    nan_to_none = [None if math.isnan(v) else v for v in table[:, 4].tolist()], [
+        None if math.isnan(v) else v for v in table[:, 5].tolist()]
+    points = tuple(
+        ProgressPoint(i, xi, yi, fi, ri, lo, hi, bool(sig))
+        for i, (xi, yi, fi, ri, lo, hi, sig) in enumerate(
+            zip(*(table[:, j].tolist() for j in range(4)), *nan_to_none, table[:, 6].tolist(), strict=True)
+        )
+    )
+    return replace(summary, points=points)
+
+
+def differential_progress_table(
+    safety: Sequence[float],
+    capability: Sequence[float],
+    safety_se: Sequence[float | None],
+    *,
+    confidence: float = 0.95,
+    min_n: int = 5,
+) -> tuple[DifferentialProgress, np.ndarray]:
+    """:func:`differential_progress` as its summary (``points`` empty) and one row per finding
+    in ``PROGRESS_COLUMNS`` (an (n, 7) array; NaN for an interval without ``se_i``;
+    ``significant`` 1.0 or 0.0): no object per finding, for the landscape's 10,000 of them.
+    A withheld trend gives an empty (0, 7) table."""
     y, x = _paired_arrays(safety, capability, "safety", "capability")
     _check_confidence(confidence)
     n = int(y.shape[0])
     if len(safety_se) != n:
         raise ValueError(f"safety_se must have one entry per finding ({n}), got {len(safety_se)}")
-    ses = [None if v is None else float(v) for v in safety_se]
-    if any(v is not None and (not math.isfinite(v) or v < 0.0) for v in ses):
+    given = np.array([0.0 if v is None else float(v) for v in safety_se], dtype=float)
+    if not np.all(np.isfinite(given) & (given >= 0.0)):
         raise ValueError("safety_se values must be finite and >= 0 (or None)")
+    own = np.where([v is None for v in safety_se], np.nan, given) if n else given
     min_n = max(3, int(min_n))
+    empty = np.zeros((0, len(PROGRESS_COLUMNS)))
 
-    def withheld(why: str) -> DifferentialProgress:
-        return DifferentialProgress(n, None, None, None, None, None, None, None, (), float(confidence), why)
+    def withheld(why: str) -> tuple[DifferentialProgress, np.ndarray]:
+        return DifferentialProgress(n, None, None, None, None, None, None, None, (), float(confidence), why), empty
 
     if n < min_n:
         return withheld(f"withheld: only {n} finding(s), at least {min_n} are needed for a trend")
@@ -1322,21 +1354,13 @@ def differential_progress(
     t = _t_quantile(confidence, df)
     se_b = s / math.sqrt(sxx)
     se_a = s * math.sqrt(1.0 / n + xbar**2 / sxx)
-    # vectorised over the findings (the landscape has 10,000 of them): nan where se_i is None
-    own = np.array([np.nan if v is None else v for v in ses], dtype=float)
-    half = t * np.sqrt(s * s * (1.0 / n + (x - xbar) ** 2 / sxx) + own**2)
-    lows, highs = (resid - half).tolist(), (resid + half).tolist()
-    points = tuple(
-        ProgressPoint(i, xi, yi, fi, ri, None if se is None else lo, None if se is None else hi,
-                      se is not None and (lo > 0.0 or hi < 0.0))
-        for i, (xi, yi, fi, ri, lo, hi, se) in enumerate(
-            zip(x.tolist(), y.tolist(), fitted.tolist(), resid.tolist(), lows, highs, ses, strict=True)
-        )
-    )
-    note = None
-    if any(v is None for v in ses):
-        note = "findings without a safety standard error have no residual interval"
-    return DifferentialProgress(
+    half = t * np.sqrt(s * s * (1.0 / n + (x - xbar) ** 2 / sxx) + own**2)  # NaN where se_i is None
+    lows, highs = resid - half, resid + half
+    with np.errstate(invalid="ignore"):
+        significant = ((lows > 0.0) | (highs < 0.0)).astype(float)  # NaN compares false
+    table = np.column_stack([x, y, fitted, resid, lows, highs, significant])
+    note = "findings without a safety standard error have no residual interval" if np.isnan(own).any() else None
+    summary = DifferentialProgress(
         n=n,
         slope=slope,
         slope_ci_low=slope - t * se_b,
@@ -1345,12 +1369,13 @@ def differential_progress(
         intercept_ci_low=intercept - t * se_a,
         intercept_ci_high=intercept + t * se_a,
         residual_sd=s,
-        points=points,
+        points=(),
         confidence=float(confidence),
         warning=note,
         capability_mean=xbar,
         capability_ss=sxx,
     )
+    return summary, table
 
 
 # --------------------------------------------------------------------------- 9. safetywashing
