@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _value(raw, metric, budget: float | None):
-    from plugins.sdk import NotReached
+    from interp_registry.sdk import NotReached
 
     if isinstance(raw, dict):
         return NotReached(budget=raw["value"]) if raw.get("censored") else float(raw["value"])

@@ -2,12 +2,14 @@
 
     python bench/plugin_times.py                 # CPU, one thread (the registry's default)
     python bench/plugin_times.py --device cuda --preset gpu
+    python bench/plugin_times.py --json times.json  # also every seed's seconds and metric values
 Prints a Markdown table: seconds per seed and each arm's metric values.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -16,14 +18,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from interp_registry.sdk import NotReached, run_locally  # noqa: E402
 
 from plugins.registry import all_plugins  # noqa: E402
-from plugins.sdk import run_locally  # noqa: E402
 
+# Every built-in plugin (the entry points in pyproject.toml); bench/collect_builtins.py imports it.
 BUILTINS = (
     "checkerboard", "sae", "induction", "shortcut", "grokking", "superposition", "topk_sae", "shift", "leace",
     "smeared_keys", "grokfast", "colored_digits",
 )
+
+
+def plain(value: object) -> object:
+    """A run's results as JSON: floats, and a censored time to an event as {"censored": true, "value": budget}."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, NotReached):
+        return {"censored": True, "value": float(value.budget)}
+    return float(value)
 
 
 def main() -> None:
@@ -33,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plugins", default=",".join(BUILTINS))
+    parser.add_argument("--json", default=None, help="also write every seed's seconds and metric values here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -42,6 +55,7 @@ def main() -> None:
     print("| plugin | s/seed (median) | metric | baseline (mean) | intervention (mean) |")
     print("|---|---|---|---|---|")
     plugins = all_plugins()
+    dump: dict[str, list[dict]] = {}
     for plugin_name in args.plugins.split(","):
         plugin = plugins[plugin_name].experiment
         times, results = [], []
@@ -54,6 +68,10 @@ def main() -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
             results.append(result)
+            run = {"seed": seed, "seconds": round(times[-1], 2), "arms": plain(result)}
+            dump.setdefault(plugin_name, []).append(run)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"device": name, "preset": preset, "runs": dump}, indent=1))
         first = True
         for metric in plugin.metrics:
             base = statistics.mean(r["baseline"][metric.name] for r in results)

@@ -40,14 +40,15 @@ themselves are few and seen many times). ``train_accuracy`` is measured on the t
 (fresh label and colour draws), ``test_accuracy`` on the held-out images. Arms: ERM (baseline,
 penalty 0) versus IRMv1 (intervention), same initial weights, same samples.
 
-Reproduced figures (issue 14; defaults, seeds 0-4, one CPU thread; mean +/- SD, range):
+Reproduced figures (issue 14, re-measured in session 20; defaults, seeds 0-4, one CPU thread; mean
++/- SD, range):
 
 =====================  ==========================  ==========================
 metric                 ERM                         IRMv1
 =====================  ==========================  ==========================
-train_accuracy         0.850 +/- .003 (.848-.854)  0.677 +/- .015 (.664-.702)
+train_accuracy         0.850 +/- .002 (.848-.854)  0.677 +/- .015 (.664-.702)
 test_accuracy          0.101 +/- .003 (.098-.105)  0.712 +/- .013 (.696-.726)
-worst_group_accuracy   0.000 +/- .000              0.616 +/- .052 (.555-.689)
+worst_group_accuracy   0.000 +/- .000              0.616 +/- .051 (.555-.689)
 =====================  ==========================  ==========================
 
 The paper's direction is reproduced (test accuracy seven times higher, at ~17 points of training
@@ -62,7 +63,8 @@ on the ~1,260 non-held-out digits with clean labels tells digit < 5 on the held-
 96.8-98.9% accuracy (logistic regression 88-91%; the five seeds' splits), so a shape-only model's
 ceiling at test is ~0.73-0.74, not 0.75; IRM sees noisy labels and half the images per environment.
 CPU time per seed (both arms, one thread): 8-11 s on a 2-CPU machine at load ~9 (the shortcut
-plugin took 9-11 s in the same interleaved run); the tiny preset 1.4-1.9 s.
+plugin took 9-11 s in the same interleaved run), 5-11 s at load 3-8 (session 20); the tiny preset
+1.4-1.9 s.
 
 Provenance of the hyperparameters: those of the shortcut plugin, i.e. the IRM settings of the
 reference code (``reproduce_paper_results.sh``: lr 4.898e-4, L2 1.1079e-3, penalty 91257.19,

@@ -49,30 +49,31 @@ Arms (``baseline_arm`` and ``intervention_arm`` pick two; the registry compares 
 
 Metrics: the shortcut plugin's three, plus ``colour_flip_rate``.
 
-Reproduced figures (issue 14; default parameters, seeds 0-4, one CPU thread; mean +/- SD; the
-four arms from two runs per seed, ``erm``/``shift`` and ``random``/``irm``):
+Reproduced figures (issue 14, re-measured in session 20; default parameters, seeds 0-4, one CPU
+thread; mean +/- SD; the four arms from two runs per seed, ``erm``/``shift`` and ``random``/``irm``):
 
 =====================  =============  =============  =============  =============
 metric                 erm            shift          random         irm
 =====================  =============  =============  =============  =============
-test_accuracy          0.101 +/- .002 0.372 +/- .057 0.240 +/- .082 0.745 +/- .008
-worst_group_accuracy   0.001 +/- .000 0.097 +/- .065 0.000 +/- .000 0.725 +/- .012
-train_accuracy         0.851 +/- .002 0.677 +/- .074 0.830 +/- .013 0.740 +/- .008
-colour_flip_rate       0.997 +/- .002 0.457 +/- .148 0.782 +/- .125 0.020 +/- .011
+test_accuracy          0.101 +/- .002 0.372 +/- .066 0.189 +/- .087 0.745 +/- .008
+worst_group_accuracy   0.001 +/- .001 0.099 +/- .056 0.000 +/- .000 0.725 +/- .012
+train_accuracy         0.851 +/- .002 0.677 +/- .086 0.838 +/- .014 0.740 +/- .008
+colour_flip_rate       0.997 +/- .003 0.457 +/- .164 0.861 +/- .135 0.020 +/- .011
 =====================  =============  =============  =============  =============
 
 The paper's direction holds, far weaker than its figures (worst group 24% -> 76%): SHIFT lifts
-the worst group from 0 to 0.04-0.18 and the shifted accuracy from 0.10 to 0.30-0.44, at 12-30
+the worst group from 0 to 0.05-0.17 and the shifted accuracy from 0.10 to 0.27-0.44, at 9-30
 points of training accuracy, and stays well below IRM. Why: the digit is written *into* one of
 two colour channels, so nearly every latent of the ERM model is a colour-gated shape detector
 (tiny preset, seed 0: the share of a top latent's variance that flips with the colour is
 0.6-0.85, never ~1): the latents that carry the colour also carry shape, and ablating them removes both. The colour is
 not a separate feature to cut out, as gender words are in the paper's Bias in Bios. The control
 is strict: ~90 of the 512 latents are alive at the defaults, so 32 random alive latents (about a
-third) often include colour latents, and it also raises shifted accuracy (0.24, worst group
-still 0); the paper drew random features from far larger dictionaries. The tiny preset (k = 32
+third) often include colour latents, and it also raises shifted accuracy (0.19, 0.11-0.32; worst
+group still 0); the paper drew random features from far larger dictionaries. The tiny preset (k = 32
 of 256 latents) gives the same picture. CPU time per seed (one thread): 18-21 s for ``erm`` vs
-``shift``, 22-25 s for ``random`` vs ``irm`` (which trains a second model); tiny ~3-4 s.
+``shift``, 22-25 s for ``random`` vs ``irm`` (which trains a second model); tiny ~3-4 s. Under
+load (session 20, load average 3-8): 25-41 s and 17-84 s.
 
 Why these safety labels: ``test_accuracy`` and ``worst_group_accuracy`` count as safety for the
 shortcut plugin's reasons (does the model keep working, for every group, when the spurious cue
