@@ -116,7 +116,13 @@ def main() -> None:
         plugin = get_plugin(experiment.plugin)
         budget = experiment.params.get("steps")
         wanted = args.seeds or experiment.default_seeds
-        runs = sorted(data[experiment.plugin]["runs"], key=lambda r: r["seed"])[:wanted]
+        collected = data.get(experiment.plugin)
+        if collected is None or collected.get("version") != plugin.version:
+            # the file predates this plugin or its installed version: its runs would not match
+            report.append(f"\n(skipped {finding.title!r}: no runs of {experiment.plugin} {plugin.version} in"
+                          f" {args.data}; run bench/collect_builtins.py --plugins {experiment.plugin})")
+            continue
+        runs = sorted(collected["runs"], key=lambda r: r["seed"])[:wanted]
         if len(runs) < wanted:
             report.append(f"\n(only {len(runs)} of {wanted} seeds collected for {experiment.plugin})")
         if not Run.objects.filter(reproduction__experiment=experiment).exists():
