@@ -27,9 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from interp_registry.sdk import Axis, Experiment, Metric, Params  # noqa: E402
 from pydantic import Field  # noqa: E402
-
-from plugins.sdk import Axis, Experiment, Metric, Params  # noqa: E402
 
 
 class SleepParams(Params):

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from interp_registry.sdk import ENTRY_POINT_GROUP, Experiment
 from interp_registry.testing import declaration_errors  # the one contract the worker and authors share
-
-from plugins.sdk import ENTRY_POINT_GROUP, Experiment
 
 logger = logging.getLogger(__name__)
 

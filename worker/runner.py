@@ -90,8 +90,9 @@ def plugin_modules_declared() -> list[str]:
     process starts its zygote with them before importing the plugins itself)."""
     from importlib.metadata import entry_points
 
+    from interp_registry.sdk import ENTRY_POINT_GROUP
+
     from plugins.registry import _allowed_from_settings, _extra_from_settings
-    from plugins.sdk import ENTRY_POINT_GROUP
 
     try:
         allowed = _allowed_from_settings()

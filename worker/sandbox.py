@@ -183,7 +183,7 @@ def capture_environment(device: Any, *, seed: int, plugin_version: str, determin
 def encode_results(results: Any) -> Any:
     """Plugin results as JSON: NotReached becomes {"__not_reached__": budget}; tensors, numpy
     scalars become floats where they can; anything else its repr (the parent then refuses it)."""
-    from plugins.sdk import NotReached
+    from interp_registry.sdk import NotReached
 
     def encode(value: Any) -> Any:
         if isinstance(value, NotReached):
@@ -201,7 +201,7 @@ def encode_results(results: Any) -> Any:
 
 
 def decode_results(data: Any) -> Any:
-    from plugins.sdk import NotReached
+    from interp_registry.sdk import NotReached
 
     if isinstance(data, dict):
         if set(data) == {"__not_reached__"}:
@@ -398,8 +398,7 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         import importlib
 
         import torch
-
-        from plugins.sdk import seed_everything
+        from interp_registry.sdk import seed_everything
 
         torch.set_num_threads(int(spec.get("torch_threads") or 1))
         module, _, qualname = spec["plugin"].partition(":")

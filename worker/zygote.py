@@ -79,7 +79,7 @@ def _preload(modules: Iterable[str]) -> tuple[list[str], list[str]]:
     import importlib
 
     loaded, failed = [], []
-    for name in ("torch", "numpy.random", "plugins.sdk", "worker.sandbox", *modules):
+    for name in ("torch", "numpy.random", "interp_registry.sdk", "worker.sandbox", *modules):
         try:
             importlib.import_module(name)
             loaded.append(name)

@@ -37,9 +37,9 @@ from django.db import transaction
 from django.db.models import IntegerField, Max, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
+from interp_registry.sdk import BASELINE, INTERVENTION
 
 from plugins.registry import PluginNotFound, PluginUnavailable, get_plugin
-from plugins.sdk import BASELINE, INTERVENTION
 from registry.effects import stats
 from registry.effects.models import ClaimVerdict, FindingEffects
 from registry.events.services import event_emit

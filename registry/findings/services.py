@@ -9,10 +9,10 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from interp_registry.sdk import BASELINE, Scale
+from interp_registry.sdk import Metric as PluginMetric
 
 from plugins.registry import all_plugins
-from plugins.sdk import BASELINE, Scale
-from plugins.sdk import Metric as PluginMetric
 from registry.effects import stats
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied

@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet, Value
 from django.utils import timezone
+from interp_registry.sdk import Experiment as PluginExperiment
+from interp_registry.sdk import NotReached, Scale
 
-from plugins.sdk import Experiment as PluginExperiment
-from plugins.sdk import NotReached, Scale
 from registry.effects.services import effects_recompute_request
 from registry.errors import ApplicationError, PermissionDenied
 from registry.events.models import Event

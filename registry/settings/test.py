@@ -30,6 +30,7 @@ RUN_HEARTBEAT_INTERVAL_S = 0.5
 RUN_KILL_GRACE_S = 2.0
 PLUGINS_EXTRA = [
     "echo=tests.fakes.plugins:EchoExperiment",
+    "echo_curves=tests.fakes.plugins:CurvedEchoExperiment",
     "crashing=tests.fakes.plugins:CrashingExperiment",
     "host_bound=tests.fakes.plugins:HostBoundExperiment",
     "faulty=tests.fakes.plugins:FaultyExperiment",

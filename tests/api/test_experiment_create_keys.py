@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from interp_registry.sdk import Params
 from pydantic import Field
 
 from plugins.registry import register_temporarily
-from plugins.sdk import Params
 from registry.reproductions.models import Experiment, Reproduction
 from tests.api.helpers import FINDINGS, assert_error, counts
 from tests.fakes.plugins import EchoExperiment

@@ -1,7 +1,8 @@
 """Findings as code and the ``interp-registry`` command line against a live registry with a real
 Celery worker: submit a YAML finding, submit it again (nothing changes), reproduce it with the echo
 plugin, wait on the live stream, read effects and measurements as DataFrames, export CSV and JSON,
-show verdicts with --fail-on exit codes; malformed files name their line and field; login stores
+show verdicts with --fail-on exit codes, watch a reproduction whose worker run logged curves and read
+them back as a DataFrame; malformed files name their line and field; login stores
 the token with mode 0600."""
 
 from __future__ import annotations
@@ -196,6 +197,33 @@ def test_submit_reproduce_watch_show_export(server, token, celery_worker, tmp_pa
         bars = capsys.readouterr().err
         for run in done.runs:
             assert f"run {run.id} (seed {run.seed}): 100%" in bars
+
+    # curves a worker's run logged (the echo_curves fake: ctx.log_series), read back through the
+    # client as a DataFrame; the CLI's watch follows that reproduction until it finishes
+    with Registry(server, token=token) as reg:
+        curved = reg.create_experiment(finding_id, plugin="echo_curves", params={"curve_points": 3, "effect": -0.5},
+                                       reproduce=False)
+        queued = reg.reproduce(curved, seeds=[4])
+    code, out, err = run_cli(capsys, "watch", "--reproduction", str(queued.id), *auth)
+    assert code == 0, err
+    assert out.strip() == f"reproduction {queued.id}: finished (1/1 runs succeeded)"
+    code, out, err = run_cli(capsys, "watch", "echo-halves-risk", "--json", *auth)  # nothing running: the latest
+    assert code == 0, err
+    assert {r["id"] for r in json.loads(out)} == {third.id, queued.id}
+    with Registry(server) as anonymous:
+        [run] = anonymous.reproduction(queued.id).runs
+        curve = anonymous.series(run=run.id, as_frame=True)
+        assert list(zip(curve["arm"], curve["name"], curve["step"], strict=True)) == [
+            ("baseline", "loss", 0), ("baseline", "loss", 1), ("baseline", "loss", 2),
+            ("intervention", "loss", 0), ("intervention", "loss", 1), ("intervention", "loss", 2)]
+        assert list(curve["value"]) == pytest.approx([1.04, 2.04, 3.04, 0.54, 1.54, 2.54])
+        assert set(curve["run"]) == {run.id} and set(curve["seed"]) == {4}
+        of_finding = anonymous.series(finding_id, as_frame=True)  # only the echo_curves run logged any
+        assert list(of_finding["value"]) == list(curve["value"]) and set(of_finding["experiment"]) == {curved.id}
+    code, out, err = run_cli(capsys, "export", "echo-halves-risk", "--format", "json", "--table", "series", *auth)
+    assert code == 0, err
+    assert [(r["arm"], r["step"], r["value"]) for r in json.loads(out)] == list(
+        zip(curve["arm"], curve["step"], curve["value"], strict=True))
 
 
 def test_a_malformed_file_names_line_and_field(tmp_path):

@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 
 ECHO = "tests.fakes.plugins:EchoExperiment"
 CRASHING = "tests.fakes.plugins:CrashingExperiment"
+CURVED = "tests.fakes.plugins:CurvedEchoExperiment"
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -239,6 +240,28 @@ def test_report_posts_self_reported_runs_with_their_environment(server, token, s
     runs = _self_reported(experiment_id)
     assert [run.seed for run in runs] == [0, 1, 7]
     assert runs[-1].environment["runner"].endswith("(in process)")
+
+    # the curves the plugin logged (ctx.log_series) go with the runs, from the child and in-process
+    with Registry(server, token=token) as registry:
+        curved = registry.create_experiment(finding_id, plugin="echo_curves", params={"curve_points": 3},
+                                            reproduce=False)
+    for runner, seed in (("child", 2), ("in-process", 5)):
+        code, out, err = run_cli(capsys, "run-local", CURVED, "--seeds", "1", "--first-seed", str(seed), "--runner",
+                                 runner, "--report", str(finding_id), "--json", *auth)
+        assert code == 0, err
+        data = json.loads(out)
+        [local_run] = data["runs"]
+        assert [(c["arm"], c["name"], c["steps"]) for c in local_run["series"]] == [
+            ("baseline", "loss", [0, 1, 2]), ("intervention", "loss", [0, 1, 2])]
+        [run_id] = data["reported"]["runs"]
+        with Registry(server) as anonymous:
+            stored = anonymous.series(run=run_id)
+        assert [(p["arm"], p["name"], p["step"]) for p in stored] == [
+            (arm, "loss", step) for arm in ("baseline", "intervention") for step in (0, 1, 2)]
+        expected = [1.0 + step + seed / 100 for step in (0, 1, 2)]
+        assert [p["value"] for p in stored] == pytest.approx(expected + [v - 0.5 for v in expected])
+        assert {p["seed"] for p in stored} == {seed}
+    assert [run.seed for run in _self_reported(curved.id)] == [2, 5]
 
 
 @pytest.mark.postgres

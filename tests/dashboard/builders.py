@@ -112,8 +112,7 @@ def artifact(run: Run, name: str = "samples.png", content_type: str = "image/png
 def stored_png(run: Run, name: str = "samples.png") -> Artifact:
     """A real 8x8 PNG in artifact storage, as a run would have saved it."""
     import numpy as np
-
-    from plugins.sdk import png_bytes
+    from interp_registry.sdk import png_bytes
 
     data = png_bytes(np.linspace(0.0, 1.0, 64).reshape(8, 8))
     row = Artifact.objects.create(

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
+from interp_registry.sdk import Axis, Experiment, Metric, NotReached, Params, Resources, Scale, check_stop
 from pydantic import Field
-
-from plugins.sdk import Axis, Experiment, Metric, NotReached, Params, Resources, Scale, check_stop
 
 
 class EchoParams(Params):
@@ -48,6 +47,26 @@ class EchoExperiment(Experiment):
             "baseline": {"risk": base, "skill": 1.0 + wobble, "width": 3.0},
             "intervention": {"risk": base + params.effect, "skill": 1.0 + wobble, "width": 3.0},
         }
+
+
+class CurvesParams(EchoParams):
+    curve_points: int = Field(4, ge=0, le=1000, description="Points of the 'loss' curve logged per arm.")
+
+
+class CurvedEchoExperiment(EchoExperiment):
+    """The echo plugin that also logs a short training curve per arm through ``ctx.log_series``:
+    at step ``i`` (0, 1, ... curve_points - 1) the baseline's ``loss`` is ``baseline + i + seed / 100``
+    and the intervention's that plus ``effect`` (exact values, for tests reading curves back)."""
+
+    name = "echo_curves"
+    Params = CurvesParams
+
+    def run(self, params: CurvesParams, ctx) -> dict[str, dict[str, float]]:
+        for step in range(params.curve_points):
+            value = params.baseline + step + ctx.seed / 100
+            ctx.log_series("loss", step, value, arm="baseline")
+            ctx.log_series("loss", step, value + params.effect, arm="intervention")
+        return super().run(params, ctx)
 
 
 class CrashParams(Params):

@@ -258,8 +258,8 @@ def test_supersede_chain(user):
 
 
 def test_claim_problem_for_metric_judges_one_declaration(user):
-    from plugins.sdk import Axis, Scale
-    from plugins.sdk import Metric as PluginMetric
+    from interp_registry.sdk import Axis, Scale
+    from interp_registry.sdk import Metric as PluginMetric
 
     finding = create(user)
     ratio = PluginMetric("risk", Axis.SAFETY, higher_is_better=False, scale=Scale.RATIO)

@@ -166,13 +166,20 @@ def test_declaration_checks_agree_with_discovery():
     assert "arms must be exactly those" in declaration_errors(ThreeArms)[0]
 
 
-def test_plugins_sdk_is_an_alias_of_the_same_objects():
+def test_plugins_sdk_is_a_deprecated_alias_of_the_same_objects(monkeypatch):
+    """Importing plugins.sdk still works, warns (DeprecationWarning, pointing at the importer), and
+    gives the very objects of interp_registry.sdk."""
+    import sys
+
     import interp_registry.sdk
 
-    import plugins.sdk
+    monkeypatch.delitem(sys.modules, "plugins.sdk", raising=False)  # imported afresh: the warning is at import
+    with pytest.warns(DeprecationWarning, match="plugins.sdk is deprecated.*interp_registry.sdk") as caught:
+        import plugins.sdk as alias
+    assert [w.filename for w in caught if w.category is DeprecationWarning] == [__file__]
 
-    for name in plugins.sdk.__all__:
-        assert getattr(plugins.sdk, name) is getattr(interp_registry.sdk, name), name
+    for name in alias.__all__:
+        assert getattr(alias, name) is getattr(interp_registry.sdk, name), name
     assert issubclass(EchoExperiment, interp_registry.sdk.Experiment)
 
 

@@ -4,9 +4,9 @@ reached (stored censored at the budget), and the metric catalogue's record of bo
 import math
 
 import pytest
+from interp_registry.sdk import NotReached, Scale, run_locally
 
 from plugins.registry import register_temporarily
-from plugins.sdk import NotReached, Scale, run_locally
 from registry.reproductions import services
 from registry.reproductions.models import Measurement, MetricDefinition
 from tests.factories import FindingFactory

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from plugins.sdk import Axis, Experiment, Metric, Params
+from interp_registry.sdk import Axis, Experiment, Metric, Params
 
 #: Changed by each run: a run forked from the zygote must find it as the zygote left it.
 COUNTER = 0

@@ -499,6 +499,8 @@ def cmd_run_local(args: argparse.Namespace) -> int:
              table(rows, columns)]
     for result in failed:
         human += ["", f"seed {result.seed} failed: {result.error}"]
+    for result in results:
+        human += [f"seed {result.seed}: {note}" for note in result.notes]
     if data["reported"]:
         reported = data["reported"]
         human += ["", f"reported {len(reported['runs'])} runs to experiment {experiment.id} of finding "

@@ -8,7 +8,8 @@ directory, the environment captured by the child); otherwise in this process thr
 (:func:`interp_registry.testing.validate_results`): a missing metric or a NaN fails the seed here.
 
 The results can then be posted to the registry as self-reported runs of an experiment
-(``POST /api/v1/experiments/{id}/self-reported-runs/batch/``), each with its environment.
+(``POST /api/v1/experiments/{id}/self-reported-runs/batch/``), each with its environment and the
+curves its plugin logged (``ctx.log_series``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class SeedResult:
     error: str = ""
     wall_time_s: float = 0.0
     artifacts: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    #: the curves the plugin logged: ``[{arm, name, steps, values, logged}]`` (interp_registry.series)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    #: what was refused on the way, in words (a malformed line of the child's curves file)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def hardware(self) -> str:
@@ -201,8 +206,9 @@ def _child_run(plugin: type[Experiment], params: dict[str, Any], seed: int, *, d
         except ContractError as exc:
             return SeedResult(seed, "failed", environment=environment, error=str(exc), wall_time_s=wall)
         artifacts = child.load_artifacts()
+        series, notes = child.load_series(arms=tuple(plugin.arms))
         return SeedResult(seed, "succeeded", measurements=results, environment=environment, wall_time_s=wall,
-                          artifacts=artifacts)
+                          artifacts=artifacts, series=series, notes=notes)
     finally:
         child.finish()
         child.cleanup()
@@ -246,7 +252,7 @@ def _in_process_run(plugin: type[Experiment], params: dict[str, Any], seed: int,
     environment["wall_time_s"] = wall
     artifacts = {name: (data, "application/octet-stream") for name, data in ctx.artifacts.items()}
     return SeedResult(seed, "succeeded", measurements=results, environment=environment, wall_time_s=wall,
-                      artifacts=artifacts)
+                      artifacts=artifacts, series=ctx.series)
 
 
 def run_seeds(plugin: type[Experiment], params: dict[str, Any], seeds: list[int], *, device: str = "cpu",
@@ -306,13 +312,22 @@ def save_artifacts(results: list[SeedResult], folder: Path) -> int:
 
 
 def report_payload(params: dict[str, Any], plugin: type[Experiment], results: list[SeedResult]) -> dict[str, Any]:
-    """The body of ``POST /api/v1/experiments/{id}/self-reported-runs/batch/`` for these results."""
+    """The body of ``POST /api/v1/experiments/{id}/self-reported-runs/batch/`` for these results:
+    each run with its measurements, environment and curves (``[{arm, name, steps, values}]``, the
+    points kept, as the API takes them)."""
     return {
         "params": params,
         "plugin_version": plugin.version,
-        "runs": [{"seed": r.seed, "measurements": r.encoded(), "hardware": r.hardware, "environment": r.environment}
+        "runs": [{"seed": r.seed, "measurements": r.encoded(), "hardware": r.hardware, "environment": r.environment,
+                  **({"series": report_series(r.series)} if r.series else {})}
                  for r in results],
     }
+
+
+def report_series(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Curves as the self-reported API takes them: ``{arm, name, steps, values}`` each."""
+    return [{"arm": c["arm"], "name": c["name"], "steps": list(c["steps"]), "values": list(c["values"])}
+            for c in series]
 
 
 def measurement_rows(plugin: type[Experiment], results: list[SeedResult]) -> list[dict[str, Any]]:
