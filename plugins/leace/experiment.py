@@ -291,7 +291,10 @@ class LeaceExperiment(Experiment):
 
     def run(self, params: LeaceParams, ctx: RunContext) -> dict[str, dict[str, float]]:
         device = torch.device(ctx.device)
-        mlp, data = train_shortcut_model(params, ctx, device, use_irm=False, progress=(0.0, 0.8))
+        # both arms read the same ERM model: its training curve (series "nll") is logged for each
+        mlp, data = train_shortcut_model(
+            params, ctx, device, use_irm=False, progress=(0.0, 0.8), series_arms=(BASELINE, INTERVENTION)
+        )
         generator = torch.Generator(device=device).manual_seed(ctx.seed + 1)
         with torch.no_grad():
             images, labels, colours = training_sample(params, data, params.fit_samples, generator)

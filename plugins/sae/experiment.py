@@ -24,6 +24,11 @@ Reproduced figures (CPU, one thread, default parameters, seeds 0-2): MMCS 0.376-
 paper's ~0.99 plateau. The trade-off shows too: the fraction of variance unexplained rises from
 0.0001-0.0005 to 0.066-0.067, and the number of active latents per sample falls from about 225 of
 256 to 16-17 (5 true features are active on average).
+
+Why this safety label: ``mmcs`` counts as safety because a dictionary whose atoms are the true
+features lets one read off (monitor, audit) what a representation is made of; it is a judgement
+call, since recovering a synthetic dictionary is a proxy for interpretable latents on a real model.
+``fvu`` is the capability the sparsity penalty costs.
 """
 
 from __future__ import annotations
@@ -163,7 +168,10 @@ class SparseAutoencoderExperiment(Experiment):
             scale=Scale.PROPORTION,
             description="Mean over true features of the highest cosine similarity with any decoder column "
             "(1 = every true feature has an exact dictionary atom; a random dictionary scores about 0.35 "
-            "at default sizes).",
+            "at default sizes). Safety because a dictionary whose atoms are the true features lets one read "
+            "off (monitor, audit) what a representation is made of; a judgement call: recovering a synthetic "
+            "dictionary is a proxy for interpretable latents on a real model, and a higher score does not by "
+            "itself make a model safer.",
         ),
         Metric(
             "fvu",

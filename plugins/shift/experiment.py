@@ -84,6 +84,7 @@ scores 0). ``train_accuracy`` is the capability the edit may cost.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -169,21 +170,33 @@ def head(mlp: nn.Sequential, activations: torch.Tensor) -> torch.Tensor:
 
 
 def train_shortcut_model(
-    params: ShortcutParams, ctx: RunContext, device: torch.device, *, use_irm: bool, progress: tuple[float, float]
+    params: ShortcutParams,
+    ctx: RunContext,
+    device: torch.device,
+    *,
+    use_irm: bool,
+    progress: tuple[float, float],
+    series_arms: tuple[str, ...] = (),
 ) -> tuple[nn.Sequential, ShortcutData]:
     """The shortcut plugin's ERM (``use_irm`` False) or IRMv1 model, trained as that plugin trains it.
 
-    Same seeding, same order of draws, same loss: the model is the one ``shortcut`` reports on.
+    Same seeding, same order of draws, same loss: the model is the one ``shortcut`` reports on. Its
+    training curve (the mean training-batch ``nll`` every ``steps // 20`` steps, ~21 points, the
+    shortcut plugin's steps) is logged as series ``nll`` of each of ``series_arms`` (the stored arms
+    whose model this is).
     """
     seed_everything(ctx.seed, deterministic=ctx.deterministic)
     label = "IRMv1" if use_irm else "ERM"
     lo, hi = progress
 
-    def report(step: int, *_: object) -> None:
+    def report(step: int, nll: torch.Tensor, *_: object) -> None:
+        value = float(nll.detach())
+        for arm in series_arms if math.isfinite(value) else ():  # a diverged loss is no curve point
+            ctx.log_series("nll", step, value, arm=arm)
         ctx.progress(lo + (hi - lo) * (step + 1) / params.steps, f"{label}: step {step + 1}/{params.steps}")
 
     mlp, data = train_model(
-        params, ctx, device, use_irm=use_irm, report_every=max(1, params.steps // 10), report=report
+        params, ctx, device, use_irm=use_irm, report_every=max(1, params.steps // 20), report=report
     )
     mlp.eval()
     for parameter in mlp.parameters():
@@ -239,8 +252,11 @@ def train_sae(
     data: ShortcutData,
     generator: torch.Generator,
     progress: tuple[float, float],
+    series_arms: tuple[str, ...] = (),
 ) -> tuple[SparseAutoencoder, float]:
-    """An L1 sparse autoencoder on the hidden activations (divided by their mean norm, returned)."""
+    """An L1 sparse autoencoder on the hidden activations (divided by their mean norm, returned). Its
+    training loss (squared error plus the L1 term, per batch) is logged as series ``sae_loss`` of each of
+    ``series_arms``, at the first and last step and every ``sae_steps // 100`` (~100 points)."""
     device = data.prototypes.device
     n_envs = len(params.train_colour_noise)
     per_env = max(1, params.sae_batch // n_envs)
@@ -250,6 +266,7 @@ def train_sae(
     sae = SparseAutoencoder(params.hidden_dim, round(params.sae_ratio * params.hidden_dim)).to(device)
     optimiser = torch.optim.Adam(sae.parameters(), lr=params.sae_lr)
     report_every = max(1, params.sae_steps // 10)
+    curve_every = max(1, params.sae_steps // 100)
     for step in range(params.sae_steps):
         with torch.no_grad():
             images, _, _ = training_sample(params, data, per_env, generator)
@@ -260,6 +277,10 @@ def train_sae(
         loss.backward()
         optimiser.step()
         sae.normalise_decoder()
+        if series_arms and ((step + 1) % curve_every == 0 or step == 0 or step == params.sae_steps - 1):
+            value = float(loss.detach())
+            for arm in series_arms if math.isfinite(value) else ():  # a diverged loss is no curve point
+                ctx.log_series("sae_loss", step + 1, value, arm=arm)
         if step % report_every == 0 or step == params.sae_steps - 1:
             check_stop(ctx)
             lo, hi = progress
@@ -374,19 +395,25 @@ class ShiftExperiment(Experiment):
     def run(self, params: ShiftParams, ctx: RunContext) -> dict[str, dict[str, float]]:
         device = torch.device(ctx.device)
         wanted = (params.baseline_arm, params.intervention_arm)
+        stored = {params.baseline_arm: BASELINE, params.intervention_arm: INTERVENTION}
         results: dict[str, dict[str, float]] = {}
         needs_erm = any(arm != "irm" for arm in wanted)
         irm_span = (0.0, 1.0) if not needs_erm else (0.7, 1.0)
         if needs_erm:
             erm_end = 0.4 if "irm" not in wanted else 0.3
-            mlp, data = train_shortcut_model(params, ctx, device, use_irm=False, progress=(0.0, erm_end))
+            erm_arms = tuple(stored[arm] for arm in wanted if arm != "irm")  # the arms built on the ERM model
+            mlp, data = train_shortcut_model(
+                params, ctx, device, use_irm=False, progress=(0.0, erm_end), series_arms=erm_arms
+            )
             if "erm" in wanted:
                 results["erm"] = evaluate(mlp, data)
             ablated = [arm for arm in wanted if arm in ("shift", "random")]
             if ablated:
                 generator = torch.Generator(device=device).manual_seed(ctx.seed + 1)
                 sae_end = 0.95 if "irm" not in wanted else 0.65
-                sae, scale = train_sae(params, ctx, mlp, data, generator, (erm_end, sae_end))
+                sae, scale = train_sae(
+                    params, ctx, mlp, data, generator, (erm_end, sae_end), tuple(stored[arm] for arm in ablated)
+                )
                 images, _, _ = training_sample(params, data, params.attribution_samples, generator)
                 attribution, alive, means = colour_attribution(mlp, sae, scale, images)
                 chosen = {
@@ -402,7 +429,9 @@ class ShiftExperiment(Experiment):
                     fill = means if params.ablation == "mean" else None
                     results[arm] = evaluate(mlp, data, ablation(sae, scale, chosen[arm], fill))
         if "irm" in wanted:
-            irm_model, irm_data = train_shortcut_model(params, ctx, device, use_irm=True, progress=irm_span)
+            irm_model, irm_data = train_shortcut_model(
+                params, ctx, device, use_irm=True, progress=irm_span, series_arms=(stored["irm"],)
+            )
             results["irm"] = evaluate(irm_model, irm_data)
         for arm in wanted:
             ctx.log(f"{arm}: " + ", ".join(f"{name}={value:.3f}" for name, value in results[arm].items()))

@@ -62,6 +62,8 @@ recovery, so the MMCS result is a finding about this setting, not a refutation o
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from interp_registry.sdk import (
@@ -212,16 +214,25 @@ class TopKSparseAutoencoderExperiment(Experiment):
             optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
             stream = torch.Generator(device=device).manual_seed(ctx.seed + 1)
             report_every = max(1, params.steps // 20)
+            # the curves, as the sae plugin logs them (~100 points per arm): the training objective
+            # (train_loss: the L1 arm's includes its penalty) and its squared-error part (reconstruction_loss)
+            curve_every = max(1, params.steps // 100)
             for step in range(1, params.steps + 1):
                 x = sample_data(features, probabilities, params.batch_size, stream)
                 latents = encode(model, x, arm_k)
-                loss = (model.decoder(latents) - x).pow(2).sum(1).mean()
+                reconstruction_loss = (model.decoder(latents) - x).pow(2).sum(1).mean()
+                loss = reconstruction_loss
                 if l1:
                     loss = loss + l1 * latents.abs().sum(1).mean()
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 model.normalise_decoder()
+                if step % curve_every == 0 or step == 1 or step == params.steps:
+                    for name, tensor in (("train_loss", loss), ("reconstruction_loss", reconstruction_loss)):
+                        value = float(tensor.detach())
+                        if math.isfinite(value):  # a diverged loss is no curve point
+                            ctx.log_series(name, step, value, arm=arm)
                 if step % report_every == 0 or step == params.steps:
                     check_stop(ctx)
                     ctx.progress((arm_index + step / params.steps) / 2, f"{arm}: step {step}/{params.steps}")
