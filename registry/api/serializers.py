@@ -211,7 +211,7 @@ class VisibleFindingField(serializers.PrimaryKeyRelatedField):
 class ExperimentBriefSerializer(serializers.ModelSerializer):
     class Meta:
         model = Experiment
-        fields = ["id", "plugin", "params", "default_seeds", "device", "retracted_at"]
+        fields = ["id", "plugin", "label", "params", "default_seeds", "device", "retracted_at"]
 
 
 class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
@@ -333,6 +333,10 @@ class ExperimentSerializer(StrictTextMixin, serializers.ModelSerializer):
         help_text="A preset of the plugin (see GET /plugins/): its parameters, overridden by `params`.",
     )
     device = serializers.ChoiceField(choices=Experiment.Device.choices, required=False)
+    label = StrictCharField(
+        required=False, allow_blank=True, max_length=200,
+        help_text="What sets this experiment apart from the finding's others (e.g. `plain MSE loss`).",
+    )
     # upper bounds: RUN_MAX_TIME_LIMIT_S / RUN_MAX_MEMORY_LIMIT_MB, checked by experiment_create
     time_limit_s = serializers.IntegerField(
         required=False, min_value=10, max_value=settings.RUN_MAX_TIME_LIMIT_S,
@@ -352,7 +356,8 @@ class ExperimentSerializer(StrictTextMixin, serializers.ModelSerializer):
     class Meta:
         model = Experiment
         fields = [
-            "id", "finding", "plugin", "plugin_version_constraint", "params", "preset", "default_seeds", "device",
+            "id", "finding", "plugin", "label", "plugin_version_constraint", "params", "preset", "default_seeds",
+            "device",
             "time_limit_s", "memory_limit_mb", "reproduce", "reproductions", "retracted_at", "retraction_reason",
             "created_at",
         ]

@@ -96,6 +96,7 @@ def _example_create(spec: dict[str, Any], *, user: Any, reproduce: bool, preset:
         user=user,
         plugin=spec["plugin"],
         params=params,
+        label=spec.get("label", ""),
         default_seeds=spec.get("seeds", 3),
         reproduce=reproduce,
     )
@@ -110,6 +111,7 @@ def _example_create(spec: dict[str, Any], *, user: Any, reproduce: bool, preset:
             user=user,
             plugin=spec["plugin"],
             params=extra_params,
+            label=extra.get("label", ""),
             default_seeds=extra.get("seeds", spec.get("seeds", 3)),
             reproduce=reproduce,
         )

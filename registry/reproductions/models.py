@@ -44,6 +44,8 @@ class Experiment(models.Model):
 
     finding = models.ForeignKey(Finding, on_delete=models.CASCADE, related_name="experiments")
     plugin = models.CharField(max_length=100)
+    # What sets this experiment apart from the finding's others (e.g. "plain MSE loss"); optional.
+    label = models.CharField(max_length=200, blank=True, default="")
     plugin_version_constraint = models.CharField(max_length=100, blank=True)
     params = models.JSONField(default=dict)
     default_seeds = models.PositiveIntegerField(default=3)

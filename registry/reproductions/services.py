@@ -229,6 +229,7 @@ def experiment_create(
     plugin: str,
     params: dict[str, Any] | None = None,
     preset: str | None = None,
+    label: str = "",
     plugin_version_constraint: str = "",
     default_seeds: int | None = None,
     device: str | None = None,
@@ -278,6 +279,7 @@ def experiment_create(
     experiment = Experiment.objects.create(
         finding=finding,
         plugin=plugin,
+        label=label.strip(),
         plugin_version_constraint=plugin_version_constraint,
         params=normalised,
         default_seeds=default_seeds,

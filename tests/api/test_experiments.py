@@ -277,3 +277,18 @@ def test_worker_host_names_are_for_signed_in_users(anon, api, experiment):
     assert "worker_host" not in public and "hostname" not in public["environment"]
     private = api.get(f"/api/v1/runs/{run.pk}/").json()
     assert private["worker_host"] == "gpu-17.internal:42" and private["environment"]["hostname"] == "gpu-17"
+
+
+def test_an_experiment_carries_its_label(api, anon, finding):
+    response = api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False,
+                                                      "label": "  noisier setting "}, format="json")
+    assert response.status_code == 201, response.json()
+    experiment = Experiment.objects.get(pk=response.json()["id"])
+    assert experiment.label == "noisier setting"
+    assert anon.get(f"/api/v1/experiments/{experiment.pk}/").json()["label"] == "noisier setting"
+    assert anon.get(f"{FINDINGS}{finding.pk}/").json()["experiments"][0]["label"] == "noisier setting"
+    before = Experiment.objects.count()
+    too_long = api.post(experiments_url(finding.pk), {"plugin": "echo", "reproduce": False, "label": "x" * 201},
+                        format="json")
+    assert too_long.status_code == 400 and "label" in too_long.json()["errors"], too_long.json()
+    assert Experiment.objects.count() == before

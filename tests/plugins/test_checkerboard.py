@@ -74,6 +74,8 @@ def test_the_example_loader_creates_both_loss_settings(preset):
     experiments = list(finding.experiments.order_by("id"))
     assert [(e.plugin, e.params["loss"]) for e in experiments] == [("checkerboard", "pooled"), ("checkerboard", "full")]
     assert not experiments[1].reproductions.exists()  # reproduce=False queues nothing
+    # the second setting carries its label (API, dashboard); the first has none
+    assert [e.label for e in experiments] == ["", EXAMPLE_FINDING["more_experiments"][0]["label"]]
     if preset == "tiny":
         for experiment in experiments:
             assert experiment.params["steps"] == CheckerboardExperiment.presets["tiny"]["steps"]

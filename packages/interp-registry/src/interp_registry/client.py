@@ -147,6 +147,7 @@ class Claim(_Model):
 class ExperimentBrief(_Model):
     id: int
     plugin: str
+    label: str = ""
     params: dict[str, Any] = {}
     default_seeds: int = 3
     device: str = "cpu"
@@ -173,6 +174,7 @@ class Experiment(_Model):
     id: int
     finding: int
     plugin: str
+    label: str = ""
     params: dict[str, Any] = {}
     default_seeds: int = 3
     device: str = "cpu"
