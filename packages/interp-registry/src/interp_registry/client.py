@@ -451,7 +451,7 @@ class Registry:
 
     def create_experiment(self, finding: int | Finding, *, plugin: str, params: dict[str, Any] | None = None,
                           idempotency_key: str | None = None, **fields: Any) -> Experiment:
-        """``plugin`` and its ``params`` (validated against its schema); ``default_seeds``, ``device``,
+        """``plugin`` and its ``params`` (validated against its schema); ``label``, ``default_seeds``, ``device``,
         ``time_limit_s``, ``reproduce`` (False: queue nothing yet)."""
         body = {"plugin": plugin, "params": params or {}, **fields}
         return Experiment.model_validate(self.request("POST", f"findings/{_id(finding)}/experiments/",

@@ -430,12 +430,12 @@ def submit(registry: Registry, finding: FindingFile, *, plugins: dict[str, Plugi
                       and _experiment_matches(params, experiment["plugin"], e)), None)
         if match is not None:
             matched.add(match.id)
-            for name in ("default_seeds", "device"):
+            for name in ("default_seeds", "device", "label"):
                 if name in experiment and experiment[name] != getattr(match, name):
                     notes.append(f"experiment {match.id} has {name}={getattr(match, name)!r}, the file says "
                                  f"{experiment[name]!r}: experiments are not edited (change its params for a new one)")
             continue
-        extra = {name: experiment[name] for name in ("default_seeds", "device", "time_limit_s", "reproduce")
+        extra = {name: experiment[name] for name in ("label", "default_seeds", "device", "time_limit_s", "reproduce")
                  if name in experiment}
         new = registry.create_experiment(
             existing.id, plugin=experiment["plugin"], params=params, **extra,
@@ -475,7 +475,8 @@ def to_yaml(finding: Finding, key: str | None = None) -> str:
         for c in finding.claims
     ]
     data["experiments"] = [
-        {"plugin": e.plugin, "params": e.params, "default_seeds": e.default_seeds, "device": e.device}
+        {"plugin": e.plugin, **({"label": e.label} if e.label else {}), "params": e.params,
+         "default_seeds": e.default_seeds, "device": e.device}
         for e in finding.experiments if not e.retracted_at
     ]
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
