@@ -33,9 +33,9 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import IntegerField, Max, Q
-from django.db.models.functions import Cast
+from django.db import connections, transaction
+from django.db.models import DateTimeField, Func, IntegerField, Max, Q
+from django.db.models.functions import Cast, Now
 from django.utils import timezone
 from interp_registry.sdk import BASELINE, INTERVENTION
 
@@ -879,8 +879,20 @@ def finding_effects_recompute(*, finding_id: int) -> dict:
     _store_verdicts(locked, [c for c, _ in kept], [e for _, e in kept])
     _store_status(locked, data["status"])
     summary, detail = effects_split(data)
-    FindingEffects.objects.filter(finding_id=finding_id).update(data=summary, detail=detail, computed_at=timezone.now())
+    FindingEffects.objects.filter(finding_id=finding_id).update(
+        data=summary, detail=detail, computed_at=_database_clock(FindingEffects.objects.db)
+    )
     return data
+
+
+def _database_clock(alias: str) -> Func | Now:
+    """The database's clock, one for every host: ``computed_at`` feeds the landscape's effects
+    version (the sum of the newest stamps), which a maintenance host whose clock lagged would
+    not move, leaving cached aggregates stale. On PostgreSQL the time of the statement itself
+    (``clock_timestamp()``, not the transaction's start)."""
+    if connections[alias].vendor == "postgresql":
+        return Func(template="clock_timestamp()", output_field=DateTimeField())
+    return Now()
 
 
 # ---------------------------------------------------------------- summary and detail

@@ -123,3 +123,21 @@ def test_a_restricted_findings_tags_are_offered_only_to_who_may_see_it(user, oth
         for client in (stranger, Client()):
             page = client.get(path).content.decode()
             assert 'value="open-tag"' in page and 'value="hidden-tag"' not in page
+
+
+def test_a_recompute_is_stamped_by_the_database_clock_not_its_host(measured, monkeypatch):
+    """A maintenance host whose clock lags would stamp its recompute in the past, under the newest
+    stamps whose sum versions the cached aggregates: they would stay stale. The stamp is the
+    database's clock."""
+    from django.db import connection
+
+    from registry.effects import services
+
+    lagging = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(services.timezone, "now", lambda: lagging)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        (before,) = cursor.fetchone()
+    recompute_as_the_worker(measured[0].pk)
+    stamped = FindingEffects.objects.get(finding=measured[0]).computed_at
+    assert stamped >= before, (stamped, before)
