@@ -1,13 +1,29 @@
-"""The finding page's training curves: geometry for inline SVG plots (the template draws them,
-auto-escaped). Data from ``registry.reproductions.series.finding_curve_bands``; nothing here
-queries beyond that one call."""
+"""Training curves on the dashboard: geometry for inline SVG plots (dashboard/_curve_figure.html
+draws them, auto-escaped).
+
+The finding page: per (experiment, curve name), one plot with, per arm, the mean across its
+succeeded runs (line), the range from the lowest to the highest run (band), and each run's own
+curve (thin line, with points whose ``<title>`` names the seed and value, so hovering shows each
+seed). Two queries, whatever the number of runs (the selection is
+``registry.reproductions.series.finding_curve_bands``'s, with each run's seed).
+
+The run page: per curve name, one plot with one line per arm (points titled with the value), from
+``run_series`` (one query)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from registry.findings.models import Finding
-from registry.reproductions.series import finding_curve_bands
+from registry.reproductions.models import Run, RunSeries
+from registry.reproductions.series import (
+    _CURVE_ORDER,
+    FINDING_MAX_CURVES,
+    _first_within_budget,
+    run_series,
+    series_bands,
+)
 
 WIDTH, HEIGHT = 360, 180
 LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 24  # margins for the axis labels
@@ -15,6 +31,11 @@ PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 MAX_PLOTS = 12
 MAX_PLOT_POINTS = 200
 ARM_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52")
+#: Per arm of a finding's plot, the runs drawn one by one (the band and mean use them all), the
+#: points of each run's thin line, and its points that carry a hover title: bounded page weight.
+MAX_SEED_LINES = 10
+SEED_LINE_POINTS = 50
+SEED_HOVER_POINTS = 12
 
 
 def _thin(indices: int, limit: int) -> list[int]:
@@ -28,47 +49,125 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _frame(x_low: float, x_high: float, y_low: float, y_high: float) -> tuple[Callable, Callable, dict[str, Any]]:
+    """The x and y of a point in the plot (SVG text), and the frame's labels and edges."""
+    if x_high == x_low:
+        x_high = x_low + 1
+    if y_high == y_low:
+        y_low, y_high = y_low - 0.5, y_high + 0.5
+
+    def x(step: float) -> str:
+        return f"{LEFT + (step - x_low) / (x_high - x_low) * PLOT_W:.1f}"
+
+    def y(value: float) -> str:
+        return f"{TOP + (1 - (value - y_low) / (y_high - y_low)) * PLOT_H:.1f}"
+
+    frame = {
+        "width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": HEIGHT - BOTTOM,
+        "x_low": _label(x_low), "x_high": _label(x_high), "y_low": _label(y_low), "y_high": _label(y_high),
+    }
+    return x, y, frame
+
+
+def _polyline(x: Callable, y: Callable, steps: list[int], values: list[float], limit: int) -> str:
+    return " ".join(f"{x(steps[i])},{y(values[i])}" for i in _thin(len(steps), limit))
+
+
+def _points(x: Callable, y: Callable, steps: list[int], values: list[float], what: str) -> list[dict[str, str]]:
+    """Hover points: ``{x, y, title}``, the title ``"<what>: <value> at step <step>"``."""
+    return [{"x": x(steps[i]), "y": y(values[i]), "title": f"{what}: {_label(values[i])} at step {steps[i]}"}
+            for i in _thin(len(steps), SEED_HOVER_POINTS)]
+
+
 def curve_plots(bands: list[dict[str, Any]], *, max_plots: int = MAX_PLOTS) -> list[dict[str, Any]]:
     """One plot per (experiment, curve name), one mean line and band per arm, in a shared frame:
-    ``{name, plugin, experiment, width, height, x/y labels, arms: [{arm, runs, colour, line, band}]}``
-    where ``line`` and ``band`` are SVG point lists (numbers only)."""
+    ``{name, plugin, experiment, width, height, x/y labels, arms: [{arm, runs, colour, line, band,
+    seeds, seeds_left_out}]}`` where ``line`` and ``band`` are SVG point lists (numbers only) and
+    ``seeds`` (from a band's optional ``seeds``: ``[{seed, run, values}]`` at the band's steps)
+    ``[{seed, run, line, points: [{x, y, title}]}]``, at most MAX_SEED_LINES per arm."""
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for band in bands:
         groups.setdefault((band["experiment"], band["name"]), []).append(band)
     plots = []
     for (experiment, name), arms in list(groups.items())[:max_plots]:
-        x_low = min(b["steps"][0] for b in arms)
-        x_high = max(b["steps"][-1] for b in arms)
-        y_low = min(min(b["low"]) for b in arms)
-        y_high = max(max(b["high"]) for b in arms)
-        if x_high == x_low:
-            x_high = x_low + 1
-        if y_high == y_low:
-            y_low, y_high = y_low - 0.5, y_high + 0.5
-
-        def x(step: float, lo: float = x_low, hi: float = x_high) -> str:
-            return f"{LEFT + (step - lo) / (hi - lo) * PLOT_W:.1f}"
-
-        def y(value: float, lo: float = y_low, hi: float = y_high) -> str:
-            return f"{TOP + (1 - (value - lo) / (hi - lo)) * PLOT_H:.1f}"
-
+        x, y, frame = _frame(min(b["steps"][0] for b in arms), max(b["steps"][-1] for b in arms),
+                             min(min(b["low"]) for b in arms), max(max(b["high"]) for b in arms))
         drawn = []
         for index, band in enumerate(arms):
-            keep = _thin(len(band["steps"]), MAX_PLOT_POINTS)
-            steps = [band["steps"][i] for i in keep]
-            line = " ".join(f"{x(s)},{y(band['mean'][i])}" for s, i in zip(steps, keep, strict=True))
-            upper = [f"{x(s)},{y(band['high'][i])}" for s, i in zip(steps, keep, strict=True)]
-            lower = [f"{x(s)},{y(band['low'][i])}" for s, i in zip(steps, keep, strict=True)]
-            drawn.append({"arm": band["arm"], "runs": band["runs"], "colour": ARM_COLOURS[index % len(ARM_COLOURS)],
-                          "line": line, "band": " ".join(upper + lower[::-1])})
-        plots.append({
-            "name": name, "plugin": arms[0]["plugin"], "experiment": experiment, "width": WIDTH, "height": HEIGHT,
-            "left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": HEIGHT - BOTTOM,
-            "x_low": _label(x_low), "x_high": _label(x_high), "y_low": _label(y_low), "y_high": _label(y_high),
-            "arms": drawn,
-        })
+            steps = band["steps"]
+            keep = _thin(len(steps), MAX_PLOT_POINTS)
+            upper = [f"{x(steps[i])},{y(band['high'][i])}" for i in keep]
+            lower = [f"{x(steps[i])},{y(band['low'][i])}" for i in keep]
+            seeds = band.get("seeds") or []
+            drawn.append({
+                "arm": band["arm"], "runs": band["runs"], "colour": ARM_COLOURS[index % len(ARM_COLOURS)],
+                "line": _polyline(x, y, steps, band["mean"], MAX_PLOT_POINTS), "band": " ".join(upper + lower[::-1]),
+                "seeds": [{
+                    "seed": seed["seed"], "run": seed["run"],
+                    "line": _polyline(x, y, steps, seed["values"], SEED_LINE_POINTS),
+                    "points": _points(x, y, steps, seed["values"],
+                                      f"{band['arm']}, seed {seed['seed']} (run #{seed['run']})"),
+                } for seed in seeds[:MAX_SEED_LINES]],
+                "seeds_left_out": max(0, len(seeds) - MAX_SEED_LINES),
+            })
+        plots.append({"name": name, "plugin": arms[0]["plugin"], "experiment": experiment, **frame, "arms": drawn})
     return plots
+
+
+def finding_curve_bands(finding: Finding, *, max_curves: int = FINDING_MAX_CURVES) -> list[dict[str, Any]]:
+    """``series.finding_curve_bands`` (succeeded runs, retracted experiments left out, stored points
+    bounded), each band with its runs' own curves at the band's steps: ``seeds: [{seed, run,
+    values}]`` in run order. Two queries."""
+    query = RunSeries.objects.filter(
+        run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED,
+        run__reproduction__experiment__retracted_at__isnull=True,  # as in the effects: never pooled
+    )
+    ids, _ = _first_within_budget(query, max_curves)
+    rows = RunSeries.objects.filter(pk__in=ids).order_by(*_CURVE_ORDER).values(
+        "run_id", "run__seed", "run__reproduction__experiment_id", "run__reproduction__experiment__plugin",
+        "arm", "name", "steps", "values",
+    )
+    curves = []
+    plugins: dict[int, str] = {}
+    for row in rows:
+        experiment = row["run__reproduction__experiment_id"]
+        plugins[experiment] = row["run__reproduction__experiment__plugin"]
+        curves.append({"experiment": experiment, "name": row["name"], "arm": row["arm"], "steps": row["steps"],
+                       "values": row["values"], "run": row["run_id"], "seed": row["run__seed"]})
+    members: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    for curve in curves:
+        members.setdefault((curve["experiment"], curve["name"], curve["arm"]), []).append(curve)
+    bands = series_bands(curves)
+    for band in bands:
+        band["plugin"] = plugins[band["experiment"]]
+        band["seeds"] = []
+        for curve in members[(band["experiment"], band["name"], band["arm"])]:
+            lookup = dict(zip(curve["steps"], curve["values"], strict=True))
+            band["seeds"].append({"seed": curve["seed"], "run": curve["run"],
+                                  "values": [lookup[step] for step in band["steps"]]})
+    return bands
 
 
 def finding_curve_plots(finding: Finding) -> list[dict[str, Any]]:
     return curve_plots(finding_curve_bands(finding))
+
+
+def run_curve_plots(run: Run, *, max_plots: int = MAX_PLOTS) -> list[dict[str, Any]]:
+    """The run's own curves (one query): per curve name, one plot with one line per arm (the
+    arm's points titled with their values); ``{name, width, height, x/y labels, arms: [{arm,
+    colour, line, points}]}``."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for curve in run_series(run):
+        if curve["steps"]:
+            by_name.setdefault(curve["name"], []).append(curve)
+    plots = []
+    for name, arms in sorted(by_name.items())[:max_plots]:
+        x, y, frame = _frame(min(min(c["steps"]) for c in arms), max(max(c["steps"]) for c in arms),
+                             min(min(c["values"]) for c in arms), max(max(c["values"]) for c in arms))
+        drawn = [{
+            "arm": curve["arm"], "colour": ARM_COLOURS[index % len(ARM_COLOURS)],
+            "line": _polyline(x, y, curve["steps"], curve["values"], MAX_PLOT_POINTS),
+            "points": _points(x, y, curve["steps"], curve["values"], curve["arm"]),
+        } for index, curve in enumerate(arms)]
+        plots.append({"name": name, **frame, "arms": drawn})
+    return plots

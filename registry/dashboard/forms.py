@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC
+
 from django import forms
 from django.conf import settings
 from django.urls import reverse
@@ -102,6 +105,17 @@ def _number(label: str, help_text: str = "", **attrs) -> forms.CharField:
     return forms.CharField(label=label, help_text=help_text, required=False, widget=forms.NumberInput(attrs=attrs))
 
 
+_LOCAL_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?")
+
+
+def _as_utc(value: str | None) -> str | None:
+    """A datetime-local value (no offset) read as UTC, as the form says, whatever the server's
+    TIME_ZONE: ``Z`` appended. Anything else as given (the serializer refuses a bad format)."""
+    if value and _LOCAL_DATETIME.fullmatch(value.strip()):
+        return value.strip() + "Z"
+    return value
+
+
 class FindingForm(forms.Form):
     """A finding: create or edit (its authors). The rules are ``FindingSerializer``'s and
     ``finding_create``/``finding_update``'s."""
@@ -121,7 +135,7 @@ class FindingForm(forms.Form):
     restricted_to = _text_field("Shared with", "Usernames, comma-separated (restricted findings only).")
     embargo_until = forms.CharField(
         label="Embargo until", required=False,
-        help_text="A restricted finding becomes public at this time (your time zone); empty: no embargo.",
+        help_text="A restricted finding becomes public at this time, in UTC; empty: no embargo.",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
     xrisk_expected_safety_effects = _text_field("Expected safety effects", textarea=True)
@@ -138,9 +152,7 @@ class FindingForm(forms.Form):
         sheet = finding.xrisk_sheet if isinstance(finding.xrisk_sheet, dict) else {}
         embargo = finding.embargo_until
         if embargo is not None:
-            from django.utils import timezone
-
-            embargo = timezone.localtime(embargo).strftime("%Y-%m-%dT%H:%M")
+            embargo = embargo.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")  # the field says UTC
         initial: dict[str, object] = {
             "title": finding.title,
             "kind": finding.kind,
@@ -193,7 +205,7 @@ class FindingForm(forms.Form):
             "builds_on": self.builds_on_ids(),
             "visibility": data.get("visibility") or Finding.Visibility.PUBLIC,
             "restricted_to": _split(data.get("restricted_to", ""), ", "),
-            "embargo_until": data.get("embargo_until") or None,
+            "embargo_until": _as_utc(data.get("embargo_until") or None),
             "xrisk_sheet": sheet or None,
         }
 

@@ -1,6 +1,8 @@
 """Phones and accessibility (issue 13, part 8), in Debian's Chromium against the live server: every
-dashboard page (list, finding, run, landscape, plugins, sign-in, compare) at 1400x1000 and 390x844
-has no serious or critical axe-core violation (axe from tests/dashboard/vendor, injected by the
+dashboard page (list, finding, run, landscape, plugins, workers, compare; sign-in, sign-up, password
+reset and resend confirmation signed out; profile with a token, invitations, and the forms for a
+new or edited finding, a new claim, a new experiment and a retraction signed in) at 1400x1000 and
+390x844 has no serious or critical axe-core violation (axe from tests/dashboard/vendor, injected by the
 test: the registry never serves it), no sideways scrolling of the page at 390 px, tables that keep
 their labels (cards with data-label, or a sideways-scrolling table with its first column pinned),
 filters collapsed behind a disclosure on phones, and a landscape chart legible at phone width. A
@@ -19,6 +21,7 @@ from django.conf import settings
 from django.test import Client
 
 from registry.findings.models import Finding
+from registry.reproductions.models import RunSeries
 from tests.conftest import _missing
 from tests.dashboard import builders as b
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
@@ -65,10 +68,15 @@ def _shot(page, name: str) -> None:
 
 
 @pytest.fixture
-def site(db):
-    """An author with a measured finding (claims, two reproductions on different hardware, a PNG
-    artifact), a restricted one, and enough findings for the landscape's trend."""
-    author = UserFactory()
+def site(db, settings):
+    """An author (staff, with an API token) with a measured finding (claims, two reproductions on
+    different hardware, a PNG artifact), a restricted one, and enough findings for the landscape's
+    trend; sign-up open, so its page is the form."""
+    from registry.accounts.services import token_create
+
+    settings.SIGNUP_MODE = "open"
+    author = UserFactory(is_staff=True)  # staff: the invitations page
+    token_create(user=author, name="laptop", expires_in_days=30)  # the profile's tokens table
     fix = b.finding(
         author, title="Resize-convolution removes checkerboards", tags=["vision"],
         summary="Use **resize** then convolve.", xrisk_sheet={"expected_safety_effects": "Fewer artifacts."},
@@ -79,6 +87,10 @@ def site(db):
     first = b.measured(experiment, recompute=False)
     second = b.measured(experiment, hardware="NVIDIA H100")
     b.stored_png(first.runs.first())
+    for run in [*first.runs.all(), *second.runs.all()]:  # curves: the finding's per seed, the run's per arm
+        for arm, scale in (("baseline", 1.0), ("intervention", 0.7)):
+            RunSeries.objects.create(run=run, arm=arm, name="train_loss", steps=[0, 50, 100], logged=3,
+                                     values=[scale, scale * (0.5 + 0.05 * run.seed), scale * (0.2 + 0.05 * run.seed)])
     wobble = [1.0, 1.03, 0.97, 1.01, 0.99]
     for i, (s, c) in enumerate([(1.2, 2.5), (4.0, 1.5), (1.0, 4.0), (8.0, 1.1), (1.5, 1.8)]):
         other = b.finding(author, title=f"Landscape finding {i} with a long title", kind=Finding.Kind.OBSERVATION)
@@ -96,9 +108,29 @@ def site(db):
             "landscape": "/landscape/",
             "plugins": "/plugins/",
             "compare": f"/findings/{fix.pk}/compare/?reproduction={first.pk}&reproduction={second.pk}",
+            "workers": "/workers/",
             "login": "/accounts/login/",
+            "signup": "/accounts/signup/",
+            "password-reset": "/accounts/password/reset/",
+            "resend-confirmation": "/accounts/confirm/resend/",
+            "profile": "/accounts/profile/",
+            "invitations": "/accounts/invitations/",
+            "new-finding": "/findings/new/",
+            "edit-finding": f"/findings/{fix.pk}/edit/",
+            "new-claim": f"/findings/{fix.pk}/claims/new/",
+            "new-experiment": f"/findings/{fix.pk}/experiments/new/",
+            "retract": f"/experiments/{experiment.pk}/retract/",
         },
     }
+
+
+# Pages read by one kind of reader only: the others are sent on (a signed-in reader from the
+# sign-in and sign-up pages, a visitor to the sign-in page from the author's pages).
+ONLY = {
+    **dict.fromkeys(("login", "signup", "password-reset", "resend-confirmation"), "anonymous"),
+    **dict.fromkeys(("profile", "invitations", "new-finding", "edit-finding", "new-claim", "new-experiment",
+                     "retract"), "author"),
+}
 
 
 def in_browser(fn: Callable[[Any], Any]) -> Any:
@@ -158,8 +190,8 @@ def test_every_page_passes_axe_and_reads_on_a_phone(live_server, site, size):
             page = context.new_page()
             page.set_default_timeout(15_000)
             for name, url in site["pages"].items():
-                if name == "login" and who == "author":
-                    continue  # a signed-in reader is sent on from the sign-in page
+                if ONLY.get(name, who) != who:
+                    continue
                 response = page.goto(url)
                 assert response is not None and response.status == 200, (who, url)
                 page.wait_for_load_state("networkidle")
@@ -167,7 +199,7 @@ def test_every_page_passes_axe_and_reads_on_a_phone(live_server, site, size):
                 for violation in page.evaluate(AXE_RUN):
                     problems.append(f"{size} {who} {name}: {violation['impact']} {violation['id']} "
                                     f"({violation['help']}) {violation['nodes']}")
-                if who == "author" or name == "login":
+                if who == "author" or ONLY.get(name) == "anonymous":
                     _shot(page, f"{name}-{size}")
                 if size == "phone":
                     problems += _phone_problems(page, f"{who} {name}")

@@ -1,5 +1,7 @@
-"""The finding page's training curves: per arm, the mean across seeds and a min..max band, drawn
-as inline SVG by dashboard/_curves.html; visibility is the page's; text is escaped."""
+"""The training curves, drawn as inline SVG (dashboard/_curve_figure.html). The finding page: per
+arm, the mean across seeds, a min..max band and each seed's own thin line with hover points naming
+the seed and value. The run page: the run's own curves, one line per arm. Visibility is the page's;
+text is escaped; the queries do not grow with the runs or curves."""
 
 from __future__ import annotations
 
@@ -127,3 +129,118 @@ def test_the_points_read_for_the_plots_are_bounded(client, user, monkeypatch):
     monkeypatch.setattr(series, "FINDING_MAX_STORED_POINTS", 4 * 3)
     section = _page(client, finding)
     assert "baseline (3 runs)" in section and "intervention (1 run)" in section
+
+
+# ---------------------------------------------------------------- each seed, on hover
+
+
+def _points(text: str) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in text.split()]
+
+
+def test_each_seed_is_drawn_with_its_value_on_hover(client, user):
+    finding = _finding(user)  # seeds 0, 1, 2; baseline at step 10: 0.5 * (0.4 + 0.1 * seed)
+    runs = {run.seed: run.pk for run in Run.objects.filter(reproduction__experiment__finding=finding)}
+    section = _page(client, finding).split('id="curves-heading"')[1]
+    # the mean and the band are still there, one each per arm, and a thin line per seed and arm
+    assert section.count('class="curve-line"') == 2 and section.count('class="curve-band"') == 2
+    assert section.count('class="curve-seed"') == 6
+    for seed, run in runs.items():
+        group = section.split(f'data-arm="baseline" data-seed="{seed}" data-run="{run}">')[1].split("</g>")[0]
+        assert f"<title>baseline, seed {seed} (run #{run})</title>" in group
+        value = 0.5 * (0.4 + 0.1 * seed)
+        assert f"<title>baseline, seed {seed} (run #{run}): {value:.3g} at step 10</title>" in group
+        assert group.count('class="curve-point"') == 3
+    # every seed's line lies within its arm's band, at the mean line's steps
+    for arm in ("baseline", "intervention"):
+        band = re.findall(r'class="curve-band" points="([^"]+)"', section)[0 if arm == "baseline" else 1]
+        edges = _points(band)
+        upper, lower = edges[:3], edges[3:][::-1]
+        for seed in runs:
+            line = re.search(rf'data-arm="{arm}" data-seed="{seed}"[^>]*>.*?class="curve-seed__line" points="([^"]+)"',
+                             section, re.S).group(1)
+            for (x, y), (ux, uy), (lx, ly) in zip(_points(line), upper, lower, strict=True):
+                assert x == ux == lx and uy <= y <= ly
+
+
+def test_the_seeds_drawn_one_by_one_are_bounded(client, user, monkeypatch):
+    from registry.dashboard import curves
+
+    monkeypatch.setattr(curves, "MAX_SEED_LINES", 2)
+    finding = _finding(user, seeds=(0, 1, 2, 3))
+    section = _page(client, finding).split('id="curves-heading"')[1]
+    assert section.count('class="curve-seed"') == 4  # 2 per arm
+    assert "baseline (4 runs; the first 2 drawn one by one)" in section
+    band = re.search(r'class="curve-line" points="([^"]+)"', section).group(1)
+    assert len(band.split()) == 3  # the mean still over all 4
+
+
+# ---------------------------------------------------------------- the run page
+
+
+def _run_with_curves(user, *, visibility="public", state="succeeded", names=("test_accuracy", "train_loss")) -> Run:
+    experiment = experiment_for(FindingFactory(created_by=user, visibility=visibility))
+    reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=[4])
+    run = Run.objects.create(reproduction=reproduction, seed=4, state=state)
+    for name in names:
+        for arm, scale in (("baseline", 0.5), ("intervention", 1.0)):
+            RunSeries.objects.create(run=run, arm=arm, name=name, steps=[0, 10, 20],
+                                     values=[0.0, scale * 0.4, scale * 0.8], logged=3)
+    return run
+
+
+def _run_page(client: Client, run: Run) -> str:
+    response = client.get(f"/runs/{run.pk}/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_run_page_plots_its_own_curves_one_line_per_arm(client, user):
+    run = _run_with_curves(user)
+    _run_with_curves(user, names=("other_runs_curve",))
+    html = _run_page(client, run)
+    section = html.split('id="run-curves"')[1].split("</section>")[0]
+    assert 'id="run-curves-heading">Training curves' in section
+    assert section.count("<figure") == 2 and "other_runs_curve" not in html
+    for name in ("test_accuracy", "train_loss"):
+        figure = section.split("<title id=")[1 if name == "test_accuracy" else 2].split("</figure>")[0]
+        assert f"{name} over training steps, this run</title>" in figure
+        assert figure.count('class="curve-line"') == 2 and 'class="curve-band"' not in figure
+        assert "<title>baseline: 0.2 at step 10</title>" in figure
+        assert "<title>intervention: 0.8 at step 20</title>" in figure
+        assert "> baseline, " in figure and "> intervention" in figure  # the legend
+    line = re.search(r'class="curve-line" points="([^"]+)"', section).group(1)
+    assert len(line.split()) == 3
+
+
+def test_a_run_without_curves_has_no_plot(client, user):
+    run = _run_with_curves(user, names=())
+    html = _run_page(client, run)
+    section = html.split('id="run-curves"')[1].split("</section>")[0]
+    assert 'id="run-curves-heading"' not in html and "<figure" not in section
+
+
+def test_a_hidden_runs_curves_show_to_its_owner_only(readers, user):
+    run = _run_with_curves(user, visibility="restricted")
+    for reader in readers.values():
+        response = reader.get(f"/runs/{run.pk}/")
+        assert response.status_code == 404 and b"test_accuracy" not in response.content
+    owner = Client()
+    owner.force_login(user)
+    assert 'id="run-curves-heading"' in _run_page(owner, run)
+
+
+def test_the_run_pages_curve_names_are_escaped(client, user):
+    run = _run_with_curves(user, names=('x"><script>alert(1)</script>',))
+    html = _run_page(client, run)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_the_run_pages_curves_cost_one_query_whatever_their_number(client, user):
+    def queries(names) -> int:
+        run = _run_with_curves(user, names=names)
+        with CaptureQueriesContext(connection) as captured:
+            _run_page(client, run)
+        return len([q for q in captured if "reproductions_runseries" in q["sql"]])
+
+    assert queries(("a",)) == queries(tuple(f"curve_{i}" for i in range(8))) == 1

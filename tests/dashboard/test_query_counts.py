@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from registry.accounts.models import ApiToken
 from registry.findings.models import Finding, FindingAuthor, Tag
-from registry.reproductions.models import Artifact, Measurement, Reproduction, Run, WorkerPresence
+from registry.reproductions.models import Artifact, Measurement, Reproduction, Run, RunSeries, WorkerPresence
 from tests.dashboard import builders as b
 from tests.factories import UserFactory
 
@@ -221,9 +221,15 @@ def test_run_page(reader, author) -> None:
             state["i"] += 1
             Measurement.objects.create(run=run, arm="baseline", metric=f"m{state['i']}", value=state["i"])
             b.artifact(run, name=f"a{state['i']}.json", content_type="application/json")
+            for arm in ("baseline", "intervention"):  # a curve plotted per name, a line per arm
+                RunSeries.objects.create(run=run, arm=arm, name=f"c{state['i']}", steps=[0, 1], values=[0.0, 1.0],
+                                         logged=2)
 
     def items(response) -> int:
-        return sum(f"a{k}.json".encode() in response.content for k in range(1, LARGE + 1))
+        plotted = response.content.count(b"over training steps, this run</title>")
+        artifacts = sum(f"a{k}.json".encode() in response.content for k in range(1, LARGE + 1))
+        assert plotted == artifacts, (plotted, artifacts)
+        return artifacts
 
     assert_constant(reader, f"/runs/{run.pk}/", grow, items=items)
 

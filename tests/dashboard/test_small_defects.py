@@ -90,7 +90,7 @@ def test_empty_log_of_an_active_run_says_no_lines_yet(all_readers, user, state):
         assert f"No log lines yet: the run is {state}" in log, who
         assert "Empty." not in html
         # the log section is refreshed with the run's live part (selected out of band)
-        assert 'hx-select-oob="#run-state-badge,#run-measurements,#run-artifacts,#run-log"' in html
+        assert 'hx-select-oob="#run-state-badge,#run-measurements,#run-curves,#run-artifacts,#run-log"' in html
 
 
 def test_log_of_an_ended_run(client, user):
@@ -209,6 +209,39 @@ def test_timestamps_say_utc_in_time_elements(all_readers, user):
         assert re.search(r'<time datetime="[^"]+Z">[^<]+ UTC</time>', requested)
 
 
+def _cells(html: str, table_after: str) -> list[list[str]]:
+    """The body cells of the first table after ``table_after``, row by row."""
+    body = html.split(table_after)[1].split("<tbody>")[1].split("</tbody>")[0]
+    return [re.findall(r"<td>(.*?)</td>", row, re.S) for row in body.split("</tr>") if "<td>" in row]
+
+
+def test_token_and_invitation_tables_say_utc_in_time_elements(all_readers, user):
+    """The profile's tokens (created, expires, last used) and the invitations (created, expires,
+    used) say UTC in <time> elements, as the run and finding pages do."""
+    from registry.accounts.models import ApiToken, Invitation
+    from registry.accounts.services import token_create
+    from tests.factories import UserFactory
+
+    moment = datetime(2030, 3, 4, 5, 6, 7, tzinfo=UTC)
+    token, _ = token_create(user=user, name="laptop")
+    ApiToken.objects.filter(pk=token.pk).update(
+        created_at=moment, expires_at=moment + timedelta(days=1), last_used_at=moment + timedelta(hours=1))
+    owner = all_readers["owner"]
+    (cells,) = _cells(page(owner, "/accounts/profile/"), 'id="tokens-list-heading"')
+    assert cells[2:5] == ['<time datetime="2030-03-04T05:06:07Z">2030-03-04 05:06 UTC</time>',
+                          '<time datetime="2030-03-05T05:06:07Z">2030-03-05 05:06 UTC</time>',
+                          '<time datetime="2030-03-04T06:06:07Z">2030-03-04 06:06 UTC</time>'], cells
+
+    type(user).objects.filter(pk=user.pk).update(is_staff=True)
+    Invitation.objects.create(code="c" * 20, created_by=user, created_at=moment,
+                              expires_at=moment + timedelta(days=2), used_by=UserFactory(username="newcomer"),
+                              used_at=moment + timedelta(minutes=30))
+    (cells,) = _cells(page(owner, "/accounts/invitations/"), 'id="list-heading"')
+    assert cells[2] == f'<time datetime="2030-03-04T05:06:07Z">2030-03-04 05:06 UTC</time> by {user.username}'
+    assert cells[3] == '<time datetime="2030-03-06T05:06:07Z">2030-03-06 05:06 UTC</time>'
+    assert cells[4] == 'newcomer (<time datetime="2030-03-04T05:36:07Z">2030-03-04 05:36 UTC</time>)'
+
+
 def test_utc_filter():
     paris = dt_timezone(timedelta(hours=1))
     assert utc(datetime(2026, 1, 2, 13, 30, 59, tzinfo=paris)) == (
@@ -229,3 +262,43 @@ def test_embargo_end_says_utc(all_readers, user):
     for who in ("anonymous", "stranger"):
         assert all_readers[who].get(f"/findings/{finding.pk}/").status_code == 404
         assert all_readers[who].get(f"/findings/{finding.pk}/evidence/").status_code == 404
+
+
+def test_the_embargo_field_says_and_reads_utc(all_readers, user, settings):
+    """The form's embargo is read as UTC, as its help text says, whatever the server's TIME_ZONE,
+    and shown back in UTC."""
+    settings.TIME_ZONE = "America/New_York"  # UTC-5 in January: a reading in it would be off by 5 h
+    finding = b.finding(user, title="Embargoed")
+    owner = all_readers["owner"]
+    form = page(owner, f"/findings/{finding.pk}/edit/")
+    help_text = form.split('name="embargo_until"')[1].split("</div>")[0]
+    assert "in UTC" in help_text and "your time zone" not in form
+    from tests.dashboard.test_submit_forms import FINDING_POST
+
+    post = {**FINDING_POST, "visibility": "restricted", "embargo_until": "2031-01-02T03:04"}
+    assert owner.post(f"/findings/{finding.pk}/edit/", post).status_code == 302
+    finding.refresh_from_db()
+    assert finding.embargo_until == datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
+    assert 'value="2031-01-02T03:04"' in page(owner, f"/findings/{finding.pk}/edit/")
+
+
+def test_help_texts_are_described_by_ids_that_exist(all_readers, user, settings):
+    """Django names a field's help ``<auto_id>_helptext`` in its ``aria-describedby``: the help
+    paragraph carries that id, so a screen reader reads it with the field."""
+    settings.SIGNUP_MODE = "open"
+    type(user).objects.filter(pk=user.pk).update(is_staff=True)
+    finding = b.finding(user)
+    experiment = b.echo_experiment(finding, user)
+    urls = ["/findings/new/", f"/findings/{finding.pk}/edit/", f"/findings/{finding.pk}/claims/new/",
+            f"/findings/{finding.pk}/experiments/new/", f"/experiments/{experiment.pk}/retract/",
+            "/accounts/profile/", "/accounts/invitations/"]
+    pages = [(url, page(all_readers["owner"], url)) for url in urls]
+    pages.append(("/accounts/signup/", page(all_readers["anonymous"], "/accounts/signup/")))
+    described = 0
+    for url, html in pages:
+        ids = set(re.findall(r'\sid="([^"]+)"', html))
+        for refs in re.findall(r'aria-describedby="([^"]+)"', html):
+            for ref in refs.split():
+                described += 1
+                assert ref in ids, (url, ref)
+    assert described >= 10, described
