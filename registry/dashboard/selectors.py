@@ -666,9 +666,14 @@ def evidence_state(finding: Finding) -> dict[str, Any]:
             "effects_cache__error",
             "runs_n", "runs_last", "runs_queued", "runs_running", "runs_succeeded", "runs_finished_at",
             "claims_n", "claims_last", "experiments_n", "experiments_retracted",
+            "status", "updated_at", "effects_stale",
         )
         .first()
     ) or {}
+    # A recompute that committed between the caller's read of the finding and this one: the
+    # fragment would show the new verdicts beside the old status and stop polling. Stay live.
+    behind = bool(row) and any(row[name] != getattr(finding, name) for name in ("status", "updated_at",
+                                                                                 "effects_stale"))
     # the finding's own fields as the caller's instance holds them (what the fragment renders), not
     # re-read: a status changed between the two reads must not be tagged as already shown
     row = {**row, "status": finding.status, "updated_at": finding.updated_at, "effects_stale": finding.effects_stale}
@@ -679,7 +684,7 @@ def evidence_state(finding: Finding) -> dict[str, Any]:
         "etag": '"ev-' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"',
         "active": active,
         "pending": pending,
-        "live": active or pending,
+        "live": active or pending or behind,
         "poll_s": EVIDENCE_POLL_S,
         "n_queued": row.get("runs_queued") or 0,
         "n_running": row.get("runs_running") or 0,

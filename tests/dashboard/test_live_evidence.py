@@ -222,3 +222,20 @@ def test_etag_describes_the_status_the_fragment_renders(waiting):
     fresh = Finding.objects.get(pk=finding.pk)
     assert shown["evidence"]["etag"] != evidence_state(fresh)["etag"]
     assert evidence_state(loaded)["etag"] == shown["evidence"]["etag"]
+
+
+def test_a_fragment_rendered_behind_a_recompute_keeps_polling(waiting):
+    """A recompute that lands between the view's read of the finding and the evidence state's
+    query: the fragment shows the old status beside the new verdicts; it must stay live (poll
+    again) rather than stop with a stale badge."""
+    from registry.dashboard.selectors import evidence_state
+    from registry.effects.models import FindingEffects
+
+    finding = waiting[0]
+    Run.objects.filter(reproduction__experiment__finding=finding).update(state=Run.State.SUCCEEDED)
+    FindingEffects.objects.filter(finding=finding).update(pending=False)
+    loaded = Finding.objects.get(pk=finding.pk)  # what the view holds and renders
+    assert not evidence_state(loaded)["live"]  # nothing active, nothing pending: polling may stop
+    Finding.objects.filter(pk=finding.pk).update(status=Finding.Status.REPRODUCED)  # the recompute lands
+    assert evidence_state(loaded)["live"]
+    assert not evidence_state(Finding.objects.get(pk=finding.pk))["live"]
