@@ -65,6 +65,20 @@ model (n=5, m=2, equal importance) is trained alongside, at the same sparsity.
 * ``baseline``: dense inputs (``baseline_sparsity``, default 0);
 * ``intervention``: sparse inputs (``sparsity``, default 0.99; try 0.999).
 
+Seeds in parallel
+-----------------
+The plugin opts in to ``batched_seeds``: ``run_seeds`` trains several seeds' copies as one batched
+model (the instance dimension holds seed 0's ``instances`` copies, then seed 1's, ...; one Adam
+over the stacked weights). ``run`` is ``run_seeds`` on one seed, so there is one training loop.
+Each seed draws its initial weights and its training data from generators of its own, seeded
+with its seed, in the order the global generators were used before (CPU: one stream for both;
+CUDA: initial weights from the CPU stream, data from the device's), so a seed's numbers do not
+depend on which seeds share its batch: on the CPU they are bit-identical to the seed alone
+(Adam is elementwise, the summed loss gives each copy the gradient of its own loss, and a batched
+matrix product multiplies each copy's matrices alone). On a GPU, cuBLAS may pick another kernel
+for a larger batch, so the stated tolerance (``batched_seeds_tolerance``) admits float rounding;
+a count metric or the copy selection could then flip on a near-tie.
+
 Metrics
 -------
 * ``features_represented`` (diagnostic): number of features with ||W_i|| > ``represented_threshold``.
@@ -92,6 +106,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -156,11 +171,26 @@ class SuperpositionParams(Params):
 class ToyModel(torch.nn.Module):
     """``instances`` independent copies of x' = ReLU(W^T W x + b), batched along dimension 0."""
 
-    def __init__(self, instances: int, n_features: int, n_hidden: int) -> None:
+    def __init__(
+        self, instances: int, n_features: int, n_hidden: int, generators: Sequence[torch.Generator] | None = None
+    ) -> None:
+        """With ``generators`` (one per seed), the instances are split evenly among them: seed i's
+        copies are initialised from ``generators[i]`` alone (as ``instances / len(generators)``
+        copies would be from that generator), so that a seed's copies do not depend on its batch."""
         super().__init__()
-        self.W = torch.nn.Parameter(torch.empty(instances, n_hidden, n_features))
-        # Xavier-normal per copy, as in the paper's code.
-        torch.nn.init.normal_(self.W, std=math.sqrt(2.0 / (n_hidden + n_features)))
+        std = math.sqrt(2.0 / (n_hidden + n_features))  # Xavier-normal per copy, as in the paper's code
+        if generators is None:
+            self.W = torch.nn.Parameter(torch.empty(instances, n_hidden, n_features))
+            torch.nn.init.normal_(self.W, std=std)
+        else:
+            if instances % len(generators):
+                raise ValueError(f"{instances} instances cannot be split among {len(generators)} generators")
+            per_seed = instances // len(generators)
+            blocks = [
+                torch.empty(per_seed, n_hidden, n_features).normal_(0.0, std, generator=generator)
+                for generator in generators
+            ]
+            self.W = torch.nn.Parameter(torch.cat(blocks))
         self.b = torch.nn.Parameter(torch.zeros(instances, 1, n_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -304,52 +334,110 @@ class SuperpositionExperiment(Experiment):
         "gpu": {"steps": 20_000, "instances": 32, "batch_size": 4096, "eval_size": 262_144, "lr": 3e-3},
     }
 
+    batched_seeds = True
+    # Bit-identical on the CPU (checked for seeds 0-2 of the tiny preset); the slack is for a GPU,
+    # where a batched matrix product may round differently from the one-seed one.
+    batched_seeds_tolerance = 1e-4
+
     def run(self, params: SuperpositionParams, ctx: RunContext) -> dict[str, dict[str, float]]:
+        return self.run_seeds(params, [ctx])[0]
+
+    def run_seeds(self, params: SuperpositionParams, ctxs: Sequence[RunContext]) -> list[dict[str, dict[str, float]]]:
+        """Every seed of ``ctxs`` trained as one batched model: seed i's result is ``run``'s for it."""
         arm_sparsity = {BASELINE: params.baseline_sparsity, INTERVENTION: params.sparsity}
-        results: dict[str, dict[str, float]] = {}
-        wtw: list[torch.Tensor] = []
+        results: list[dict[str, dict[str, float]]] = [{} for _ in ctxs]
+        wtw: list[list[torch.Tensor]] = [[] for _ in ctxs]
         for index, arm in enumerate(self.arms):
-            results[arm], best_W = self._run_arm(arm, index, arm_sparsity[arm], params, ctx)
-            wtw.append(best_W.T @ best_W)
-        ctx.save_artifact("wtw.png", png_bytes(heatmap(wtw)), "image/png")
-        ctx.progress(1.0, "done")
+            for position, (metrics, best_W) in enumerate(self._run_arm(arm, index, arm_sparsity[arm], params, ctxs)):
+                results[position][arm] = metrics
+                wtw[position].append(best_W.T @ best_W)
+        for ctx, matrices in zip(ctxs, wtw, strict=True):
+            ctx.save_artifact("wtw.png", png_bytes(heatmap(matrices)), "image/png")
+            ctx.progress(1.0, "done")
         return results
 
     def _run_arm(
-        self, arm: str, index: int, sparsity: float, params: SuperpositionParams, ctx: RunContext
-    ) -> tuple[dict[str, float], torch.Tensor]:
-        seed_everything(ctx.seed, deterministic=ctx.deterministic)
-        device = ctx.device
+        self, arm: str, index: int, sparsity: float, params: SuperpositionParams, ctxs: Sequence[RunContext]
+    ) -> list[tuple[dict[str, float], torch.Tensor]]:
+        first = ctxs[0]
+        seed_everything(first.seed, deterministic=first.deterministic)  # deterministic kernels, when asked
+        device = first.device
         k = params.instances
+        S = len(ctxs)
+        # One generator per seed, seeded as seed_everything seeds the global ones: initial weights come
+        # from the CPU stream (the model is built on the CPU), training data from the device's stream,
+        # which on the CPU is that same stream, after the weights.
+        init_generators = [torch.Generator().manual_seed(ctx.seed) for ctx in ctxs]
+        data_generators = (
+            init_generators if device.type == "cpu"
+            else [torch.Generator(device=device).manual_seed(ctx.seed) for ctx in ctxs]
+        )
         importance = params.importance_decay ** torch.arange(params.n_features, device=device)
-        model = ToyModel(k, params.n_features, params.n_hidden).to(device)
-        pentagon_model = ToyModel(k, PENTAGON_FEATURES, PENTAGON_HIDDEN).to(device)
+        # Each generator draws its seed's W, then its pentagon W: the order of a one-seed run.
+        model = ToyModel(S * k, params.n_features, params.n_hidden, init_generators)
+        pentagon_model = ToyModel(S * k, PENTAGON_FEATURES, PENTAGON_HIDDEN, init_generators)
+        model.to(device)
+        pentagon_model.to(device)
         optimizer = torch.optim.Adam([*model.parameters(), *pentagon_model.parameters()], lr=params.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=params.steps)
         ones = torch.ones(PENTAGON_FEATURES, device=device)
-        ctx.log(
-            f"{arm}: sparsity {sparsity}, {k} copies of n={params.n_features} in m={params.n_hidden} "
-            f"and of n=5 in m=2, {params.steps} steps"
-        )
+        for ctx in ctxs:
+            ctx.log(
+                f"{arm}: sparsity {sparsity}, {k} copies of n={params.n_features} in m={params.n_hidden} "
+                f"and of n=5 in m=2, {params.steps} steps"
+                + (f" (seeds {[c.seed for c in ctxs]} trained as one batched model)" if S > 1 else "")
+            )
         started = time.perf_counter()
         report_every = max(1, params.steps // 20)
+        u = torch.empty(S * k, params.batch_size, params.n_features, device=device)
+        u5 = torch.empty(S * k, params.batch_size, PENTAGON_FEATURES, device=device)
         for step in range(params.steps):
             if step % 100 == 0:
-                check_stop(ctx)
-            x = sample_features((k, params.batch_size, params.n_features), sparsity, device)
-            x5 = sample_features((k, params.batch_size, PENTAGON_FEATURES), sparsity, device)
-            loss = weighted_losses(model, x, importance).sum() + weighted_losses(pentagon_model, x5, ones).sum()
+                for ctx in ctxs:
+                    check_stop(ctx)
+            for position, generator in enumerate(data_generators):  # each seed's draws, in its order
+                rows = slice(position * k, (position + 1) * k)
+                u[rows].uniform_(generator=generator)
+                u5[rows].uniform_(generator=generator)
+            x = ((u - sparsity) / (1.0 - sparsity)).clamp_min(0.0)  # sample_features, from those draws
+            x5 = ((u5 - sparsity) / (1.0 - sparsity)).clamp_min(0.0)
+            copy_losses = weighted_losses(model, x, importance)
+            pentagon_losses = weighted_losses(pentagon_model, x5, ones)
+            # Summed over copies: each copy's gradient is that of its own loss, whatever the batch.
+            loss = copy_losses.sum() + pentagon_losses.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             if (step + 1) % report_every == 0 or step + 1 == params.steps:
-                ctx.progress(
-                    (index + (step + 1) / params.steps) / len(self.arms),
-                    f"{arm}: step {step + 1}/{params.steps}, loss {loss.item() / k:.3g}",
-                )
-        check_stop(ctx)
+                per_seed = (
+                    copy_losses.detach().view(S, k).sum(1) + pentagon_losses.detach().view(S, k).sum(1)
+                ).tolist()
+                for ctx, seed_loss in zip(ctxs, per_seed, strict=True):
+                    ctx.progress(
+                        (index + (step + 1) / params.steps) / len(self.arms),
+                        f"{arm}: step {step + 1}/{params.steps}, loss {seed_loss / k:.3g}",
+                    )
+        for ctx in ctxs:
+            check_stop(ctx)
+        elapsed = time.perf_counter() - started
+        return [
+            self._evaluate(arm, sparsity, params, ctx, model.W[i * k : (i + 1) * k], model.b[i * k : (i + 1) * k],
+                           pentagon_model.W[i * k : (i + 1) * k], pentagon_model.b[i * k : (i + 1) * k],
+                           importance, elapsed)
+            for i, ctx in enumerate(ctxs)
+        ]
 
+    def _evaluate(
+        self, arm: str, sparsity: float, params: SuperpositionParams, ctx: RunContext, W_all: torch.Tensor,
+        b_all: torch.Tensor, W5_all: torch.Tensor, b5_all: torch.Tensor, importance: torch.Tensor, elapsed: float,
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One seed's metrics from its ``instances`` copies (W_all: (k, m, n)) and its pentagon copies."""
+        device = ctx.device
+        k = params.instances
+        model = _copies(W_all, b_all)
+        pentagon_model = _copies(W5_all, b5_all)
+        ones = torch.ones(PENTAGON_FEATURES, device=device)
         # Two held-out samples, each from a generator apart from training's: the copy is selected
         # on the first and the metrics are reported on the second, which the selection never saw
         # (selecting and reporting on the same data would flatter the best copy's loss).
@@ -383,7 +471,7 @@ class SuperpositionExperiment(Experiment):
             f"{metrics['weighted_loss']:.6g})"
         )
         ctx.log(
-            f"{arm}: trained in {time.perf_counter() - started:.1f}s; best copy {best}; "
+            f"{arm}: trained in {elapsed:.1f}s; best copy {best}; "
             + ", ".join(f"{name}={value:.4g}" for name, value in metrics.items())
         )
         ctx.log(f"{arm}: ||W_i|| = {[round(v, 2) for v in stats['norms'].tolist()]}")
@@ -392,3 +480,12 @@ class SuperpositionExperiment(Experiment):
             f"{[round(v, 2) for v in W5.norm(dim=0).tolist()]}"
         )
         return metrics, W
+
+
+def _copies(W: torch.Tensor, b: torch.Tensor) -> ToyModel:
+    """A ToyModel holding the given copies (views of a batched model's weights; for evaluation)."""
+    model = ToyModel.__new__(ToyModel)
+    torch.nn.Module.__init__(model)
+    model.W = torch.nn.Parameter(W.detach(), requires_grad=False)
+    model.b = torch.nn.Parameter(b.detach(), requires_grad=False)
+    return model

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from tests.factories import UserFactory
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "evidence-flow-password"
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 VIEWPORTS = {"desktop": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
 STEPS = [0, 10, 20, 30]
 SEEDS = 3
@@ -166,3 +169,4 @@ def test_curves_then_a_comparison_of_two_runs_then_the_csv(browser_page, size):
     assert first == {("baseline", "risk"): 1.00, ("intervention", "risk"): 0.50,
                      ("baseline", "skill"): 1.00, ("intervention", "skill"): 1.01}
     assert all(r["state"] == "succeeded" and r["plugin"] == "echo" for r in rows)
+    page.screenshot(path=str(SCREENSHOTS / f"evidence-flow-compare-{size}.png"), full_page=True)

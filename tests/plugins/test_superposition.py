@@ -5,7 +5,15 @@ import math
 
 import pytest
 import torch
-from interp_registry.sdk import BASELINE, INTERVENTION, Axis, LocalContext, StopRequested, run_locally
+from interp_registry.sdk import (
+    BASELINE,
+    INTERVENTION,
+    Axis,
+    LocalContext,
+    StopRequested,
+    run_locally,
+    run_seeds_locally,
+)
 from PIL import Image
 from pydantic import ValidationError
 
@@ -112,6 +120,27 @@ def test_stop_request_raises():
     params = SuperpositionExperiment.Params.model_validate(SuperpositionExperiment.presets["tiny"])
     with pytest.raises(StopRequested):
         SuperpositionExperiment().run(params, LocalContext(seed=0, stop=True))
+
+
+def test_seeds_trained_in_parallel_match_each_seed_alone(tiny_runs):
+    """Seeds 0-2 as one batched model (stacked weights, per-seed generators) give each seed exactly
+    what it gives alone on the CPU: results, the W^T W image, the progress messages."""
+    assert SuperpositionExperiment.batched_seeds
+    batched = run_seeds_locally(SuperpositionExperiment, preset="tiny", seeds=[0, 1, 2])
+    assert [ctx.seed for _, ctx in batched] == [0, 1, 2]
+    for seed, (results, ctx) in enumerate(batched):
+        alone, alone_ctx = tiny_runs[seed]
+        assert results == alone, seed
+        assert ctx.artifacts["wtw.png"] == alone_ctx.artifacts["wtw.png"]
+        assert ctx.progress_log == alone_ctx.progress_log
+        assert any("seeds [0, 1, 2] trained as one batched model" in line for line in ctx.logs)
+    assert len({repr(results) for results, _ in batched}) == 3  # the seeds differ from one another
+
+
+def test_a_stop_request_on_one_seed_stops_the_batch():
+    params = SuperpositionExperiment.Params.model_validate(SuperpositionExperiment.presets["tiny"])
+    with pytest.raises(StopRequested):
+        SuperpositionExperiment().run_seeds(params, [LocalContext(seed=0), LocalContext(seed=1, stop=True)])
 
 
 @pytest.mark.parametrize(

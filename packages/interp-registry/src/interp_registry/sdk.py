@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
@@ -143,6 +144,23 @@ class Experiment:
     a float within the metric's scale, or :class:`NotReached` for a time-to-event metric. Arms are
     exactly ``("baseline", "intervention")``. The registry, not the plugin, chooses how intervals
     and verdicts are computed.
+
+    **Seeds in parallel (optional).** A plugin whose seeds can be trained as one batched model
+    (stacked parameters with a leading seed dimension, ``torch.func.vmap``) sets ``batched_seeds =
+    True`` and overrides :meth:`run_seeds`. ``run_seeds(params, ctxs)`` gets one context per seed
+    (its ``seed``, its own artifacts, logs, progress and curves; every context has the same
+    ``device`` and ``deterministic``) and returns one result per context, in order, each exactly
+    what ``run(params, ctx)`` returns for that seed: the same arms and metrics, and the same
+    numbers within ``batched_seeds_tolerance``, i.e. ``|batched - alone| <= tolerance * max(1,
+    |alone|)`` for every value (``NotReached`` must match ``NotReached`` with the same budget). It
+    must therefore seed each seed's randomness itself (``torch.Generator(...).manual_seed(seed)``
+    per seed, drawing in the order ``run`` draws from the global generators), never from the global
+    state that one seed's ``seed_everything`` sets. Bit-identical numbers are the aim on the CPU;
+    a batched kernel may sum in another order than the one-seed kernel (cuBLAS picks kernels by
+    batch size), which is what a tolerance above 0 admits: state the tolerance you measured. A
+    stop request on any context may stop the whole batch (``StopRequested``). The default
+    ``run_seeds`` runs the seeds one after another; :func:`run_seeds_locally` runs either way and
+    ``interp_registry.testing.batched_seeds_errors`` checks the agreement.
     """
 
     name: ClassVar[str]
@@ -157,9 +175,28 @@ class Experiment:
     # Seeds per reproduction this plugin needs for a meaningful interval (an int from 1 to
     # MAX_RECOMMENDED_SEEDS): a new experiment's default when it gives none; None: the registry's 3.
     recommended_seeds: ClassVar[int | None] = None
+    # Opt-in: ``run_seeds`` trains several seeds as one batched model (see the class docstring).
+    batched_seeds: ClassVar[bool] = False
+    # How far a batched seed's values may stray from ``run``'s for that seed, relative to
+    # max(1, |value|); 0.0 means identical numbers.
+    batched_seeds_tolerance: ClassVar[float] = 0.0
 
     def run(self, params: BaseModel, ctx: RunContext) -> dict[str, dict[str, float | NotReached]]:
         raise NotImplementedError
+
+    def run_seeds(
+        self, params: BaseModel, ctxs: Sequence[RunContext]
+    ) -> list[dict[str, dict[str, float | NotReached]]]:
+        """One result per context, in order, each what ``run(params, ctx)`` returns for its seed.
+
+        This default runs the seeds one after another (``seed_everything`` then ``run``); a plugin
+        with ``batched_seeds = True`` overrides it to train them as one batched model.
+        """
+        results = []
+        for ctx in ctxs:
+            seed_everything(ctx.seed, deterministic=ctx.deterministic)
+            results.append(self.run(params, ctx))
+        return results
 
     @classmethod
     def metric(cls, name: str) -> Metric:
@@ -259,6 +296,14 @@ class LocalContext:
         return self.stop
 
 
+def _local_params(experiment: type[Experiment], params: dict[str, Any] | None, preset: str | None) -> BaseModel:
+    if preset is not None and preset not in experiment.presets:
+        raise KeyError(f"{experiment.__name__} has no preset {preset!r} (it has {sorted(experiment.presets)})")
+    merged = dict(experiment.presets.get(preset, {})) if preset else {}
+    merged.update(params or {})
+    return experiment.Params.model_validate(merged)
+
+
 def run_locally(
     experiment: type[Experiment],
     params: dict[str, Any] | None = None,
@@ -277,11 +322,7 @@ def run_locally(
     """
     import torch
 
-    if preset is not None and preset not in experiment.presets:
-        raise KeyError(f"{experiment.__name__} has no preset {preset!r} (it has {sorted(experiment.presets)})")
-    merged = dict(experiment.presets.get(preset, {})) if preset else {}
-    merged.update(params or {})
-    validated = experiment.Params.model_validate(merged)
+    validated = _local_params(experiment, params, preset)
     ctx = LocalContext(seed=seed, device=torch.device(device), arms=tuple(experiment.arms))
     seed_everything(seed)
     result = experiment().run(validated, ctx)
@@ -290,3 +331,50 @@ def run_locally(
 
         validate_results(experiment, result)
     return result, ctx
+
+
+def run_seeds_locally(
+    experiment: type[Experiment],
+    params: dict[str, Any] | None = None,
+    *,
+    seeds: Sequence[int],
+    preset: str | None = None,
+    device: str = "cpu",
+    batched: bool | None = None,
+    validate: bool = True,
+) -> list[tuple[dict[str, dict[str, float | NotReached]], LocalContext]]:
+    """Run several seeds in-process: ``[(results, ctx)]``, one per seed, in order.
+
+    ``batched`` None (the default) trains them as one batched model when the plugin opts in
+    (``batched_seeds = True``: its ``run_seeds``), else one after another exactly as
+    :func:`run_locally` runs each; True requires the opt-in; False always runs them one after
+    another. With ``validate`` every seed's result is checked as :func:`run_locally` checks it.
+    """
+    import torch
+
+    seeds = [int(seed) for seed in seeds]
+    if not seeds:
+        raise ValueError("run_seeds_locally needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, not {seeds}")
+    use_batch = experiment.batched_seeds if batched is None else batched
+    if use_batch and not experiment.batched_seeds:
+        raise ValueError(f"{experiment.__name__} does not train seeds in parallel (batched_seeds is False)")
+    validated = _local_params(experiment, params, preset)
+    ctxs = [LocalContext(seed=seed, device=torch.device(device), arms=tuple(experiment.arms)) for seed in seeds]
+    if use_batch:
+        seed_everything(seeds[0])  # the global state as a one-seed run starts; the plugin seeds each seed itself
+        results = experiment().run_seeds(validated, ctxs)
+    else:
+        results = Experiment.run_seeds(experiment(), validated, ctxs)
+    if not isinstance(results, list | tuple) or len(results) != len(ctxs):
+        from interp_registry.testing import ContractError
+
+        count = len(results) if isinstance(results, list | tuple) else type(results).__name__
+        raise ContractError(f"run_seeds() must return one result per seed ({len(ctxs)}), not {count}")
+    if validate:
+        from interp_registry.testing import validate_results
+
+        for result in results:
+            validate_results(experiment, result)
+    return list(zip(results, ctxs, strict=True))

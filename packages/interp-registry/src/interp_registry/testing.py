@@ -21,6 +21,12 @@ The rules (each has a check below):
    :class:`~interp_registry.sdk.NotReached` (finite budget > 0) on a ``time_to_event`` metric only.
    A worker fails a run that breaks this, after the run; ``run_locally`` checks it at once.
 5. **Progress** (in :func:`check_plugin`'s tiny run): ``ctx.progress`` is called and reaches 1.0.
+6. **Seeds in parallel** (:func:`batched_seeds_errors`, only for a plugin with ``batched_seeds =
+   True``, which must override ``run_seeds`` and state a finite ``batched_seeds_tolerance`` >= 0):
+   ``run_seeds`` on a few seeds returns one result per seed, each valid (rule 4) with progress
+   reaching 1.0 on every seed's context, and each within the tolerance of what ``run`` returns for
+   that seed alone: ``|batched - alone| <= tolerance * max(1, |alone|)``; a ``NotReached`` only
+   where ``run`` gives one, with the same budget.
 
 In a plugin's own tests::
 
@@ -35,6 +41,7 @@ The checks import nothing from the registry server (no Django).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel
@@ -55,6 +62,7 @@ __all__ = [
     "ContractError",
     "ResultRow",
     "assert_contract",
+    "batched_seeds_errors",
     "check_plugin",
     "check_value",
     "declaration_errors",
@@ -127,6 +135,18 @@ def declaration_errors(experiment: object) -> list[str]:
         isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_RECOMMENDED_SEEDS
     ):
         errors.append(f"recommended_seeds must be an int from 1 to {MAX_RECOMMENDED_SEEDS} (or None), not {seeds!r}")
+    batched = getattr(experiment, "batched_seeds", False)
+    if not isinstance(batched, bool):
+        errors.append(f"batched_seeds must be True or False, not {batched!r}")
+    elif batched:
+        if getattr(experiment, "run_seeds", None) is Experiment.run_seeds:
+            errors.append("declares batched_seeds = True but does not override run_seeds")
+        tolerance = getattr(experiment, "batched_seeds_tolerance", None)
+        if (
+            isinstance(tolerance, bool) or not isinstance(tolerance, int | float)
+            or not math.isfinite(tolerance) or tolerance < 0
+        ):
+            errors.append(f"batched_seeds_tolerance must be a finite number >= 0, not {tolerance!r}")
     return errors
 
 
@@ -215,10 +235,72 @@ def validate_results(experiment: type[Experiment], results: Any) -> list[ResultR
     return rows
 
 
+def _progress_errors(ctx: Any, what: str) -> list[str]:
+    if not ctx.progress_log:
+        return [f"{what} never called ctx.progress(): the registry shows no progress"]
+    if abs(ctx.progress_log[-1][0] - 1.0) > 0.02:
+        return [f"{what} ended with progress {ctx.progress_log[-1][0]:.2f}, not 1.0"]
+    return []
+
+
+def batched_seeds_errors(
+    experiment: type[Experiment], *, preset: str = "tiny", seeds: Sequence[int] = (0, 1, 2), device: str = "cpu",
+    alone: dict[int, Any] | None = None,
+) -> list[str]:
+    """Rule 6: ``run_seeds`` on ``seeds`` (batched) against ``run`` on each seed alone; the
+    problems found, empty when they agree within the plugin's ``batched_seeds_tolerance`` (and
+    for a plugin that does not opt in). ``alone``: results of ``run`` already known, by seed (not
+    run again). Runs the preset up to ``2 * len(seeds)`` times; needs torch."""
+    from interp_registry.sdk import run_locally, run_seeds_locally
+
+    if not getattr(experiment, "batched_seeds", False):
+        return []
+    tolerance = float(experiment.batched_seeds_tolerance)
+    try:
+        batched = run_seeds_locally(experiment, preset=preset, seeds=seeds, device=device, batched=True, validate=False)
+    except Exception as exc:  # noqa: BLE001 - a crash is a finding to report
+        return [f"run_seeds() with the {preset!r} preset on seeds {list(seeds)} raised {exc!r}"]
+    problems: list[str] = []
+    for seed, (results, ctx) in zip(seeds, batched, strict=True):
+        try:
+            validate_results(experiment, results)
+        except ContractError as exc:
+            problems.append(f"run_seeds(), seed {seed}: {exc}")
+            continue
+        problems += _progress_errors(ctx, f"run_seeds(), seed {seed},")
+        single = (alone or {}).get(seed)
+        if single is None:
+            try:
+                single, _ = run_locally(experiment, preset=preset, seed=seed, device=device, validate=False)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"run() with the {preset!r} preset, seed {seed}, raised {exc!r}")
+                continue
+        for arm in experiment.arms:
+            for metric in experiment.metrics:
+                a, b = single.get(arm, {}).get(metric.name), results[arm][metric.name]
+                where = f"seed {seed}, arm {arm!r}, metric {metric.name!r}"
+                if isinstance(a, NotReached) or isinstance(b, NotReached):
+                    if not (isinstance(a, NotReached) and isinstance(b, NotReached) and a.budget == b.budget):
+                        problems.append(f"{where}: run_seeds() gave {b!r}, run() alone gave {a!r}")
+                    continue
+                try:
+                    a, b = float(a), float(b)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    problems.append(f"{where}: run() alone gave {a!r}")
+                    continue
+                if not abs(b - a) <= tolerance * max(1.0, abs(a)):
+                    problems.append(
+                        f"{where}: run_seeds() gave {b!r}, run() alone gave {a!r} "
+                        f"(beyond batched_seeds_tolerance {tolerance:g})"
+                    )
+    return problems
+
+
 def check_plugin(
     experiment: type[Experiment], *, run: bool = True, preset: str = "tiny", seed: int = 0, device: str = "cpu"
 ) -> list[str]:
-    """Every contract rule; with ``run`` the ``preset`` is run once (rules 4 and 5). Returns the
+    """Every contract rule; with ``run`` the ``preset`` is run once (rules 4 and 5), and for a
+    plugin that trains seeds in parallel, rule 6 on seeds ``seed`` and ``seed + 1``. Returns the
     problems found, empty when the plugin passes. Running needs torch."""
     problems = declaration_errors(experiment)
     if problems:  # nothing else can be trusted to work
@@ -236,10 +318,10 @@ def check_plugin(
             validate_results(experiment, results)
         except ContractError as exc:
             problems.append(str(exc))
-        if not ctx.progress_log:
-            problems.append("run() never called ctx.progress(): the registry shows no progress")
-        elif abs(ctx.progress_log[-1][0] - 1.0) > 0.02:
-            problems.append(f"run() ended with progress {ctx.progress_log[-1][0]:.2f}, not 1.0")
+        problems += _progress_errors(ctx, "run()")
+        problems += batched_seeds_errors(
+            experiment, preset=preset, seeds=(seed, seed + 1), device=device, alone={seed: results}
+        )
     return problems
 
 
