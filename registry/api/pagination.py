@@ -48,6 +48,8 @@ class Pagination(PageNumberPagination):
 #: Up to this many matching rows the count is exact; above it, PostgreSQL's planner estimate
 #: (counting further costs a full-text match per row: ~0.25 s at 10,000 matches of 100,000).
 EXACT_COUNT_LIMIT = 1_000
+#: Past this page of an estimated count there are no rows (and the offset would overflow).
+MAX_ESTIMATED_PAGE = 10**9
 
 
 class _EstimatedPage(DjangoPage):
@@ -92,6 +94,8 @@ class EstimatedCountPaginator(DjangoPaginator):
             raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
         if number < 1:
             raise EmptyPage(self.error_messages["min_page"])
+        if number > MAX_ESTIMATED_PAGE:  # its offset would overflow the database's bigint
+            raise EmptyPage(self.error_messages["no_results"])
         return number
 
     def page(self, number: Any) -> DjangoPage:

@@ -216,7 +216,9 @@ def import_plugins_in_this_thread() -> None:
 
 
 def stale_check_at_startup_in_background(*, where: str) -> threading.Thread | None:
-    """``stale_check_at_startup`` in a daemon thread: the server answers requests meanwhile."""
+    """``stale_check_at_startup`` in a daemon thread (the server answers requests meanwhile), after
+    the plugins are imported in this thread (a second or two of start-up: see
+    :func:`import_plugins_in_this_thread`)."""
     if not settings.STALE_CHECK_ON_STARTUP:
         return None
     import_plugins_in_this_thread()

@@ -302,3 +302,31 @@ def test_artifacts_named_like_a_folder_are_saved_under_a_file_name(tmp_path):
     folder = tmp_path / "out" / "seed-3"
     assert sorted(p.name for p in folder.iterdir()) == ["artifact-1", "artifact-2", "plot.png"]
     assert (folder / "artifact-2").read_bytes() == b"b" and (folder / "plot.png").read_bytes() == b"c"
+
+
+def test_a_report_is_split_under_the_body_limit_and_long_curves_thinned():
+    """Curves made reports larger than the registry's body limit (2 MiB): a 413 for runs whose
+    measurements alone were fine. Reports are split into bodies under the limit; a run whose
+    curves alone exceed it has them thinned, first and last points kept."""
+    from interp_registry import local
+
+    from tests.fakes.plugins import EchoExperiment
+
+    def result(seed: int, points: int) -> local.SeedResult:
+        curve = {"steps": list(range(points)), "values": [0.5 + i / points for i in range(points)], "logged": points}
+        measured = {"baseline": {"risk": 1.0}, "intervention": {"risk": 0.5}}
+        return local.SeedResult(seed, "succeeded", measurements=measured,
+                                series=[{"arm": arm, "name": "loss", **curve} for arm in ("baseline", "intervention")])
+
+    limit = 60_000
+    results = [result(seed, 800) for seed in range(6)] + [result(9, 20_000)]
+    payloads = local.report_payloads({}, EchoExperiment, results, max_bytes=limit)
+    assert len(payloads) > 1
+    assert all(len(json.dumps(body).encode()) <= limit for body in payloads)
+    runs = [run for body in payloads for run in body["runs"]]
+    assert [run["seed"] for run in runs] == [0, 1, 2, 3, 4, 5, 9]
+    assert all(len(c["steps"]) == 800 for run in runs[:6] for c in run["series"])  # small ones untouched
+    thinned = runs[-1]["series"][0]
+    assert 2 < len(thinned["steps"]) < 20_000 and thinned["steps"][0] == 0 and thinned["steps"][-1] == 19_999
+    small = results[:2]
+    assert local.report_payloads({}, EchoExperiment, small) == [local.report_payload({}, EchoExperiment, small)]

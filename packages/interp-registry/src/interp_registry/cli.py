@@ -481,10 +481,13 @@ def cmd_run_local(args: argparse.Namespace) -> int:
                 if not args.json:
                     print(f"{written} artifacts written to {args.artifacts}", file=sys.stderr)
             if registry is not None and experiment is not None and not failed:
-                data["reported"] = registry.request(
-                    "POST", f"experiments/{experiment.id}/self-reported-runs/batch/",
-                    json_body=local.report_payload(params, plugin, results),
-                )
+                answers = [
+                    registry.request("POST", f"experiments/{experiment.id}/self-reported-runs/batch/", json_body=body)
+                    for body in local.report_payloads(params, plugin, results)  # each under the body limit
+                ]
+                data["reported"] = {**answers[0], **{key: [v for a in answers for v in a[key]]
+                                                     for key in ("runs", "reproductions") if key in answers[0]},
+                                    "measurements": sum(a.get("measurements", 0) for a in answers)}
         finally:
             if registry is not None:
                 registry.close()

@@ -431,7 +431,8 @@ def submit(registry: Registry, finding: FindingFile, *, plugins: dict[str, Plugi
         if match is not None:
             matched.add(match.id)
             for name in ("default_seeds", "device", "label"):
-                if name in experiment and experiment[name] != getattr(match, name):
+                given = experiment.get(name)
+                if name in experiment and (given.strip() if isinstance(given, str) else given) != getattr(match, name):
                     notes.append(f"experiment {match.id} has {name}={getattr(match, name)!r}, the file says "
                                  f"{experiment[name]!r}: experiments are not edited (change its params for a new one)")
             continue

@@ -15,6 +15,7 @@ curves its plugin logged (``ctx.log_series``).
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 import signal
@@ -322,6 +323,40 @@ def report_payload(params: dict[str, Any], plugin: type[Experiment], results: li
                   **({"series": report_series(r.series)} if r.series else {})}
                  for r in results],
     }
+
+
+#: A report is sent in requests of at most this many bytes of JSON (the registry's default body
+#: limit, API_MAX_BODY_BYTES, is 2 MiB); a single run's curves are thinned to fit.
+REPORT_MAX_BYTES = 1_500_000
+
+
+def report_payloads(params: dict[str, Any], plugin: type[Experiment], results: list[SeedResult],
+                    max_bytes: int = REPORT_MAX_BYTES) -> list[dict[str, Any]]:
+    """:func:`report_payload` split into bodies of at most ``max_bytes`` (runs kept in order; a
+    run whose curves alone are larger has them thinned, their first and last points kept)."""
+    def size(body: dict[str, Any]) -> int:
+        return len(json.dumps(body, allow_nan=False, default=str).encode())
+
+    payloads: list[dict[str, Any]] = []
+    for result in results:
+        single = report_payload(params, plugin, [result])
+        run = single["runs"][0]
+        while size(single) > max_bytes and any(len(c["steps"]) > 2 for c in run.get("series", [])):
+            run["series"] = [_thinned(c) for c in run["series"]]
+        current = payloads[-1] if payloads else None
+        if current is not None and size({**current, "runs": [*current["runs"], run]}) <= max_bytes:
+            current["runs"].append(run)
+        else:
+            payloads.append(single)
+    return payloads
+
+
+def _thinned(curve: dict[str, Any]) -> dict[str, Any]:
+    """Every other point of a curve, its last kept."""
+    keep = list(range(0, len(curve["steps"]), 2))
+    if keep[-1] != len(curve["steps"]) - 1:
+        keep.append(len(curve["steps"]) - 1)
+    return {**curve, "steps": [curve["steps"][i] for i in keep], "values": [curve["values"][i] for i in keep]}
 
 
 def report_series(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
