@@ -40,6 +40,9 @@ __all__ = ["capture_environment", "nvidia_smi_query", "run_execute", "save_with_
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PROGRESS_WRITE_INTERVAL_S = 0.5
+#: A running run's log (its last lines) is stored at most this often, when it changed, so the run
+#: page shows it while the run goes on rather than only once it ended.
+LOG_WRITE_INTERVAL_S = 2.0
 _first_claim_logged = False
 
 
@@ -173,10 +176,14 @@ def _supervise(
     deadline = child.started_at + time_limit
     reason: str | None = None
     stop_at: float | None = None
-    last_beat = last_progress = time.monotonic()
+    last_beat = last_progress = last_logs = time.monotonic()
     while child.wait(0.1) is None:
         now = time.monotonic()
-        beat_due = now - last_beat >= interval
+        logs = None
+        if now - last_logs >= LOG_WRITE_INTERVAL_S:
+            last_logs = now
+            logs = child.take_logs()
+        beat_due = now - last_beat >= interval or logs is not None
         # a due heartbeat carries the latest progress too (else a short interval would starve it)
         progress = child.take_progress() if beat_due or now - last_progress >= PROGRESS_WRITE_INTERVAL_S else None
         if progress is not None or beat_due:
@@ -185,7 +192,8 @@ def _supervise(
                 liveness.refresh()  # re-taken after a lost connection (a database restart)
             fraction, message = progress or (None, None)
             try:
-                state = services.run_heartbeat(run_id=run_id, token=token, progress=fraction, message=message)
+                state = services.run_heartbeat(run_id=run_id, token=token, progress=fraction, message=message,
+                                               logs=logs)
             except Exception:  # a transient database error must not fail a healthy run
                 logger.exception("run %s: could not record the heartbeat", run_id)
                 connection.close()

@@ -525,6 +525,7 @@ class ChildRun:
         self.message: str | None = None
         self.progress_changed = False
         self.lines: collections.deque[str] = collections.deque()  # ctx.log lines, LOG_BUDGET_CHARS at most
+        self.logs_changed = False  # a line or output arrived since take_logs
         self.lines_chars = 0
         self.lines_dropped = 0
         self.channel_dropped = 0  # channel messages over CHANNEL_LINE_MAX_BYTES
@@ -675,6 +676,7 @@ class ChildRun:
         if len(line) > LOG_LINE_MAX_CHARS:
             line = line[:LOG_LINE_MAX_CHARS] + f" [... {len(line) - LOG_LINE_MAX_CHARS} characters cut]"
         self.lines.append(line)
+        self.logs_changed = True
         self.lines_chars += len(line) + 1
         while self.lines_chars > LOG_BUDGET_CHARS and len(self.lines) > 1:
             self.lines_chars -= len(self.lines.popleft()) + 1
@@ -730,6 +732,7 @@ class ChildRun:
                 if not chunk:
                     return
                 with self.lock:
+                    self.logs_changed = True
                     self.output_bytes += len(chunk)
                     self._tail += chunk
                     if len(self._tail) > OUTPUT_TAIL_BYTES:
@@ -854,6 +857,14 @@ class ChildRun:
                     time.sleep(0.05)
 
     # -- what the child left
+
+    def take_logs(self) -> str | None:
+        """The run's log so far (:meth:`logs`) when it changed since the last call, else None."""
+        with self.lock:
+            if not self.logs_changed:
+                return None
+            self.logs_changed = False
+        return self.logs()
 
     def take_progress(self) -> tuple[float | None, str | None] | None:
         with self.lock:

@@ -571,10 +571,14 @@ def _run_payload(run: Run, **extra: Any) -> dict[str, Any]:
 
 
 def run_heartbeat(
-    *, run_id: int, token: uuid.UUID, progress: float | None = None, message: str | None = None
+    *, run_id: int, token: uuid.UUID, progress: float | None = None, message: str | None = None,
+    logs: str | None = None,
 ) -> str | None:
-    """Record liveness (and progress); returns the run's current state (None if no longer ours)."""
+    """Record liveness (and progress, and the log so far); returns the run's current state (None if
+    no longer ours)."""
     fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+    if logs is not None:
+        fields["logs"] = storable_text(logs)
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, float(progress)))
     if message is not None:

@@ -32,6 +32,7 @@ class EchoExperiment(Experiment):
 
     def run(self, params: EchoParams, ctx) -> dict[str, dict[str, float]]:
         wobble = params.noise * (((ctx.seed * 7919) % 13) / 6.0 - 1.0)
+        ctx.log(f"echo seed {ctx.seed}")  # first: a running run's page shows its log (sleep_s > 0)
         deadline = time.monotonic() + params.sleep_s
         step = 0
         while time.monotonic() < deadline:
@@ -39,7 +40,6 @@ class EchoExperiment(Experiment):
             step += 1
             ctx.progress(min(0.99, 1 - (deadline - time.monotonic()) / max(params.sleep_s, 1e-9)), f"step {step}")
             time.sleep(0.05)
-        ctx.log(f"echo seed {ctx.seed}")
         ctx.save_artifact("values.json", b'{"ok": true}', "application/json")
         ctx.progress(1.0, "done")
         base = params.baseline + wobble

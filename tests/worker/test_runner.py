@@ -58,3 +58,37 @@ def test_runner_starts_cpu_runs_as_configured(user, settings, monkeypatch, start
             assert run.artifacts.get().name == "values.json"
     finally:
         zygote_stop()
+
+
+def test_a_running_runs_log_is_stored_while_it_runs(user, monkeypatch):
+    """The log used to be stored only when the run ended: the run page said "its log appears here
+    as it writes it" and showed nothing for the whole run. It is stored with the heartbeat (at most
+    every LOG_WRITE_INTERVAL_S) whenever it changed."""
+    import threading
+
+    from django.db import connections
+
+    from tests.conftest import wait_for
+
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)  # no worker takes them
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", params={"sleep_s": 6.0},
+                                            reproduce=False)
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[3], device="cpu").runs.get()
+    outcome: list[str] = []
+
+    def execute() -> None:
+        try:
+            outcome.append(run_execute(run.pk, worker_host="test-host"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    try:
+        wait_for(lambda: "echo seed 3" in Run.objects.get(pk=run.pk).logs, timeout=20)
+        assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING  # seen while it runs, not after
+    finally:
+        thread.join(timeout=60)
+    assert outcome == ["succeeded"]
+    assert "echo seed 3" in Run.objects.get(pk=run.pk).logs
