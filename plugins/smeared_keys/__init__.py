@@ -46,7 +46,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "min_relative_effect": 0.5,
             "threshold_unit": "absolute",
             "statement": "Smeared keys raise the accuracy on repeated tokens by at least 50 points "
-            "(measured: 12.8% ± 0.6 to 92.4% ± 0.4, 5 seeds).",
+            "(measured: 12.7% ± 0.7 to 92.4% ± 0.4, 5 seeds).",
         },
         {
             "metric": "repeat_loss",
