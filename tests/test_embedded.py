@@ -1,12 +1,16 @@
 """The README's run command on the embedded default: SQLite, the SQLAlchemy broker, no services.
 It serves the API and a real worker reproduces the example findings (tiny presets here)."""
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -28,6 +32,25 @@ def _get(url: str) -> dict | list | None:
             return json.loads(response.read())
     except OSError:
         return None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a redirect comes back as an HTTPError to look at
+        return None
+
+
+def _sign_in(base: str, username: str, password: str) -> tuple[int, str]:
+    """POST the sign-in form (with its CSRF token and cookie): the status and where it redirects."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
+    with opener.open(f"{base}/accounts/login/", timeout=30) as page:
+        csrf = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.read()).group(1).decode()
+    body = urllib.parse.urlencode({"csrfmiddlewaretoken": csrf, "username": username, "password": password})
+    try:
+        with opener.open(f"{base}/accounts/login/", data=body.encode(), timeout=30) as response:
+            return response.status, ""  # 200: the form again, with its error
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Location", "")
 
 
 def test_run_command_serves_and_reproduces_the_examples(tmp_path):
@@ -69,6 +92,16 @@ def test_run_command_serves_and_reproduces_the_examples(tmp_path):
         assert _get(f"{base}/api/v1/landscape/") is not None, (tmp_path / "run.log").read_text()[-6000:]
         with urllib.request.urlopen(f"{base}/landscape/", timeout=30) as page:
             assert page.status == 200 and b"<svg" in page.read()
+        # the banner's demo user: its printed password signs in, its printed token authenticates
+        output = (tmp_path / "run.log").read_text()
+        user = re.search(r"Demo user: +(\S+) / (\S+) ", output)
+        token = re.search(r"Demo token: +(\S+) ", output)
+        assert user and token, output[-3000:]
+        status, location = _sign_in(base, user.group(1), user.group(2))
+        assert status == 302 and "/accounts/login/" not in location, (status, location)
+        request = urllib.request.Request(f"{base}/api/v1/me/quota/", headers={"Authorization": f"Token {token[1]}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

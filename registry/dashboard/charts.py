@@ -1,9 +1,11 @@
 """Small SVG charts drawn on the server: pure functions from numbers to markup.
 
 Nothing here touches the database or the request. Each chart is split in two: a *geometry*
-function that maps values to coordinates (unit-tested on its own) and a renderer that turns
-the geometry into an ``<svg>`` string, marked safe because every piece of text in it is escaped
-here. The markup carries only classes; colours live in ``dashboard.css``.
+function that maps values to coordinates (unit-tested on its own), with a *context* function
+adding the words, and a template under ``dashboard/`` (``_interval.html``, ``_dot_plot.html``,
+``_scatter.html``) that draws them, so Django auto-escapes every piece of text. The one
+exception is the scatter's points, drawn here for speed with every text value escaped
+(``_point_markup``). The markup carries only classes; colours live in ``dashboard.css``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from html import escape as html_escape
 from typing import Any
 
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 Formatter = Callable[[float], str]
@@ -147,13 +148,11 @@ def _n(value: float) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def _svg(width: float, height: float, label: str, body: Iterable[str], css_class: str) -> SafeString:
-    title = escape(label)
-    return mark_safe(
-        f'<svg class="chart {css_class}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_n(width)} {_n(height)}" '
-        f'width="{_n(width)}" height="{_n(height)}" role="img" aria-label="{title}">'
-        f"<title>{title}</title>{''.join(body)}</svg>"
-    )
+def _render(template: str, context: dict[str, Any]) -> SafeString:
+    """A chart template rendered (auto-escaped) with its context, as markup."""
+    from django.template.loader import render_to_string
+
+    return mark_safe(render_to_string(template, context).strip())
 
 
 # ---------------------------------------------------------------- interval plot
@@ -212,6 +211,73 @@ def interval_geometry(
     )
 
 
+def interval_context(
+    estimate: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    reference: float | None = None,
+    label: str = "",
+    formatter: Formatter = fmt_percent,
+    domain: tuple[float, float] | None = None,
+    width: float = 180,
+    height: float = 30,
+    bound: str | None = None,
+) -> dict[str, Any]:
+    """What ``dashboard/_interval.html`` draws: coordinates and words, no markup.
+
+    ``whisker`` (a two-sided interval: a line with a cap at each end), ``open_whisker`` (a
+    one-sided one: an open line to the edge and a cap at the valid limit), ``estimate_x`` (the
+    dot) and ``note`` (said instead of a missing estimate or bound) are each None when not drawn.
+    """
+    one_sided = bound in ("upper", "lower")
+    if one_sided:
+        limit = high if bound == "upper" else low
+        g = interval_geometry(limit, limit, limit, reference=reference, domain=domain, width=width)
+    else:
+        g = interval_geometry(estimate, low, high, reference=reference, domain=domain, width=width)
+    mid = height / 2 - 3
+    described = [f"claimed {formatter(reference)}"] if g.x_reference is not None else []
+    whisker = open_whisker = estimate_x = note = None
+    if one_sided:
+        if g.x_estimate is None:
+            note = "no valid bound"
+            described.insert(0, note)
+        else:
+            x, edge = g.x_estimate, (8.0 if bound == "upper" else width - 8.0)
+            open_whisker = {"x1": min(x, edge), "x2": max(x, edge), "cap_x": x}
+            described.insert(0, f"{'at most' if bound == 'upper' else 'at least'} {formatter(limit)}")
+    else:
+        if g.x_low is not None and g.x_high is not None:
+            whisker = {"x1": g.x_low, "x2": g.x_high}
+            described.insert(0, f"interval {formatter(low)} to {formatter(high)}")
+        else:
+            described.insert(0, "no interval")
+        if g.x_estimate is not None:
+            estimate_x = g.x_estimate
+            described.insert(0, f"estimate {formatter(estimate)}")
+        else:
+            note = "no data"
+            described.insert(0, "no estimate")
+    return {
+        "g": g,
+        "title": (f"{label}: " if label else "") + ", ".join(described),
+        "width": width,
+        "height": height,
+        "axis_x2": width - 8,
+        "axis_y": height - 6,
+        "mid": mid,
+        "cap_top": mid - 5,
+        "cap_bottom": mid + 5,
+        "whisker": whisker,
+        "open_whisker": open_whisker,
+        "estimate_x": estimate_x,
+        "note": note,
+        "note_x": width / 2,
+        "note_y": mid + 4,
+    }
+
+
 def interval_svg(
     estimate: float | None,
     low: float | None = None,
@@ -227,91 +293,18 @@ def interval_svg(
 ) -> SafeString:
     """An inline interval plot: a dot at the estimate, whiskers over the interval, a line at 0
     (no effect) and, when given, a dashed mark at a reference (e.g. the claimed effect).
+    Rendered by ``dashboard/_interval.html`` (auto-escaped).
 
     ``bound="upper"`` (only ``high`` is valid: "at most") draws an open whisker from the left
     edge to ``high``; ``bound="lower"`` (only ``low``: "at least") from ``low`` to the right edge.
     """
-    if bound in ("upper", "lower"):
-        return _one_sided_svg(
-            high if bound == "upper" else low, bound=bound, reference=reference, label=label,
-            formatter=formatter, domain=domain, width=width, height=height,
-        )
-    g = interval_geometry(estimate, low, high, reference=reference, domain=domain, width=width)
-    mid = height / 2 - 3
-    parts, described = _interval_frame(g, reference, formatter, width, height)
-    if g.x_low is not None and g.x_high is not None:
-        parts.append(
-            f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_high)}" y1="{_n(mid)}" y2="{_n(mid)}"/>'
-            f'<line class="chart__whisker" x1="{_n(g.x_low)}" x2="{_n(g.x_low)}" y1="{_n(mid - 5)}" '
-            f'y2="{_n(mid + 5)}"/>'
-            f'<line class="chart__whisker" x1="{_n(g.x_high)}" x2="{_n(g.x_high)}" y1="{_n(mid - 5)}" '
-            f'y2="{_n(mid + 5)}"/>'
-        )
-        described.insert(0, f"interval {formatter(low)} to {formatter(high)}")
-    else:
-        described.insert(0, "no interval")
-    if g.x_estimate is not None:
-        parts.append(f'<circle class="chart__estimate" cx="{_n(g.x_estimate)}" cy="{_n(mid)}" r="4"/>')
-        described.insert(0, f"estimate {formatter(estimate)}")
-    else:
-        parts.append(
-            f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">no data</text>'
-        )
-        described.insert(0, "no estimate")
-    text = f"{label}: " if label else ""
-    return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
-
-
-def _interval_frame(
-    g: IntervalGeometry, reference: float | None, formatter: Formatter, width: float, height: float
-) -> tuple[list[str], list[str]]:
-    """The axis, the zero line and the claimed reference of an interval chart, and their words."""
-    parts = [
-        f'<line class="chart__axis" x1="8" x2="{_n(width - 8)}" y1="{_n(height - 6)}" y2="{_n(height - 6)}"/>',
-        f'<line class="chart__zero" x1="{_n(g.x_zero)}" x2="{_n(g.x_zero)}" y1="2" y2="{_n(height - 6)}"/>',
-    ]
-    described = []
-    if g.x_reference is not None:
-        parts.append(
-            f'<line class="chart__reference" x1="{_n(g.x_reference)}" x2="{_n(g.x_reference)}" '
-            f'y1="2" y2="{_n(height - 6)}"/>'
-        )
-        described.append(f"claimed {formatter(reference)}")
-    return parts, described
-
-
-def _one_sided_svg(
-    limit: float | None,
-    *,
-    bound: str,
-    reference: float | None,
-    label: str,
-    formatter: Formatter,
-    domain: tuple[float, float] | None,
-    width: float,
-    height: float,
-) -> SafeString:
-    """A one-sided interval: the valid limit with a cap, an open whisker towards the other side."""
-    g = interval_geometry(limit, limit, limit, reference=reference, domain=domain, width=width)
-    mid = height / 2 - 3
-    parts, described = _interval_frame(g, reference, formatter, width, height)
-    if g.x_estimate is None:
-        parts.append(
-            f'<text class="chart__note" x="{_n(width / 2)}" y="{_n(mid + 4)}" text-anchor="middle">'
-            "no valid bound</text>"
-        )
-        described.insert(0, "no valid bound")
-    else:
-        x = g.x_estimate
-        edge = 8.0 if bound == "upper" else width - 8.0
-        parts.append(
-            f'<line class="chart__whisker chart__whisker--open" x1="{_n(min(x, edge))}" x2="{_n(max(x, edge))}" '
-            f'y1="{_n(mid)}" y2="{_n(mid)}"/>'
-            f'<line class="chart__whisker" x1="{_n(x)}" x2="{_n(x)}" y1="{_n(mid - 5)}" y2="{_n(mid + 5)}"/>'
-        )
-        described.insert(0, f"{'at most' if bound == 'upper' else 'at least'} {formatter(limit)}")
-    text = f"{label}: " if label else ""
-    return _svg(width, height, text + ", ".join(described), parts, "chart--interval")
+    return _render(
+        "dashboard/_interval.html",
+        interval_context(
+            estimate, low, high, reference=reference, label=label, formatter=formatter, domain=domain,
+            width=width, height=height, bound=bound,
+        ),
+    )
 
 
 # ---------------------------------------------------------------- per-arm dot plot
@@ -361,6 +354,55 @@ def dot_plot_geometry(
     return DotPlotGeometry(domain, rows, dots, ticks)
 
 
+def dot_plot_context(
+    values: Sequence[tuple[str, int, int, float]],
+    *,
+    metric: str,
+    unit: str = "",
+    arms: Sequence[str] | None = None,
+    width: float = 300,
+) -> dict[str, Any]:
+    """What ``dashboard/_dot_plot.html`` draws: coordinates and words, no markup."""
+    row_height, top, bottom = 26, 10, 22
+    g = dot_plot_geometry(values, arms=arms, width=width, row_height=row_height, top=top)
+    height = top + row_height * max(len(g.rows), 1) + bottom
+    axis_y = height - bottom + 4
+    by_run: dict[int, list[DotGeometry]] = {}
+    for dot in g.dots:
+        by_run.setdefault(dot.run, []).append(dot)
+    order = list(g.rows)
+    pairs = []
+    for dots in by_run.values():
+        dots.sort(key=lambda d: order.index(d.arm))
+        pairs.extend({"x1": a.x, "y1": a.y, "x2": b.x, "y2": b.y} for a, b in zip(dots, dots[1:], strict=False))
+    unit_text = f" ({unit})" if unit else ""
+    return {
+        "g": g,
+        "title": f"{metric}{unit_text} per arm across {len(by_run)} run(s)",
+        "width": width,
+        "height": height,
+        "top": top,
+        "axis_x2": width - 12,
+        "axis_y": axis_y,
+        "tick_label_y": axis_y + 13,
+        "ticks": [{"x": x, "text": fmt_number(value)} for value, x in g.ticks],
+        "rows": [{"label": arm, "y": y + 4} for arm, y in g.rows.items()],
+        "pairs": pairs,
+        "dots": [
+            {
+                "x": dot.x,
+                "y": dot.y,
+                "kind": dot.arm if dot.arm in ("baseline", "intervention") else "other",
+                "arm": dot.arm,
+                "seed": str(dot.seed),
+                "run": str(dot.run),
+                "text": fmt_number(dot.value),
+            }
+            for dot in g.dots
+        ],
+    }
+
+
 def dot_plot_svg(
     values: Sequence[tuple[str, int, int, float]],
     *,
@@ -369,43 +411,11 @@ def dot_plot_svg(
     arms: Sequence[str] | None = None,
     width: float = 300,
 ) -> SafeString:
-    """Per-arm values of one metric across seeds; lines join the arms of the same run."""
-    row_height, top, bottom = 26, 10, 22
-    g = dot_plot_geometry(values, arms=arms, width=width, row_height=row_height, top=top)
-    height = top + row_height * max(len(g.rows), 1) + bottom
-    axis_y = height - bottom + 4
-    parts = [f'<line class="chart__axis" x1="90" x2="{_n(width - 12)}" y1="{_n(axis_y)}" y2="{_n(axis_y)}"/>']
-    for value, x in g.ticks:
-        parts.append(
-            f'<line class="chart__tick" x1="{_n(x)}" x2="{_n(x)}" y1="{_n(top)}" y2="{_n(axis_y)}"/>'
-            f'<text class="chart__tick-label" x="{_n(x)}" y="{_n(axis_y + 13)}" text-anchor="middle">'
-            f"{escape(fmt_number(value))}</text>"
-        )
-    for arm, y in g.rows.items():
-        parts.append(
-            f'<text class="chart__row-label" x="84" y="{_n(y + 4)}" text-anchor="end">{escape(arm)}</text>'
-        )
-    by_run: dict[int, list[DotGeometry]] = {}
-    for dot in g.dots:
-        by_run.setdefault(dot.run, []).append(dot)
-    order = list(g.rows)
-    for dots in by_run.values():
-        dots.sort(key=lambda d: order.index(d.arm))
-        for a, b in zip(dots, dots[1:], strict=False):
-            parts.append(
-                f'<line class="chart__pair" x1="{_n(a.x)}" y1="{_n(a.y)}" x2="{_n(b.x)}" y2="{_n(b.y)}"/>'
-            )
-    for dot in g.dots:
-        css = "chart__dot chart__dot--" + ("baseline" if dot.arm == "baseline" else "intervention"
-                                            if dot.arm == "intervention" else "other")
-        parts.append(
-            f'<circle class="{css}" cx="{_n(dot.x)}" cy="{_n(dot.y)}" r="4">'
-            f"<title>{escape(dot.arm)}, seed {dot.seed} (run {dot.run}): {escape(fmt_number(dot.value))}</title>"
-            f"</circle>"
-        )
-    unit_text = f" ({unit})" if unit else ""
-    label = f"{metric}{unit_text} per arm across {len(by_run)} run(s)"
-    return _svg(width, height, label, parts, "chart--dots")
+    """Per-arm values of one metric across seeds; lines join the arms of the same run.
+    Rendered by ``dashboard/_dot_plot.html`` (auto-escaped)."""
+    return _render(
+        "dashboard/_dot_plot.html", dot_plot_context(values, metric=metric, unit=unit, arms=arms, width=width)
+    )
 
 
 # ---------------------------------------------------------------- safety vs capability scatter

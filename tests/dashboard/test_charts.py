@@ -161,6 +161,29 @@ def test_dot_plot_with_all_equal_values_and_non_finite_ones():
     parse(charts.dot_plot_svg(values, metric="width"))
 
 
+HOSTILE = '<script>alert("x")</script> & "quoted"'
+
+
+@pytest.mark.parametrize("bound", [None, "upper", "lower"])
+def test_interval_svg_escapes_its_label(bound):
+    svg = str(charts.interval_svg(0.1, -0.2, 0.3, reference=0.2, label=HOSTILE, bound=bound))
+    assert "<script>" not in svg and '"quoted"' not in svg
+    root = parse(svg)  # well-formed: the quotes did not close the attribute
+    assert root.get("aria-label").startswith(HOSTILE + ": ")
+    assert root.find(f"{SVG}title").text == root.get("aria-label")
+
+
+def test_dot_plot_svg_escapes_its_metric_unit_and_arm_names():
+    values = [("baseline", 1, 0, 1.0), (HOSTILE, 1, 0, 2.0)]
+    svg = str(charts.dot_plot_svg(values, metric=HOSTILE, unit='"u"<b>'))
+    assert "<script>" not in svg and "<b>" not in svg and '"quoted"' not in svg and '"u"' not in svg
+    root = parse(svg)
+    assert root.get("aria-label") == f'{HOSTILE} ("u"<b>) per arm across 1 run(s)'
+    assert HOSTILE in [text.text for text in root.iter(f"{SVG}text")]  # the row label
+    titles = [title.text for title in root.iter(f"{SVG}title")]
+    assert f"{HOSTILE}, seed 0 (run 1): 2" in titles
+
+
 # ---------------------------------------------------------------- scatter
 
 
