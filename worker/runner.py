@@ -197,6 +197,8 @@ def _supervise(
             except Exception:  # a transient database error must not fail a healthy run
                 logger.exception("run %s: could not record the heartbeat", run_id)
                 connection.close()
+                if logs is not None:
+                    child.logs_changed = True  # not stored: the next heartbeat tries again
             else:
                 if state != Run.State.RUNNING and reason is None:
                     reason = "cancelled"

@@ -105,14 +105,14 @@ def _number(label: str, help_text: str = "", **attrs) -> forms.CharField:
     return forms.CharField(label=label, help_text=help_text, required=False, widget=forms.NumberInput(attrs=attrs))
 
 
-_LOCAL_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?")
+_LOCAL_DATETIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?")
 
 
 def _as_utc(value: str | None) -> str | None:
     """A datetime-local value (no offset) read as UTC, as the form says, whatever the server's
     TIME_ZONE: ``Z`` appended. Anything else as given (the serializer refuses a bad format)."""
     if value and _LOCAL_DATETIME.fullmatch(value.strip()):
-        return value.strip() + "Z"
+        return value.strip().replace(" ", "T") + "Z"  # "T" or a space (a plain text box) between
     return value
 
 

@@ -485,6 +485,7 @@ def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] 
     claim_fields = {
         "state": State.RUNNING, "claim_token": token, "attempts": F("attempts") + 1, "started_at": now,
         "heartbeat_at": now, "worker_host": worker_host, "progress": 0.0, "progress_message": "starting",
+        "logs": "",  # a requeued run's earlier attempt's log is not this attempt's
     }
     with transaction.atomic():
         taken_over_from = None
@@ -578,7 +579,7 @@ def run_heartbeat(
     no longer ours)."""
     fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
     if logs is not None:
-        fields["logs"] = storable_text(logs)
+        fields["logs"] = storable_text(logs)[-MAX_LOG_CHARS:]
     if progress is not None:
         fields["progress"] = max(0.0, min(1.0, float(progress)))
     if message is not None:

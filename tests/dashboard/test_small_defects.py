@@ -280,6 +280,11 @@ def test_the_embargo_field_says_and_reads_utc(all_readers, user, settings):
     finding.refresh_from_db()
     assert finding.embargo_until == datetime(2031, 1, 2, 3, 4, tzinfo=UTC)
     assert 'value="2031-01-02T03:04"' in page(owner, f"/findings/{finding.pk}/edit/")
+    # typed with a space (a browser without a date-time picker): UTC too
+    post = {**FINDING_POST, "visibility": "restricted", "embargo_until": "2031-01-02 05:06"}
+    assert owner.post(f"/findings/{finding.pk}/edit/", post).status_code == 302
+    finding.refresh_from_db()
+    assert finding.embargo_until == datetime(2031, 1, 2, 5, 6, tzinfo=UTC)
 
 
 def test_help_texts_are_described_by_ids_that_exist(all_readers, user, settings):

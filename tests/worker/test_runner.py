@@ -92,3 +92,15 @@ def test_a_running_runs_log_is_stored_while_it_runs(user, monkeypatch):
         thread.join(timeout=60)
     assert outcome == ["succeeded"]
     assert "echo seed 3" in Run.objects.get(pk=run.pk).logs
+
+
+def test_a_claimed_attempt_starts_with_an_empty_log(user, monkeypatch):
+    """Logs are now stored during a run: a requeued run's earlier attempt's lines must not be
+    shown as the new attempt's (nor stay beside its error when it fails before writing any)."""
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    run = services.reproduction_request(experiment=experiment, user=user, seeds=[0], device="cpu").runs.get()
+    Run.objects.filter(pk=run.pk).update(logs="attempt 1's lines", attempts=1)  # requeued by the reaper
+    assert services.run_claim(run_id=run.pk, worker_host="second") is not None
+    assert Run.objects.get(pk=run.pk).logs == ""
