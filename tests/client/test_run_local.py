@@ -304,10 +304,11 @@ def test_artifacts_named_like_a_folder_are_saved_under_a_file_name(tmp_path):
     assert (folder / "artifact-2").read_bytes() == b"b" and (folder / "plot.png").read_bytes() == b"c"
 
 
-def test_a_report_is_split_under_the_body_limit_and_long_curves_thinned():
+def test_a_report_fits_the_body_limit_by_thinning_curves_in_one_request():
     """Curves made reports larger than the registry's body limit (2 MiB): a 413 for runs whose
-    measurements alone were fine. Reports are split into bodies under the limit; a run whose
-    curves alone exceed it has them thinned, first and last points kept."""
+    measurements alone were fine. The runs' curves are thinned (first and last points kept) until
+    the report fits one request (one request is one self-reported reproduction: the seeds of a
+    local run stay together); only measurements alone over the limit are split."""
     from interp_registry import local
 
     from tests.fakes.plugins import EchoExperiment
@@ -320,13 +321,18 @@ def test_a_report_is_split_under_the_body_limit_and_long_curves_thinned():
 
     limit = 60_000
     results = [result(seed, 800) for seed in range(6)] + [result(9, 20_000)]
-    payloads = local.report_payloads({}, EchoExperiment, results, max_bytes=limit)
-    assert len(payloads) > 1
-    assert all(len(json.dumps(body).encode()) <= limit for body in payloads)
-    runs = [run for body in payloads for run in body["runs"]]
-    assert [run["seed"] for run in runs] == [0, 1, 2, 3, 4, 5, 9]
-    assert all(len(c["steps"]) == 800 for run in runs[:6] for c in run["series"])  # small ones untouched
-    thinned = runs[-1]["series"][0]
-    assert 2 < len(thinned["steps"]) < 20_000 and thinned["steps"][0] == 0 and thinned["steps"][-1] == 19_999
+    (body,) = local.report_payloads({}, EchoExperiment, results, max_bytes=limit)
+    assert len(json.dumps(body).encode()) <= limit
+    assert [run["seed"] for run in body["runs"]] == [0, 1, 2, 3, 4, 5, 9]
+    for run in body["runs"]:
+        for curve in run["series"]:
+            assert 2 < len(curve["steps"]) < (20_000 if run["seed"] == 9 else 801)
+            assert curve["steps"][0] == 0 and curve["steps"][-1] == (19_999 if run["seed"] == 9 else 799)
     small = results[:2]
     assert local.report_payloads({}, EchoExperiment, small) == [local.report_payload({}, EchoExperiment, small)]
+    # measurements alone over the limit: split, every run sent once, in order
+    many = [local.SeedResult(seed, "succeeded", measurements={"baseline": {"risk": 1.0}, "intervention": {"risk": 0.5}})
+            for seed in range(400)]
+    bodies = local.report_payloads({}, EchoExperiment, many, max_bytes=20_000)
+    assert len(bodies) > 1 and all(len(json.dumps(b).encode()) <= 20_000 for b in bodies)
+    assert [run["seed"] for b in bodies for run in b["runs"]] == list(range(400))

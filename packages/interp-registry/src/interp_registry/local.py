@@ -326,28 +326,33 @@ def report_payload(params: dict[str, Any], plugin: type[Experiment], results: li
 
 
 #: A report is sent in requests of at most this many bytes of JSON (the registry's default body
-#: limit, API_MAX_BODY_BYTES, is 2 MiB); a single run's curves are thinned to fit.
+#: limit, API_MAX_BODY_BYTES, is 2 MiB); the runs' curves are thinned to fit.
 REPORT_MAX_BYTES = 1_500_000
 
 
 def report_payloads(params: dict[str, Any], plugin: type[Experiment], results: list[SeedResult],
                     max_bytes: int = REPORT_MAX_BYTES) -> list[dict[str, Any]]:
-    """:func:`report_payload` split into bodies of at most ``max_bytes`` (runs kept in order; a
-    run whose curves alone are larger has them thinned, their first and last points kept)."""
+    """:func:`report_payload` in bodies of at most ``max_bytes``. One body whenever possible (one
+    request is one self-reported reproduction, and the seeds of one local run belong together):
+    the curves are thinned first (every other point, first and last kept, until it fits). Only
+    runs whose measurements alone exceed the limit are split over several bodies."""
     def size(body: dict[str, Any]) -> int:
         return len(json.dumps(body, allow_nan=False, default=str).encode())
 
+    whole = report_payload(params, plugin, results)
+    while size(whole) > max_bytes and any(len(c["steps"]) > 2 for r in whole["runs"] for c in r.get("series", [])):
+        for run in whole["runs"]:
+            if run.get("series"):
+                run["series"] = [_thinned(c) for c in run["series"]]
+    if size(whole) <= max_bytes:
+        return [whole]
     payloads: list[dict[str, Any]] = []
-    for result in results:
-        single = report_payload(params, plugin, [result])
-        run = single["runs"][0]
-        while size(single) > max_bytes and any(len(c["steps"]) > 2 for c in run.get("series", [])):
-            run["series"] = [_thinned(c) for c in run["series"]]
+    for run in whole["runs"]:
         current = payloads[-1] if payloads else None
         if current is not None and size({**current, "runs": [*current["runs"], run]}) <= max_bytes:
             current["runs"].append(run)
         else:
-            payloads.append(single)
+            payloads.append({**whole, "runs": [run]})
     return payloads
 
 
