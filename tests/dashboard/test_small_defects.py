@@ -93,6 +93,18 @@ def test_empty_log_of_an_active_run_says_no_lines_yet(all_readers, user, state):
         assert 'hx-select-oob="#run-state-badge,#run-measurements,#run-curves,#run-artifacts,#run-log"' in html
 
 
+def test_the_log_of_a_running_run_is_shown_and_followed(client, user):
+    """Its log is stored while it runs (worker heartbeat): shown, marked to keep its newest lines
+    in view as the page refreshes it (progress.js), and no longer marked once the run ended."""
+    finding = b.finding(user)
+    run = b.queued(b.echo_experiment(finding, user), 1, state=Run.State.RUNNING).runs.get()
+    Run.objects.filter(pk=run.pk).update(logs="step 1\nstep 2")
+    html = page(client, f"/runs/{run.pk}/")
+    assert '<pre class="log" tabindex="0" data-follow>step 1\nstep 2</pre>' in html
+    Run.objects.filter(pk=run.pk).update(state=Run.State.SUCCEEDED)
+    assert '<pre class="log" tabindex="0">step 1\nstep 2</pre>' in page(client, f"/runs/{run.pk}/")
+
+
 def test_log_of_an_ended_run(client, user):
     finding = b.finding(user)
     experiment = b.echo_experiment(finding, user)

@@ -36,6 +36,22 @@
       evt.detail.isError = false;
     }
   });
+  // A running run's log (data-follow) is replaced every poll: keep its newest lines in view, unless
+  // the reader scrolled up in it (then the swap keeps their place as far as the new text allows).
+  var logScroll = null;
+  document.addEventListener("htmx:beforeSwap", function () {
+    var log = document.querySelector("pre.log[data-follow]");
+    logScroll = log ? { atEnd: log.scrollHeight - log.scrollTop - log.clientHeight < 8, top: log.scrollTop } : null;
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var log = document.querySelector("pre.log[data-follow]");
+    if (!log) return;
+    log.scrollTop = !logScroll || logScroll.atEnd ? log.scrollHeight : logScroll.top;
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var log = document.querySelector("pre.log[data-follow]");
+    if (log) log.scrollTop = log.scrollHeight;
+  });
   // New evidence says runs are queued or running while the runs section sleeps (someone queued
   // runs since the page loaded): wake the runs section once; it then polls by itself.
   document.addEventListener("htmx:afterSwap", function () {
