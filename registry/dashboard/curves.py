@@ -16,14 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from registry.findings.models import Finding
-from registry.reproductions.models import Run, RunSeries
-from registry.reproductions.series import (
-    _CURVE_ORDER,
-    FINDING_MAX_CURVES,
-    _first_within_budget,
-    run_series,
-    series_bands,
-)
+from registry.reproductions.models import Run
+from registry.reproductions.series import finding_curve_bands, run_series
 
 WIDTH, HEIGHT = 360, 180
 LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 24  # margins for the axis labels
@@ -108,48 +102,14 @@ def curve_plots(bands: list[dict[str, Any]], *, max_plots: int = MAX_PLOTS) -> l
                     "points": _points(x, y, steps, seed["values"],
                                       f"{band['arm']}, seed {seed['seed']} (run #{seed['run']})"),
                 } for seed in seeds[:MAX_SEED_LINES]],
-                "seeds_left_out": max(0, len(seeds) - MAX_SEED_LINES),
+                "seeds_left_out": max(0, band["runs"] - min(len(seeds), MAX_SEED_LINES)) if seeds else 0,
             })
         plots.append({"name": name, "plugin": arms[0]["plugin"], "experiment": experiment, **frame, "arms": drawn})
     return plots
 
 
-def finding_curve_bands(finding: Finding, *, max_curves: int = FINDING_MAX_CURVES) -> list[dict[str, Any]]:
-    """``series.finding_curve_bands`` (succeeded runs, retracted experiments left out, stored points
-    bounded), each band with its runs' own curves at the band's steps: ``seeds: [{seed, run,
-    values}]`` in run order. Two queries."""
-    query = RunSeries.objects.filter(
-        run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED,
-        run__reproduction__experiment__retracted_at__isnull=True,  # as in the effects: never pooled
-    )
-    ids, _ = _first_within_budget(query, max_curves)
-    rows = RunSeries.objects.filter(pk__in=ids).order_by(*_CURVE_ORDER).values(
-        "run_id", "run__seed", "run__reproduction__experiment_id", "run__reproduction__experiment__plugin",
-        "arm", "name", "steps", "values",
-    )
-    curves = []
-    plugins: dict[int, str] = {}
-    for row in rows:
-        experiment = row["run__reproduction__experiment_id"]
-        plugins[experiment] = row["run__reproduction__experiment__plugin"]
-        curves.append({"experiment": experiment, "name": row["name"], "arm": row["arm"], "steps": row["steps"],
-                       "values": row["values"], "run": row["run_id"], "seed": row["run__seed"]})
-    members: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
-    for curve in curves:
-        members.setdefault((curve["experiment"], curve["name"], curve["arm"]), []).append(curve)
-    bands = series_bands(curves)
-    for band in bands:
-        band["plugin"] = plugins[band["experiment"]]
-        band["seeds"] = []
-        for curve in members[(band["experiment"], band["name"], band["arm"])]:
-            lookup = dict(zip(curve["steps"], curve["values"], strict=True))
-            band["seeds"].append({"seed": curve["seed"], "run": curve["run"],
-                                  "values": [lookup[step] for step in band["steps"]]})
-    return bands
-
-
 def finding_curve_plots(finding: Finding) -> list[dict[str, Any]]:
-    return curve_plots(finding_curve_bands(finding))
+    return curve_plots(finding_curve_bands(finding, max_seeds=MAX_SEED_LINES))
 
 
 def run_curve_plots(run: Run, *, max_plots: int = MAX_PLOTS) -> list[dict[str, Any]]:

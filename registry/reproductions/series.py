@@ -220,27 +220,41 @@ __all__ = [
 ]
 
 
-def finding_curve_bands(finding: Finding, *, max_curves: int = FINDING_MAX_CURVES) -> list[dict[str, Any]]:
+def finding_curve_bands(
+    finding: Finding, *, max_curves: int = FINDING_MAX_CURVES, max_seeds: int = 0
+) -> list[dict[str, Any]]:
     """Per (experiment, curve name, arm) of the finding's succeeded runs: the mean across runs and
     the band from the lowest to the highest run, at the steps every run logged (``series_bands``);
     retracted experiments left out, stored points bounded as in ``finding_series``. Two queries.
-    For the dashboard's plots; the caller checks visibility."""
+    With ``max_seeds``, each band also carries its first runs' own curves at the band's steps:
+    ``seeds: [{seed, run, values}]`` in run order, at most that many. For the dashboard's plots;
+    the caller checks visibility."""
     query = RunSeries.objects.filter(
         run__reproduction__experiment__finding=finding, run__state=Run.State.SUCCEEDED,
         run__reproduction__experiment__retracted_at__isnull=True,  # as in the effects: never pooled
     )
     ids, _ = _first_within_budget(query, max_curves)
     rows = RunSeries.objects.filter(pk__in=ids).order_by(*_CURVE_ORDER).values(
-        "run__reproduction__experiment_id", "run__reproduction__experiment__plugin", "arm", "name", "steps", "values"
+        "run_id", "run__seed", "run__reproduction__experiment_id", "run__reproduction__experiment__plugin",
+        "arm", "name", "steps", "values",
     )
     curves = []
     plugins: dict[int, str] = {}
+    members: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         experiment = row["run__reproduction__experiment_id"]
         plugins[experiment] = row["run__reproduction__experiment__plugin"]
-        curves.append({"experiment": experiment, "name": row["name"], "arm": row["arm"], "steps": row["steps"],
-                       "values": row["values"]})
+        curve = {"experiment": experiment, "name": row["name"], "arm": row["arm"], "steps": row["steps"],
+                 "values": row["values"], "run": row["run_id"], "seed": row["run__seed"]}
+        curves.append(curve)
+        members.setdefault((experiment, row["name"], row["arm"]), []).append(curve)
     bands = series_bands(curves)
     for band in bands:
         band["plugin"] = plugins[band["experiment"]]
+        if max_seeds:
+            band["seeds"] = []
+            for curve in members[(band["experiment"], band["name"], band["arm"])][:max_seeds]:
+                lookup = dict(zip(curve["steps"], curve["values"], strict=True))
+                band["seeds"].append({"seed": curve["seed"], "run": curve["run"],
+                                      "values": [lookup[step] for step in band["steps"]]})
     return bands
