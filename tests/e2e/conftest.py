@@ -56,3 +56,24 @@ def browser_page(chromium, live_server) -> Iterator:
     page.set_default_timeout(20_000)
     yield page
     context.close()
+
+
+#: Where the browser tests leave their screenshots (CI keeps SCREENSHOT_DIR as an artifact).
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot ``<name>.png`` in SCREENSHOTS."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, username: str, password: str) -> None:
+    """Sign in through the sign-in page as a person would; returns once the page names the user."""
+    from playwright.sync_api import expect
+
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".site-user__name")).to_have_text(username)

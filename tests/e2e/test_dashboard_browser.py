@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,12 +14,12 @@ from registry.findings.models import Finding
 from registry.findings.services import experiment_retract
 from registry.reproductions.models import Run
 from tests.dashboard import builders as b
+from tests.e2e.conftest import screenshot
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "browser-test-password"
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 
 
 def expect(target):
@@ -210,4 +208,4 @@ def test_an_anonymous_reader_sees_recompute_state_status_and_a_retraction(browse
     decoration = name.evaluate("el => getComputedStyle(el).textDecorationLine")
     assert decoration == "line-through"
     expect(page.locator("tr.claim .badge--verdict-confirmed")).to_have_count(1)
-    page.screenshot(path=str(SCREENSHOTS / "dashboard-browser-finding.png"), full_page=True)
+    screenshot(page, "dashboard-browser-finding")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -19,12 +17,12 @@ from registry.dashboard.compare import RUN_COLUMNS
 from registry.findings.models import Finding
 from registry.reproductions.models import Measurement, Run, RunSeries
 from tests.dashboard import builders as b
+from tests.e2e.conftest import screenshot, sign_in
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "evidence-flow-password"
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 VIEWPORTS = {"desktop": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
 STEPS = [0, 10, 20, 30]
 SEEDS = 3
@@ -68,11 +66,7 @@ def test_curves_then_a_comparison_of_two_runs_then_the_csv(browser_page, size):
     author.set_password(PASSWORD)
     author.save()
 
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(author.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".site-user__name")).to_have_text(author.username)
+    sign_in(page, author.username, PASSWORD)
     page.goto("/findings/new/")
     page.get_by_label("Title").fill("Weight decay halves the risk")
     page.get_by_label("Kind").select_option("fix")
@@ -169,4 +163,4 @@ def test_curves_then_a_comparison_of_two_runs_then_the_csv(browser_page, size):
     assert first == {("baseline", "risk"): 1.00, ("intervention", "risk"): 0.50,
                      ("baseline", "skill"): 1.00, ("intervention", "skill"): 1.01}
     assert all(r["state"] == "succeeded" and r["plugin"] == "echo" for r in rows)
-    page.screenshot(path=str(SCREENSHOTS / f"evidence-flow-compare-{size}.png"), full_page=True)
+    screenshot(page, f"evidence-flow-compare-{size}")

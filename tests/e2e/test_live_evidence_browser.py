@@ -5,18 +5,15 @@ nothing is queued, running or pending."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from registry.reproductions.models import Measurement, Run
 from tests.dashboard import builders as b
+from tests.e2e.conftest import screenshot
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
 
 
 def expect(target):
@@ -71,4 +68,4 @@ def test_verdict_changes_without_a_reload_when_results_land(browser_page):
     seen = len(polls)
     page.wait_for_timeout(4000)
     assert len(polls) == seen, "the evidence kept polling after everything finished"
-    page.screenshot(path=str(SCREENSHOTS / "live-evidence-finding.png"), full_page=True)
+    screenshot(page, "live-evidence-finding")

@@ -8,16 +8,15 @@ on a phone."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from registry.findings.models import Claim, Finding
 from registry.reproductions.models import Experiment, Reproduction, Run
 from tests.conftest import WorkerProcess
+from tests.e2e.conftest import screenshot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,8 +26,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),  # the live server and the worker see the test's rows
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or ROOT / "var" / "screenshots")
 PASSWORD = "worker-flow-password"
 VIEWPORTS = {"desktop": {"width": 1400, "height": 1000}, "phone": {"width": 390, "height": 844}}
 SEEDS = 3  # the registry's minimum for a verdict
@@ -43,11 +40,6 @@ def expect(target):
     from playwright.sync_api import expect as playwright_expect
 
     return playwright_expect(target)
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"worker-flow-{name}.png"), full_page=True)
 
 
 @contextlib.contextmanager
@@ -74,11 +66,7 @@ def test_queue_runs_then_watch_the_worker_reach_a_verdict(browser_page, celery_w
     page.set_viewport_size(VIEWPORTS[size])
     author = django_user_model.objects.create_user(username=f"flow-{size}", password=PASSWORD)
 
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(author.username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".site-user__name")).to_have_text(author.username)
+    sign_in(page, author.username, PASSWORD)
 
     # the finding
     page.goto("/findings/new/")
@@ -161,7 +149,7 @@ def test_queue_runs_then_watch_the_worker_reach_a_verdict(browser_page, celery_w
     if size == "phone":
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= VIEWPORTS["phone"]["width"] + 1, f"the finding page scrolls sideways ({width} px wide)"
-    shot(page, size)
+    screenshot(page, f"worker-flow-{size}")
 
     # what the page shows is what the worker wrote
     states = set(Run.objects.filter(reproduction=reproduction).values_list("state", flat=True))
