@@ -423,13 +423,10 @@ def _effects_summaries_sql(effects: QuerySet[FindingEffects]) -> tuple[dict[str,
     return tallies, (ids, safety, capability, [None if np.isnan(v) else float(v) for v in se])
 
 
-_PROGRESS_COLUMNS = stats.PROGRESS_COLUMNS
-
-
 def _progress_all(ids: list[int], safety: np.ndarray, capability: np.ndarray, se: list[float | None]) -> dict:
     """Differential progress over every finding with both scores: the trend and how many findings
     lie above and below it (``summary``, JSON-ready), and each finding's residual as arrays by
-    finding id (``ids``, ``table``: one row per finding, ``_PROGRESS_COLUMNS``) from which a page
+    finding id (``ids``, ``table``: one row per finding, ``stats.PROGRESS_COLUMNS``) from which a page
     takes its own entries (:func:`_progress_page`)."""
     result, table = stats.differential_progress_table(list(safety), list(capability), se, min_n=MIN_LANDSCAPE_FINDINGS)
     summary = {f.name: getattr(result, f.name) for f in dataclass_fields(result) if f.name != "points"}
@@ -451,10 +448,10 @@ def _progress_page(progress: dict[str, Any], titles: dict[int, str]) -> dict[str
         index = int(np.searchsorted(ids, finding_id))
         if index >= len(ids) or ids[index] != finding_id:
             continue
-        row = dict(zip(_PROGRESS_COLUMNS, table[index].tolist(), strict=True))
+        row = dict(zip(stats.PROGRESS_COLUMNS, table[index].tolist(), strict=True))
         entries.append({
             "finding": finding_id, "title": titles[finding_id], "index": index,
-            **{name: stats._json_safe(row[name]) for name in _PROGRESS_COLUMNS[:-1]},
+            **{name: stats._json_safe(row[name]) for name in stats.PROGRESS_COLUMNS[:-1]},
             "significant": bool(row["significant"]),
         })
     return {**progress["summary"], "findings": entries, "n_above": progress["n_above"], "n_below": progress["n_below"]}
