@@ -137,6 +137,8 @@ def _default_workers() -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # as registry/asgi.py does, but before the settings are read here: the web pools its connections
+    os.environ.setdefault("DATABASE_POOL_MAX_SIZE", "8")
     _setup(args)
     if not args.no_collectstatic:
         collect_static()

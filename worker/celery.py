@@ -249,8 +249,10 @@ def _keep_liveness_connections(sender, instance, **kwargs) -> None:
 
     liveness.KEEP_CONNECTION = True
     database = settings.DATABASES["default"]
-    pooled = bool(database.get("OPTIONS", {}).get("pool"))  # psycopg's pool refuses persistent connections
-    if database.get("ENGINE", "").endswith("postgresql") and "DATABASE_CONN_MAX_AGE" not in os.environ and not pooled:
+    # No connection pool in a worker (DATABASE_POOL_MAX_SIZE is for the web server): each process keeps
+    # one connection of its own, and a pool opened in the parent would be shared by its forks.
+    database.get("OPTIONS", {}).pop("pool", None)
+    if database.get("ENGINE", "").endswith("postgresql") and "DATABASE_CONN_MAX_AGE" not in os.environ:
         database["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE_S  # read at each connect (same dict as the wrappers')
     if database.get("ENGINE", "").endswith("postgresql"):
         database.setdefault("OPTIONS", {}).setdefault("application_name", WORKER_APPLICATION_NAME)

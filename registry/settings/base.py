@@ -106,10 +106,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
-    # 0: a connection per request. The web runs under ASGI, where Django's persistent connections
-    # pile up (one per request thread, never reused; Django's docs: disable them under ASGI). Pool
-    # with pgbouncer or OPTIONS["pool"] instead; DATABASE_CONN_MAX_AGE still overrides (workers).
+    # 0: no persistent connections. The web runs under ASGI, where Django's persistent connections
+    # pile up (one per request thread, never reused; Django's docs: disable them under ASGI). The
+    # web server's processes pool instead (psycopg's pool, one per process: a request borrows a
+    # connection and gives it back, ~5 ms of connect saved): registry/asgi.py turns
+    # DATABASE_POOL_MAX_SIZE on for them; elsewhere (workers, commands) it is 0 unless set.
+    # DATABASE_CONN_MAX_AGE still overrides (workers keep theirs: worker/celery.py).
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+    DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=0)
+    if DATABASE_POOL_MAX_SIZE > 0 and DATABASES["default"]["CONN_MAX_AGE"] == 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            # a request waits this long for a free (or a new) connection, then is answered 503
+            "timeout": env.float("DATABASE_POOL_TIMEOUT_S", default=env.int("DATABASE_CONNECT_TIMEOUT_S", default=3)),
+            "max_idle": 300,
+        }
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # An unreachable database fails a request in seconds (answered 503), never hangs it.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
