@@ -1,7 +1,10 @@
-"""Profile one self-reported result write (POST /api/v1/experiments/{id}/self-reported-runs/)
+"""Profile one self-reported result write (POST /api/v1/experiments/{id}/self-reported-runs/), or
+with ``--request reproduction`` one reproduction request (POST /api/v1/experiments/{id}/reproductions/,
+one seed: the dispatch path; its Celery messages go to a scratch Redis database nobody consumes),
 under the production settings, with pyinstrument, and count its SQL queries.
 
     .venv/bin/python bench/profile_ingest.py --writes 300 --output bench/results/profiles/ingest_single.txt
+    .venv/bin/python bench/profile_ingest.py --request reproduction --output bench/results/profiles/dispatch.txt
 
 It makes a database of its own on the running PostgreSQL (dropped at the end), migrates it, creates
 the benchmark's user, finding and echo experiment, then sends the writes in-process through
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=300,
                         help="timed writes, then as many profiled ones (after 30 warm-up writes)")
     parser.add_argument("--output", type=Path, required=True, help="the text profile")
+    parser.add_argument("--request", choices=["self-reported", "reproduction"], default="self-reported",
+                        help="the request to profile (default: one self-reported result)")
     args = parser.parse_args(argv)
 
     database = f"bench_profile_{os.getpid()}"
@@ -52,14 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         "CACHE_KEY_PREFIX": f"profilecache{os.getpid()}",
         "PLUGINS_EXTRA": "echo=tests.fakes.plugins:EchoExperiment",
         "API_THROTTLE_USER": "10000000/minute",
+        "API_THROTTLE_REPRODUCTIONS": "10000000/hour",
         "QUOTA_RUNS_PER_DAY": "100000000",
+        "QUOTA_ACTIVE_RUNS": "100000000",
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-        return _profile(args.writes, args.output)
+        return _profile(args.writes, args.output, args.request)
     finally:
         from django.db import connections
 
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
-def _profile(writes: int, output: Path) -> int:
+def _profile(writes: int, output: Path, request: str = "self-reported") -> int:
     import io
 
     import django
@@ -96,6 +103,9 @@ def _profile(writes: int, output: Path) -> int:
     seed = iter(range(10**9))
 
     def write() -> None:
+        if request == "reproduction":
+            post(f"/api/v1/experiments/{experiment['id']}/reproductions/", {"seeds": [next(seed)]}, expect=202)
+            return
         post(path, {"seed": next(seed), "measurements": MEASUREMENTS, "params": experiment["params"],
                     "hardware": HARDWARE, "environment": ENVIRONMENT})
 
@@ -120,7 +130,9 @@ def _profile(writes: int, output: Path) -> int:
     profiler.stop()
     elapsed = time.perf_counter() - started
     head = [
-        f"# {writes} writes of one self-reported result, in-process (django.test.Client, production settings)",
+        f"# {writes} requests ({request}: " + ("POST /api/v1/experiments/{id}/reproductions/, one seed"
+                                              if request == "reproduction" else "one self-reported result")
+        + "), in-process (django.test.Client, production settings)",
         f"# unprofiled: {wall * 1000:.2f} ms per write, {cpu * 1000:.2f} ms CPU of this process per write",
         f"# {elapsed / writes * 1000:.2f} ms per write (under the profiler); load average "
         f"{tuple(round(x, 2) for x in os.getloadavg())}",

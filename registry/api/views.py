@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from django.db.models import prefetch_related_objects
 from django.http import FileResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -281,6 +282,8 @@ class ExperimentViewSet(ReproductionThrottledMixin, viewsets.ReadOnlyModelViewSe
         reproduction = repro_services.reproduction_request(
             experiment=experiment, user=request.user, **serializer.validated_data
         )
+        # the runs as they are now (a worker may have started one), read once for runs, state and outcome
+        prefetch_related_objects([reproduction], "runs")
         data = s.ReproductionSerializer(reproduction, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED)
 

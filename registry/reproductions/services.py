@@ -372,13 +372,12 @@ def reproduction_request(
         [Run(reproduction=reproduction, seed=seed, queue=device, requested_plugin_version=plugin_cls.version[:50])
          for seed in seeds]
     )
-    finding = experiment.finding
     event_emit(
         type="reproduction.requested",
-        finding_id=finding.pk,
+        finding_id=experiment.finding_id,
         plugin=experiment.plugin,
         payload={
-            "finding": finding.pk,
+            "finding": experiment.finding_id,
             "experiment": experiment.pk,
             "reproduction": reproduction.pk,
             "seeds": seeds,
@@ -386,7 +385,8 @@ def reproduction_request(
         },
     )
     run_ids = [run.pk for run in runs]
-    transaction.on_commit(lambda: runs_dispatch(run_ids))
+    # the runs were just made queued: sent as they are, without reading them back
+    transaction.on_commit(lambda: runs_dispatch(run_ids, runs=runs))
     return reproduction
 
 
@@ -397,7 +397,9 @@ def reproduction_waiting_for_gpu(reproduction: Reproduction) -> bool:
     return pending and not gpu_worker_available()
 
 
-def runs_dispatch(run_ids: list[int], *, front: bool = False, resent: bool = False) -> None:
+def runs_dispatch(
+    run_ids: list[int], *, front: bool = False, resent: bool = False, runs: list[Run] | None = None
+) -> None:
     """Send run ids to the broker. Never raises and never waits long: a publish that fails (an
     unreachable or frozen broker fails within BROKER_SOCKET_TIMEOUT_S) is logged, the rest of the
     batch is not attempted, and the reaper re-sends the runs left undispatched.
@@ -406,7 +408,8 @@ def runs_dispatch(run_ids: list[int], *, front: bool = False, resent: bool = Fal
     reaper finds a run's message in the broker by it. On Redis, ``front``: ahead of everything
     waiting (a run whose worker died); ``resent``: ahead of the new runs (a message lost in a broker
     restart: after one, every queued run is re-sent, and a dead worker's run must not wait behind
-    them all). Oldest runs first.
+    them all). Oldest runs first. ``runs``: the queued runs themselves (with their reproduction and
+    experiment), when the caller just made them; otherwise those of ``run_ids`` still queued are read.
     """
     from worker.broker import PRIORITY_FRONT, PRIORITY_NEW, PRIORITY_RESENT, is_redis, run_task_id
     from worker.celery import app
@@ -414,9 +417,13 @@ def runs_dispatch(run_ids: list[int], *, front: bool = False, resent: bool = Fal
     priority = PRIORITY_FRONT if front else PRIORITY_RESENT if resent else PRIORITY_NEW
     options = {"priority": priority} if is_redis() else {}
 
-    queued = Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related(
-        "reproduction__experiment"
-    ).order_by("pk")
+    if runs is not None:
+        queued = sorted(runs, key=lambda run: run.pk)
+    else:
+        queued = list(Run.objects.filter(pk__in=run_ids, state=State.QUEUED).select_related(
+            "reproduction__experiment"
+        ).order_by("pk"))
+    sent: list[int] = []
     for run in queued:
         # The worker enforces the run's own limit (stop, SIGTERM, SIGKILL after RUN_KILL_GRACE_S)
         # and retries saving its result: Celery's limits are only a backstop beyond all that.
@@ -435,9 +442,11 @@ def runs_dispatch(run_ids: list[int], *, front: bool = False, resent: bool = Fal
             )
         except Exception:  # noqa: BLE001 - the broker is down: the reaper re-sends
             logger.warning("could not dispatch run %s (and %d more); the reaper will retry", run.pk,
-                           len(run_ids) - 1, exc_info=True)
+                           len(queued) - len(sent) - 1, exc_info=True)
             break
-        Run.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+        sent.append(run.pk)
+    if sent:  # one statement for the batch; a run left unstamped is re-sent by the reaper (the claim dedupes)
+        Run.objects.filter(pk__in=sent).update(dispatched_at=timezone.now())
 
 
 # ---------------------------------------------------------------- the run state machine

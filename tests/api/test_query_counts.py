@@ -479,3 +479,32 @@ def test_waiting_for_gpu_as_the_service_says(author, gpu_worker_seen) -> None:
     response = APIClient().get(f"/api/v1/experiments/{experiment.pk}/reproductions/")
     assert response.status_code == 200
     assert {r["id"]: r["waiting_for_gpu_worker"] for r in response.json()} == expected
+
+
+# ---------------------------------------------------------------- writes
+
+
+def test_a_reproduction_request_costs_the_same_queries_for_one_seed_as_for_eight(
+    api, experiment, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """Asking for a reproduction, dispatch included (after the commit), costs a constant number of
+    queries: the new runs are sent as they are (not read back), stamped dispatched in one statement,
+    and the response reads them once."""
+    from worker.celery import app
+
+    sent: list[list[int]] = []
+    # the broker is not under test here (and a session worker must not take these runs)
+    monkeypatch.setattr(app, "send_task", lambda name, args, **options: sent.append(args))
+    url = f"/api/v1/experiments/{experiment.pk}/reproductions/"
+    counts = []
+    for seeds in ([100], [0, 1, 2, 3, 4, 5, 6, 7], [200]):
+        with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as ctx:
+            response = api.post(url, {"seeds": seeds}, format="json")
+        assert response.status_code == 202, response.content[:500]
+        body = response.json()
+        assert [run["seed"] for run in body["runs"]] == seeds and body["state"] == "queued"
+        run_ids = [run["id"] for run in body["runs"]]
+        assert sent[-len(seeds):] == [[pk] for pk in sorted(run_ids)]
+        assert Run.objects.filter(pk__in=run_ids, dispatched_at__isnull=False).count() == len(seeds)
+        counts.append(len(ctx.captured_queries))
+    assert counts[1] == counts[2], counts  # the first may fill per-process caches

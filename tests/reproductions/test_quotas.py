@@ -271,7 +271,7 @@ def test_two_concurrent_requests_at_the_cap_cannot_both_pass(settings, monkeypat
         UserQuota.objects.create(user=user)
     finding = FindingFactory(created_by=user)
     experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
-    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids: None)
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)
     counted = quotas.active_runs_used
 
     def slow_count(who):
