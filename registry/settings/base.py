@@ -249,6 +249,8 @@ def cache_from_url(url: str) -> dict:
         options = config.setdefault("OPTIONS", {})
         options.setdefault("socket_connect_timeout", CACHE_SOCKET_TIMEOUT_S)
         options.setdefault("socket_timeout", CACHE_SOCKET_TIMEOUT_S)
+        # one pool per process, not one per request (registry/rediscache.py)
+        options.setdefault("pool_class", "registry.rediscache.ProcessWideConnectionPool")
     return config
 
 
