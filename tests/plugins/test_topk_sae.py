@@ -8,7 +8,7 @@ from interp_registry.sdk import BASELINE, INTERVENTION, Axis, LocalContext, Scal
 from pydantic import ValidationError
 
 from plugins.registry import all_plugins, declaration_errors
-from plugins.topk_sae import EXAMPLE_FINDING, TopKSparseAutoencoderExperiment
+from plugins.topk_sae import EXAMPLE_FINDING, TopKSparseAutoencoderExperiment, experiment
 from plugins.topk_sae.experiment import topk_latents
 
 METRICS = {metric.name for metric in TopKSparseAutoencoderExperiment.metrics}
@@ -98,6 +98,17 @@ def test_training_curves_are_logged_for_both_arms(tiny_runs, seed):
 def test_same_seed_gives_the_same_results(tiny_runs):
     again, _ = run_locally(TopKSparseAutoencoderExperiment, preset="tiny", seed=0)
     assert again == tiny_runs[0][0]
+
+
+def test_replayed_batches_give_what_drawing_them_again_gives(monkeypatch):
+    """The TopK arm reuses the L1 arm's batches when they fit in CACHE_BYTES; with no room it draws the
+    same stream again: bit-identical results and curves either way."""
+    params = {"steps": 150}
+    replayed, replayed_ctx = run_locally(TopKSparseAutoencoderExperiment, params, preset="tiny", seed=0)
+    monkeypatch.setattr(experiment, "CACHE_BYTES", 0)
+    drawn, drawn_ctx = run_locally(TopKSparseAutoencoderExperiment, params, preset="tiny", seed=0)
+    assert drawn == replayed
+    assert drawn_ctx.series == replayed_ctx.series
 
 
 def test_fixed_k_is_used():
