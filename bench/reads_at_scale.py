@@ -9,7 +9,8 @@ the network and the WSGI server (a few ms) but include everything the registry d
 For each read: a warm-up, then ``--requests`` requests with varied parameters (search words, ids,
 tags); p50 / p95 / max in ms, the response size, the number of SQL queries of one request, and
 the CPU time of this process per request (p50 / p95: less sensitive to a busy machine than the
-wall clock; PostgreSQL's own time is not in it).
+wall clock; PostgreSQL's own time is not in it). The JSON also records the row counts, the settings
+module and the load average (1, 5, 15 min) at the start and the end (the machine may be shared).
 The landscape's first (cold) request, which computes the capabilities correlations before they
 are cached, is reported on its own. Writes a Markdown table to stdout and JSON to
 ``bench/results/reads_at_scale.json``.
@@ -179,8 +180,10 @@ def run(args: argparse.Namespace) -> None:
 
     from registry.effects.models import FindingEffects
     from registry.findings.models import Finding, Tag
+    from registry.reproductions.models import Measurement, Run
 
     assert not settings.DEBUG
+    load_start = [round(x, 2) for x in os.getloadavg()]
     if args.production:
         from django.core.management import call_command
 
@@ -200,6 +203,7 @@ def run(args: argparse.Namespace) -> None:
     tags = list(Tag.objects.values_list("name", flat=True))
     n_findings = Finding.objects.count()
     n_effects = FindingEffects.objects.count()
+    n_runs, n_measurements = Run.objects.count(), Measurement.objects.count()
     client = Client()
     rows = []
     if not args.production:  # production: this run's own key prefix, so nothing of ours is cached yet
@@ -248,13 +252,17 @@ def run(args: argparse.Namespace) -> None:
                         args.requests, rng))
     result = {
         "database": args.database, "findings": n_findings, "findings_with_effects": n_effects,
+        "runs": n_runs, "measurements": n_measurements, "settings": os.environ["DJANGO_SETTINGS_MODULE"],
+        "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "landscape_cold_ms": round(cold_ms, 1), "client": "django.test.Client in-process, DEBUG off", "reads": rows,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     Path(out / args.json).write_text(json.dumps(result, indent=2))
     print()
-    print(f"{n_findings:,} findings, {n_effects:,} with effects; landscape cold: {cold_ms:.0f} ms")
+    print(f"{n_findings:,} findings, {n_effects:,} with effects; landscape cold: {cold_ms:.0f} ms; "
+          f"{os.environ['DJANGO_SETTINGS_MODULE']}; load average (1/5/15 min) {load_start} at the start, "
+          f"{result['load_average_end']} at the end")
     print()
     print("| read | p50 ms | p95 ms | max ms | response bytes (median) | SQL queries | CPU p50 / p95 ms |")
     print("|---|---|---|---|---|---|---|")

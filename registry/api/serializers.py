@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,8 @@ from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 
 from registry.findings.markdown import render_markdown
 from registry.findings.models import Claim, Finding
@@ -214,6 +217,15 @@ class ExperimentBriefSerializer(serializers.ModelSerializer):
         fields = ["id", "plugin", "label", "params", "default_seeds", "device", "retracted_at"]
 
 
+def _related(finding: Finding, relation: str) -> list:
+    """A finding's related rows: the list ``finding_list(linked_visible="lists")`` prefetched, else
+    a query."""
+    from registry.findings.selectors import API_LISTS
+
+    rows = getattr(finding, API_LISTS[relation], None)
+    return rows if rows is not None else list(getattr(finding, relation).all())
+
+
 class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
     tags = NameListField(attribute="name", child=StrictSlugField(max_length=64), required=False, max_length=30)
     references = serializers.ListField(
@@ -262,21 +274,80 @@ class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
         return super().to_internal_value(data)
 
     def to_representation(self, finding: Finding) -> dict:
+        """What ``ModelSerializer.to_representation`` gives, linked findings the reader may not see
+        left out; the fields a page of findings spends its time in are rendered here directly (as
+        their DRF field would: tests/api/test_findings_list_render.py compares the two) from the
+        lists that ``finding_list(linked_visible="lists")`` prefetched (a query each without)."""
+        from registry.findings.selectors import finding_authors_split
         from registry.findings.services import finding_is_visible
 
-        data = super().to_representation(finding)
         request = self.context.get("request")
         user = getattr(request, "user", None)
-        linked = [*finding.builds_on.all(), *finding.built_upon_by.all()]
+        builds_on = _related(finding, "builds_on")
+        built_upon_by = _related(finding, "built_upon_by")
         # (linked findings prefetched through finding_list carry visible_to_reader: no query each)
         hidden = {
-            f.pk for f in linked
+            f.pk for f in (*builds_on, *built_upon_by)
             if not getattr(f, "visible_to_reader", False) and not finding_is_visible(finding=f, user=user)
         }
-        if hidden:
-            data["builds_on"] = [pk for pk in data["builds_on"] if pk not in hidden]
-            data["built_upon_by"] = [pk for pk in data["built_upon_by"] if pk not in hidden]
+        fields = self.fields
+
+        def rendered(name: str, value: Any) -> Any:  # a field's own rendering; None stays None, as in DRF
+            return None if value is None else fields[name].to_representation(value)
+
+        def text(value: Any) -> str | None:  # a CharField's rendering
+            return None if value is None else str(value)
+
+        references = finding.references
+        fast = {
+            "id": finding.pk,
+            "url": self._url_template.format(finding.pk),
+            "title": text(finding.title),
+            "summary": text(finding.summary),
+            "summary_html": self.get_summary_html(finding),
+            "kind": text(finding.kind),
+            "tags": sorted(tag.name for tag in _related(finding, "tags")),
+            "references": None if references is None else [text(r) for r in references],
+            "authors": sorted(u.username for u in finding_authors_split(finding)[0]),
+            "invited_authors": self.get_invited_authors(finding),
+            "status": text(finding.status),
+            "builds_on": [f.pk for f in builds_on if f.pk not in hidden],
+            "built_upon_by": sorted(f.pk for f in built_upon_by if f.pk not in hidden),
+            "visibility": text(finding.visibility),
+            "restricted_to": sorted(u.username for u in _related(finding, "restricted_to")),
+            "embargo_until": rendered("embargo_until", finding.embargo_until),
+            "xrisk_sheet": rendered("xrisk_sheet", finding.xrisk_sheet),
+            "effects_stale": rendered("effects_stale", finding.effects_stale),
+            "claims": self.get_claims(finding),
+            "experiments": fields["experiments"].to_representation(_related(finding, "experiments")),
+            "created_at": rendered("created_at", finding.created_at),
+            "updated_at": rendered("updated_at", finding.updated_at),
+        }
+        data = {}
+        for field in self._readable_fields:
+            name = field.field_name
+            if name in fast:
+                data[name] = fast[name]
+                continue
+            try:  # a field not rendered above: as ModelSerializer.to_representation does
+                attribute = field.get_attribute(finding)
+            except SkipField:
+                continue
+            none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+            data[name] = None if none is None else field.to_representation(attribute)
         return data
+
+    @cached_property
+    def _url_template(self) -> str:
+        """The detail URL with ``{}`` for the id (one ``reverse`` per serializer, not per finding)."""
+        marker = "__finding_pk__"
+        return reverse("api:finding-detail", args=[marker]).replace("{", "{{").replace("}", "}}").replace(
+            marker, "{}"
+        )
+
+    @cached_property
+    def _claim_serializer(self) -> ClaimSerializer:
+        return ClaimSerializer()
 
     def get_url(self, finding: Finding) -> str:
         return reverse("api:finding-detail", args=[finding.pk])
@@ -295,15 +366,15 @@ class FindingSerializer(StrictTextMixin, serializers.ModelSerializer):
         return [u.get_username() for u in invited if u.pk == user.pk]
 
     def get_built_upon_by(self, finding: Finding) -> list[int]:
-        return sorted(f.pk for f in finding.built_upon_by.all())
+        return sorted(f.pk for f in _related(finding, "built_upon_by"))
 
     def get_summary_html(self, finding: Finding) -> str:
         return render_markdown(finding.summary)
 
     @extend_schema_field(ClaimSerializer(many=True))
     def get_claims(self, finding: Finding) -> list[dict]:
-        claims = sorted((c for c in finding.claims.all() if c.is_current), key=lambda c: c.pk)
-        return ClaimSerializer(claims, many=True).data
+        claims = sorted((c for c in _related(finding, "claims") if c.is_current), key=lambda c: c.pk)
+        return [self._claim_serializer.to_representation(claim) for claim in claims]
 
     def _users(self, names: list[str], field: str) -> list:
         users = list(User.objects.filter(username__in=names))

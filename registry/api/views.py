@@ -92,9 +92,8 @@ class FindingViewSet(ReproductionThrottledMixin, viewsets.ModelViewSet):
 
     def get_queryset(self):
         # linked findings only those the reader may see: a constant number of queries per page
-        return finding_list(user=self.request.user, linked_visible=True).prefetch_related(
-            "experiments", "restricted_to"
-        )
+        # (related rows as plain lists, see finding_list)
+        return finding_list(user=self.request.user, linked_visible="lists")
 
     def perform_create(self, serializer: s.FindingSerializer) -> None:
         serializer.instance = finding_services.finding_create(user=self.request.user, **serializer.validated_data)

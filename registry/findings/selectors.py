@@ -39,14 +39,15 @@ def invitation_list(*, user: Any) -> QuerySet[FindingAuthor]:
     )
 
 
-def finding_list(*, user: Any, linked_visible: bool = False) -> QuerySet[Finding]:
+def finding_list(*, user: Any, linked_visible: bool | str = False) -> QuerySet[Finding]:
     """Findings this user may read: public ones, expired embargoes, and restricted ones shared with them.
 
     No join, no DISTINCT: the rules are EXISTS subqueries, so a page is an index walk in the
     list's order (``Finding(-created_at, -id)``) rather than a sort of every visible row. Callers
     that filter on a many-valued relation add ``.distinct()`` themselves (or use EXISTS).
     ``linked_visible``: prefetch ``builds_on`` and ``built_upon_by`` limited to what the user may
-    see (each marked ``visible_to_reader``).
+    see (each marked ``visible_to_reader``). ``linked_visible="lists"`` (the API): the same rows,
+    linked findings likewise limited, as plain lists instead (see :data:`API_LISTS`).
     """
     visible = Q(visibility=Finding.Visibility.PUBLIC) | Q(embargo_until__lte=timezone.now())
     if getattr(user, "is_authenticated", False):
@@ -64,6 +65,8 @@ def finding_list(*, user: Any, linked_visible: bool = False) -> QuerySet[Finding
                 )
             ) | Q(Exists(Finding.restricted_to.through.objects.filter(finding_id=OuterRef("pk"), user_id=user.pk)))
     findings = Finding.objects.filter(visible)
+    if linked_visible == "lists":
+        return findings.prefetch_related(*_api_list_prefetches(findings))
     linked: list[Any] = ["builds_on"]
     if linked_visible:
         # Only the linked findings this user may see, marked ``visible_to_reader`` (the API's
@@ -76,6 +79,56 @@ def finding_list(*, user: Any, linked_visible: bool = False) -> QuerySet[Finding
         *linked,
         Prefetch("claims", queryset=Claim.objects.select_related("verdict")),
     )
+
+
+#: Where :func:`finding_list` (``linked_visible="lists"``) puts each finding's related rows, as
+#: plain lists (``Prefetch(to_attr=...)``: no related manager nor filtered queryset built per
+#: finding and relation, which cost the API's list more than its SQL): relation -> attribute.
+API_LISTS = {
+    "tags": "tag_list",
+    "builds_on": "builds_on_list",
+    "built_upon_by": "built_upon_by_list",
+    "claims": "claim_list",
+    "experiments": "experiment_list",
+    "restricted_to": "restricted_to_list",
+}
+
+
+def _api_list_prefetches(findings: QuerySet[Finding]) -> list[Prefetch]:
+    """The API serializer's related rows, as lists (:data:`API_LISTS`), with the columns it renders
+    only; the linked findings limited to those the reader may see (``visible_to_reader``)."""
+    from django.contrib.auth import get_user_model
+
+    from registry.findings.models import Tag
+    from registry.reproductions.models import Experiment
+
+    users = get_user_model().objects.only("id", "username")
+    seen = findings.only("id").annotate(visible_to_reader=Value(True))
+    return [
+        Prefetch("tags", queryset=Tag.objects.only("id", "name"), to_attr=API_LISTS["tags"]),
+        Prefetch(
+            "author_links",
+            queryset=finding_author_links().only("id", "finding_id", "user_id", "status", "user__id", "user__username"),
+            to_attr="named_authors",
+        ),
+        Prefetch("builds_on", queryset=seen, to_attr=API_LISTS["builds_on"]),
+        Prefetch("built_upon_by", queryset=seen, to_attr=API_LISTS["built_upon_by"]),
+        Prefetch(
+            "claims",
+            queryset=Claim.objects.select_related("verdict").defer(
+                "verdict__run_ids", "verdict__evidence", "verdict__updated_at"
+            ),
+            to_attr=API_LISTS["claims"],
+        ),
+        Prefetch(
+            "experiments",
+            queryset=Experiment.objects.only(
+                "id", "finding_id", "plugin", "label", "params", "default_seeds", "device", "retracted_at"
+            ),
+            to_attr=API_LISTS["experiments"],
+        ),
+        Prefetch("restricted_to", queryset=users, to_attr=API_LISTS["restricted_to"]),
+    ]
 
 
 #: A search term's words: letters, digits, underscores (what the ``simple`` text parser keeps).
