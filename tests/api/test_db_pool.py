@@ -79,6 +79,8 @@ def test_a_forked_web_worker_opens_its_own_pool(worker_env):
     out = _python(
         "import os\n"
         "import registry.asgi\n"
+        "import gc\n"
+        "assert gc.get_freeze_count() > 0, 'the server left its start-up objects to the collector'\n"
         "from django.db import connection\n"
         "assert connection.pool is not None\n"
         "def backend():\n"
