@@ -42,6 +42,9 @@ def main() -> None:
         "QUOTA_ACTIVE_RUNS": "100000",
         "QUOTA_RUNS_PER_DAY": "100000",
         "RUN_CHILD_START": "zygote",
+        # as a worker keeps its connection from run to run (worker/celery.py: CONN_MAX_AGE); with 0,
+        # run_execute's close_old_connections() would reconnect for every run
+        "DATABASE_CONN_MAX_AGE": "600",
     })
     sys.path.insert(0, str(ROOT))
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"], check=True,

@@ -14,10 +14,12 @@ it never turns the run into a failure.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -353,6 +355,26 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
     finally:
         if child is not None:
             child.finish()
-            child.cleanup()
+            if sys.exc_info()[0] is None:
+                _cleanup_later(child)
+            else:  # the process may be on its way out (a shutdown): no thread would finish it
+                child.cleanup()
         if liveness is not None:
             liveness.release()
+
+
+def _cleanup_later(child: ChildRun) -> None:
+    """Remove the run's scratch directory (and cgroup) in the background: the run's outcome is
+    recorded and none of its processes is left (``ChildRun.finish``), so nothing reads it again,
+    and the worker takes its next run meanwhile. Where no thread can be started, at once."""
+
+    def cleanup() -> None:
+        try:
+            child.cleanup()
+        except Exception:  # noqa: BLE001 - a leftover directory must not fail anything
+            logger.exception("run %s: could not remove its scratch directory", child.run_id)
+
+    try:
+        _thread.start_new_thread(cleanup, ())
+    except RuntimeError:
+        cleanup()

@@ -23,6 +23,7 @@ This module's top level imports nothing beyond the standard library, so the chil
 
 from __future__ import annotations
 
+import _thread
 import collections
 import json
 import os
@@ -379,7 +380,9 @@ def _die_with_parent(interval_s: float = 1.0) -> None:
             if os.getppid() != parent:
                 os.killpg(os.getpgrp(), signal.SIGKILL)
 
-    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+    # not threading.Thread.start(), which waits until the new thread runs (on a busy machine
+    # milliseconds of the run's start): the watchdog begins with a sleep anyway
+    _thread.start_new_thread(watch, ())
 
 
 def child_main(spec_path: str, channel_fd: int) -> None:
@@ -468,6 +471,29 @@ def child_main(spec_path: str, channel_fd: int) -> None:
 # ---------------------------------------------------------------- the parent side
 
 
+class _Reader:
+    """A daemon thread reading one of a run's pipes, joinable like a ``threading.Thread`` but
+    started without waiting for it to be scheduled (``Thread.start`` does: on a busy machine that
+    is milliseconds of each run's start, twice)."""
+
+    def __init__(self, target: Any, stream: Any):
+        self._done = threading.Event()
+
+        def body() -> None:
+            try:
+                target(stream)
+            finally:
+                self._done.set()
+
+        _thread.start_new_thread(body, ())
+
+    def join(self, timeout: float | None = None) -> None:
+        self._done.wait(timeout)
+
+    def is_alive(self) -> bool:
+        return not self._done.is_set()
+
+
 class ChildRun:
     """One run's child process as seen from the worker: start, watch, stop, collect, clean up."""
 
@@ -538,7 +564,7 @@ class ChildRun:
         self.stopped = False
         self.has_result = False
         self.signals_sent: list[str] = []
-        self._threads: list[threading.Thread] = []
+        self._threads: list[_Reader] = []
         self.started_at = 0.0
         self.spawn_s: float | None = None  # until the child's first message: the per-run start cost
 
@@ -632,9 +658,7 @@ class ChildRun:
         except (OSError, AttributeError):
             self._pidfd = None
         for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
-            thread = threading.Thread(target=target, args=(stream,), daemon=True, name=f"run-{self.run_id}-io")
-            thread.start()
-            self._threads.append(thread)
+            self._threads.append(_Reader(target, stream))
 
     def start(self) -> None:
         (self.scratch / SPEC_FILE).write_text(json.dumps(self.spec))

@@ -12,7 +12,10 @@ Per run the zygote forks a short-lived middle process, which forks the run's pro
 once. The worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``), so the orphaned run process is
 re-parented to the worker: the worker is its parent, reaps it and learns its exit code or signal
 itself (``ForkedProcess``), exactly as with a process it started; a zygote that dies mid-run
-changes nothing for the runs already forked. The run's process then does what a fresh child does:
+changes nothing for the runs already forked. The two forks and the middle process's exit (each
+milliseconds for a process that has torch mapped) happen ahead of the run: the zygote keeps one
+such process ready, a spare that waits for its run (``_Spare``), hands it the next request and
+forks the next spare after its reply. The run's process then does what a fresh child does:
 its own session and process group, stdin from /dev/null, stdout/stderr into the output pipe, its
 scratch directory as cwd, the run's environment (HOME/TMPDIR its scratch directory), then
 ``sandbox.child_main`` (die-with-parent watchdog on the worker, memory and file-size limits,
@@ -56,6 +59,8 @@ EXIT_SETUP_FAILED = 70
 EXIT_ORPHANED = 71
 #: Environment variables that differ per run and do not make a zygote's preload stale.
 PER_RUN_ENV = frozenset({"HOME", "TMPDIR", "TEMP", "TMP"})
+#: Keep a spare run process forked ahead (``_Spare``): a run then starts without a fork.
+SPARE_RUN_PROCESS = True
 
 
 class ZygoteUnavailable(Exception):
@@ -127,11 +132,10 @@ def _become_run(request: dict[str, Any], channel_fd: int, output_fd: int) -> Non
         os._exit(code)
 
 
-def _fork_run(request: dict[str, Any], fds: list[int], server: socket.socket) -> int:
-    """Fork the run's process (through a middle process that exits at once); returns its pid."""
-    if len(fds) != 2:
-        raise ValueError(f"a fork request carries 2 file descriptors, not {len(fds)}")
-    channel_fd, output_fd = fds
+def _double_fork(target: Any, server: socket.socket, close: Iterable[Any] = ()) -> int:
+    """Fork a process through a middle process that exits at once, so that it is re-parented to
+    the worker (a subreaper); ``target()`` runs in it and must never return. Returns its pid once
+    the middle process is gone (the process is then the worker's child)."""
     read_end, write_end = os.pipe()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -141,11 +145,14 @@ def _fork_run(request: dict[str, Any], fds: list[int], server: socket.socket) ->
         code = 1
         try:
             server.close()
+            for item in close:  # a spare's socket: no other process may hand it a run
+                with contextlib.suppress(OSError):
+                    item.close() if hasattr(item, "close") else os.close(item)
             os.close(read_end)
             pid = os.fork()
             if pid == 0:
                 os.close(write_end)
-                _become_run(request, channel_fd, output_fd)
+                target()
             os.write(write_end, str(pid).encode())
             code = 0
         finally:
@@ -163,54 +170,160 @@ def _fork_run(request: dict[str, Any], fds: list[int], server: socket.socket) ->
     return int(data)
 
 
+def _fork_run(request: dict[str, Any], fds: list[int], server: socket.socket, close: Iterable[Any] = ()) -> int:
+    """Fork the run's process (through a middle process that exits at once); returns its pid."""
+    if len(fds) != 2:
+        raise ValueError(f"a fork request carries 2 file descriptors, not {len(fds)}")
+    channel_fd, output_fd = fds
+    return _double_fork(lambda: _become_run(request, channel_fd, output_fd), server, close)
+
+
+class _Spare:
+    """A run's process forked ahead of its run (through the middle process, like any run's) and
+    already re-parented to the worker: it waits, in the zygote's process group, for the one run it
+    will become, so that a fork request costs no fork on the run's critical path. The zygote hands
+    it the request and the run's pipes over a socket only the two of them hold; it exits unused
+    when that socket closes (the zygote exited or was stopped) or when the worker dies (its parent
+    changes). The worker reaps an unused one by the zygote's process group, which it leaves (its
+    own session) only once it has its run (``Zygote.reap_spares``)."""
+
+    def __init__(self, server: socket.socket, worker_pid: int):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.pid = _double_fork(lambda: _spare_main(theirs, worker_pid), server, close=(ours,))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.worker_pid = worker_pid
+
+    def hand_over(self, request: dict[str, Any], fds: list[int]) -> int:
+        """Give the spare its run; its pid, or an OSError/ValueError (the caller forks afresh)."""
+        if len(fds) != 2:
+            raise ValueError(f"a fork request carries 2 file descriptors, not {len(fds)}")
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        finally:
+            self.sock.close()
+        return self.pid
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _spare_main(sock: socket.socket, worker_pid: int) -> None:
+    """In a spare: wait to be re-parented to the worker, then for its run; then ``_become_run``."""
+    code = EXIT_ORPHANED
+    try:
+        deadline = time.monotonic() + REPARENT_TIMEOUT_S
+        while os.getppid() != worker_pid:
+            if time.monotonic() > deadline:
+                os._exit(code)
+            time.sleep(0.0005)
+        while True:
+            readable, _, _ = select.select([sock], [], [], 1.0)
+            if os.getppid() != worker_pid:
+                os._exit(code)  # the worker died: nothing may start now
+            if readable:
+                break
+        code = EXIT_SETUP_FAILED
+        data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE_BYTES, 4)
+        sock.close()
+        if not data or len(fds) != 2:
+            os._exit(0 if not data else code)  # no run: the zygote went away
+        request = json.loads(data)
+    except BaseException:  # noqa: BLE001
+        os._exit(code)
+    _become_run(request, fds[0], fds[1])
+
+
+def _warm_up() -> None:
+    """Read, once in the zygote, the source lines a run's process would otherwise read at its
+    seeding: ``torch.manual_seed`` queues its CUDA seeding with the caller's stack, formatted
+    from the source files of these modules (~5-10 ms per run cold). Imports nothing."""
+    import linecache
+
+    names = ("runpy", "worker.zygote", "worker.sandbox", "interp_registry.sdk", "torch.random", "torch.cuda",
+             "torch.cuda.random", "torch.xpu", "torch.xpu.random", "torch.mtia", "torch.mps")
+    for name in names:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path:
+            with contextlib.suppress(Exception):
+                linecache.getlines(path)
+
+
 def serve(server: socket.socket, preload: Iterable[str]) -> None:
     """The zygote's loop: one fork request at a time, until the worker goes away.
 
     It is ready once torch and the SDK are imported (about what a fresh child takes); the
     installed plugins (``preload``) are then imported one at a time while no request waits, so
-    the first run never waits for plugins it does not use."""
+    the first run never waits for plugins it does not use. Once nothing is left to import it keeps
+    one spare run process ready (``_Spare``); a request takes it, and the next spare is forked
+    after the reply, off the run's critical path."""
     parent = os.getppid()
     loaded, failed = _preload(())
     if _cuda_initialised():
         server.send(json.dumps({"error": "CUDA was initialised while preloading; refusing to fork"}).encode())
         return
+    _warm_up()
     server.send(json.dumps({"ready": True, "pid": os.getpid(), "loaded": loaded, "failed": failed}).encode())
     pending = [name for name in preload if name not in sys.modules]
-    while True:
-        readable, _, _ = select.select([server], [], [], 0.0 if pending else 1.0)
-        if os.getppid() != parent:
-            return  # the worker died
-        if not readable:
-            if pending:
-                _preload([pending.pop(0)])
+    spare: _Spare | None = None
+    try:
+        while True:
+            if spare is None and not pending and SPARE_RUN_PROCESS:
+                with contextlib.suppress(Exception):  # without one, the next request forks afresh
+                    spare = _Spare(server, parent)
+            readable, _, _ = select.select([server], [], [], 0.0 if pending else 1.0)
+            if os.getppid() != parent:
+                return  # the worker died
+            if not readable:
+                if pending:
+                    _preload([pending.pop(0)])
+                    if _cuda_initialised():
+                        return  # the worker sees the socket close and starts a new zygote
+                continue
+            try:
+                data, fds, _flags, _address = socket.recv_fds(server, MAX_MESSAGE_BYTES, 4)
+            except OSError:
+                return
+            if not data:
+                return  # the worker closed its end
+            request: dict[str, Any] = {}
+            try:
+                request = json.loads(data)
+                pid = None
+                if spare is not None and request.get("worker_pid") == spare.worker_pid:
+                    taken, spare = spare, None
+                    with contextlib.suppress(OSError):  # a spare that died: fork afresh
+                        pid = taken.hand_over(request, fds)
+                reply: dict[str, Any] = {"pid": pid, "spare": pid is not None}
+                if pid is None:
+                    reply["pid"] = _fork_run(request, fds, server, close=[spare.sock] if spare is not None else [])
+            except Exception as exc:  # noqa: BLE001 - told to the worker, which starts the run itself
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            try:
+                server.send(json.dumps(reply).encode())
+            except OSError:
+                return
+            module = str(request.get("module") or "")
+            if module and module not in sys.modules:  # the next run of this plugin forks it preloaded
+                if spare is not None:  # forked without it: replaced by one that has it
+                    spare.close()
+                    spare = None
+                _preload([module])
                 if _cuda_initialised():
                     return  # the worker sees the socket close and starts a new zygote
-            continue
-        try:
-            data, fds, _flags, _address = socket.recv_fds(server, MAX_MESSAGE_BYTES, 4)
-        except OSError:
-            return
-        if not data:
-            return  # the worker closed its end
-        request: dict[str, Any] = {}
-        try:
-            request = json.loads(data)
-            reply: dict[str, Any] = {"pid": _fork_run(request, fds, server)}
-        except Exception as exc:  # noqa: BLE001 - told to the worker, which starts the run itself
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        finally:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        try:
-            server.send(json.dumps(reply).encode())
-        except OSError:
-            return
-        module = str(request.get("module") or "")
-        if module and module not in sys.modules:  # the next run of this plugin forks it preloaded
-            _preload([module])
-            if _cuda_initialised():
-                return  # the worker sees the socket close and starts a new zygote
+    finally:
+        if spare is not None:
+            spare.close()  # it sees its socket close and exits; the worker reaps it
 
 
 def main(argv: list[str]) -> None:
@@ -303,6 +416,7 @@ class Zygote:
         self.lock = threading.Lock()
         self.ready = False
         self.info: dict[str, Any] = {}
+        self.spares_used = 0  # the runs that started as a spare (``_Spare``): no fork on their path
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "worker.zygote", str(theirs.fileno()), ",".join(sorted(set(preload)))],
@@ -346,8 +460,11 @@ class Zygote:
         with self.lock:
             try:
                 self.wait_ready()
+                self.reap_spares()
                 socket.send_fds(self.sock, [json.dumps(request).encode()], list(fds))
-                pid = int(self._receive(REPLY_TIMEOUT_S)["pid"])
+                reply = self._receive(REPLY_TIMEOUT_S)
+                pid = int(reply["pid"])
+                self.spares_used += bool(reply.get("spare"))
             except (OSError, ValueError, KeyError, TypeError, ZygoteUnavailable) as exc:
                 self.close()
                 if isinstance(exc, ZygoteUnavailable):
@@ -366,7 +483,25 @@ class Zygote:
                 self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
+        # its unused spare sees its socket close and exits (never killed here: a run just handed
+        # over may not have left the zygote's process group yet)
+        self.reap_spares(timeout=1.0)
         shutil.rmtree(self.home, ignore_errors=True)
+
+    def reap_spares(self, timeout: float = 0.0) -> None:
+        """Reap the zygote's spares that ended unused (re-parented to this worker, still in the
+        zygote's process group), for up to ``timeout`` seconds while some are left; no zombie
+        accumulates in a long-lived worker."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(-self.pid, os.WNOHANG)
+            except (ChildProcessError, OSError):
+                return  # none left in the group
+            if pid == 0:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.005)
 
 
 def env_signature(env: dict[str, str]) -> tuple[tuple[str, str], ...]:

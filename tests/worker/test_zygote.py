@@ -217,7 +217,7 @@ def test_gpu_runs_and_the_spawn_setting_start_a_fresh_child(tmp_path):
 
 
 def test_the_zygote_and_its_runs_die_with_their_worker(tmp_path):
-    """SIGKILL a worker that has a zygote and a forked run: both are gone within seconds."""
+    """SIGKILL a worker that has a zygote, a forked run and a spare: all are gone within seconds."""
     pids = tmp_path / "pids"
     script = (
         "import time\n"
@@ -227,18 +227,32 @@ def test_the_zygote_and_its_runs_die_with_their_worker(tmp_path):
         f" seed=0, device='cpu', deterministic=False, scratch_root={str(tmp_path)!r})\n"
         "child.start()\n"
         "assert child.started_by == 'zygote', child.zygote_error\n"
-        f"open({str(pids)!r}, 'w').write(f'{{zygote.zygote_current().pid}} {{child.process.pid}}')\n"
+        "import os\n"
+        "z = zygote.zygote_current().pid\n"
+        "def spares():\n"  # the next run's spare, forked ahead: this process's child in the zygote's group
+        "    found = []\n"
+        "    for e in filter(str.isdigit, os.listdir('/proc')):\n"
+        "        try:\n"
+        "            f = open(f'/proc/{e}/stat').read().rsplit(')', 1)[1].split()\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        if int(f[1]) == os.getpid() and int(f[2]) == z != int(e):\n"
+        "            found.append(e)\n"
+        "    return found\n"
+        "while not spares():\n"
+        "    time.sleep(0.02)\n"
+        f"open({str(pids)!r}, 'w').write(f'{{z}} {{child.process.pid}} {{spares()[0]}}')\n"
         "time.sleep(1000)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, start_new_session=True)
     try:
-        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, timeout=60)
-        zygote_pid, run_pid = map(int, pids.read_text().split())
-        assert _alive(zygote_pid) and _alive(run_pid)
+        wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3, timeout=60)
+        zygote_pid, run_pid, spare_pid = map(int, pids.read_text().split())
+        assert _alive(zygote_pid) and _alive(run_pid) and _alive(spare_pid)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(5)
-        wait_for(lambda: not _alive(zygote_pid) and not _alive(run_pid), timeout=10, interval=0.1)
+        wait_for(lambda: not any(map(_alive, (zygote_pid, run_pid, spare_pid))), timeout=10, interval=0.1)
     finally:
         if worker.poll() is None:
             worker.kill()
