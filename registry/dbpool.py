@@ -28,3 +28,16 @@ def forget_pools_after_fork() -> None:
         if wrapper.connection is not None:
             _inherited.append(wrapper.connection)
             wrapper.connection = None
+
+
+def connect_without_pool_in_this_thread() -> None:
+    """This thread's database connection bypasses the pool: for a one-off background job (the
+    start-up stale check) in a process that may never serve a request with it (gunicorn's master
+    under ``serve``), where a pool would keep idle connections and threads for the process's life."""
+    from django.db import connections
+
+    wrapper = connections["default"]
+    options = wrapper.settings_dict.get("OPTIONS", {})
+    if "pool" in options:
+        wrapper.close()
+        wrapper.settings_dict = {**wrapper.settings_dict, "OPTIONS": {k: v for k, v in options.items() if k != "pool"}}

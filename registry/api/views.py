@@ -635,7 +635,11 @@ def _check_database() -> str:
     params = conn.get_connection_params()
     if conn.vendor == "postgresql":
         params["connect_timeout"] = 1
-    raw = conn.get_new_connection(params)
+        # the driver's own connect: get_new_connection would borrow from the web server's pool
+        # (ignoring the timeout), and closing a borrowed connection would never give it back
+        raw = conn.Database.connect(**params)
+    else:
+        raw = conn.get_new_connection(params)
     try:
         cursor = raw.cursor()
         cursor.execute("SELECT 1")

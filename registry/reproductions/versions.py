@@ -224,7 +224,10 @@ def stale_check_at_startup_in_background(*, where: str) -> threading.Thread | No
     import_plugins_in_this_thread()
 
     def check() -> None:
+        from registry.dbpool import connect_without_pool_in_this_thread
+
         try:
+            connect_without_pool_in_this_thread()
             stale_check_at_startup(where=where)
         finally:
             connections.close_all()  # this thread's own connections

@@ -27,12 +27,18 @@ def _server_connections(application_name: str) -> list[tuple[int, str]]:
 
 
 def test_the_web_server_reuses_its_pooled_connections(worker_env, tmp_path):
+    """...and its readiness probe does not take connections from the pool (it used to keep each)."""
     name = f"pooltest_{secrets.token_hex(4)}"
     env = {**worker_env, "DATABASE_URL": f"{worker_env['DATABASE_URL']}?application_name={name}"}
     env.pop("DATABASE_POOL_MAX_SIZE", None)  # the server's own default
     with live_uvicorn(env, tmp_path / "uvicorn.log") as address:
         host, port = address.split(":")
         client = http.client.HTTPConnection(host, int(port), timeout=10)
+        for _ in range(12):  # more readiness probes than the pool holds: each uses a connection of its own
+            client.request("GET", "/readyz")
+            response = client.getresponse()
+            assert response.status == 200, response.read()[:500]
+            response.read()
         seen: set[int] = set()
         for _ in range(20):
             client.request("GET", "/api/v1/findings/")
@@ -118,3 +124,20 @@ def test_an_unreachable_database_is_still_a_quick_503_through_the_pool(worker_en
             assert response.getheader("Retry-After")
             assert time.monotonic() - started < 10
         client.close()
+
+
+def test_the_start_up_stale_check_opens_no_pool(worker_env):
+    # under `serve` it runs in gunicorn's master, which serves nothing: a pool there would keep its
+    # idle connections and threads for the life of the server
+    env = {**worker_env, "DATABASE_POOL_MAX_SIZE": "2", "STALE_CHECK_ON_STARTUP": "true"}
+    out = _python(
+        "import threading\n"
+        "import registry.asgi\n"
+        "checks = [t for t in threading.enumerate() if t.name == 'stale-check']\n"
+        "assert checks, 'no stale check ran'\n"
+        "checks[0].join(60)\n"
+        "from django.db.backends.postgresql.base import DatabaseWrapper\n"
+        "print(sorted(DatabaseWrapper._connection_pools))\n",
+        env,
+    )
+    assert out.splitlines()[-1] == "[]"
