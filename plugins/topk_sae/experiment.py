@@ -126,6 +126,41 @@ CACHE_BYTES = 512 * 2**20
 """The most memory the first arm's training batches may take to be kept for the second arm."""
 
 
+def _memory_headroom_bytes() -> int | None:
+    """How much more this process may allocate under its run's memory limit (the worker sets an
+    address-space rlimit, or a cgroup's memory.max), or None when no limit is set; best effort."""
+    import os
+    import resource
+
+    headrooms = []
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as statm:
+                virtual = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            virtual = soft
+        headrooms.append(soft - virtual)
+    try:
+        with open("/proc/self/cgroup") as cgroup:
+            path = next(line.split(":", 2)[2].strip() for line in cgroup if line.startswith("0::"))
+        base = f"/sys/fs/cgroup{path}"
+        with open(f"{base}/memory.max") as limit, open(f"{base}/memory.current") as current:
+            maximum = limit.read().strip()
+            if maximum != "max":
+                headrooms.append(int(maximum) - int(current.read()))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return min(headrooms) if headrooms else None
+
+
+def keep_batches_fits(nbytes: int) -> bool:
+    """Whether the first arm's batches (``nbytes``) may be kept: within CACHE_BYTES and within a
+    quarter of what the run's memory limit leaves (a run that fitted before the cache still fits)."""
+    headroom = _memory_headroom_bytes()
+    return nbytes <= CACHE_BYTES and (headroom is None or nbytes <= headroom // 4)
+
+
 def topk_latents(pre_activations: torch.Tensor, k: int) -> torch.Tensor:
     """ReLU of the k largest pre-activations of each row; every other latent is zero."""
     values, indices = pre_activations.topk(k, dim=-1)
@@ -217,8 +252,9 @@ class TopKSparseAutoencoderExperiment(Experiment):
         k: int | None = params.k
         # Both arms train on the same sample stream (a generator seeded with seed + 1): the first arm's
         # batches are kept and given to the second instead of being drawn again (drawing was ~14% of a
-        # default run's profiled time), when they fit in CACHE_BYTES (defaults: 250 MiB). Same batches.
-        keep_batches = params.steps * params.batch_size * params.input_dim * 4 <= CACHE_BYTES
+        # default run's profiled time), when they fit (keep_batches_fits; defaults: 250 MiB). Same batches.
+        batch_bytes = params.steps * params.batch_size * params.input_dim * 4
+        keep_batches = device.type == "cpu" and keep_batches_fits(batch_bytes)
         batches: list[torch.Tensor] = []
         for arm_index, arm in enumerate((BASELINE, INTERVENTION)):
             arm_k = None if arm == BASELINE else k

@@ -157,3 +157,23 @@ def test_example_finding_claims_follow_the_scale_rules():
         assert unit == ("relative" if metric.scale is Scale.RATIO else "absolute")
         if metric.scale is Scale.PROPORTION:
             assert f"{round(threshold * 100)} points" in claim["statement"]
+
+
+def test_the_batch_replay_stays_within_the_runs_memory_limit():
+    """The first arm's batches are kept only within a quarter of what the run's address-space limit
+    leaves: a run that fitted its limit before the replay cache existed still fits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, os\n"
+        "from plugins.topk_sae.experiment import keep_batches_fits\n"
+        "mib = 2**20\n"
+        "before = keep_batches_fits(250 * mib)\n"
+        "virtual = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (virtual + 600 * mib, resource.RLIM_INFINITY))\n"
+        "print(before, keep_batches_fits(250 * mib), keep_batches_fits(100 * mib), keep_batches_fits(600 * mib))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "False", "True", "False"]
