@@ -182,8 +182,13 @@ def _report_presence(sender, **kwargs) -> None:
 def _stop_zygote(**kwargs) -> None:
     """Stop this pool process's zygote (worker/zygote.py) with it; it would also exit by itself
     once the process is gone (its socket closes), but this removes its scratch directory too."""
+    from worker.runner import cleanups_finish
     from worker.zygote import zygote_stop
 
+    try:
+        cleanups_finish()  # the scratch directories still being removed in the background
+    except Exception:  # noqa: BLE001 - shutting down regardless
+        logging.getLogger(__name__).exception("could not finish removing scratch directories")
     try:
         zygote_stop()
     except Exception:  # noqa: BLE001 - shutting down regardless

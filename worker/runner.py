@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -363,18 +364,38 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
             liveness.release()
 
 
+#: Runs whose scratch directory a background thread is still removing (``cleanups_finish``).
+_cleanups_pending: dict[int, ChildRun] = {}
+_cleanups_lock = threading.Lock()
+
+
+def _cleanup(child: ChildRun) -> None:
+    try:
+        child.cleanup()
+    except Exception:  # noqa: BLE001 - a leftover directory must not fail anything
+        logger.exception("run %s: could not remove its scratch directory", child.run_id)
+    finally:
+        with _cleanups_lock:
+            _cleanups_pending.pop(id(child), None)
+
+
 def _cleanup_later(child: ChildRun) -> None:
     """Remove the run's scratch directory (and cgroup) in the background: the run's outcome is
     recorded and none of its processes is left (``ChildRun.finish``), so nothing reads it again,
-    and the worker takes its next run meanwhile. Where no thread can be started, at once."""
-
-    def cleanup() -> None:
-        try:
-            child.cleanup()
-        except Exception:  # noqa: BLE001 - a leftover directory must not fail anything
-            logger.exception("run %s: could not remove its scratch directory", child.run_id)
-
+    and the worker takes its next run meanwhile. Where no thread can be started, at once. A pool
+    process that exits finishes what is left first (``cleanups_finish``)."""
+    with _cleanups_lock:
+        _cleanups_pending[id(child)] = child
     try:
-        _thread.start_new_thread(cleanup, ())
+        _thread.start_new_thread(_cleanup, (child,))
     except RuntimeError:
-        cleanup()
+        _cleanup(child)
+
+
+def cleanups_finish() -> None:
+    """Remove, here and now, the scratch directories whose background removal has not finished
+    (a pool process about to exit: no thread survives it)."""
+    with _cleanups_lock:
+        left = list(_cleanups_pending.values())
+    for child in left:
+        _cleanup(child)

@@ -815,7 +815,16 @@ class ChildRun:
             self.signals_sent.append(signal.Signals(sig).name)
         try:
             os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
+            # not (yet) a group leader: a run process that has not reached its setsid() (a spare
+            # just handed its run, a fresh fork not yet scheduled) is signalled alone
+            if self.process.poll() is not None:
+                return False
+            try:
+                os.kill(self.process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return False
+        except PermissionError:
             return False
         if self.cgroup is not None and sig == signal.SIGKILL:
             try:

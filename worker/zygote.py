@@ -485,23 +485,44 @@ class Zygote:
             self.process.wait(timeout=5)
         # its unused spare sees its socket close and exits (never killed here: a run just handed
         # over may not have left the zygote's process group yet)
-        self.reap_spares(timeout=1.0)
+        if not self.reap_spares(timeout=1.0):
+            _closed_groups.append(self.pid)  # a spare still exiting: reaped by a later zygote
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def reap_spares(self, timeout: float = 0.0) -> None:
+    def reap_spares(self, timeout: float = 0.0) -> bool:
         """Reap the zygote's spares that ended unused (re-parented to this worker, still in the
         zygote's process group), for up to ``timeout`` seconds while some are left; no zombie
-        accumulates in a long-lived worker."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pid, _ = os.waitpid(-self.pid, os.WNOHANG)
-            except (ChildProcessError, OSError):
-                return  # none left in the group
-            if pid == 0:
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(0.005)
+        accumulates in a long-lived worker. The zygote's own exit is left to its ``Popen`` (its
+        status stays known). Also reaps what earlier, closed zygotes left. True when the group is
+        empty."""
+        for group in list(_closed_groups):
+            if _reap_group(group, own=None, timeout=0.0):
+                _closed_groups.remove(group)
+        return _reap_group(self.pid, own=self.process, timeout=timeout)
+
+
+#: Process groups of closed zygotes whose spare had not exited yet.
+_closed_groups: list[int] = []
+
+
+def _reap_group(group: int, *, own: subprocess.Popen | None, timeout: float) -> bool:
+    """Reap the ended processes of ``group`` (the zygote's own through ``own``), waiting up to
+    ``timeout`` while some are alive; True when none is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PGID, group, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (ChildProcessError, OSError):
+            return True  # none left in the group
+        if info is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        elif own is not None and info.si_pid == own.pid:
+            own.poll()  # the zygote itself: Popen keeps its exit status
+        else:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(info.si_pid, 0)
 
 
 def env_signature(env: dict[str, str]) -> tuple[tuple[str, str], ...]:

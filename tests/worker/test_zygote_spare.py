@@ -75,3 +75,18 @@ def test_a_run_starts_as_the_zygote_s_spare_and_an_unused_spare_is_reaped(tmp_pa
         assert _children_in_group(zygote.pid) == []  # the unused spare was killed and reaped
     finally:
         first.cleanup()
+
+
+def test_reaping_spares_keeps_the_zygote_s_own_exit_status(tmp_path):
+    import signal
+
+    first = _run(tmp_path)
+    try:
+        zygote = zygotes.zygote_current()
+        wait_for(lambda: len(_children_in_group(zygote.pid)) == 1, timeout=10, interval=0.02)
+        os.kill(zygote.pid, signal.SIGKILL)  # as the OOM killer would
+        zygote.reap_spares(timeout=5.0)  # its spare exits too (its socket closed)
+        assert zygote.process.returncode == -signal.SIGKILL  # not 0: the status was not taken by the group reap
+        assert _children_in_group(zygote.pid) == []
+    finally:
+        first.cleanup()
