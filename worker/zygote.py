@@ -59,8 +59,6 @@ EXIT_SETUP_FAILED = 70
 EXIT_ORPHANED = 71
 #: Environment variables that differ per run and do not make a zygote's preload stale.
 PER_RUN_ENV = frozenset({"HOME", "TMPDIR", "TEMP", "TMP"})
-#: Keep a spare run process forked ahead (``_Spare``): a run then starts without a fork.
-SPARE_RUN_PROCESS = True
 
 
 class ZygoteUnavailable(Exception):
@@ -274,7 +272,7 @@ def serve(server: socket.socket, preload: Iterable[str]) -> None:
     spare: _Spare | None = None
     try:
         while True:
-            if spare is None and not pending and SPARE_RUN_PROCESS:
+            if spare is None and not pending:
                 with contextlib.suppress(Exception):  # without one, the next request forks afresh
                     spare = _Spare(server, parent)
             readable, _, _ = select.select([server], [], [], 0.0 if pending else 1.0)
@@ -514,12 +512,13 @@ def _reap_group(group: int, *, own: subprocess.Popen | None, timeout: float) -> 
             info = os.waitid(os.P_PGID, group, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except (ChildProcessError, OSError):
             return True  # none left in the group
-        if info is None:
+        if info is None or (own is not None and info.si_pid == own.pid and own.poll() is None):
+            # nothing ended yet, or the zygote's own status not taken yet (its Popen busy elsewhere)
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)
         elif own is not None and info.si_pid == own.pid:
-            own.poll()  # the zygote itself: Popen keeps its exit status
+            continue  # the zygote itself, reaped by its Popen (which keeps its exit status)
         else:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(info.si_pid, 0)
