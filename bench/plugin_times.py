@@ -1,15 +1,20 @@
-"""Wall time per seed (both arms) of every built-in plugin with its default parameters.
+"""Time per seed (both arms) and each arm's metrics for every built-in plugin at its default parameters.
 
-    python bench/plugin_times.py                 # CPU, one thread (the registry's default)
+    python bench/plugin_times.py --seeds 5          # CPU, one thread (the registry's default)
     python bench/plugin_times.py --device cuda --preset gpu
     python bench/plugin_times.py --json times.json  # also every seed's seconds and metric values
-Prints a Markdown table: seconds per seed and each arm's metric values.
+    python bench/plugin_times.py --seeds 5 --collect bench/results/builtins_default.json
+                                                    # also store the runs for bench/effects_builtins.py
+Prints a Markdown table: wall and CPU seconds per seed (median), and each arm's metric as mean +/-
+sample SD over the seeds. A time to an event that was not reached (``NotReached``) is never averaged:
+the cell gives how many seeds reached it, with the mean +/- SD of those that did.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -38,6 +43,26 @@ def plain(value: object) -> object:
     return float(value)
 
 
+def describe(values: list[object]) -> str:
+    """Mean +/- sample SD of one arm's metric over the seeds; censored times counted, not averaged."""
+    reached = [float(v) for v in values if not isinstance(v, NotReached)]
+    censored = [v for v in values if isinstance(v, NotReached)]
+    if not reached:
+        return f"not reached on {len(values)}/{len(values)} (budget {censored[0].budget:g})"
+    spread = f" ± {statistics.stdev(reached):.2g}" if len(reached) > 1 else ""
+    cell = f"{statistics.mean(reached):.4g}{spread}"
+    if censored:
+        cell += f" (reached on {len(reached)}/{len(values)}; budget {censored[0].budget:g})"
+    return cell
+
+
+def collect(path: Path, plugin_name: str, version: str, runs: list[dict]) -> None:
+    """Store the runs in bench/collect_builtins.py's format (what bench/effects_builtins.py reads)."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[plugin_name] = {"version": version, "runs": runs}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -46,38 +71,47 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plugins", default=",".join(BUILTINS))
     parser.add_argument("--json", default=None, help="also write every seed's seconds and metric values here")
+    parser.add_argument("--collect", default=None,
+                        help="also store each plugin's runs (all seeds, replacing stored ones) in this "
+                        "bench/collect_builtins.py file, e.g. bench/results/builtins_default.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     preset = args.preset or "defaults"
     print(f"device: {name}; torch {torch.__version__}; preset: {preset}; seeds 0..{args.seeds - 1}\n")
-    print("| plugin | s/seed (median) | metric | baseline (mean) | intervention (mean) |")
-    print("|---|---|---|---|---|")
+    print("| plugin (version) | wall s/seed (median) | CPU s/seed (median) | metric | baseline (mean ± SD) "
+          "| intervention (mean ± SD) |")
+    print("|---|---|---|---|---|---|")
     plugins = all_plugins()
     dump: dict[str, list[dict]] = {}
     for plugin_name in args.plugins.split(","):
         plugin = plugins[plugin_name].experiment
-        times, results = [], []
+        times, cpu_times, results = [], [], []
         for seed in range(args.seeds):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result, _ = run_locally(plugin, preset=args.preset, seed=seed, device=args.device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             results.append(result)
-            run = {"seed": seed, "seconds": round(times[-1], 2), "arms": plain(result)}
+            run = {"seed": seed, "seconds": round(times[-1], 2), "cpu_seconds": round(cpu_times[-1], 2),
+                   "load_average": round(os.getloadavg()[0], 2), "arms": plain(result)}
             dump.setdefault(plugin_name, []).append(run)
             if args.json:
                 Path(args.json).write_text(json.dumps({"device": name, "preset": preset, "runs": dump}, indent=1))
+        if args.collect and args.preset is None and device.type == "cpu":
+            collect(Path(args.collect), plugin_name, plugin.version, dump[plugin_name])
         first = True
         for metric in plugin.metrics:
-            base = statistics.mean(r["baseline"][metric.name] for r in results)
-            inter = statistics.mean(r["intervention"][metric.name] for r in results)
-            cells = (plugin_name, f"{statistics.median(times):.1f}") if first else ("", "")
-            print(f"| {cells[0]} | {cells[1]} | {metric.name} ({metric.axis.value}) | {base:.4g} | {inter:.4g} |")
+            base = describe([r["baseline"][metric.name] for r in results])
+            inter = describe([r["intervention"][metric.name] for r in results])
+            cells = ((f"{plugin_name} ({plugin.version})", f"{statistics.median(times):.1f}",
+                      f"{statistics.median(cpu_times):.1f}") if first else ("", "", ""))
+            print(f"| {' | '.join(cells)} | {metric.name} ({metric.axis.value}) | {base} | {inter} |")
             first = False
         sys.stdout.flush()
 

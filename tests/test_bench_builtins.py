@@ -35,3 +35,26 @@ def test_plain_results_are_json_with_censored_times():
         "intervention": {"steps": 960.0},
     }
     assert json.loads(json.dumps(plain)) == plain
+
+
+def test_describe_never_averages_a_time_to_an_event_that_was_not_reached() -> None:
+    from interp_registry.sdk import NotReached
+
+    assert plugin_times.describe([1.0, 3.0]) == "2 ± 1.4"
+    assert plugin_times.describe([100.0, NotReached(budget=2000), 300.0]) == (
+        "200 ± 1.4e+02 (reached on 2/3; budget 2000)"
+    )
+    assert plugin_times.describe([NotReached(budget=2000), NotReached(budget=2000)]) == (
+        "not reached on 2/2 (budget 2000)"
+    )
+    assert plugin_times.describe([0.5]) == "0.5"
+
+
+def test_collect_stores_runs_in_collect_builtins_format(tmp_path) -> None:
+    path = tmp_path / "runs.json"
+    path.write_text('{"sae": {"version": "0.9.0", "runs": []}}')
+    runs = [{"seed": 0, "seconds": 1.0, "arms": {"baseline": {"m": 1.0}, "intervention": {"m": 2.0}}}]
+    plugin_times.collect(path, "shift", "1.0.0", runs)
+    data = json.loads(path.read_text())
+    assert data["shift"] == {"version": "1.0.0", "runs": runs}
+    assert data["sae"] == {"version": "0.9.0", "runs": []}  # other plugins' runs kept

@@ -9,6 +9,8 @@ every unclosed bracket, escape or ``<``, so a 10,000-character summary of ``[`` 
 CommonMark in (near) linear time: the same inputs take milliseconds.
 """
 
+from functools import lru_cache
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -23,8 +25,28 @@ _renderer = MarkdownIt("commonmark", {"html": True}).enable("table")
 _renderer.validateLink = lambda url: True
 
 
+# A list page renders the same summaries on every read: the HTML of short texts (most summaries) is
+# kept per process, keyed by the text itself, so it can never be stale. Bounded: at most
+# CACHED_TEXTS entries of at most CACHED_TEXT_CHARS characters each (~20 MB with their HTML).
+CACHED_TEXTS = 2048
+CACHED_TEXT_CHARS = 4096
+
+
 def render_markdown(text: str) -> str:
-    html = _renderer.render(text or "")
+    """Safe HTML of a Markdown text."""
+    text = text or ""
+    if len(text) <= CACHED_TEXT_CHARS:
+        return _render_cached(text)
+    return _render(text)
+
+
+@lru_cache(maxsize=CACHED_TEXTS)
+def _render_cached(text: str) -> str:
+    return _render(text)
+
+
+def _render(text: str) -> str:
+    html = _renderer.render(text)
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,

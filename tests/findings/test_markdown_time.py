@@ -36,3 +36,20 @@ def test_markdown_still_renders_links_code_and_tables_and_no_script():
     assert "<script" not in html
     assert "<code>x</code>" in html and "<td>1</td>" in html
     assert "javascript:" not in html
+
+
+def test_short_texts_are_rendered_once_per_process_and_long_ones_every_time():
+    from registry.findings import markdown
+
+    short = "a *short* summary [link](https://example.org) <script>x</script> unique-7f3a"
+    first = render_markdown(short)
+    hits = markdown._render_cached.cache_info().hits
+    assert render_markdown(short) == first == markdown._render(short)  # the cache returns what a render gives
+    assert markdown._render_cached.cache_info().hits == hits + 1
+    assert "<script" not in first and "<em>short</em>" in first
+
+    long = "b" * (markdown.CACHED_TEXT_CHARS + 1)
+    size = markdown._render_cached.cache_info().currsize
+    assert render_markdown(long) == f"<p>{long}</p>\n"
+    assert markdown._render_cached.cache_info().currsize == size  # not kept: memory stays bounded
+    assert markdown._render_cached.cache_info().maxsize == markdown.CACHED_TEXTS
