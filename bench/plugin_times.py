@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plugins", default=",".join(BUILTINS))
     parser.add_argument("--json", default=None, help="also write every seed's seconds and metric values here")
+    parser.add_argument("--params", default=None,
+                        help="JSON object of parameters over the defaults (or the preset), for every plugin listed, "
+                        "e.g. '{\"loss\": \"full\"}' with --plugins checkerboard; never stored by --collect")
     parser.add_argument("--collect", default=None,
                         help="also store each plugin's runs (all seeds, replacing stored ones) in this "
                         "bench/collect_builtins.py file, e.g. bench/results/builtins_default.json")
@@ -78,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
-    preset = args.preset or "defaults"
+    overrides = json.loads(args.params) if args.params else None
+    preset = (args.preset or "defaults") + (f" with {args.params}" if overrides else "")
     print(f"device: {name}; torch {torch.__version__}; preset: {preset}; seeds 0..{args.seeds - 1}\n")
     print("| plugin (version) | wall s/seed (median) | CPU s/seed (median) | metric | baseline (mean ± SD) "
           "| intervention (mean ± SD) |")
@@ -92,7 +96,7 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start, cpu_start = time.perf_counter(), time.process_time()
-            result, _ = run_locally(plugin, preset=args.preset, seed=seed, device=args.device)
+            result, _ = run_locally(plugin, params=overrides, preset=args.preset, seed=seed, device=args.device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
@@ -103,7 +107,7 @@ def main() -> None:
             dump.setdefault(plugin_name, []).append(run)
             if args.json:
                 Path(args.json).write_text(json.dumps({"device": name, "preset": preset, "runs": dump}, indent=1))
-        if args.collect and args.preset is None and device.type == "cpu":
+        if args.collect and args.preset is None and overrides is None and device.type == "cpu":
             collect(Path(args.collect), plugin_name, plugin.version, dump[plugin_name])
         first = True
         for metric in plugin.metrics:
