@@ -32,7 +32,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "min_relative_effect": 0.15,
             "threshold_unit": "absolute",
             "statement": "Weight decay raises the top-5 Fourier frequencies' share of the embedding's power "
-            "by at least 15 points (measured: about 24% to 63%).",
+            "by at least 15 points (measured on 5 seeds: 24% to 65% on average, 58-74% per seed).",
         },
         {
             "metric": "test_accuracy",
@@ -47,7 +47,8 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "direction": "decrease",
             "min_relative_effect": 0.2,
             "statement": "With weight decay test accuracy reaches 99% at least 20% sooner; without it, it is not "
-            "reached within the 2,000-step budget (measured: steps 820-1,160 with weight decay).",
+            "reached within the 2,000-step budget (measured on 5 seeds: steps 820-1,140 with weight decay, "
+            "not reached without).",
         },
     ],
 }

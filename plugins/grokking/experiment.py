@@ -30,15 +30,19 @@ decay is the intervention that helps generalisation most). The grokked embedding
 residues, concentrated on a handful of key frequencies (Nanda et al. find 5 for p = 113).
 
 Reproduced figures. Measured with the current code (plugin 1.1.0), default parameters (p = 59),
-one CPU thread on a shared 2-core machine, seed 0 only (session 17; 51 s for both arms):
-both arms reach 99% training accuracy at step 60. With weight decay 1, test accuracy reaches 99%
-at step 1,160 (about 19 times later) and 1.000 at the end of the 2,000-step budget; without
-weight decay it stays at chance (0.0006) and steps_to_test_99 is not reached (censored at 2,000).
-The top-5 Fourier share is 0.588 with weight decay against 0.223 without (a random embedding's
-level). An independent check on 5 seeds (issue 14, not re-measured here) found test 99% at step
-952 +/- 138 and the top-5 share below the reference's 0.65-0.70 on 3 of the 5 seeds. The figures
-this docstring gave before (seeds 0-2: test 99% at steps 940-1,140, top-5 share 0.58-0.64) did
-not reproduce with the current code on seed 0 (1,160) and have been withdrawn. So the
+one CPU thread, seeds 0-4, by ``python bench/plugin_times.py --seeds 5`` (2026-12-04, the 2-core
+AMD EPYC development machine; 14-16 s of CPU per seed for both arms; every seed's values in
+``bench/results/builtins_default.json``): both arms reach 99% training accuracy at step 60 on
+every seed. With weight decay 1, test accuracy reaches 99% at step 960 +/- 120 (1,140 / 1,020 /
+940 / 820 / 880; 14-19 times later than memorisation) and is 1.000 at the end of the 2,000-step
+budget on every seed; without weight decay it stays at chance (0.0016 +/- 0.0017) and
+steps_to_test_99 is not reached on any seed (censored at 2,000). The top-5 Fourier share is
+0.645 +/- 0.060 with weight decay (0.641 / 0.576 / 0.627 / 0.642 / 0.741) against 0.240 +/-
+0.014 without (a random embedding's level): four of five seeds sit just below the reference's
+0.65-0.70. Earlier figures in this docstring (seeds 0-2: steps 940-1,140, top-5 share 0.58-0.64;
+seed 0 alone in session 17: step 1,160, share 0.588) were taken on other machines; float-level
+differences between CPUs move the step at which 99% is first crossed by one or two evaluation
+intervals (likely, not proven: the plugin version was the same, 1.1.0). So the
 qualitative figures (late generalisation; a more concentrated spectrum; none of it without
 weight decay) are reproduced; the time scales are shorter than the papers' (a smaller task, an
 MLP and a larger learning rate).
