@@ -21,7 +21,14 @@ from interp_registry.testing import assert_contract
 from pydantic import ValidationError
 
 from plugins.grokfast import EXAMPLE_FINDING, GrokfastExperiment
-from plugins.grokfast.experiment import grokfast_ema, modular_addition_split, progress_measures
+from plugins.grokfast.experiment import (
+    ModularAdditionMLP,
+    draw_fourier_frequencies,
+    fourier_embedding_init,
+    grokfast_ema,
+    modular_addition_split,
+    progress_measures,
+)
 from plugins.registry import all_plugins
 from registry.reproductions.services import validate_results
 
@@ -196,6 +203,11 @@ def test_stop_request_raises():
         {"modulus": 60},  # not a prime
         {"weight_decay": 0.0},
         {"grokfast_window": 100},  # unknown field (Grokfast-MA is not implemented)
+        {"intervention_arm": "grokfast_ma"},  # unknown arm
+        {"intervention_arm": "baseline"},
+        {"fourier_init_frequencies": 0},
+        {"intervention_arm": "fourier_init", "fourier_init_frequencies": 30},  # p = 59 has 29 frequencies
+        {"intervention_arm": "fourier_init", "embed_dim": 8},  # 5 frequencies' 10 wave columns do not fit in 8
     ],
 )
 def test_params_validation_rejects(bad):
@@ -215,3 +227,99 @@ def test_example_finding_claims_follow_the_scale_rules():
         assert unit == ("relative" if metric.scale is Scale.RATIO else "absolute")
         if metric.scale is Scale.PROPORTION:
             assert f"{round(threshold * 100)} points" in claim["statement"]
+
+
+def test_intervention_arm_defaults_to_grokfast():
+    params = GrokfastExperiment.Params()
+    assert params.intervention_arm == "grokfast" and params.fourier_init_frequencies == 5
+    assert GrokfastExperiment.Params(intervention_arm="fourier_init").intervention_arm == "fourier_init"
+    GrokfastExperiment.Params(embed_dim=8)  # the grokfast arm does not use the Fourier frequencies
+
+
+def test_fourier_frequencies_come_from_the_seed_alone():
+    drawn = draw_fourier_frequencies(59, 5, seed=3)
+    assert drawn == draw_fourier_frequencies(59, 5, seed=3) == sorted(set(drawn))
+    assert len(drawn) == 5 and all(1 <= k <= 59 // 2 for k in drawn)
+    assert len({tuple(draw_fourier_frequencies(59, 5, seed)) for seed in range(5)}) > 1
+    assert draw_fourier_frequencies(31, 15, seed=0) == list(range(1, 16))  # all of them when asked
+
+
+@pytest.mark.parametrize("modulus, width, count, seed", [(59, 64, 5, 0), (31, 32, 5, 1), (31, 10, 5, 2)])
+def test_fourier_embedding_has_the_mechanisms_waves_and_the_default_norm(modulus, width, count, seed):
+    """The first 2n columns are exactly cos and sin of 2 pi k x / p at the drawn frequencies (one common
+    scale), the other columns are the default initialisation's, and the Frobenius norm is the default's."""
+    torch.manual_seed(seed)
+    default = ModularAdditionMLP(modulus, width, 8).embed.weight.detach().clone()
+    frequencies = draw_fourier_frequencies(modulus, count, seed)
+    initialised = fourier_embedding_init(default, frequencies)
+    assert initialised.shape == default.shape and initialised.dtype == default.dtype
+    assert float(initialised.norm()) == pytest.approx(float(default.norm()), rel=1e-5)
+    x = torch.arange(modulus, dtype=torch.float64)
+    scale = float(initialised[:, 0].double().norm()) / math.sqrt(modulus)  # sqrt(2) cos has mean square 1
+    for j, k in enumerate(frequencies):
+        angle = 2 * math.pi * k * x / modulus
+        for column, wave in ((2 * j, torch.cos(angle)), (2 * j + 1, torch.sin(angle))):
+            expected = (scale * math.sqrt(2) * wave).float()
+            assert torch.allclose(initialised[:, column], expected, atol=1e-5)
+    rest = slice(2 * count, width)
+    assert torch.allclose(initialised[:, rest], scale * default[:, rest], atol=1e-5)
+    # the Fourier power sits at the drawn frequencies, as in a grokked embedding
+    power = torch.fft.rfft(initialised[:, : 2 * count].double(), dim=0).abs().pow(2).sum(dim=1)[1:]
+    assert sorted(int(i) + 1 for i in power.sort(descending=True).indices[:count]) == frequencies
+    with pytest.raises(ValueError):
+        fourier_embedding_init(default[:, :3], frequencies)
+
+
+def test_the_fourier_init_run_starts_from_that_embedding_and_keeps_the_baseline():
+    """A run too short to move the weights (one step at a learning rate of 1e-9): the intervention's
+    embedding has its Fourier power at the seed's drawn frequencies, and the baseline is the same run
+    whatever the intervention arm."""
+    settings = {"steps": 1, "learning_rate": 1e-9, "eval_every": 1}
+    fourier, fourier_ctx = run_locally(
+        GrokfastExperiment, {**settings, "intervention_arm": "fourier_init"}, preset="tiny", seed=4
+    )
+    grokfast, _ = run_locally(GrokfastExperiment, settings, preset="tiny", seed=4)
+    keys = json.loads(fourier_ctx.artifacts["curves.json"])[INTERVENTION]["key_frequencies"]
+    assert sorted(keys) == draw_fourier_frequencies(31, 5, seed=4)
+    assert fourier[BASELINE] == grokfast[BASELINE]
+
+
+def test_fourier_init_arm_applies_no_grokfast_ema():
+    """Grokfast's alpha and lambda change the grokfast arm's run but not the fourier_init arm's."""
+    settings = {"steps": 300}
+    fourier = [
+        run_locally(
+            GrokfastExperiment, {**settings, "intervention_arm": "fourier_init", **grokfast}, preset="tiny", seed=0
+        )[0]
+        for grokfast in ({}, {"grokfast_lambda": 50.0, "grokfast_alpha": 0.5})
+    ]
+    assert fourier[0] == fourier[1]
+    grokfast = [
+        run_locally(GrokfastExperiment, {**settings, **grokfast}, preset="tiny", seed=0)[0]
+        for grokfast in ({}, {"grokfast_lambda": 50.0, "grokfast_alpha": 0.5})
+    ]
+    assert grokfast[0][INTERVENTION] != grokfast[1][INTERVENTION]
+    assert fourier[0][INTERVENTION] != grokfast[0][INTERVENTION]
+
+
+def test_fourier_init_arm_gives_every_metric_and_series():
+    """The tiny preset with the fourier_init arm, seed 2 (measured: 99% test accuracy at step 625 against the
+    baseline's 1,200; other seeds go either way on the tiny preset, so no direction is asserted)."""
+    torch.set_num_threads(1)
+    results, ctx = run_locally(GrokfastExperiment, {"intervention_arm": "fourier_init"}, preset="tiny", seed=2)
+    steps = GrokfastExperiment.presets["tiny"]["steps"]
+    assert set(results) == {BASELINE, INTERVENTION}
+    for arm in results.values():
+        assert set(arm) == METRICS
+        for name, value in arm.items():
+            if isinstance(value, NotReached):
+                assert GrokfastExperiment.metric(name).time_to_event and value == NotReached(budget=float(steps))
+            else:
+                assert type(value) is float and math.isfinite(value)
+    assert results[INTERVENTION]["test_accuracy"] >= 0.95 and results[INTERVENTION]["restricted_loss"] < 0.1
+    validate_results(GrokfastExperiment, results)
+    names = {"train_accuracy", "test_accuracy", "train_loss", "restricted_loss", "excluded_loss"}
+    assert {(row["arm"], row["name"]) for row in ctx.series} == {
+        (arm, name) for arm in (BASELINE, INTERVENTION) for name in names
+    }
+    assert any("Fourier waves at frequencies" in str(line) for line in ctx.logs)
