@@ -3,6 +3,7 @@
 from typing import Any
 
 from plugins.grokfast.experiment import GrokfastExperiment, GrokfastParams
+from plugins.grokking import EXAMPLE_FINDING as GROKKING_FINDING
 
 EXAMPLE_FINDING: dict[str, Any] = {
     "title": "Amplifying slow gradients (Grokfast-EMA) on top of weight decay: time to grok modular addition",
@@ -48,4 +49,51 @@ EXAMPLE_FINDING: dict[str, Any] = {
     ],
 }
 
-__all__ = ["EXAMPLE_FINDING", "GrokfastExperiment", "GrokfastParams"]
+# The same plugin's mechanism-derived intervention, a finding of its own (registry/findings/examples.py
+# loads every entry): it builds on the grokking theory whose mechanism it uses.
+FOURIER_INIT_FINDING: dict[str, Any] = {
+    "title": "Starting the embedding in the grokked circuit's Fourier form makes modular addition generalise sooner",
+    "summary": (
+        "Nanda et al. ([Progress measures for grokking](https://arxiv.org/abs/2301.05217), 2023) found "
+        "that a network that has grokked (a + b) mod p embeds every residue x as cos and sin waves "
+        "2 pi k x / p at a few key frequencies and adds with trigonometric identities. If that is the "
+        "mechanism, an embedding that *starts* in that form should shorten the road to it.\n\n"
+        "Here the grokking plugin's MLP, data and full-batch AdamW recipe (p = 59, half the pairs, "
+        "weight decay 1) is trained twice from the same seed: from the default initialisation, and "
+        "with the first 10 embedding dimensions replaced by cos/sin waves at 5 frequencies drawn from "
+        "the seed (not read off a trained model), the whole embedding rescaled to the default's norm. "
+        "Measured on the default parameters: 99% test accuracy at step 960 +/- 125 from the default "
+        "initialisation and 668 +/- 168 from the Fourier form (seeds 0-4; sooner on 10 of 10 seeds "
+        "0-9), with 100% final test accuracy in both arms. The same waves with the residues shuffled "
+        "gave no speed-up (960 +/- 57, an exploratory control), so the gain comes from the form over "
+        "the residues' arithmetic. An interpretability finding turned into a capability gain."
+    ),
+    "kind": "fix",
+    "tags": ["grokking", "fourier", "initialisation", "mechanistic", "modular-arithmetic", "toy-model"],
+    "references": ["arXiv:2301.05217", "arXiv:2201.02177"],
+    "params": {"intervention_arm": "fourier_init"},
+    "builds_on_titles": [GROKKING_FINDING["title"]],
+    # test accuracy is 1.000 in both arms on every seed: a zero-variance non-inferiority needs 6 seeds
+    "seeds": 6,
+    "claims": [
+        {
+            "metric": "steps_to_test_99",
+            "direction": "decrease",
+            "min_relative_effect": 0.15,
+            "statement": "From the Fourier-form embedding, test accuracy reaches 99% at least 15% sooner than "
+            "from the default initialisation (measured: 960 +/- 125 -> 668 +/- 168 steps on seeds 0-4, "
+            "-19% to -45% per seed).",
+        },
+        {
+            "metric": "test_accuracy",
+            "direction": "non_inferior",
+            "margin": 0.02,
+            "threshold_unit": "absolute",
+            "statement": "The Fourier-form start costs no final test accuracy: not more than 2 points below the "
+            "default initialisation (measured: 1.000 in both arms on every seed).",
+        },
+    ],
+}
+MORE_EXAMPLE_FINDINGS = [FOURIER_INIT_FINDING]
+
+__all__ = ["EXAMPLE_FINDING", "FOURIER_INIT_FINDING", "MORE_EXAMPLE_FINDINGS", "GrokfastExperiment", "GrokfastParams"]

@@ -1,5 +1,6 @@
-"""Example findings for the embedded default: one per built-in plugin (its EXAMPLE_FINDING), plus
-the checkerboard theory that the resize-convolution fix builds on."""
+"""Example findings for the embedded default: one per built-in plugin (its EXAMPLE_FINDING) and any
+more a plugin package lists (MORE_EXAMPLE_FINDINGS, e.g. a second intervention of the same plugin),
+plus the checkerboard theory that the resize-convolution fix builds on."""
 
 from __future__ import annotations
 
@@ -50,12 +51,14 @@ def example_specs() -> list[dict[str, Any]]:
         example = getattr(module, "EXAMPLE_FINDING", None) or getattr(package, "EXAMPLE_FINDING", None)
         if example:
             specs.append({**example, "plugin": name})
+        specs.extend({**more, "plugin": name} for more in getattr(package, "MORE_EXAMPLE_FINDINGS", ()))
     if any(spec["plugin"] == "checkerboard" for spec in specs):
         for spec in specs:
             if spec["plugin"] == "checkerboard":
                 spec.setdefault("builds_on_titles", [CHECKERBOARD_THEORY["title"]])
         specs.insert(0, CHECKERBOARD_THEORY)
-    return specs
+    # a finding that builds on others comes after them, so its links find them (stable otherwise)
+    return sorted(specs, key=lambda spec: bool(spec.get("builds_on_titles")))
 
 
 def examples_load(*, reproduce: bool = True, username: str = "examples", preset: str | None = None) -> list[Finding]:
@@ -87,10 +90,11 @@ def _example_create(spec: dict[str, Any], *, user: Any, reproduce: bool, preset:
         references=spec.get("references", []),
         builds_on=parents,
     )
-    params = spec.get("params", {})
+    params = dict(spec.get("params", {}))
     entry = all_plugins().get(spec["plugin"])
     if preset and entry and entry.available:
-        params = dict(entry.experiment.presets.get(preset, params))
+        # the example's own parameters (what labels its setting) stay on top of the preset
+        params = {**entry.experiment.presets.get(preset, {}), **params}
     experiment_create(
         finding=finding,
         user=user,

@@ -58,7 +58,8 @@ def test_every_metric_declares_its_scale(name):
 @pytest.mark.parametrize("name", BUILTINS)
 def test_example_claims_use_the_threshold_their_scale_allows(name):
     package, experiment = _plugin(name)
-    for claim in package.EXAMPLE_FINDING["claims"]:
+    examples = [package.EXAMPLE_FINDING, *getattr(package, "MORE_EXAMPLE_FINDINGS", ())]
+    for claim in (claim for example in examples for claim in example["claims"]):
         scale = experiment.metric(claim["metric"]).scale
         unit = claim.get("threshold_unit", "relative")
         threshold = claim["margin"] if claim["direction"] == "non_inferior" else claim["min_relative_effect"]

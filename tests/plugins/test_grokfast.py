@@ -323,3 +323,44 @@ def test_fourier_init_arm_gives_every_metric_and_series():
         (arm, name) for arm in (BASELINE, INTERVENTION) for name in names
     }
     assert any("Fourier waves at frequencies" in str(line) for line in ctx.logs)
+
+
+def test_the_fourier_init_finding_is_valid_and_builds_on_the_grokking_theory():
+    from plugins.grokfast import FOURIER_INIT_FINDING, MORE_EXAMPLE_FINDINGS
+    from plugins.grokking import EXAMPLE_FINDING as GROKKING_FINDING
+    from registry.findings.examples import example_specs
+
+    assert MORE_EXAMPLE_FINDINGS == [FOURIER_INIT_FINDING]
+    params = GrokfastExperiment.Params.model_validate(FOURIER_INIT_FINDING["params"])
+    assert params.intervention_arm == "fourier_init"
+    titles = [spec["title"] for spec in example_specs()]
+    assert titles.count(FOURIER_INIT_FINDING["title"]) == 1
+    # created after the finding it builds on, so the loader can link them
+    assert titles.index(GROKKING_FINDING["title"]) < titles.index(FOURIER_INIT_FINDING["title"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("preset", [None, "tiny"])
+def test_the_example_loader_creates_both_grokfast_findings_with_their_own_arm(preset):
+    from plugins.grokfast import EXAMPLE_FINDING, FOURIER_INIT_FINDING
+    from plugins.grokking import EXAMPLE_FINDING as GROKKING_FINDING
+    from registry.findings.examples import examples_load
+    from registry.findings.models import Finding
+
+    examples_load(reproduce=False, preset=preset)
+    fourier = Finding.objects.get(title=FOURIER_INIT_FINDING["title"])
+    grokfast = Finding.objects.get(title=EXAMPLE_FINDING["title"])
+    (fourier_experiment,) = fourier.experiments.all()
+    (grokfast_experiment,) = grokfast.experiments.all()
+    assert fourier_experiment.plugin == grokfast_experiment.plugin == "grokfast"
+    # the example's own parameter survives the preset: it is what makes this finding another intervention
+    assert fourier_experiment.params["intervention_arm"] == "fourier_init"
+    assert grokfast_experiment.params["intervention_arm"] == "grokfast"
+    assert fourier_experiment.default_seeds == 6
+    if preset == "tiny":
+        tiny = GrokfastExperiment.presets["tiny"]
+        assert all(fourier_experiment.params[key] == value for key, value in tiny.items())
+    assert list(fourier.builds_on.values_list("title", flat=True)) == [GROKKING_FINDING["title"]]
+    assert sorted(fourier.claims.values_list("metric", flat=True)) == ["steps_to_test_99", "test_accuracy"]
+    examples_load(reproduce=False, preset=preset)  # idempotent: matched by title
+    assert Finding.objects.filter(title=FOURIER_INIT_FINDING["title"]).count() == 1
