@@ -97,6 +97,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import transaction
 
+    from bench.plugin_times import setting_key
     from plugins.registry import get_plugin
     from registry.effects.selectors import landscape_get
     from registry.effects.services import finding_effects_recompute
@@ -116,11 +117,12 @@ def main() -> None:
         plugin = get_plugin(experiment.plugin)
         budget = experiment.params.get("steps")
         wanted = args.seeds or experiment.default_seeds
-        collected = data.get(experiment.plugin)
+        key = setting_key(experiment.plugin, plugin, experiment.params)
+        collected = data.get(key)
         if collected is None or collected.get("version") != plugin.version:
-            # the file predates this plugin or its installed version: its runs would not match
-            report.append(f"\n(skipped {finding.title!r}: no runs of {experiment.plugin} {plugin.version} in"
-                          f" {args.data}; run bench/collect_builtins.py --plugins {experiment.plugin})")
+            # the file predates this plugin, its installed version or this setting: its runs would not match
+            report.append(f"\n(skipped {finding.title!r}: no runs of {key!r} {plugin.version} in {args.data};"
+                          " run bench/plugin_times.py --seeds 5 --collect with its --plugins and --params)")
             continue
         runs = sorted(collected["runs"], key=lambda r: r["seed"])[:wanted]
         if len(runs) < wanted:

@@ -56,8 +56,18 @@ def describe(values: list[object]) -> str:
     return cell
 
 
+def setting_key(plugin_name: str, experiment: type, params: dict | None) -> str:
+    """Where a setting's runs are stored: the plugin's name at its defaults, else the name and the
+    parameters that differ from the defaults (as bench/effects_builtins.py looks them up)."""
+    defaults = experiment.Params().model_dump(mode="json")
+    chosen = experiment.Params.model_validate(params or {}).model_dump(mode="json")
+    changed = {key: value for key, value in chosen.items() if defaults.get(key) != value}
+    return f"{plugin_name} {json.dumps(changed, sort_keys=True)}" if changed else plugin_name
+
+
 def collect(path: Path, plugin_name: str, version: str, runs: list[dict]) -> None:
-    """Store the runs in bench/collect_builtins.py's format (what bench/effects_builtins.py reads)."""
+    """Store the runs in bench/collect_builtins.py's format (what bench/effects_builtins.py reads)
+    under ``plugin_name`` (a :func:`setting_key`)."""
     data = json.loads(path.read_text()) if path.exists() else {}
     data[plugin_name] = {"version": version, "runs": runs}
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -73,10 +83,11 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write every seed's seconds and metric values here")
     parser.add_argument("--params", default=None,
                         help="JSON object of parameters over the defaults (or the preset), for every plugin listed, "
-                        "e.g. '{\"loss\": \"full\"}' with --plugins checkerboard; never stored by --collect")
+                        "e.g. '{\"loss\": \"full\"}' with --plugins checkerboard")
     parser.add_argument("--collect", default=None,
                         help="also store each plugin's runs (all seeds, replacing stored ones) in this "
-                        "bench/collect_builtins.py file, e.g. bench/results/builtins_default.json")
+                        "bench/collect_builtins.py file, e.g. bench/results/builtins_default.json; with --params "
+                        "under the plugin's name and the parameters changed (CPU runs without a preset only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -107,8 +118,8 @@ def main() -> None:
             dump.setdefault(plugin_name, []).append(run)
             if args.json:
                 Path(args.json).write_text(json.dumps({"device": name, "preset": preset, "runs": dump}, indent=1))
-        if args.collect and args.preset is None and overrides is None and device.type == "cpu":
-            collect(Path(args.collect), plugin_name, plugin.version, dump[plugin_name])
+        if args.collect and args.preset is None and device.type == "cpu":
+            collect(Path(args.collect), setting_key(plugin_name, plugin, overrides), plugin.version, dump[plugin_name])
         first = True
         for metric in plugin.metrics:
             base = describe([r["baseline"][metric.name] for r in results])

@@ -58,3 +58,15 @@ def test_collect_stores_runs_in_collect_builtins_format(tmp_path) -> None:
     data = json.loads(path.read_text())
     assert data["shift"] == {"version": "1.0.0", "runs": runs}
     assert data["sae"] == {"version": "0.9.0", "runs": []}  # other plugins' runs kept
+
+
+def test_setting_key_names_a_setting_by_the_parameters_it_changes() -> None:
+    from plugins.registry import all_plugins
+
+    grokfast = all_plugins()["grokfast"].experiment
+    assert plugin_times.setting_key("grokfast", grokfast, None) == "grokfast"
+    assert plugin_times.setting_key("grokfast", grokfast, {"intervention_arm": "grokfast"}) == "grokfast"
+    every_default = grokfast.Params().model_dump(mode="json")  # as an experiment stores its parameters
+    assert plugin_times.setting_key("grokfast", grokfast, every_default) == "grokfast"
+    changed = {**every_default, "intervention_arm": "fourier_init"}
+    assert plugin_times.setting_key("grokfast", grokfast, changed) == 'grokfast {"intervention_arm": "fourier_init"}'
