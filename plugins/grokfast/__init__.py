@@ -17,7 +17,8 @@ EXAMPLE_FINDING: dict[str, Any] = {
         "Here the grokking plugin's MLP, data and full-batch AdamW recipe (p = 59, half the pairs, "
         "weight decay 1) is trained with weight decay alone and with Grokfast-EMA added, same seed, "
         "split and initialisation. Measured on 5 seeds: weight decay alone reaches 99% test accuracy at "
-        "step 952 +/- 138; with Grokfast-EMA at 1,512 +/- 110, later on every seed. Both end at 100% "
+        "step 960 +/- 125; with Grokfast-EMA at 1,496 +/- 98, later on every seed (952 +/- 138 and "
+        "1,512 +/- 110 on another CPU). Both end at 100% "
         "test accuracy with a restricted loss near 0 (the key frequencies explain the logits). The "
         "paper's speed-up is pre-registered as its claim and is expected to be refuted in this setting "
         "(an MLP, Adam's normalisation and strong weight decay, not the paper's transformer)."
@@ -35,7 +36,7 @@ EXAMPLE_FINDING: dict[str, Any] = {
             "direction": "decrease",
             "min_relative_effect": 0.2,
             "statement": "Grokfast-EMA reaches 99% test accuracy at least 20% sooner than weight decay alone "
-            "(the paper's claim; measured here on 5 seeds: 952 +/- 138 steps alone, 1,512 +/- 110 with "
+            "(the paper's claim; measured here on 5 seeds: 960 +/- 125 steps alone, 1,496 +/- 98 with "
             "Grokfast, so likely refuted in this setting).",
         },
         {

@@ -86,6 +86,11 @@ at the paper's alpha = 0.98, lambda = 2):
   ln 59 = 4.08); excluded loss 0.50 +/- 0.31 alone, 0.25 +/- 0.14 with Grokfast. (The first
   measurement, issue 14, gave 960 +/- 125 and 1,496 +/- 98 steps, restricted loss 0.0027 alone
   and 0.0055 with Grokfast, excluded loss 0.62 and 0.24: the same direction, other per-seed values.)
+  Re-measured with plugin 1.1.0 on 2026-12-04 (``bench/plugin_times.py --seeds 5`` on the 2-core
+  AMD EPYC machine; 13-16 s CPU per seed): 960 +/- 125 alone (1,140 / 1,020 / 940 / 820 / 880)
+  and 1,496 +/- 98 with Grokfast (1,540 / 1,460 / 1,460 / 1,380 / 1,640), restricted loss 0.0027 and
+  0.0055, excluded loss 0.62 and 0.24: issue 14's first figures exactly. Session 20's were taken on
+  an Intel Xeon; the per-seed steps depend on the CPU's floating-point kernels, not on the code.
 * Tiny preset (p = 31; measured at 1,500 steps, raised to 2,000 since: seed 0 reached 99% at
   1,575): 1,210 +/- 185 alone against 1,300 +/- 149 with Grokfast
   on the 4 seeds where it was reached (seed 0 not reached in the budget; final test accuracy
