@@ -122,7 +122,8 @@ def main() -> None:
         if collected is None or collected.get("version") != plugin.version:
             # the file predates this plugin, its installed version or this setting: its runs would not match
             report.append(f"\n(skipped {finding.title!r}: no runs of {key!r} {plugin.version} in {args.data};"
-                          " run bench/plugin_times.py --seeds 5 --collect with its --plugins and --params)")
+                          f" run bench/plugin_times.py --seeds {wanted} --collect FILE --plugins {experiment.plugin}"
+                          " with --params for the parameters in the key)")
             continue
         runs = sorted(collected["runs"], key=lambda r: r["seed"])[:wanted]
         if len(runs) < wanted:

@@ -27,9 +27,9 @@ EXAMPLE_FINDING: dict[str, Any] = {
     "tags": ["grokking", "grokfast", "fourier", "progress-measures", "modular-arithmetic", "toy-model"],
     "references": ["arXiv:2405.20233", "arXiv:2301.05217", "arXiv:2201.02177"],
     "params": {},
-    # test accuracy is 1.000 in both arms on every seed: a zero-variance non-inferiority needs 6 seeds
-    # for the exact sign test, as in the grokking example.
-    "seeds": 6,
+    # test accuracy is 1.000 in both arms on every seed: a zero-variance non-inferiority is decided by
+    # the exact sign test at 0.975 (one-sided), which needs 7 seeds (all 6 on one side: p = 2^-6 > 0.025)
+    "seeds": 7,
     "claims": [
         {
             "metric": "steps_to_test_99",
@@ -74,8 +74,8 @@ FOURIER_INIT_FINDING: dict[str, Any] = {
     "references": ["arXiv:2301.05217", "arXiv:2201.02177"],
     "params": {"intervention_arm": "fourier_init"},
     "builds_on_titles": [GROKKING_FINDING["title"]],
-    # test accuracy is 1.000 in both arms on every seed: a zero-variance non-inferiority needs 6 seeds
-    "seeds": 6,
+    # test accuracy is 1.000 in both arms on every seed: its non-inferiority needs 7 seeds (as above)
+    "seeds": 7,
     "claims": [
         {
             "metric": "steps_to_test_99",

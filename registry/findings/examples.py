@@ -57,14 +57,30 @@ def example_specs() -> list[dict[str, Any]]:
             if spec["plugin"] == "checkerboard":
                 spec.setdefault("builds_on_titles", [CHECKERBOARD_THEORY["title"]])
         specs.insert(0, CHECKERBOARD_THEORY)
-    # a finding that builds on others comes after them, so its links find them (stable otherwise)
-    return sorted(specs, key=lambda spec: bool(spec.get("builds_on_titles")))
+    return _parents_first(specs)
+
+
+def _parents_first(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The specs with every finding after those it builds on, so its links find them (otherwise in
+    the given order); a parent that is not among the specs (or a cycle) does not hold a spec back."""
+    titles = {spec["title"] for spec in specs}
+    ordered: list[dict[str, Any]] = []
+    placed: set[str] = set()
+    waiting = list(specs)
+    while waiting:
+        ready = [s for s in waiting if all(t in placed or t not in titles for t in s.get("builds_on_titles", ()))]
+        for spec in ready or waiting[:1]:  # a cycle: take the first as it is
+            ordered.append(spec)
+            placed.add(spec["title"])
+            waiting.remove(spec)
+    return ordered
 
 
 def examples_load(*, reproduce: bool = True, username: str = "examples", preset: str | None = None) -> list[Finding]:
     """Create the example findings that do not exist yet (matched by title); idempotent.
 
-    ``preset`` (e.g. "tiny") replaces each example's parameters by the plugin's preset: a quick demo.
+    ``preset`` (e.g. "tiny"): each example runs on the plugin's preset (a quick demo), with the
+    example's own parameters, which label its setting, on top.
     """
     user, _ = get_user_model().objects.get_or_create(username=username)
     created = []

@@ -9,7 +9,8 @@ every unclosed bracket, escape or ``<``, so a 10,000-character summary of ``[`` 
 CommonMark in (near) linear time: the same inputs take milliseconds.
 """
 
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 
 import nh3
 from markdown_it import MarkdownIt
@@ -26,23 +27,35 @@ _renderer.validateLink = lambda url: True
 
 
 # A list page renders the same summaries on every read: the HTML of short texts (most summaries) is
-# kept per process, keyed by the text itself, so it can never be stale. Bounded: at most
-# CACHED_TEXTS entries of at most CACHED_TEXT_CHARS characters each (~20 MB with their HTML).
+# kept per process, keyed by the text itself, so it can never be stale nor differ between readers.
+# Bounded by what is kept, not only by the input: a short text can expand a lot (a reference link
+# to a long URL repeated), so only HTML of at most CACHED_HTML_CHARS is kept, at most CACHED_TEXTS
+# entries, least recently used out first: under 2048 x (4 + 16) K characters, ~40 MB per process.
 CACHED_TEXTS = 2048
 CACHED_TEXT_CHARS = 4096
+CACHED_HTML_CHARS = 16384
+_cache: OrderedDict[str, str] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def render_markdown(text: str) -> str:
     """Safe HTML of a Markdown text."""
     text = text or ""
-    if len(text) <= CACHED_TEXT_CHARS:
-        return _render_cached(text)
-    return _render(text)
-
-
-@lru_cache(maxsize=CACHED_TEXTS)
-def _render_cached(text: str) -> str:
-    return _render(text)
+    if len(text) > CACHED_TEXT_CHARS:
+        return _render(text)
+    with _cache_lock:
+        html = _cache.get(text)
+        if html is not None:
+            _cache.move_to_end(text)
+            return html
+    html = _render(text)
+    if len(html) <= CACHED_HTML_CHARS:
+        with _cache_lock:
+            _cache[text] = html
+            _cache.move_to_end(text)
+            while len(_cache) > CACHED_TEXTS:
+                _cache.popitem(last=False)
+    return html
 
 
 def _render(text: str) -> str:

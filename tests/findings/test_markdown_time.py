@@ -43,13 +43,33 @@ def test_short_texts_are_rendered_once_per_process_and_long_ones_every_time():
 
     short = "a *short* summary [link](https://example.org) <script>x</script> unique-7f3a"
     first = render_markdown(short)
-    hits = markdown._render_cached.cache_info().hits
-    assert render_markdown(short) == first == markdown._render(short)  # the cache returns what a render gives
-    assert markdown._render_cached.cache_info().hits == hits + 1
+    assert markdown._cache[short] == first == markdown._render(short)  # kept: what a render gives
+    assert render_markdown(short) is first  # served from the cache
     assert "<script" not in first and "<em>short</em>" in first
 
     long = "b" * (markdown.CACHED_TEXT_CHARS + 1)
-    size = markdown._render_cached.cache_info().currsize
     assert render_markdown(long) == f"<p>{long}</p>\n"
-    assert markdown._render_cached.cache_info().currsize == size  # not kept: memory stays bounded
-    assert markdown._render_cached.cache_info().maxsize == markdown.CACHED_TEXTS
+    assert long not in markdown._cache
+
+
+def test_a_short_text_that_expands_to_large_html_is_not_kept():
+    from registry.findings import markdown
+
+    # a reference link to a long percent-encoded URL, used many times: ~4 K characters of input
+    text = "[a]: https://example.org/" + "\U0001F600" * 300 + "\n\n" + "[a]" * 1000
+    assert len(text) <= markdown.CACHED_TEXT_CHARS
+    html = render_markdown(text)
+    assert len(html) > markdown.CACHED_HTML_CHARS
+    assert text not in markdown._cache
+
+
+def test_the_cache_keeps_at_most_its_size_least_recently_used_out_first(monkeypatch):
+    from registry.findings import markdown
+
+    monkeypatch.setattr(markdown, "CACHED_TEXTS", 3)
+    monkeypatch.setattr(markdown, "_cache", markdown.OrderedDict())
+    for name in ("one", "two", "three"):
+        render_markdown(name)
+    render_markdown("one")  # used again: now the most recent
+    render_markdown("four")
+    assert list(markdown._cache) == ["three", "one", "four"]  # "two" went first

@@ -73,3 +73,25 @@ def test_example_claims_use_the_threshold_their_scale_allows(name):
         if scale is Scale.PROPORTION:
             assert threshold < 1, "points as fractions: 0.3 = 30 points"
             assert f"{round(threshold * 100)} points" in claim["statement"] or f"{threshold:g}" in claim["statement"]
+
+
+def test_examples_load_after_the_findings_they_build_on_at_any_depth():
+    from registry.findings.examples import _parents_first, example_specs
+
+    specs = [
+        {"title": "grandchild", "builds_on_titles": ["child"]},
+        {"title": "child", "builds_on_titles": ["root"]},
+        {"title": "outside", "builds_on_titles": ["not an example"]},
+        {"title": "root"},
+        {"title": "loop a", "builds_on_titles": ["loop b"]},
+        {"title": "loop b", "builds_on_titles": ["loop a"]},
+    ]
+    ordered = [spec["title"] for spec in _parents_first(specs)]
+    assert sorted(ordered) == sorted(spec["title"] for spec in specs)  # nothing lost or repeated
+    assert ordered.index("root") < ordered.index("child") < ordered.index("grandchild")
+    assert ordered.index("outside") < ordered.index("root")  # otherwise the given order
+    real = example_specs()
+    seen: set[str] = set()
+    for spec in real:
+        assert all(t in seen for t in spec.get("builds_on_titles", ())), spec["title"]
+        seen.add(spec["title"])

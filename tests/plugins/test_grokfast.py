@@ -356,7 +356,7 @@ def test_the_example_loader_creates_both_grokfast_findings_with_their_own_arm(pr
     # the example's own parameter survives the preset: it is what makes this finding another intervention
     assert fourier_experiment.params["intervention_arm"] == "fourier_init"
     assert grokfast_experiment.params["intervention_arm"] == "grokfast"
-    assert fourier_experiment.default_seeds == 6
+    assert fourier_experiment.default_seeds == 7
     if preset == "tiny":
         tiny = GrokfastExperiment.presets["tiny"]
         assert all(fourier_experiment.params[key] == value for key, value in tiny.items())
