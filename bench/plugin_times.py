@@ -49,7 +49,8 @@ def describe(values: list[object]) -> str:
     censored = [v for v in values if isinstance(v, NotReached)]
     if not reached:
         return f"not reached on {len(values)}/{len(values)} (budget {censored[0].budget:g})"
-    spread = f" ± {statistics.stdev(reached):.2g}" if len(reached) > 1 else ""
+    # the SD to 2 significant digits, written out (120, not 1.2e+02)
+    spread = f" ± {float(f'{statistics.stdev(reached):.2g}'):g}" if len(reached) > 1 else ""
     cell = f"{statistics.mean(reached):.4g}{spread}"
     if censored:
         cell += f" (reached on {len(reached)}/{len(values)}; budget {censored[0].budget:g})"
