@@ -70,3 +70,21 @@ def test_setting_key_names_a_setting_by_the_parameters_it_changes() -> None:
     assert plugin_times.setting_key("grokfast", grokfast, every_default) == "grokfast"
     changed = {**every_default, "intervention_arm": "fourier_init"}
     assert plugin_times.setting_key("grokfast", grokfast, changed) == 'grokfast {"intervention_arm": "fourier_init"}'
+
+
+def test_the_stored_runs_cover_every_example_finding_at_its_plugin_version_and_seeds() -> None:
+    """bench/results/builtins_default.json (what the README's and RESULTS.md's figures come from)
+    holds runs of the installed version of every example's setting, as many seeds as it runs:
+    bumping a plugin's version without re-collecting its runs fails here."""
+    from plugins.registry import all_plugins
+    from registry.findings.examples import example_specs
+
+    data = json.loads((ROOT / "bench" / "results" / "builtins_default.json").read_text())
+    plugins = all_plugins()
+    for spec in example_specs():
+        experiment = plugins[spec["plugin"]].experiment
+        key = plugin_times.setting_key(spec["plugin"], experiment, spec.get("params"))
+        assert key in data, key
+        assert data[key]["version"] == experiment.version, (key, data[key]["version"], experiment.version)
+        seeds = sorted(run["seed"] for run in data[key]["runs"])
+        assert seeds[: spec.get("seeds", 3)] == list(range(spec.get("seeds", 3))), key
