@@ -128,7 +128,8 @@ mean +/- sample SD; no seed was censored, every arm of every seed reached 99% te
   520 / 560 / 580): sooner on every seed, by 19-45% (30% on the means). Final test accuracy 1.000 in both
   arms on every seed; memorisation at step 60 in both. Restricted loss 0.0027 +/- 0.0027 alone,
   0.000095 +/- 0.000090 with the Fourier embedding; excluded loss 0.62 +/- 0.36 alone, 1.90 +/- 0.44
-  with it (the training fit leans more on the key frequencies). 13.8-15.9 s CPU per seed, both arms.
+  with it (the training fit leans more on the key frequencies). 13.8-15.9 s CPU per seed, both arms
+  (14.5-16.3 s in ``bench/plugin_times.py --seeds 5`` with the same values, at load 3.3-3.7).
   Seeds 5-9 (extra, same direction): 1,000 / 800 / 1,220 / 760 / 1,060 alone against 720 / 580 /
   420 / 580 / 700; over seeds 0-9, 964 +/- 152 against 634 +/- 142, sooner on 10 of 10.
 * Tiny preset (p = 31), seeds 0-2: 1,475 / 975 / 1,200 alone (1,217 +/- 250) against 475 / 1,025 /

@@ -38,7 +38,7 @@ every seed. With weight decay 1, test accuracy reaches 99% at step 960 +/- 120 (
 budget on every seed; without weight decay it stays at chance (0.0016 +/- 0.0017) and
 steps_to_test_99 is not reached on any seed (censored at 2,000). The top-5 Fourier share is
 0.645 +/- 0.060 with weight decay (0.641 / 0.576 / 0.627 / 0.642 / 0.741) against 0.240 +/-
-0.014 without (a random embedding's level): four of five seeds sit just below the reference's
+0.014 without (a random embedding's level): four of five seeds sit below the reference's
 0.65-0.70. Earlier figures in this docstring (seeds 0-2: steps 940-1,140, top-5 share 0.58-0.64;
 seed 0 alone in session 17: step 1,160, share 0.588) were taken on other machines; float-level
 differences between CPUs move the step at which 99% is first crossed by one or two evaluation
