@@ -112,23 +112,28 @@ def main() -> None:
     with transaction.atomic():
         examples_load(reproduce=False)
     report, dump = [], {}
+    experiment_keys: dict[int, str] = {}
     for finding in Finding.objects.order_by("id"):
-        experiment = finding.experiments.first()
-        plugin = get_plugin(experiment.plugin)
-        budget = experiment.params.get("steps")
-        wanted = args.seeds or experiment.default_seeds
-        key = setting_key(experiment.plugin, plugin, experiment.params)
-        collected = data.get(key)
-        if collected is None or collected.get("version") != plugin.version:
-            # the file predates this plugin, its installed version or this setting: its runs would not match
-            report.append(f"\n(skipped {finding.title!r}: no runs of {key!r} {plugin.version} in {args.data};"
-                          f" run bench/plugin_times.py --seeds {wanted} --collect FILE --plugins {experiment.plugin}"
-                          " with --params for the parameters in the key)")
-            continue
-        runs = sorted(collected["runs"], key=lambda r: r["seed"])[:wanted]
-        if len(runs) < wanted:
-            report.append(f"\n(only {len(runs)} of {wanted} seeds collected for {experiment.plugin})")
-        if not Run.objects.filter(reproduction__experiment=experiment).exists():
+        seeds_used = []
+        for experiment in finding.experiments.order_by("id"):  # the example's and its labelled settings
+            plugin = get_plugin(experiment.plugin)
+            budget = experiment.params.get("steps")
+            wanted = args.seeds or experiment.default_seeds
+            key = setting_key(experiment.plugin, plugin, experiment.params)
+            experiment_keys[experiment.pk] = key
+            collected = data.get(key)
+            if collected is None or collected.get("version") != plugin.version:
+                # the file predates this plugin, its installed version or this setting: its runs would not match
+                report.append(f"\n(no runs for {finding.title!r}, setting {key!r} {plugin.version} in {args.data}:"
+                              f" run bench/plugin_times.py --seeds {wanted} --collect FILE --plugins"
+                              f" {experiment.plugin} with --params for the parameters in the key)")
+                continue
+            runs = sorted(collected["runs"], key=lambda r: r["seed"])[:wanted]
+            seeds_used.append(f"{key}: {len(runs)} seeds")
+            if len(runs) < wanted:
+                report.append(f"\n(only {len(runs)} of {wanted} seeds collected for {key})")
+            if Run.objects.filter(reproduction__experiment=experiment).exists():
+                continue
             with transaction.atomic():
                 repro = Reproduction.objects.create(
                     experiment=experiment, requested_by=reviewer, seeds=[r["seed"] for r in runs]
@@ -149,10 +154,13 @@ def main() -> None:
                             for arm, name, version, value, censored in validate_results(plugin, results)
                         ]
                     )
+        if not seeds_used:
+            report.append(f"\n(skipped {finding.title!r}: no runs of any of its settings)")
+            continue
         effects = finding_effects_recompute(finding_id=finding.pk)
         dump[finding.pk] = effects
         report.append(
-            f"\n### {finding.title}\n\n`{experiment.plugin}`, {len(runs)} seeds; "
+            f"\n### {finding.title}\n\n{'; '.join(seeds_used)}; "
             f"status **{effects['status']}**, lean **{effects['lean']}**\n"
         )
         report.append("| metric | axis | scale | effect (95% CI) |")
@@ -164,11 +172,14 @@ def main() -> None:
         for claim in effects["claims"]:
             unit = claim.get("threshold_unit", "relative")
             threshold = claim["min_relative_effect"] if claim["direction"] != "non_inferior" else claim["margin"]
-            reason = next((e.get("reason") for e in claim.get("experiments", []) if e.get("reason")), None)
-            report.append(
-                f"- claim `{claim['metric']}` {claim['direction']} {threshold} ({unit}): **{claim['verdict']}**"
-                + (f" — {reason}" if reason else "")
-            )
+            verdict = claim["verdict"]
+            report.append(f"- claim `{claim['metric']}` {claim['direction']} {threshold} ({unit}): **{verdict}**")
+            per_experiment = claim.get("experiments", [])
+            shown = len(per_experiment) > 1 or any(entry.get("reason") for entry in per_experiment)
+            for entry in per_experiment if shown else ():
+                setting = experiment_keys.get(entry["experiment"], entry["experiment"])
+                reason = f" — {entry['reason']}" if entry.get("reason") else ""
+                report.append(f"  - in `{setting}`: {entry['verdict']}{reason}")
         for axis in ("safety", "capability"):
             report.append(f"- {axis} score (log units): {_score_text(effects['axis_scores'].get(axis))}")
     landscape = landscape_get(user=None)

@@ -74,7 +74,8 @@ def test_setting_key_names_a_setting_by_the_parameters_it_changes() -> None:
 
 def test_the_stored_runs_cover_every_example_finding_at_its_plugin_version_and_seeds() -> None:
     """bench/results/builtins_default.json (what the README's and RESULTS.md's figures come from)
-    holds runs of the installed version of every example's setting, as many seeds as it runs:
+    holds runs of the installed version of every example's settings (its experiment and the labelled
+    second ones), as many seeds as each runs:
     bumping a plugin's version without re-collecting its runs fails here."""
     from plugins.registry import all_plugins
     from registry.findings.examples import example_specs
@@ -83,8 +84,13 @@ def test_the_stored_runs_cover_every_example_finding_at_its_plugin_version_and_s
     plugins = all_plugins()
     for spec in example_specs():
         experiment = plugins[spec["plugin"]].experiment
-        key = plugin_times.setting_key(spec["plugin"], experiment, spec.get("params"))
-        assert key in data, key
-        assert data[key]["version"] == experiment.version, (key, data[key]["version"], experiment.version)
-        seeds = sorted(run["seed"] for run in data[key]["runs"])
-        assert seeds[: spec.get("seeds", 3)] == list(range(spec.get("seeds", 3))), key
+        seeds = spec.get("seeds", 3)
+        settings = [(spec.get("params"), seeds)] + [
+            (extra.get("params"), extra.get("seeds", seeds)) for extra in spec.get("more_experiments", [])
+        ]
+        for params, wanted in settings:
+            key = plugin_times.setting_key(spec["plugin"], experiment, params)
+            assert key in data, key
+            assert data[key]["version"] == experiment.version, (key, data[key]["version"], experiment.version)
+            stored = sorted(run["seed"] for run in data[key]["runs"])
+            assert stored[:wanted] == list(range(wanted)), key

@@ -63,27 +63,38 @@ FOURIER_INIT_FINDING: dict[str, Any] = {
         "weight decay 1) is trained twice from the same seed: from the default initialisation, and "
         "with the first 10 embedding dimensions replaced by cos/sin waves at 5 frequencies drawn from "
         "the seed (not read off a trained model), the whole embedding rescaled to the default's norm. "
-        "Measured on the default parameters: 99% test accuracy at step 960 +/- 125 from the default "
-        "initialisation and 668 +/- 168 from the Fourier form (seeds 0-4; sooner on 10 of 10 seeds "
-        "0-9), with 100% final test accuracy in both arms. The same waves with the residues shuffled "
-        "gave no speed-up (960 +/- 57, an exploratory control), so the gain comes from the form over "
-        "the residues' arithmetic. An interpretability finding turned into a capability gain."
+        "Measured on the default parameters, seeds 0-7: 99% test accuracy at step 978 +/- 149 from the "
+        "default initialisation and 633 +/- 158 from the Fourier form, sooner on every seed, with 100% "
+        "final test accuracy in both arms. A second experiment is the control: the same waves with "
+        "the residues shuffled (same values and norm, no waves over the residues) reach 99% at 978 "
+        "+/- 120, no sooner than the default, so the gain comes from the form over the residues' "
+        "arithmetic. An interpretability finding turned into a capability gain."
     ),
     "kind": "fix",
     "tags": ["grokking", "fourier", "initialisation", "mechanistic", "modular-arithmetic", "toy-model"],
     "references": ["arXiv:2301.05217", "arXiv:2201.02177"],
     "params": {"intervention_arm": "fourier_init"},
+    # the control: the same wave values and norm with the residues shuffled (no waves over x)
+    "more_experiments": [
+        {
+            "params": {"intervention_arm": "fourier_init", "baseline_arm": "shuffled_fourier"},
+            "seeds": 8,
+            "label": "against the same waves over shuffled residues (baseline_arm=shuffled_fourier)",
+        }
+    ],
     "builds_on_titles": [GROKKING_FINDING["title"]],
-    # test accuracy is 1.000 in both arms on every seed: its non-inferiority needs 7 seeds (as above)
-    "seeds": 7,
+    # test accuracy is 1.000 in both arms on every seed: two claims in two experiments are 4 tests at a
+    # Bonferroni 0.9875, where the exact sign test needs 8 seeds (all 7 on one side: p = 2^-7)
+    "seeds": 8,
     "claims": [
         {
             "metric": "steps_to_test_99",
             "direction": "decrease",
             "min_relative_effect": 0.15,
             "statement": "From the Fourier-form embedding, test accuracy reaches 99% at least 15% sooner than "
-            "from the default initialisation (measured: 960 +/- 125 -> 668 +/- 168 steps on seeds 0-4, "
-            "-19% to -45% per seed).",
+            "from the default initialisation, and than from the same waves over shuffled residues "
+            "(measured on seeds 0-7: 978 +/- 149 and 978 +/- 120 -> 633 +/- 158 steps; per seed -19% to "
+            "-66% against the default, -4% to -52% against the shuffled waves).",
         },
         {
             "metric": "test_accuracy",

@@ -22,9 +22,15 @@ Task, model, data split and optimiser are exactly the grokking plugin's (importe
 ReLU layer, full-batch AdamW with betas (0.9, 0.98), the split drawn from the seed.
 
 Arms (same seed, same split, same initialisation, same budget, both with weight decay
-``weight_decay``); ``intervention_arm`` picks what the intervention is:
+``weight_decay``); ``intervention_arm`` picks what the intervention is, ``baseline_arm`` the baseline:
 
-- ``baseline``: the grokking recipe, weight decay alone.
+- ``baseline`` with ``baseline_arm="default_init"`` (the default): the grokking recipe, weight decay
+  alone, from the default initialisation.
+- ``baseline`` with ``baseline_arm="shuffled_fourier"`` (added in 1.2.0; only with
+  ``intervention_arm="fourier_init"``, whose control it is): weight decay alone from the
+  ``fourier_init`` embedding with its rows (the residues) permuted by a permutation drawn from the
+  seed (``draw_residue_permutation``): the same values, column norms and total norm, the same
+  frequencies, but no longer waves over the residues' arithmetic.
 - ``intervention`` with ``intervention_arm="grokfast"`` (the default): the same plus Grokfast-EMA
   (``grokfast_alpha``, ``grokfast_lambda``).
 - ``intervention`` with ``intervention_arm="fourier_init"`` (added in 1.1.0): exactly the baseline's
@@ -142,12 +148,17 @@ mean +/- sample SD; no seed was censored, every arm of every seed reached 99% te
 * The frequencies stay: on every default and tiny seed (0-9 each) at least 3 of the 5 key
   frequencies of the final embedding (those the progress measures use) are among the 5 drawn at
   initialisation (4 or 5 on 19 of the 20 runs).
-* An exploratory control (a throw-away script, not a parameter of the plugin): the same wave
-  columns with their rows (the residues) permuted by one fixed random permutation, i.e. the same
-  values and norms but no waves over the residues' arithmetic. Default parameters, seeds 0-4: 1,000 /
-  1,000 / 920 / 1,000 / 880 (960 +/- 57) against the same baseline's 960 +/- 125: no speed-up. So the
-  speed-up comes from the Fourier form over the residues, not from a structured or lower-entropy
-  embedding as such.
+* The control, ``baseline_arm="shuffled_fourier"`` (plugin 1.2.0, 2026-12-04, ``bench/plugin_times.py
+  --seeds 8 --plugins grokfast --params '{"intervention_arm": "fourier_init", "baseline_arm":
+  "shuffled_fourier"}'``, 13-18 s CPU per seed): the same waves over shuffled residues reach 99% at
+  960 / 1,100 / 920 / 1,080 / 1,040 / 760 / 1,080 / 880 (977.5 +/- 120, seeds 0-7), the default
+  initialisation at 1,140 / 1,020 / 940 / 820 / 880 / 1,000 / 800 / 1,220 (977.5 +/- 149, the same
+  mean), the Fourier form at 920 / 760 / 520 / 560 / 580 / 720 / 580 / 420 (632.5 +/- 158): sooner
+  than both on every seed. So the speed-up comes from the Fourier form over the residues, not from
+  a structured or lower-entropy embedding as such. (An earlier throw-away check with one fixed
+  permutation for every seed gave 960 +/- 57 on seeds 0-4, likewise no speed-up.) The 1.1.0 and
+  1.2.0 arms ``default_init``, ``grokfast`` and ``fourier_init`` give identical results (``==``,
+  seeds 0-6).
 
 So the mechanism-derived intervention does what Grokfast does not here: it makes the same recipe
 generalise about 30% sooner at the defaults, consistently across seeds, while the cheaper tiny
@@ -210,6 +221,14 @@ class GrokfastParams(GrokkingParams):
         "2 * fourier_init_frequencies dimensions are cos/sin(2 pi k x / p) waves at frequencies drawn from "
         "the seed (Nanda et al.'s mechanism's form), rescaled to the default initialisation's norm.",
     )
+    baseline_arm: Literal["default_init", "shuffled_fourier"] = Field(
+        "default_init",
+        description="The arm stored as 'baseline' (always weight decay alone, no Grokfast-EMA): default_init "
+        "(default) from the default initialisation; shuffled_fourier, the control of intervention_arm="
+        "fourier_init: the same waves at the same frequencies and the same norm, with the residues (the "
+        "embedding's rows) permuted by a permutation drawn from the seed, so the values are kept and the "
+        "waves over the residues' arithmetic are not.",
+    )
     fourier_init_frequencies: int = Field(
         5,
         ge=1,
@@ -220,6 +239,8 @@ class GrokfastParams(GrokkingParams):
 
     @model_validator(mode="after")
     def _check_fourier_init(self) -> GrokfastParams:
+        if self.baseline_arm == "shuffled_fourier" and self.intervention_arm != "fourier_init":
+            raise ValueError("baseline_arm=shuffled_fourier is the control of intervention_arm=fourier_init")
         if self.intervention_arm != "fourier_init":  # unused by the grokfast arm: no limit on its embed_dim
             return self
         if self.fourier_init_frequencies > self.modulus // 2:
@@ -258,7 +279,16 @@ def draw_fourier_frequencies(modulus: int, count: int, seed: int) -> list[int]:
     return sorted(int(i) + 1 for i in torch.randperm(modulus // 2, generator=generator)[:count])
 
 
-def fourier_embedding_init(embedding: torch.Tensor, frequencies: list[int]) -> torch.Tensor:
+def draw_residue_permutation(modulus: int, seed: int) -> list[int]:
+    """A permutation of the residues 0..p-1 drawn from ``seed`` (a generator of its own, apart from the
+    frequencies'), for the shuffled control: row x of its embedding holds the waves of residue perm[x]."""
+    generator = torch.Generator().manual_seed(seed + 1_000_003)
+    return [int(i) for i in torch.randperm(modulus, generator=generator)]
+
+
+def fourier_embedding_init(
+    embedding: torch.Tensor, frequencies: list[int], permutation: list[int] | None = None
+) -> torch.Tensor:
     """A (p, d) token embedding whose first 2 * len(frequencies) columns are Fourier waves over the residues.
 
     Column 2j is sqrt(2) cos(2 pi k_j x / p) and column 2j + 1 is sqrt(2) sin(2 pi k_j x / p) for token
@@ -266,12 +296,17 @@ def fourier_embedding_init(embedding: torch.Tensor, frequencies: list[int]) -> t
     The sqrt(2) gives each wave the mean square of a default N(0, 1) column. The remaining columns keep
     ``embedding``'s own (default, random) values, so the arm differs from the baseline only in the
     wave columns; the result is rescaled to ``embedding``'s Frobenius norm, so only the direction of
-    the initial embedding changes, not its size.
+    the initial embedding changes, not its size. With ``permutation`` (the shuffled control), row x gets
+    the waves of residue ``permutation[x]``: the same values and norm, no longer waves over x.
     """
     modulus, width = embedding.shape
     if 2 * len(frequencies) > width:
         raise ValueError(f"{len(frequencies)} frequencies need {2 * len(frequencies)} embedding columns, not {width}")
     tokens = torch.arange(modulus, dtype=torch.float64)
+    if permutation is not None:
+        if sorted(permutation) != list(range(modulus)):
+            raise ValueError(f"not a permutation of the {modulus} residues")
+        tokens = torch.tensor(permutation, dtype=torch.float64)
     initialised = embedding.detach().to(torch.float64).clone()
     for j, k in enumerate(frequencies):
         angle = 2 * math.pi * k * tokens / modulus
@@ -314,7 +349,7 @@ class GrokfastExperiment(Experiment):
     modular addition generalise sooner than weight decay alone?"""
 
     name = "grokfast"
-    version = "1.1.0"
+    version = "1.2.0"
     Params = GrokfastParams
     recommended_seeds = 5
     metrics = (
@@ -402,17 +437,19 @@ class GrokfastExperiment(Experiment):
 
         results: dict[str, dict[str, float | NotReached]] = {}
         curves: dict[str, dict[str, list]] = {}
-        arms = ((BASELINE, "weight decay alone"), (INTERVENTION, params.intervention_arm))
+        arms = ((BASELINE, params.baseline_arm), (INTERVENTION, params.intervention_arm))
         for arm_index, (arm, treatment) in enumerate(arms):
             grokfast = treatment == "grokfast"
             seed_everything(ctx.seed, deterministic=ctx.deterministic)
             # Built on the CPU then moved, so the initialisation does not depend on the device.
             model = ModularAdditionMLP(p, params.embed_dim, params.hidden_dim)
-            if treatment == "fourier_init":
+            if treatment in ("fourier_init", "shuffled_fourier"):
                 frequencies = draw_fourier_frequencies(p, params.fourier_init_frequencies, ctx.seed)
+                permutation = draw_residue_permutation(p, ctx.seed) if treatment == "shuffled_fourier" else None
                 with torch.no_grad():
-                    model.embed.weight.copy_(fourier_embedding_init(model.embed.weight, frequencies))
-                ctx.log(f"{arm}: embedding initialised with Fourier waves at frequencies {frequencies}")
+                    model.embed.weight.copy_(fourier_embedding_init(model.embed.weight, frequencies, permutation))
+                shuffled = " over shuffled residues" if permutation else ""
+                ctx.log(f"{arm}: embedding initialised with Fourier waves{shuffled} at frequencies {frequencies}")
             model = model.to(device)
             optimiser = torch.optim.AdamW(
                 model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay, betas=(0.9, 0.98)

@@ -24,6 +24,7 @@ from plugins.grokfast import EXAMPLE_FINDING, GrokfastExperiment
 from plugins.grokfast.experiment import (
     ModularAdditionMLP,
     draw_fourier_frequencies,
+    draw_residue_permutation,
     fourier_embedding_init,
     grokfast_ema,
     modular_addition_split,
@@ -215,6 +216,8 @@ def test_stop_request_raises():
         {"fourier_init_frequencies": 0},
         {"intervention_arm": "fourier_init", "fourier_init_frequencies": 30},  # p = 59 has 29 frequencies
         {"intervention_arm": "fourier_init", "embed_dim": 8},  # 5 frequencies' 10 wave columns do not fit in 8
+        {"baseline_arm": "shuffled_fourier"},  # the control of fourier_init only
+        {"baseline_arm": "fourier_init", "intervention_arm": "fourier_init"},  # unknown baseline arm
     ],
 )
 def test_params_validation_rejects(bad):
@@ -349,13 +352,18 @@ def test_the_example_loader_creates_both_grokfast_findings_with_their_own_arm(pr
     examples_load(reproduce=False, preset=preset)
     fourier = Finding.objects.get(title=FOURIER_INIT_FINDING["title"])
     grokfast = Finding.objects.get(title=EXAMPLE_FINDING["title"])
-    (fourier_experiment,) = fourier.experiments.all()
+    fourier_experiment, control_experiment = fourier.experiments.order_by("id")
     (grokfast_experiment,) = grokfast.experiments.all()
-    assert fourier_experiment.plugin == grokfast_experiment.plugin == "grokfast"
-    # the example's own parameter survives the preset: it is what makes this finding another intervention
+    assert fourier_experiment.plugin == control_experiment.plugin == grokfast_experiment.plugin == "grokfast"
+    # the example's own parameters survive the preset: they are what make this finding another intervention
     assert fourier_experiment.params["intervention_arm"] == "fourier_init"
+    assert fourier_experiment.params["baseline_arm"] == "default_init"
+    assert (control_experiment.params["intervention_arm"], control_experiment.params["baseline_arm"]) == (
+        "fourier_init", "shuffled_fourier"
+    )
+    assert "shuffled" in control_experiment.label
     assert grokfast_experiment.params["intervention_arm"] == "grokfast"
-    assert fourier_experiment.default_seeds == 7
+    assert fourier_experiment.default_seeds == control_experiment.default_seeds == 8
     if preset == "tiny":
         tiny = GrokfastExperiment.presets["tiny"]
         assert all(fourier_experiment.params[key] == value for key, value in tiny.items())
@@ -363,3 +371,43 @@ def test_the_example_loader_creates_both_grokfast_findings_with_their_own_arm(pr
     assert sorted(fourier.claims.values_list("metric", flat=True)) == ["steps_to_test_99", "test_accuracy"]
     examples_load(reproduce=False, preset=preset)  # idempotent: matched by title
     assert Finding.objects.filter(title=FOURIER_INIT_FINDING["title"]).count() == 1
+
+
+def test_the_shuffled_control_has_the_same_values_and_norm_but_no_waves_over_the_residues():
+    """baseline_arm=shuffled_fourier: row x holds the waves of residue perm[x] (a seed-drawn permutation),
+    so the embedding's values, columns' norms and total norm are the fourier_init arm's, but its Fourier
+    power over the residues is no longer at the drawn frequencies."""
+    torch.manual_seed(0)
+    default = ModularAdditionMLP(59, 64, 8).embed.weight.detach().clone()
+    frequencies = draw_fourier_frequencies(59, 5, seed=0)
+    permutation = draw_residue_permutation(59, seed=0)
+    assert permutation == draw_residue_permutation(59, seed=0) and sorted(permutation) == list(range(59))
+    assert permutation != list(range(59)) and permutation != draw_residue_permutation(59, seed=1)
+    waves = fourier_embedding_init(default, frequencies)
+    shuffled = fourier_embedding_init(default, frequencies, permutation)
+    assert torch.allclose(shuffled[:, :10], waves[permutation, :10], atol=1e-6)  # the same waves, rows moved
+    assert torch.allclose(shuffled[:, 10:], waves[:, 10:])  # the random columns stay where they were
+    assert float(shuffled.norm()) == pytest.approx(float(waves.norm()), rel=1e-6)
+    power = torch.fft.rfft(shuffled[:, :10].double(), dim=0).abs().pow(2).sum(dim=1)[1:]
+    top = sorted(int(i) + 1 for i in power.sort(descending=True).indices[:5])
+    assert top != frequencies
+    assert float(power[[k - 1 for k in frequencies]].sum() / power.sum()) < 0.5  # waves: all of it
+    with pytest.raises(ValueError):
+        fourier_embedding_init(default, frequencies, [0] * 59)
+
+
+def test_the_control_run_differs_from_the_baseline_only_in_its_embedding():
+    """A run too short to move the weights: with baseline_arm=shuffled_fourier the baseline starts from
+    the shuffled waves (its final key frequencies are not the drawn ones) while the intervention is the
+    same fourier_init run as with the default baseline."""
+    settings = {"steps": 1, "learning_rate": 1e-9, "eval_every": 1, "intervention_arm": "fourier_init"}
+    control, control_ctx = run_locally(
+        GrokfastExperiment, {**settings, "baseline_arm": "shuffled_fourier"}, preset="tiny", seed=4
+    )
+    plain, _ = run_locally(GrokfastExperiment, settings, preset="tiny", seed=4)
+    assert control[INTERVENTION] == plain[INTERVENTION]
+    assert control[BASELINE] != plain[BASELINE]
+    curves = json.loads(control_ctx.artifacts["curves.json"])
+    assert sorted(curves[INTERVENTION]["key_frequencies"]) == draw_fourier_frequencies(31, 5, seed=4)
+    assert sorted(curves[BASELINE]["key_frequencies"]) != draw_fourier_frequencies(31, 5, seed=4)
+    assert any("Fourier waves over shuffled residues" in str(line) for line in control_ctx.logs)
