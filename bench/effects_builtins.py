@@ -114,7 +114,7 @@ def main() -> None:
     report, dump = [], {}
     experiment_keys: dict[int, str] = {}
     for finding in Finding.objects.order_by("id"):
-        seeds_used = []
+        seeds_used, missing = [], []
         for experiment in finding.experiments.order_by("id"):  # the example's and its labelled settings
             plugin = get_plugin(experiment.plugin)
             budget = experiment.params.get("steps")
@@ -124,6 +124,7 @@ def main() -> None:
             collected = data.get(key)
             if collected is None or collected.get("version") != plugin.version:
                 # the file predates this plugin, its installed version or this setting: its runs would not match
+                missing.append(key)
                 report.append(f"\n(no runs for {finding.title!r}, setting {key!r} {plugin.version} in {args.data}:"
                               f" run bench/plugin_times.py --seeds {wanted} --collect FILE --plugins"
                               f" {experiment.plugin} with --params for the parameters in the key)")
@@ -159,14 +160,17 @@ def main() -> None:
             continue
         effects = finding_effects_recompute(finding_id=finding.pk)
         dump[finding.pk] = effects
+        # a status from some of the finding's settings only is not the finding's status: say so
+        partial = f" **(partial: no runs of {', '.join(missing)})**" if missing else ""
         report.append(
             f"\n### {finding.title}\n\n{'; '.join(seeds_used)}; "
-            f"status **{effects['status']}**, lean **{effects['lean']}**\n"
+            f"status **{effects['status']}**, lean **{effects['lean']}**{partial}\n"
         )
-        report.append("| metric | axis | scale | effect (95% CI) |")
-        report.append("|---|---|---|---|")
+        report.append("| setting | metric | axis | scale | effect (95% CI) |")
+        report.append("|---|---|---|---|---|")
         for metric in effects["metrics"]:
-            cells = (metric["metric"], metric["axis"], metric["scale"], _effect_text(metric["effect"]))
+            setting = experiment_keys.get(metric.get("experiment"), metric.get("experiment"))
+            cells = (f"`{setting}`", metric["metric"], metric["axis"], metric["scale"], _effect_text(metric["effect"]))
             report.append("| " + " | ".join(cells) + " |")
         report.append("")
         for claim in effects["claims"]:
@@ -181,7 +185,10 @@ def main() -> None:
                 reason = f" — {entry['reason']}" if entry.get("reason") else ""
                 report.append(f"  - in `{setting}`: {entry['verdict']}{reason}")
         for axis in ("safety", "capability"):
-            report.append(f"- {axis} score (log units): {_score_text(effects['axis_scores'].get(axis))}")
+            score = effects["axis_scores"].get(axis)
+            source = experiment_keys.get(score.get("experiment"), score.get("experiment")) if score else None
+            where = f" (from `{source}`)" if score else ""
+            report.append(f"- {axis} score (log units): {_score_text(score)}{where}")
     landscape = landscape_get(user=None)
     report.append("\n### Landscape\n")
     report.append(landscape["aggregate"]["answer"])

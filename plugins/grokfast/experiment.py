@@ -281,9 +281,21 @@ def draw_fourier_frequencies(modulus: int, count: int, seed: int) -> list[int]:
 
 def draw_residue_permutation(modulus: int, seed: int) -> list[int]:
     """A permutation of the residues 0..p-1 drawn from ``seed`` (a generator of its own, apart from the
-    frequencies'), for the shuffled control: row x of its embedding holds the waves of residue perm[x]."""
+    frequencies'), for the shuffled control: row x of its embedding holds the waves of residue perm[x].
+
+    Never affine (x -> a x + b mod p): that would turn a wave at frequency k into one at a k, still a
+    Fourier form. Drawn again until it is not (only small primes ever draw one: p = 5 often, p = 7
+    rarely, p >= 31 in none of 200 seeds)."""
     generator = torch.Generator().manual_seed(seed + 1_000_003)
-    return [int(i) for i in torch.randperm(modulus, generator=generator)]
+    while True:
+        permutation = [int(i) for i in torch.randperm(modulus, generator=generator)]
+        if not _is_affine(permutation, modulus):
+            return permutation
+
+
+def _is_affine(permutation: list[int], modulus: int) -> bool:
+    offset, slope = permutation[0], (permutation[1] - permutation[0]) % modulus
+    return all(value == (slope * x + offset) % modulus for x, value in enumerate(permutation))
 
 
 def fourier_embedding_init(

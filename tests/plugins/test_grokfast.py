@@ -412,3 +412,15 @@ def test_the_control_run_differs_from_the_baseline_only_in_its_embedding():
     assert sorted(curves[INTERVENTION]["key_frequencies"]) == draw_fourier_frequencies(31, 5, seed=4)
     assert sorted(curves[BASELINE]["key_frequencies"]) != draw_fourier_frequencies(31, 5, seed=4)
     assert any("Fourier waves over shuffled residues" in str(line) for line in control_ctx.logs)
+
+
+def test_the_shuffled_control_is_never_an_affine_relabelling():
+    """x -> a x + b mod p maps a wave at frequency k to one at a k (still a Fourier form): the control
+    draws again until its permutation is not affine (p = 5 draws affine ones often)."""
+    from plugins.grokfast.experiment import _is_affine
+
+    assert _is_affine([0, 2, 4, 1, 3], 5) and _is_affine(list(range(7)), 7)
+    assert not _is_affine([1, 0, 2, 3, 4], 5)
+    for seed in range(50):
+        assert not _is_affine(draw_residue_permutation(5, seed), 5)
+        assert sorted(draw_residue_permutation(5, seed)) == list(range(5))
