@@ -1,15 +1,18 @@
 """Effects, verdicts and axis scores of the example findings, computed by the registry's own
-pipeline from real runs of the built-in plugins at default parameters.
+pipeline from real runs of the built-in plugins (default parameters and the examples' second settings).
 
-    python bench/collect_builtins.py --seeds 7            # train: bench/results/builtins_default.json
+    python bench/collect_builtins.py --seeds 7            # train the defaults: bench/results/builtins_default.json
+    python bench/plugin_times.py --seeds 5 --plugins leace --params '{"baseline_arm": "random"}' \
+        --collect bench/results/builtins_default.json      # a labelled second setting or control
     python bench/effects_builtins.py                      # each example at its own seed count
     python bench/effects_builtins.py --seeds 5            # every example at 5 seeds
     python bench/effects_builtins.py --keep-db var/bench  # also keep the database for the dashboard
 
-The runs are loaded into a fresh embedded (SQLite) registry as registry runs of each example
-finding's experiment, then ``finding_effects_recompute`` computes what the API serves. Runs
-collected before time-to-event metrics were censored store the step budget as a number; such a
-value equal to the plugin's default budget is read as "not reached" (said in the output).
+The runs are loaded into a fresh embedded (SQLite) registry as registry runs of every experiment
+of each example finding (looked up by ``bench.plugin_times.setting_key``), then
+``finding_effects_recompute`` computes what the API serves. Runs collected before time-to-event
+metrics were censored store the step budget as a number; such a value equal to the plugin's
+default budget is read as "not reached" (said in the output).
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def summary_preview(text: Any) -> str | None:
     text = text if isinstance(text, str) else ""
     if len(text) > PREVIEW_MAX_CHARS:
         return None
-    return render_markdown(text.replace("\x00", ""))
+    return render_markdown(text.replace("\x00", ""), cache=False)  # a draft: not kept in the cache
 
 
 # ---------------------------------------------------------------- plugins

@@ -38,10 +38,11 @@ _cache: OrderedDict[str, str] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def render_markdown(text: str) -> str:
-    """Safe HTML of a Markdown text."""
+def render_markdown(text: str, *, cache: bool = True) -> str:
+    """Safe HTML of a Markdown text. ``cache=False`` for text that is not stored (a preview while
+    typing): it would only push stored summaries out of the cache."""
     text = text or ""
-    if len(text) > CACHED_TEXT_CHARS:
+    if not cache or len(text) > CACHED_TEXT_CHARS:
         return _render(text)
     with _cache_lock:
         html = _cache.get(text)

@@ -73,3 +73,15 @@ def test_the_cache_keeps_at_most_its_size_least_recently_used_out_first(monkeypa
     render_markdown("one")  # used again: now the most recent
     render_markdown("four")
     assert list(markdown._cache) == ["three", "one", "four"]  # "two" went first
+
+
+def test_a_summary_preview_is_rendered_but_not_kept():
+    """The dashboard's preview renders drafts as the finding page will, without filling the cache
+    that stored summaries share (a draft per keystroke would push them out)."""
+    from registry.dashboard.submissions import summary_preview
+    from registry.findings import markdown
+
+    draft = "a *draft* being typed unique-3c9e"
+    assert summary_preview(draft) == markdown._render(draft)
+    assert draft not in markdown._cache
+    assert render_markdown(draft) == markdown._render(draft) and draft in markdown._cache  # stored text: kept
