@@ -258,3 +258,21 @@ class UserQuota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of user {self.user_id}"
+
+
+class RunsRequestedHour(models.Model):
+    """How many runs a user requested in one clock hour (by their reproduction's ``created_at``):
+    the daily quota sums the window's whole hours from these rows instead of counting the user's
+    runs, so its check costs the same at run 10 and run 100,000 (``registry.reproductions.quotas``).
+    Written under the user's quota lock; rows older than the window are deleted as new hours start.
+    Runs deleted later stay counted: the cap is on runs requested, whatever became of them."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField(help_text="The start of the clock hour (UTC).")
+    runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "hour"], name="runs_requested_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.runs} runs of user {self.user_id} in the hour from {self.hour:%Y-%m-%d %H:00}"

@@ -14,27 +14,37 @@ the caller insert. A second request of the same user waits on the lock until the
 Self-reported runs (``self_reported_run_record``) use no worker time and are never active: they
 count against the daily cap only (they are rows and effects recomputes all the same).
 
+The daily count costs the same whatever the user's runs today: each request adds its runs to the
+user's row for the clock hour (``RunsRequestedHour``, ``runs_requested_record``, under the same
+lock), and the count sums the window's whole hours from those rows and counts only the runs of its
+first, partial hour one by one (at most an hour of them). Runs deleted since stay counted.
+
 Staff users get the same defaults; a staff user may raise anyone's caps, their own included.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, F, QuerySet
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from registry.errors import ApplicationError
-from registry.reproductions.models import Run, UserQuota
+from registry.reproductions.models import Run, RunsRequestedHour, UserQuota
 
 ACTIVE_RUNS = "active_runs"
 RUNS_PER_DAY = "runs_per_day"
 QUOTA_NAMES = (ACTIVE_RUNS, RUNS_PER_DAY)
 DAY = timedelta(hours=24)
+HOUR = timedelta(hours=1)
 ACTIVE_STATES = (Run.State.QUEUED, Run.State.RUNNING)
 _DESCRIPTIONS = {
     ACTIVE_RUNS: "runs queued or running at once",
@@ -91,13 +101,94 @@ def _user_runs(user: Any):
     return Run.objects.filter(reproduction__requested_by=user)
 
 
+def _totals(*parts: tuple[QuerySet, str | None]) -> list[int]:
+    """For each ``(queryset, column)`` the sum of that column over its rows (``None``: the number of
+    rows), all in one statement: one round trip to the database for the quota's counts."""
+    selects, params = [], []
+    for queryset, column in parts:
+        sql, part_params = queryset.order_by().values(column or "pk").query.sql_with_params()
+        total = f"SUM({connection.ops.quote_name(column)})" if column else "COUNT(*)"
+        selects.append(f"(SELECT COALESCE({total}, 0) FROM ({sql}) AS part)")
+        params.extend(part_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(selects), params)
+        return [int(value) for value in cursor.fetchone()]
+
+
+def _active_runs(user: Any) -> QuerySet:
+    return _user_runs(user).filter(state__in=ACTIVE_STATES)
+
+
 def active_runs_used(user: Any) -> int:
-    return _user_runs(user).filter(state__in=ACTIVE_STATES).count()
+    return _active_runs(user).count()
+
+
+def _hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _window(now: datetime) -> tuple[datetime, datetime]:
+    """The 24-hour window's start and the start of its first whole clock hour."""
+    since = now - DAY
+    return since, _hour_of(since) + HOUR
+
+
+def _runs_today_parts(user: Any, now: datetime) -> list[tuple[QuerySet, str | None]]:
+    """The window's whole hours from the hourly rows; its first, partial hour run by run."""
+    since, first_whole_hour = _window(now)
+    return [
+        (RunsRequestedHour.objects.filter(user=user, hour__gte=first_whole_hour), "runs"),
+        (_user_runs(user).filter(reproduction__created_at__gt=since, reproduction__created_at__lt=first_whole_hour),
+         None),
+    ]
 
 
 def runs_today_used(user: Any, *, now: Any = None) -> int:
-    since = (now or timezone.now()) - DAY
-    return _user_runs(user).filter(reproduction__created_at__gt=since).count()
+    """Runs the user requested in the last 24 hours (at most an hour of them counted one by one)."""
+    return sum(_totals(*_runs_today_parts(user, now or timezone.now())))
+
+
+def runs_requested_record(*, user: Any, runs_at: Iterable[tuple[datetime, int]]) -> None:
+    """Add runs just inserted (``(their reproduction's created_at, how many)``) to the user's hourly
+    rows. Called in the transaction that inserted them, after ``quota_reserve`` (whose lock on the
+    user's quota row makes the read-then-write safe); as a new hour starts, the user's rows that
+    left the window are deleted."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("runs_requested_record must run inside the transaction that creates the runs")
+    by_hour: Counter[datetime] = Counter()
+    for at, runs in runs_at:
+        by_hour[_hour_of(at)] += runs
+    new_hour = False
+    for hour, runs in by_hour.items():
+        if runs and not RunsRequestedHour.objects.filter(user=user, hour=hour).update(runs=F("runs") + runs):
+            RunsRequestedHour.objects.create(user=user, hour=hour, runs=runs)
+            new_hour = True
+    if new_hour:
+        RunsRequestedHour.objects.filter(user=user, hour__lt=_hour_of(timezone.now() - DAY)).delete()
+
+
+def runs_requested_rebuild(
+    *, users: Iterable[Any] | None = None, now: datetime | None = None,
+    run_model: Any = Run, hour_model: Any = RunsRequestedHour,
+) -> int:
+    """Recount the hourly rows of the last 24 hours from the runs themselves, for ``users`` (all
+    when None): what the migration that added the rows does, and what to run after editing runs'
+    times by hand. Runs deleted before it are no longer counted. Returns the rows written."""
+    start = _hour_of((now or timezone.now()) - DAY)
+    runs = run_model.objects.filter(reproduction__created_at__gte=start)
+    rows = hour_model.objects.all()
+    if users is not None:
+        user_ids = [getattr(u, "pk", u) for u in users]
+        runs = runs.filter(reproduction__requested_by__in=user_ids)
+        rows = rows.filter(user__in=user_ids)
+    counts = (runs.annotate(hour=TruncHour("reproduction__created_at", tzinfo=UTC))
+              .values("reproduction__requested_by", "hour").annotate(runs=Count("pk")).order_by())
+    rows.delete()
+    written = hour_model.objects.bulk_create([
+        hour_model(user_id=c["reproduction__requested_by"], hour=c["hour"], runs=c["runs"]) for c in counts
+        if c["reproduction__requested_by"] is not None
+    ])
+    return len(written)
 
 
 def quota_usage(user: Any) -> dict[str, Any]:
@@ -116,20 +207,38 @@ def quota_usage(user: Any) -> dict[str, Any]:
 
 
 def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now: Any) -> int:
-    """Seconds until enough of the window's runs age out for ``requested`` more to fit."""
+    """Seconds until enough of the window's runs age out for ``requested`` more to fit: the
+    partial first hour's runs one by one, then the hourly rows in order; within the hour that
+    frees enough, the runs' own times where they are all still there, else the hour's end."""
     must_expire = used + requested - limit
     if must_expire > used:  # more than the cap itself: no wait is enough
         return int(DAY.total_seconds())
-    created = (
-        _user_runs(user).filter(reproduction__created_at__gt=now - DAY)
-        .order_by("reproduction__created_at", "pk").values_list("reproduction__created_at", flat=True)
-    )
-    # ``used`` was counted by another query: runs deleted since (a finding deleted concurrently)
-    # can leave fewer rows than that; then the whole window is the (safe) answer
-    oldest_needed = created[must_expire - 1 : must_expire].first()
-    if oldest_needed is None:
+    since, first_whole_hour = _window(now)
+
+    def created_between(start: datetime, end: datetime, first: int) -> list[datetime]:
+        return list(
+            _user_runs(user).filter(reproduction__created_at__gt=start, reproduction__created_at__lt=end)
+            .order_by("reproduction__created_at", "pk").values_list("reproduction__created_at", flat=True)[:first]
+        )
+
+    partial = created_between(since, first_whole_hour, must_expire)
+    leaves_at = partial[must_expire - 1] + DAY if len(partial) == must_expire else None
+    remaining = must_expire - len(partial)
+    hours = RunsRequestedHour.objects.filter(user=user, hour__gte=first_whole_hour).order_by("hour")
+    for hour, runs in ([] if leaves_at else hours.values_list("hour", "runs")):
+        if remaining > runs:
+            remaining -= runs
+            continue
+        # ``hour - 1 µs``: created_between's lower bound is exclusive
+        times = created_between(hour - timedelta(microseconds=1), hour + HOUR, runs)
+        # without their times: by the hour's end, or now for the current hour, and a day
+        leaves_at = (times[remaining - 1] if len(times) == runs else min(hour + HOUR, now)) + DAY
+        break
+    # ``used`` was counted by another query: rows deleted since (a finding deleted concurrently)
+    # can leave fewer than that; then the whole window is the (safe) answer
+    if leaves_at is None:
         return int(DAY.total_seconds())
-    return max(1, math.ceil((oldest_needed + DAY - now).total_seconds()))
+    return max(1, math.ceil((leaves_at - now).total_seconds()))
 
 
 def _lock_quota_row(user: Any) -> UserQuota:
@@ -154,19 +263,25 @@ def quota_reserve(
     ``already_inserted``: how many of the ``requested`` runs this transaction inserted before the
     call (self-reported runs take the lock last, after their bulk insert, so that it is held for
     the count and the commit only); they are not counted twice. The counts stay correct: a
-    concurrent request of the same user counts after this one commits, its runs included."""
+    concurrent request of the same user counts after this one commits, its runs included.
+
+    The caller then adds the runs it inserted to the hourly rows (``runs_requested_record``) in
+    the same transaction, still under the lock."""
     if not connection.in_atomic_block:
         raise RuntimeError("quota_reserve must run inside the transaction that creates the runs")
     limits = _limits_from(_lock_quota_row(user))
     now = timezone.now()
+    # this transaction's runs are not in the hourly rows yet (runs_requested_record comes after)
+    # and not in the window's partial first hour: the daily count has them once, by ``requested``
+    totals = _totals(*_runs_today_parts(user, now), *([(_active_runs(user), None)] if active else []))
     if active:
-        used = active_runs_used(user) - already_inserted
+        used = totals[-1] - already_inserted
         if used + requested > limits.active_runs:
             raise QuotaExceeded(
                 quota=ACTIVE_RUNS, limit=limits.active_runs, used=used, requested=requested,
                 retry_after=settings.QUOTA_ACTIVE_RETRY_AFTER_S, field=field,
             )
-    used = runs_today_used(user, now=now) - already_inserted
+    used = sum(totals[:2])
     if used + requested > limits.runs_per_day:
         raise QuotaExceeded(
             quota=RUNS_PER_DAY, limit=limits.runs_per_day, used=used, requested=requested, field=field,

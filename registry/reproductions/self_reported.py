@@ -37,7 +37,7 @@ from registry.reproductions.models import (
     Run,
     RunSeries,
 )
-from registry.reproductions.quotas import quota_reserve
+from registry.reproductions.quotas import quota_reserve, runs_requested_record
 from registry.reproductions.selectors import experiment_list
 from registry.reproductions.series import series_validate
 from registry.reproductions.services import (
@@ -334,6 +334,9 @@ def _write(
     # runs are inserted already (rolled back with everything else if the quota refuses them)
     quota_reserve(user=user, requested=len(runs), field=None if len(runs) == 1 else "runs", active=False,
                   already_inserted=len(runs))
+    runs_requested_record(
+        user=user, runs_at=[(r.created_at, len(by_device[device])) for device, r in reproductions.items()]
+    )
     return created
 
 

@@ -341,7 +341,7 @@ def reproduction_request(
     Within the user's quota (``registry.reproductions.quotas``): checked under a lock on the
     user's quota row in this transaction, so concurrent requests are counted one after another;
     beyond a cap a ``QuotaExceeded`` (429, its error under ``quota_field``) and nothing written."""
-    from registry.reproductions.quotas import quota_reserve
+    from registry.reproductions.quotas import quota_reserve, runs_requested_record
 
     if experiment.retracted_at is not None:
         raise ApplicationError("this experiment was retracted; it cannot be reproduced", field="experiment")
@@ -372,6 +372,7 @@ def reproduction_request(
         [Run(reproduction=reproduction, seed=seed, queue=device, requested_plugin_version=plugin_cls.version[:50])
          for seed in seeds]
     )
+    runs_requested_record(user=user, runs_at=[(reproduction.created_at, len(runs))])
     event_emit(
         type="reproduction.requested",
         finding_id=experiment.finding_id,

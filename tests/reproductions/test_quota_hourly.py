@@ -1,0 +1,138 @@
+"""The daily quota's count from hourly rows (registry.reproductions.quotas): the window's whole
+hours are summed from ``RunsRequestedHour``, only its first, partial hour is counted run by run, so
+the check costs the same at run 10 and run 100,000; deleted runs stay counted; the rows are
+rebuilt from the runs (the migration) and pruned as hours pass."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from registry.reproductions import quotas, services
+from registry.reproductions.models import Reproduction, Run, RunsRequestedHour
+from registry.reproductions.self_reported import self_reported_run_record
+from tests.api.helpers import assert_error
+from tests.factories import FindingFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def experiment(user):
+    finding = FindingFactory(created_by=user)
+    return services.experiment_create(finding=finding, user=user, plugin="echo", default_seeds=2, reproduce=False)
+
+
+def _reproduce(client, experiment, seeds):
+    return client.post(f"/api/v1/experiments/{experiment.pk}/reproductions/", {"seeds": seeds}, format="json")
+
+
+def _rows_in_window(user, now: datetime) -> int:
+    return Run.objects.filter(reproduction__requested_by=user, reproduction__created_at__gt=now - quotas.DAY).count()
+
+
+def test_each_request_adds_its_runs_to_the_hour_of_its_reproduction(api, user, experiment):
+    assert _reproduce(api, experiment, [0, 1, 2]).status_code == 202
+    assert _reproduce(api, experiment, [3]).status_code == 202
+    created = Reproduction.objects.order_by("pk").first().created_at
+    hours = list(RunsRequestedHour.objects.filter(user=user).values_list("hour", "runs"))
+    assert hours == [(created.astimezone(UTC).replace(minute=0, second=0, microsecond=0), 4)] or (
+        # the two requests straddled a clock hour
+        sorted(r for _, r in hours) == [1, 3]
+    )
+    assert quotas.runs_today_used(user) == 4
+
+
+def test_self_reported_runs_are_recorded_too(user):
+    finding = FindingFactory(created_by=user)
+    experiment = services.experiment_create(finding=finding, user=user, plugin="echo", reproduce=False)
+    params = experiment.params
+    for seed in range(3):
+        self_reported_run_record(experiment=experiment, user=user, seed=seed, params=params, hardware="cpu",
+                                 measurements={"baseline": {"risk": 1.0, "skill": 1.0, "width": 3.0},
+                                               "intervention": {"risk": 0.5, "skill": 1.0, "width": 3.0}})
+    assert sum(RunsRequestedHour.objects.filter(user=user).values_list("runs", flat=True)) == 3
+    assert quotas.runs_today_used(user) == 3
+
+
+def test_the_count_reads_the_hourly_rows_not_the_runs(api, user, experiment, settings):
+    settings.QUOTA_RUNS_PER_DAY = 50
+    assert _reproduce(api, experiment, [0, 1]).status_code == 202
+    # the hourly row says far more than the runs stored: the check must follow the row
+    RunsRequestedHour.objects.filter(user=user).update(runs=49)
+    assert quotas.runs_today_used(user) == 49
+    body = assert_error(_reproduce(api, experiment, [2, 3]), 429, "seeds")
+    assert (body["quota"], body["used"]) == ("runs_per_day", 49)
+
+
+def test_deleted_runs_stay_counted(api, user, experiment, settings):
+    settings.QUOTA_RUNS_PER_DAY = 4
+    assert _reproduce(api, experiment, [0, 1, 2, 3]).status_code == 202
+    Run.objects.update(state=Run.State.SUCCEEDED, finished_at=timezone.now())
+    Reproduction.objects.all().delete()
+    assert Run.objects.count() == 0
+    body = assert_error(_reproduce(api, experiment, [4]), 429, "seeds")
+    assert (body["quota"], body["used"]) == ("runs_per_day", 4)
+    # their times are gone with them: they were requested by now at the latest, so a day from now
+    assert 86_000 < body["retry_after"] <= 86_400
+
+
+@pytest.mark.parametrize("minutes_past_the_hour", [0, 1, 29, 59])
+def test_the_count_matches_the_runs_across_the_window_edge(user, experiment, minutes_past_the_hour):
+    # runs at many ages around the window's start, recorded as requests record them
+    top = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    now = top + timedelta(minutes=minutes_past_the_hour, seconds=17)
+    ages_min = [5, 61, 600, 23 * 60 + 10, 23 * 60 + 50, 24 * 60 - 1, 24 * 60 + 1, 24 * 60 + 40, 26 * 60]
+    for seed in range(len(ages_min)):
+        with transaction.atomic():
+            reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=[seed, seed])
+            Run.objects.bulk_create([Run(reproduction=reproduction, seed=seed, state=Run.State.SUCCEEDED),
+                                     Run(reproduction=reproduction, seed=seed + 100, state=Run.State.SUCCEEDED)])
+    for reproduction, age in zip(Reproduction.objects.order_by("pk"), ages_min, strict=True):
+        Reproduction.objects.filter(pk=reproduction.pk).update(created_at=now - timedelta(minutes=age))
+    assert quotas.runs_requested_rebuild(now=now) > 0
+    for later in (now, now + timedelta(minutes=3), now + timedelta(minutes=45), now + timedelta(hours=2)):
+        assert quotas.runs_today_used(user, now=later) == _rows_in_window(user, later), later
+
+
+def test_the_rebuild_counts_runs_made_before_the_rows_existed(user, other_user, experiment):
+    for who, seeds in ((user, [0, 1, 2]), (other_user, [0])):
+        reproduction = Reproduction.objects.create(experiment=experiment, requested_by=who, seeds=seeds)
+        Run.objects.bulk_create([Run(reproduction=reproduction, seed=s) for s in seeds])
+    old = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=[9])
+    Run.objects.create(reproduction=old, seed=9)
+    Reproduction.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=30))
+    assert RunsRequestedHour.objects.count() == 0  # made without a request: not recorded
+    assert quotas.runs_today_used(user) == 0
+    quotas.runs_requested_rebuild(users=[user])
+    assert (quotas.runs_today_used(user), quotas.runs_today_used(other_user)) == (3, 0)
+    quotas.runs_requested_rebuild()
+    assert (quotas.runs_today_used(user), quotas.runs_today_used(other_user)) == (3, 1)
+
+
+def test_rows_that_left_the_window_are_deleted_when_a_new_hour_starts(api, user, experiment):
+    stale = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    RunsRequestedHour.objects.create(user=user, hour=stale, runs=7)
+    assert _reproduce(api, experiment, [0]).status_code == 202
+    assert not RunsRequestedHour.objects.filter(hour=stale).exists()
+    assert quotas.runs_today_used(user) == 1
+
+
+def test_the_check_costs_the_same_statements_with_many_runs_today(api, user, experiment):
+    def statements(seed: int) -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert _reproduce(api, experiment, [seed]).status_code == 202
+        return len(ctx.captured_queries)
+
+    statements(0)  # the quota row is made on the first request
+    first = statements(1)
+    reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=list(range(500)))
+    Run.objects.bulk_create([Run(reproduction=reproduction, seed=s, state=Run.State.SUCCEEDED) for s in range(500)])
+    quotas.runs_requested_rebuild(users=[user])
+    assert quotas.runs_today_used(user) == 502
+    assert statements(1000) == first
+
