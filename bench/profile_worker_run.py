@@ -3,9 +3,13 @@ process calls it, for runs of the 50 ms sleep plugin of bench/worker_overhead.py
 pyinstrument (wall-clock: the waits on the child show as such).
 
   python bench/profile_worker_run.py [--runs 30] [--output bench/results/profiles/worker_run.txt]
+  python bench/profile_worker_run.py --phases [--runs 40]
 
 Against PostgreSQL on localhost (a database of its own); the zygote start mode; the first runs
 (the zygote's start) are not profiled. Also prints the per-run wall time minus the plugin's own.
+``--phases``: no profiler; instead each run's path is cut at its steps (the claim, the child's
+start, its first message, its result message, its exit, the save) and the p50 of each step is
+printed, the plugin's own time taken out of the step it falls in.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--sleep-s", type=float, default=0.05)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--phases", action="store_true", help="time each step of a run instead of profiling")
     args = parser.parse_args()
     var = tempfile.mkdtemp(prefix="bench-profile-")
     db = f"bench_profile_{os.getpid()}"
@@ -74,6 +79,10 @@ def main() -> None:
                     .runs.order_by("pk").values_list("pk", flat=True))
         for run_id in runs[:3]:  # the zygote's start and the first imports
             assert run_execute(run_id) == "succeeded"
+        if args.phases:
+            print(_phases(runs[3:], run_execute, Measurement))
+            zygote_stop()
+            return
         profiler = Profiler(interval=0.0005)
         walls = []
         profiler.start()
@@ -117,6 +126,83 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(var, ignore_errors=True)
+
+
+def _phases(run_ids: list[int], run_execute, measurement_model) -> str:  # noqa: ANN001
+    """Run ``run_ids`` one after another with the steps of ``run_execute`` timed (wrappers on the
+    functions it calls, and the time the child's environment and result messages are read)."""
+    import json
+    from collections import defaultdict
+
+    from registry.reproductions import services
+    from worker import sandbox
+
+    marks: dict[str, float] = {}
+
+    class TimedJson:  # the channel reader's json.loads: the moment each kind of message is read
+        dumps = staticmethod(json.dumps)
+
+        @staticmethod
+        def loads(text, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN205
+            message = json.loads(text, *a, **k)
+            if isinstance(message, dict) and message.get("t") in ("environment", "result"):
+                marks.setdefault(message["t"], time.perf_counter())
+            return message
+
+    def timed(owner, name: str) -> None:  # noqa: ANN001
+        original = getattr(owner, name)
+
+        def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            marks[f"{name}:0"] = time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                marks.setdefault(f"{name}:1", time.perf_counter())
+
+        setattr(owner, name, wrapper)
+
+    sandbox.json = TimedJson  # type: ignore[assignment]
+    for owner, name in ((services, "run_claim_loaded"), (services, "run_succeed"), (sandbox.ChildRun, "start"),
+                        (sandbox.ChildRun, "finish")):
+        timed(owner, name)
+    wait = sandbox.ChildRun.wait
+
+    def timed_wait(self, timeout):  # noqa: ANN001, ANN202
+        code = wait(self, timeout)
+        if code is not None:
+            marks.setdefault("exited", time.perf_counter())
+        return code
+
+    sandbox.ChildRun.wait = timed_wait
+    rows = []
+    for run_id in run_ids:
+        marks.clear()
+        started = time.perf_counter()
+        assert run_execute(run_id) == "succeeded"
+        rows.append((run_id, started, time.perf_counter(), dict(marks)))
+    plugin = dict(measurement_model.objects.filter(run_id__in=run_ids, arm="baseline", metric="plugin_s")
+                  .values_list("run_id", "value"))
+    steps: dict[str, list[float]] = defaultdict(list)
+    for run_id, started, ended, m in rows:
+        for name, a, b in (
+            ("task start -> claim", started, m["run_claim_loaded:0"]),
+            ("claim (UPDATE, event, commit)", m["run_claim_loaded:0"], m["run_claim_loaded:1"]),
+            ("claimed -> child start", m["run_claim_loaded:1"], m["start:0"]),
+            ("child start (a spare from the zygote)", m["start:0"], m["start:1"]),
+            ("started -> its first message", m["start:1"], m["environment"]),
+            ("first message -> result, minus the plugin", m["environment"], m["result"] - plugin[run_id]),
+            ("result -> the process has exited", m["result"], m["exited"]),
+            ("exited -> finish() done", m["exited"], m["finish:1"]),
+            ("finish -> save (results, artifacts read)", m["finish:1"], m["run_succeed:0"]),
+            ("save (measurements, state, event, commit)", m["run_succeed:0"], m["run_succeed:1"]),
+            ("save -> task end (liveness unlock, cleanup)", m["run_succeed:1"], ended),
+            ("all, minus the plugin", started, ended - plugin[run_id]),
+        ):
+            steps[name].append((b - a) * 1000)
+    lines = [f"{len(rows)} runs of the sleep plugin, one after another; load {os.getloadavg()[0]:.2f}",
+             f"{'step':48s} {'p50 ms':>8s} {'min ms':>8s}"]
+    lines += [f"{name:48s} {statistics.median(v):8.2f} {min(v):8.2f}" for name, v in steps.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
