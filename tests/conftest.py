@@ -91,6 +91,24 @@ def other_user(db):
 
 
 @pytest.fixture
+def mid_hour_clock(monkeypatch):
+    """Django's clock (``timezone.now``, which ``auto_now_add`` reads too) moved back to 10 minutes
+    past the current UTC hour, still running: a test that counts per clock hour (the daily quota's
+    hourly rows) never straddles an hour. Returns the shift."""
+    from datetime import UTC, timedelta
+
+    from django.utils import timezone
+
+    real_now = timezone.now
+    current = real_now().astimezone(UTC)
+    shift = current - current.replace(minute=10, second=0, microsecond=0)
+    if shift < timedelta(0):
+        shift += timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - shift)
+    return shift
+
+
+@pytest.fixture
 def staff_user(db):
     return UserFactory(is_staff=True)
 

@@ -17,7 +17,10 @@ count against the daily cap only (they are rows and effects recomputes all the s
 The daily count costs the same whatever the user's runs today: each request adds its runs to the
 user's row for the clock hour (``RunsRequestedHour``, ``runs_requested_record``, under the same
 lock), and the count sums the window's whole hours from those rows and counts only the runs of its
-first, partial hour one by one (at most an hour of them). Runs deleted since stay counted.
+first, partial hour one by one: what the user requested in one hour 23-24 hours ago, not all day.
+A run deleted since stays counted until its hour becomes the window's partial first hour.
+``manage.py quota_recount`` rebuilds the rows from the runs (after runs' times were edited by
+hand, or after a rolling upgrade in which servers without the rows created runs).
 
 Staff users get the same defaults; a staff user may raise anyone's caps, their own included.
 """
@@ -151,8 +154,8 @@ def runs_today_used(user: Any, *, now: Any = None) -> int:
 def runs_requested_record(*, user: Any, runs_at: Iterable[tuple[datetime, int]]) -> None:
     """Add runs just inserted (``(their reproduction's created_at, how many)``) to the user's hourly
     rows. Called in the transaction that inserted them, after ``quota_reserve`` (whose lock on the
-    user's quota row makes the read-then-write safe); as a new hour starts, the user's rows that
-    left the window are deleted."""
+    user's quota row makes the read-then-write safe); as one of the user's new hours starts, their
+    rows that left the window are deleted (a user who stops requesting keeps at most a day of rows)."""
     if not connection.in_atomic_block:
         raise RuntimeError("runs_requested_record must run inside the transaction that creates the runs")
     by_hour: Counter[datetime] = Counter()
@@ -167,28 +170,33 @@ def runs_requested_record(*, user: Any, runs_at: Iterable[tuple[datetime, int]])
         RunsRequestedHour.objects.filter(user=user, hour__lt=_hour_of(timezone.now() - DAY)).delete()
 
 
-def runs_requested_rebuild(
-    *, users: Iterable[Any] | None = None, now: datetime | None = None,
-    run_model: Any = Run, hour_model: Any = RunsRequestedHour,
-) -> int:
+def runs_requested_rebuild(*, users: Iterable[Any] | None = None, now: datetime | None = None) -> int:
     """Recount the hourly rows of the last 24 hours from the runs themselves, for ``users`` (all
-    when None): what the migration that added the rows does, and what to run after editing runs'
-    times by hand. Runs deleted before it are no longer counted. Returns the rows written."""
+    users with runs in the window, or with rows, when None), each under their quota lock in a
+    transaction of its own: safe while the registry serves. Runs deleted before it are no longer
+    counted. Returns the rows written. ``manage.py quota_recount`` calls it."""
     start = _hour_of((now or timezone.now()) - DAY)
-    runs = run_model.objects.filter(reproduction__created_at__gte=start)
-    rows = hour_model.objects.all()
-    if users is not None:
-        user_ids = [getattr(u, "pk", u) for u in users]
-        runs = runs.filter(reproduction__requested_by__in=user_ids)
-        rows = rows.filter(user__in=user_ids)
-    counts = (runs.annotate(hour=TruncHour("reproduction__created_at", tzinfo=UTC))
-              .values("reproduction__requested_by", "hour").annotate(runs=Count("pk")).order_by())
-    rows.delete()
-    written = hour_model.objects.bulk_create([
-        hour_model(user_id=c["reproduction__requested_by"], hour=c["hour"], runs=c["runs"]) for c in counts
-        if c["reproduction__requested_by"] is not None
-    ])
-    return len(written)
+    if users is None:
+        user_ids = set(Run.objects.filter(reproduction__created_at__gte=start)
+                       .values_list("reproduction__requested_by", flat=True).distinct())
+        user_ids |= set(RunsRequestedHour.objects.values_list("user", flat=True).distinct())
+        user_ids.discard(None)
+    else:
+        user_ids = {getattr(u, "pk", u) for u in users}
+    written = 0
+    for user_id in sorted(user_ids):
+        with transaction.atomic():
+            _lock_quota_row(user_id)
+            counts = list(
+                Run.objects.filter(reproduction__requested_by=user_id, reproduction__created_at__gte=start)
+                .annotate(hour=TruncHour("reproduction__created_at", tzinfo=UTC))
+                .values("hour").annotate(runs=Count("pk")).order_by()
+            )
+            RunsRequestedHour.objects.filter(user=user_id).delete()
+            written += len(RunsRequestedHour.objects.bulk_create(
+                [RunsRequestedHour(user_id=user_id, hour=c["hour"], runs=c["runs"]) for c in counts]
+            ))
+    return written
 
 
 def quota_usage(user: Any) -> dict[str, Any]:
@@ -209,47 +217,49 @@ def quota_usage(user: Any) -> dict[str, Any]:
 def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now: Any) -> int:
     """Seconds until enough of the window's runs age out for ``requested`` more to fit: the
     partial first hour's runs one by one, then the hourly rows in order; within the hour that
-    frees enough, the runs' own times where they are all still there, else the hour's end."""
+    frees enough, its runs' own times. Never early: where runs of that hour were deleted, a
+    surviving run's time (as late or later) or the hour's end. A row or two per query."""
     must_expire = used + requested - limit
     if must_expire > used:  # more than the cap itself: no wait is enough
         return int(DAY.total_seconds())
     since, first_whole_hour = _window(now)
 
-    def created_between(start: datetime, end: datetime, first: int) -> list[datetime]:
-        return list(
+    def nth_oldest(start: datetime, end: datetime, n: int) -> datetime | None:
+        return (
             _user_runs(user).filter(reproduction__created_at__gt=start, reproduction__created_at__lt=end)
-            .order_by("reproduction__created_at", "pk").values_list("reproduction__created_at", flat=True)[:first]
+            .order_by("reproduction__created_at", "pk").values_list("reproduction__created_at", flat=True)[n - 1:n]
+            .first()
         )
 
-    partial = created_between(since, first_whole_hour, must_expire)
-    leaves_at = partial[must_expire - 1] + DAY if len(partial) == must_expire else None
-    remaining = must_expire - len(partial)
-    hours = RunsRequestedHour.objects.filter(user=user, hour__gte=first_whole_hour).order_by("hour")
-    for hour, runs in ([] if leaves_at else hours.values_list("hour", "runs")):
-        if remaining > runs:
-            remaining -= runs
-            continue
-        # ``hour - 1 µs``: created_between's lower bound is exclusive
-        times = created_between(hour - timedelta(microseconds=1), hour + HOUR, runs)
-        # without their times: by the hour's end, or now for the current hour, and a day
-        leaves_at = (times[remaining - 1] if len(times) == runs else min(hour + HOUR, now)) + DAY
-        break
-    # ``used`` was counted by another query: rows deleted since (a finding deleted concurrently)
-    # can leave fewer than that; then the whole window is the (safe) answer
-    if leaves_at is None:
+    leaves_at = None
+    if (oldest := nth_oldest(since, first_whole_hour, must_expire)) is not None:
+        leaves_at = oldest + DAY
+    else:
+        remaining = must_expire - _totals(_runs_today_parts(user, now)[1])[0]
+        for hour, runs in RunsRequestedHour.objects.filter(user=user, hour__gte=first_whole_hour).order_by("hour") \
+                .values_list("hour", "runs"):
+            if remaining > runs:
+                remaining -= runs
+                continue
+            # ``hour - 1 µs``: nth_oldest's lower bound is exclusive; without the run (deleted),
+            # by the hour's end (now, for the current hour) they have all been requested
+            survivor = nth_oldest(hour - timedelta(microseconds=1), hour + HOUR, remaining)
+            leaves_at = (survivor or min(hour + HOUR, now)) + DAY
+            break
+    if leaves_at is None:  # fewer runs than counted (a concurrent recount): the whole window is safe
         return int(DAY.total_seconds())
     return max(1, math.ceil((leaves_at - now).total_seconds()))
 
 
 def _lock_quota_row(user: Any) -> UserQuota:
-    """The user's quota row, locked until the caller's transaction ends: one ``SELECT ... FOR
-    UPDATE`` once the row exists (every request after the user's first); on the first, an INSERT
-    that waits for a concurrent insert of the same user to commit and then does nothing, and the
-    locking read again."""
+    """The user's quota row (``user``: a user or their primary key), locked until the caller's
+    transaction ends: one ``SELECT ... FOR UPDATE`` once the row exists (every request after the
+    user's first); on the first, an INSERT that waits for a concurrent insert of the same user to
+    commit and then does nothing, and the locking read again."""
     row = UserQuota.objects.select_for_update().filter(user=user).first()
     if row is not None:
         return row
-    UserQuota.objects.bulk_create([UserQuota(user=user)], ignore_conflicts=True)
+    UserQuota.objects.bulk_create([UserQuota(user_id=getattr(user, "pk", user))], ignore_conflicts=True)
     return UserQuota.objects.select_for_update().get(user=user)
 
 

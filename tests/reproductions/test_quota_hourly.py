@@ -35,15 +35,16 @@ def _rows_in_window(user, now: datetime) -> int:
     return Run.objects.filter(reproduction__requested_by=user, reproduction__created_at__gt=now - quotas.DAY).count()
 
 
-def test_each_request_adds_its_runs_to_the_hour_of_its_reproduction(api, user, experiment):
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def test_each_request_adds_its_runs_to_the_hour_of_its_reproduction(api, user, experiment, mid_hour_clock):
     assert _reproduce(api, experiment, [0, 1, 2]).status_code == 202
     assert _reproduce(api, experiment, [3]).status_code == 202
     created = Reproduction.objects.order_by("pk").first().created_at
     hours = list(RunsRequestedHour.objects.filter(user=user).values_list("hour", "runs"))
-    assert hours == [(created.astimezone(UTC).replace(minute=0, second=0, microsecond=0), 4)] or (
-        # the two requests straddled a clock hour
-        sorted(r for _, r in hours) == [1, 3]
-    )
+    assert hours == [(_hour(created), 4)]
     assert quotas.runs_today_used(user) == 4
 
 
@@ -59,7 +60,7 @@ def test_self_reported_runs_are_recorded_too(user):
     assert quotas.runs_today_used(user) == 3
 
 
-def test_the_count_reads_the_hourly_rows_not_the_runs(api, user, experiment, settings):
+def test_the_count_reads_the_hourly_rows_not_the_runs(api, user, experiment, settings, mid_hour_clock):
     settings.QUOTA_RUNS_PER_DAY = 50
     assert _reproduce(api, experiment, [0, 1]).status_code == 202
     # the hourly row says far more than the runs stored: the check must follow the row
@@ -69,7 +70,7 @@ def test_the_count_reads_the_hourly_rows_not_the_runs(api, user, experiment, set
     assert (body["quota"], body["used"]) == ("runs_per_day", 49)
 
 
-def test_deleted_runs_stay_counted(api, user, experiment, settings):
+def test_deleted_runs_stay_counted(api, user, experiment, settings, mid_hour_clock):
     settings.QUOTA_RUNS_PER_DAY = 4
     assert _reproduce(api, experiment, [0, 1, 2, 3]).status_code == 202
     Run.objects.update(state=Run.State.SUCCEEDED, finished_at=timezone.now())
@@ -81,21 +82,26 @@ def test_deleted_runs_stay_counted(api, user, experiment, settings):
     assert 86_000 < body["retry_after"] <= 86_400
 
 
-@pytest.mark.parametrize("minutes_past_the_hour", [0, 1, 29, 59])
-def test_the_count_matches_the_runs_across_the_window_edge(user, experiment, minutes_past_the_hour):
-    # runs at many ages around the window's start, recorded as requests record them
-    top = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    now = top + timedelta(minutes=minutes_past_the_hour, seconds=17)
-    ages_min = [5, 61, 600, 23 * 60 + 10, 23 * 60 + 50, 24 * 60 - 1, 24 * 60 + 1, 24 * 60 + 40, 26 * 60]
-    for seed in range(len(ages_min)):
+@pytest.mark.parametrize("past_the_hour", [timedelta(0), timedelta(microseconds=1), timedelta(minutes=1, seconds=17),
+                                           timedelta(minutes=29), timedelta(minutes=59, seconds=59)])
+def test_the_count_matches_the_runs_across_the_window_edge(user, experiment, past_the_hour):
+    # runs at many ages around the window's start (some exactly on an hour, or exactly 24 hours
+    # old), each recorded by runs_requested_record as a request records its runs
+    now = _hour(timezone.now()) + past_the_hour
+    ages = [timedelta(minutes=5), timedelta(minutes=61), timedelta(hours=10), timedelta(hours=23, minutes=10),
+            timedelta(hours=23, minutes=50), timedelta(hours=24) - timedelta(microseconds=1), timedelta(hours=24),
+            timedelta(hours=24, microseconds=1), timedelta(hours=24, minutes=40), timedelta(hours=26),
+            past_the_hour + timedelta(hours=23)]  # exactly on an hour
+    for seed, age in enumerate(ages):
         with transaction.atomic():
             reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=[seed, seed])
             Run.objects.bulk_create([Run(reproduction=reproduction, seed=seed, state=Run.State.SUCCEEDED),
                                      Run(reproduction=reproduction, seed=seed + 100, state=Run.State.SUCCEEDED)])
-    for reproduction, age in zip(Reproduction.objects.order_by("pk"), ages_min, strict=True):
-        Reproduction.objects.filter(pk=reproduction.pk).update(created_at=now - timedelta(minutes=age))
-    assert quotas.runs_requested_rebuild(now=now) > 0
-    for later in (now, now + timedelta(minutes=3), now + timedelta(minutes=45), now + timedelta(hours=2)):
+            Reproduction.objects.filter(pk=reproduction.pk).update(created_at=now - age)
+            reproduction.refresh_from_db()
+            quotas.runs_requested_record(user=user, runs_at=[(reproduction.created_at, 2)])
+    for later in (now, now + timedelta(microseconds=1), now + timedelta(minutes=3), now + timedelta(minutes=45),
+                  now + timedelta(hours=2)):
         assert quotas.runs_today_used(user, now=later) == _rows_in_window(user, later), later
 
 
@@ -114,15 +120,41 @@ def test_the_rebuild_counts_runs_made_before_the_rows_existed(user, other_user, 
     assert (quotas.runs_today_used(user), quotas.runs_today_used(other_user)) == (3, 1)
 
 
-def test_rows_that_left_the_window_are_deleted_when_a_new_hour_starts(api, user, experiment):
-    stale = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+def test_rows_that_left_the_window_are_deleted_when_a_new_hour_starts(api, user, experiment, mid_hour_clock):
+    stale = _hour(timezone.now()) - timedelta(hours=30)
+    in_window = _hour(timezone.now() - quotas.DAY) + quotas.HOUR  # the window's first whole hour
     RunsRequestedHour.objects.create(user=user, hour=stale, runs=7)
+    RunsRequestedHour.objects.create(user=user, hour=in_window, runs=5)
     assert _reproduce(api, experiment, [0]).status_code == 202
     assert not RunsRequestedHour.objects.filter(hour=stale).exists()
-    assert quotas.runs_today_used(user) == 1
+    assert RunsRequestedHour.objects.filter(hour=in_window, runs=5).exists()
+    assert quotas.runs_today_used(user) == 6
 
 
-def test_the_check_costs_the_same_statements_with_many_runs_today(api, user, experiment):
+def test_retry_after_follows_the_partial_hour_then_the_hourly_rows(api, user, experiment, settings, mid_hour_clock):
+    settings.QUOTA_RUNS_PER_DAY = 6
+    now = timezone.now()
+    # two runs 23 h 55 min old (the window's partial first hour), three 20 h old, one now
+    for seeds, age in (([0, 1], timedelta(hours=23, minutes=55)), ([2, 3, 4], timedelta(hours=20))):
+        reproduction = Reproduction.objects.create(experiment=experiment, requested_by=user, seeds=seeds)
+        Run.objects.bulk_create([Run(reproduction=reproduction, seed=s, state=Run.State.SUCCEEDED) for s in seeds])
+        Reproduction.objects.filter(pk=reproduction.pk).update(created_at=now - age)
+    quotas.runs_requested_rebuild(users=[user])
+    assert _reproduce(api, experiment, [5]).status_code == 202
+    Run.objects.update(state=Run.State.SUCCEEDED)
+    # one more needs one run to leave: the oldest, in 5 minutes
+    body = assert_error(_reproduce(api, experiment, [6]), 429, "seeds")
+    assert 4 * 60 < body["retry_after"] <= 5 * 60
+    # three more need three to leave: the two of the partial hour and the oldest of the 20-hour ones
+    body = assert_error(_reproduce(api, experiment, [6, 7, 8]), 429, "seeds")
+    assert 4 * 3600 - 60 < body["retry_after"] <= 4 * 3600
+    # one of those 20-hour runs deleted: its hour still counts three; the answer is never early
+    Run.objects.filter(seed=2).delete()
+    body = assert_error(_reproduce(api, experiment, [6, 7, 8]), 429, "seeds")
+    assert 4 * 3600 - 60 < body["retry_after"] <= 4 * 3600
+
+
+def test_the_check_costs_the_same_statements_with_many_runs_today(api, user, experiment, mid_hour_clock):
     def statements(seed: int) -> int:
         with CaptureQueriesContext(connection) as ctx:
             assert _reproduce(api, experiment, [seed]).status_code == 202
@@ -136,3 +168,21 @@ def test_the_check_costs_the_same_statements_with_many_runs_today(api, user, exp
     assert quotas.runs_today_used(user) == 502
     assert statements(1000) == first
 
+
+
+def test_the_recount_command_rebuilds_the_rows_under_each_user_s_lock(user, other_user, experiment):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    for who, seeds in ((user, [0, 1]), (other_user, [0, 1, 2])):
+        reproduction = Reproduction.objects.create(experiment=experiment, requested_by=who, seeds=seeds)
+        Run.objects.bulk_create([Run(reproduction=reproduction, seed=s) for s in seeds])
+    RunsRequestedHour.objects.create(user=user, hour=_hour(timezone.now()) - timedelta(hours=3), runs=40)
+    out = StringIO()
+    call_command("quota_recount", stdout=out)
+    assert "2 hourly row(s) written" in out.getvalue()
+    assert (quotas.runs_today_used(user), quotas.runs_today_used(other_user)) == (2, 3)
+    call_command("quota_recount", "--user", other_user.username, stdout=out)
+    with pytest.raises(CommandError, match="no such user: nobody"):
+        call_command("quota_recount", "--user", "nobody")

@@ -48,7 +48,7 @@ def _queries(api, request: tuple[str, dict]) -> tuple[int, list[str]]:
     return len(ctx.captured_queries), [q["sql"] for q in ctx.captured_queries]
 
 
-def test_a_write_costs_the_same_queries_whatever_is_stored_already(api, user) -> None:
+def test_a_write_costs_the_same_queries_whatever_is_stored_already(api, user, mid_hour_clock) -> None:
     finding = FindingFactory(created_by=user, kind="fix")
     experiment = experiment_for(finding)
     _queries(api, _single(experiment.pk, 0))  # warm-up: the quota row, the effects row, the catalogue
