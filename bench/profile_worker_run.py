@@ -132,6 +132,7 @@ def _phases(run_ids: list[int], run_execute, measurement_model) -> str:  # noqa:
     """Run ``run_ids`` one after another with the steps of ``run_execute`` timed (wrappers on the
     functions it calls, and the time the child's environment and result messages are read)."""
     import json
+    import threading
     from collections import defaultdict
 
     from registry.reproductions import services
@@ -153,6 +154,8 @@ def _phases(run_ids: list[int], run_execute, measurement_model) -> str:  # noqa:
         original = getattr(owner, name)
 
         def wrapper(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            if threading.current_thread() is not threading.main_thread():  # the previous run's cleanup
+                return original(*a, **k)
             marks[f"{name}:0"] = time.perf_counter()
             try:
                 return original(*a, **k)
