@@ -168,15 +168,15 @@ def _phases(run_ids: list[int], run_execute, measurement_model) -> str:  # noqa:
     for owner, name in ((services, "run_claim_loaded"), (services, "run_succeed"), (sandbox.ChildRun, "start"),
                         (sandbox.ChildRun, "finish")):
         timed(owner, name)
-    wait_done = sandbox.ChildRun.wait_done
+    wait = sandbox.ChildRun.wait
 
-    def timed_wait_done(self, timeout):  # noqa: ANN001, ANN202
-        done = wait_done(self, timeout)
-        if done:
-            marks.setdefault("done", time.perf_counter())
-        return done
+    def timed_wait(self, timeout):  # noqa: ANN001, ANN202
+        code = wait(self, timeout)
+        if code is not None:
+            marks.setdefault("exited", time.perf_counter())
+        return code
 
-    sandbox.ChildRun.wait_done = timed_wait_done
+    sandbox.ChildRun.wait = timed_wait
     rows = []
     for run_id in run_ids:
         marks.clear()
@@ -194,8 +194,8 @@ def _phases(run_ids: list[int], run_execute, measurement_model) -> str:  # noqa:
             ("child start (a spare from the zygote)", m["start:0"], m["start:1"]),
             ("started -> its first message", m["start:1"], m["environment"]),
             ("first message -> result, minus the plugin", m["environment"], m["result"] - plugin[run_id]),
-            ("result -> done (its pipes closed, or it exited)", m["result"], m["done"]),
-            ("done -> finish() done", m["done"], m["finish:1"]),
+            ("result -> the process has exited", m["result"], m["exited"]),
+            ("exited -> finish() done", m["exited"], m["finish:1"]),
             ("finish -> save (results, artifacts read)", m["finish:1"], m["run_succeed:0"]),
             ("save (measurements, state, event, commit)", m["run_succeed:0"], m["run_succeed:1"]),
             ("save -> task end (liveness unlock, cleanup)", m["run_succeed:1"], ended),

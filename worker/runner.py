@@ -180,7 +180,7 @@ def _supervise(
     reason: str | None = None
     stop_at: float | None = None
     last_beat = last_progress = last_logs = time.monotonic()
-    while not child.wait_done(0.1):
+    while child.wait(0.1) is None:
         now = time.monotonic()
         logs = None
         if now - last_logs >= LOG_WRITE_INTERVAL_S:
@@ -279,9 +279,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         child.start()
         reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s,
                             liveness=liveness)
-        # all its messages are read; no process of the run is left but, where the child delivered
-        # its result, its own exit, waited for by the cleanup after the result is saved
-        child.finish(wait_exit=False)
+        child.finish()  # no process of the run is left after this; all its messages are read
         exit_fields, exit_words = child.exit_description()
         environment = {
             **child.environment, "registry_version": registry.__version__, **exit_fields,
@@ -291,8 +289,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         if child.zygote_error:
             logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
         logs = child.logs()
-        succeeded = child.has_result and child.process is not None and (
-            child.process.returncode == 0 or child.exit_pending)
+        succeeded = child.has_result and child.process is not None and child.process.returncode == 0
         arms = tuple(plugin.arms)
         if reason == "cancelled" and not succeeded:
             _keep_cancelled(child, run_id=run_id, token=token, arms=arms)
@@ -358,7 +355,7 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         return state
     finally:
         if child is not None:
-            child.finish(wait_exit=False)
+            child.finish()
             if sys.exc_info()[0] is None:
                 _cleanup_later(child)
             else:  # the process may be on its way out (a shutdown): no thread would finish it
@@ -384,9 +381,8 @@ def _cleanup(child: ChildRun) -> None:
 
 def _cleanup_later(child: ChildRun) -> None:
     """Remove the run's scratch directory (and cgroup) in the background: the run's outcome is
-    recorded and none of its processes is left (``ChildRun.finish``) but, where the child delivered
-    its result, its own exit, which ``ChildRun.cleanup`` waits for and reaps first; nothing reads
-    the directory again, and the worker takes its next run meanwhile. Where no thread can be started, at once. A pool
+    recorded and none of its processes is left (``ChildRun.finish``), so nothing reads it again,
+    and the worker takes its next run meanwhile. Where no thread can be started, at once. A pool
     process that exits finishes what is left first (``cleanups_finish``)."""
     with _cleanups_lock:
         _cleanups_pending[id(child)] = child

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import _thread
 import collections
-import contextlib
 import json
 import os
 import platform
@@ -386,25 +385,6 @@ def _die_with_parent(interval_s: float = 1.0) -> None:
     _thread.start_new_thread(watch, ())
 
 
-def _let_go_of_the_pipes(channel: Any) -> None:
-    """Once the result is sent: point the output and the channel at /dev/null, so that the worker
-    reads the end of both pipes now instead of after this process's teardown (milliseconds for a
-    process forked from the zygote) and saves the result meanwhile (``ChildRun.delivered``). A
-    process the plugin left behind that holds them keeps them open: the worker then waits for this
-    process's exit, as for any run. The descriptors stay valid (/dev/null), so a thread the plugin
-    left writing finds no other file in their place."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        for fd in (1, 2, channel.fileno()):
-            with contextlib.suppress(OSError):
-                os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
 def child_main(spec_path: str, channel_fd: int) -> None:
     """Entry point of the child (``python -m worker.sandbox SPEC FD``); never returns."""
     _die_with_parent()
@@ -457,15 +437,11 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         extra: dict[str, Any] = {}
         if device.type == "cuda":
             extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        ctx.flush_series(final=True)  # before the result: the result is the run's last message
         temporary = scratch / (RESULT_FILE + ".tmp")
         temporary.write_text(json.dumps({"results": encode_results(results), "environment": extra}))
         temporary.replace(scratch / RESULT_FILE)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
         ctx.send(t="result", file=RESULT_FILE)
         code = 0
-        _let_go_of_the_pipes(channel)
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
         stopped = exc.__class__.__name__ == "StopRequested" or (ctx is not None and ctx.should_stop())
         try:
@@ -500,7 +476,7 @@ class _Reader:
     started without waiting for it to be scheduled (``Thread.start`` does: on a busy machine that
     is milliseconds of each run's start, twice)."""
 
-    def __init__(self, target: Any, stream: Any, on_done: Any = None):
+    def __init__(self, target: Any, stream: Any):
         self._done = threading.Event()
 
         def body() -> None:
@@ -508,8 +484,6 @@ class _Reader:
                 target(stream)
             finally:
                 self._done.set()
-                if on_done is not None:
-                    on_done()
 
         _thread.start_new_thread(body, ())
 
@@ -591,10 +565,6 @@ class ChildRun:
         self.has_result = False
         self.signals_sent: list[str] = []
         self._threads: list[_Reader] = []
-        #: a pipe the reader threads write a byte to as they end: wakes ``wait_done``
-        self._wake: tuple[int, int] | None = None
-        #: finish() left the exit of a process that delivered its result to cleanup()
-        self.exit_pending = False
         self.started_at = 0.0
         self.spawn_s: float | None = None  # until the child's first message: the per-run start cost
 
@@ -687,44 +657,8 @@ class ChildRun:
             self._pidfd = os.pidfd_open(self.process.pid)
         except (OSError, AttributeError):
             self._pidfd = None
-        try:
-            self._wake = os.pipe()
-            os.set_blocking(self._wake[0], False)
-        except OSError:
-            self._wake = None
         for target, stream in ((self._read_channel, channel), (self._read_output, self.process.stdout)):
-            self._threads.append(_Reader(target, stream, on_done=self._wake_up))
-
-    def _wake_up(self) -> None:
-        wake = self._wake  # closed only once every reader has ended (finish): never a reused number
-        if wake is not None:
-            with contextlib.suppress(OSError):
-                os.write(wake[1], b".")
-
-    def delivered(self) -> bool:
-        """The child sent its result and let go of its pipes (``_let_go_of_the_pipes``): all it
-        will say has been read, though its process may still be exiting."""
-        return self.has_result and bool(self._threads) and not any(t.is_alive() for t in self._threads)
-
-    def wait_done(self, timeout: float) -> bool:
-        """Whether the child is done, waiting up to ``timeout``: its process ended, or it delivered
-        its result (``delivered``); woken by the process's pidfd or by the readers' ends."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None or self.delivered():
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._pidfd is None or self._wake is None:
-                return self.wait(remaining) is not None
-            try:
-                select.select([self._pidfd, self._wake[0]], [], [], remaining)
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake[0], 64)
-            except (OSError, ValueError):
-                time.sleep(min(remaining, 0.005))
+            self._threads.append(_Reader(target, stream))
 
     def start(self) -> None:
         (self.scratch / SPEC_FILE).write_text(json.dumps(self.spec))
@@ -911,25 +845,8 @@ class ChildRun:
             pass
         return False
 
-    def finish(self, *, wait_exit: bool = True) -> None:
-        """Kill whatever is left of the process group and wait for the reader threads.
-
-        ``wait_exit=False``: when the child delivered its result (``delivered``) and its process is
-        still exiting, the rest of its group is killed now and its exit is waited for (and its
-        group reaped) in ``cleanup``, off the run's path; ``exit_description`` then reports the
-        code the child exits with after delivering, 0."""
-        if self.exit_pending:
-            return
-        if not wait_exit and self.process is not None and self.process.poll() is None and self.delivered():
-            self.exit_pending = True
-            # the child itself is past its last act (os._exit(0)): only what it left behind is hit
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            if self.cgroup is not None:
-                with contextlib.suppress(OSError):
-                    (self.cgroup / "cgroup.kill").write_text("1")
-            self._close_wake()
-            return
+    def finish(self) -> None:
+        """Kill whatever is left of the process group and wait for the reader threads."""
         self.kill_group(signal.SIGKILL)
         if self.process is not None:
             try:
@@ -946,14 +863,6 @@ class ChildRun:
             self._pidfd = None
         for thread in self._threads:
             thread.join(timeout=5)
-        self._close_wake()
-
-    def _close_wake(self) -> None:
-        if self._wake is not None and not any(t.is_alive() for t in self._threads):
-            for fd in self._wake:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._wake = None
 
     def _reap_group(self, timeout: float = 2.0) -> None:
         """Reap what the run left behind in its process group and was re-parented to this worker
@@ -971,9 +880,6 @@ class ChildRun:
                 time.sleep(0.01)
 
     def cleanup(self) -> None:
-        if self.exit_pending:  # finish() left the delivered child's exit to here
-            self.exit_pending = False
-            self.finish()
         shutil.rmtree(self.scratch, ignore_errors=True)
         if self.cgroup is not None:
             for _ in range(20):
@@ -1093,8 +999,6 @@ class ChildRun:
     def exit_description(self) -> tuple[dict[str, Any], str]:
         """``{"exit_code": n}`` or ``{"exit_signal": "SIGKILL"}``, and the same in words."""
         code = self.process.returncode if self.process is not None else None
-        if code is None and self.exit_pending:
-            return {"exit_code": 0}, "the run's process delivered its result and exits with code 0"
         if code is None:
             return {}, "the run's process did not end"
         if code < 0:

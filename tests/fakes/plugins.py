@@ -210,14 +210,11 @@ class HostBoundExperiment(Experiment):
 
 class FaultParams(Params):
     kind: str = Field("hang", description="hang | crash | raise | fork | hog | snoop | noisy | big_artifact | "
-                                        "symlink_artifact | slow_exit")
+                                        "symlink_artifact")
     seconds: float = Field(1.0, ge=0.0, le=60.0, description="crash: seconds before exiting")
-    megabytes: int = Field(2048, ge=1, description="hog, slow_exit: how much to allocate; noisy: how much to "
-                                                   "print; big_artifact: how large")
+    megabytes: int = Field(2048, ge=1, description="hog: how much to allocate; noisy: how much to print; "
+                                                   "big_artifact: how large")
     lines: int = Field(100_000, ge=0, description="noisy: how many ctx.log calls")
-
-
-_KEPT_UNTIL_EXIT: list[bytearray] = []
 
 
 class FaultyExperiment(Experiment):
@@ -228,8 +225,7 @@ class FaultyExperiment(Experiment):
     secrets, settings and database, and returns what it found (1) or not (0); noisy: prints
     ``megabytes`` without a newline, logs ``lines`` lines and sends a 2 MiB channel line, then
     returns; big_artifact: writes an artifact of ``megabytes`` past ctx (straight into its
-    directory) and announces it; symlink_artifact: announces an artifact that is a symlink; slow_exit:
-    returns with ``megabytes`` still allocated, freed only by the process's exit (a slow teardown)."""
+    directory) and announces it; symlink_artifact: announces an artifact that is a symlink."""
 
     name = "faulty"
     version = "1.0.0"
@@ -262,8 +258,6 @@ class FaultyExperiment(Experiment):
         elif params.kind == "hog":
             block = bytearray(b"\x01") * (params.megabytes * 1024 * 1024)
             ctx.log(f"allocated {len(block)} bytes")
-        elif params.kind == "slow_exit":
-            _KEPT_UNTIL_EXIT.append(bytearray(b"\x01") * (params.megabytes * 1024 * 1024))
         elif params.kind == "noisy":
             import sys
 

@@ -159,45 +159,6 @@ def test_a_process_the_forked_run_leaves_behind_is_killed_and_reaped(tmp_path):
         child.cleanup()
 
 
-def test_a_run_is_done_once_it_delivered_its_result_and_its_exit_is_reaped_later(tmp_path):
-    # 1 GiB still allocated when the child exits: its teardown takes long enough that the worker
-    # is done with it (result read, pipes at their end) while the process is still exiting
-    child = _child(tmp_path, kind="slow_exit", megabytes=1024)
-    try:
-        child.start()
-        deadline = time.monotonic() + 60
-        while not child.wait_done(0.2):
-            assert time.monotonic() < deadline
-        assert child.has_result and child.delivered()
-        child.finish(wait_exit=False)
-        assert child.exit_pending and child.process.returncode is None
-        assert child.exit_description()[0] == {"exit_code": 0}
-        results, _ = child.load_results()
-        assert results["baseline"]["found_secret"] == 0.0
-    finally:
-        child.cleanup()  # waits for the exit and reaps the group
-    assert child.process.returncode == 0 and not child.exit_pending
-    assert not Path(f"/proc/{child.process.pid}").exists()
-
-
-def test_a_process_left_holding_the_output_makes_the_worker_wait_for_the_exit(tmp_path):
-    # ``fork`` leaves a ``sleep`` behind that inherited stdout: the output pipe never ends, so the
-    # run is done only when its process exits, and finish() kills what it left
-    child = _child(tmp_path, kind="fork")
-    try:
-        child.start()
-        deadline = time.monotonic() + 60
-        while not child.wait_done(0.2):
-            assert time.monotonic() < deadline
-        assert child.process.poll() is not None and not child.delivered()
-        child.finish(wait_exit=False)
-        assert not child.exit_pending and child.exit_description()[0] == {"exit_code": 0}
-        pid = int(re.search(r"left pid (\d+) behind", child.logs()).group(1))
-        wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=5, interval=0.05)
-    finally:
-        child.cleanup()
-
-
 def test_killing_the_zygote_mid_run_loses_no_run(tmp_path):
     """The run already forked finishes (it is the worker's child, not the zygote's); the next run
     gets a new zygote."""
