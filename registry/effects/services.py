@@ -971,10 +971,12 @@ SWEEP_LIMIT = 200
 MAX_ERROR_CHARS = 10_000
 
 
-def effects_recompute_enqueue(finding_id: int) -> None:
-    """Send one recompute message. A broker failure is logged; the sweep sends it again later."""
+def effects_recompute_enqueue(finding_id: int, *, countdown: float = 0.0) -> None:
+    """Send one recompute message (to run ``countdown`` seconds from now). A broker failure is
+    logged; the sweep sends it again later."""
     try:
-        celery_app.send_task(RECOMPUTE_TASK, args=[finding_id], queue=RECOMPUTE_QUEUE)
+        options = {"countdown": countdown} if countdown > 0 else {}
+        celery_app.send_task(RECOMPUTE_TASK, args=[finding_id], queue=RECOMPUTE_QUEUE, **options)
     except Exception:
         logger.exception("could not enqueue the effects recompute of finding %s; the sweep will retry", finding_id)
 
@@ -1024,7 +1026,9 @@ def effects_recompute_run(*, finding_id: int) -> dict:
 
     The computation holds no lock that writers take (``finding_effects_recompute``); the request
     sequence read before it says whether a change committed while it ran: then ``pending`` stays
-    set and the task is enqueued again after commit, and the next recompute sees that change. A
+    set and the task is enqueued again after commit, to run ``EFFECTS_RECOMPUTE_BUSY_DELAY_S``
+    later (a finding receiving a stream of results is recomputed once per interval, not back to
+    back, leaving the CPUs to the writes), and the next recompute sees that change. A
     crash anywhere rolls the transaction back and leaves ``pending`` set, so the sweep sends the
     request again. A duplicate message (the sweep re-sent a request already done) finds nothing
     pending and returns. A failure is logged with the finding, stored in ``FindingEffects.error``
@@ -1045,8 +1049,12 @@ def effects_recompute_run(*, finding_id: int) -> dict:
             )
             done = now_seq is None or now_seq == row["requested_seq"]
             FindingEffects.objects.filter(finding_id=finding_id).update(pending=not done, error="")
-            if not done:
-                transaction.on_commit(lambda: effects_recompute_enqueue(finding_id))
+            if not done:  # writes arrived meanwhile: more may follow, so the next one waits a little
+                delay = float(settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S)
+                transaction.on_commit(
+                    lambda: effects_recompute_enqueue(finding_id, countdown=delay)
+                    if delay > 0 else effects_recompute_enqueue(finding_id)
+                )
     except Exception as exc:
         logger.exception("effects recompute failed for finding %s", finding_id)
         # Readers see the kind of failure; the details (which may name hosts or SQL) stay in the log.

@@ -293,10 +293,11 @@ def test_the_sweep_is_bounded_and_oldest_first(user, sent):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch):
+def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch, settings):
     """The recompute holds no lock a writer takes while it computes: a run recorded meanwhile
     commits at once, and the recompute, finding the request sequence moved, leaves the request
-    pending and enqueues itself again; the next recompute counts the run."""
+    pending and enqueues itself again, EFFECTS_RECOMPUTE_BUSY_DELAY_S later; the next recompute
+    counts the run."""
     import threading
     import time
 
@@ -309,11 +310,18 @@ def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch
     user = UserFactory()
     finding = FindingFactory(created_by=user, kind="fix")
     experiment = experiment_for(finding)
+    settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S = 1.5
     enqueued: list[int] = []
-    monkeypatch.setattr(services, "effects_recompute_enqueue", enqueued.append)
+    countdowns: list[float] = []
+
+    def enqueue(finding_id: int, *, countdown: float = 0.0) -> None:
+        enqueued.append(finding_id)
+        countdowns.append(countdown)
+
+    monkeypatch.setattr(services, "effects_recompute_enqueue", enqueue)
     with transaction.atomic():
         effects_recompute_request(finding_id=finding.pk)
-    assert enqueued == [finding.pk]
+    assert enqueued == [finding.pk] and countdowns == [0.0]  # the first request: at once
     computing, release = threading.Event(), threading.Event()
     real = services.effects_data
 
@@ -350,7 +358,8 @@ def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch
     assert outcome and outcome[0]["n_runs"] == 0  # computed before the run existed
     row = FindingEffects.objects.get(finding=finding)
     assert row.pending and row.data["n_runs"] == 0
-    assert enqueued == [finding.pk, finding.pk]  # the recompute asked for another one
+    assert enqueued == [finding.pk, finding.pk]  # the recompute asked for another one,
+    assert countdowns == [0.0, 1.5]  # a little later: more writes may be on their way
     assert effects_recompute_run(finding_id=finding.pk)["n_runs"] == 1
     row = FindingEffects.objects.get(finding=finding)
     assert not row.pending and row.data["n_runs"] == 1
