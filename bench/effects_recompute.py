@@ -62,7 +62,7 @@ def _setup(database_url: str) -> None:
     settings.QUOTA_RUNS_PER_DAY = 10**9  # the bench writes more runs a day than the default quota allows
     from registry.effects import services
 
-    services.effects_recompute_enqueue = lambda finding_id: None  # no broker: the recompute is timed apart
+    services.effects_recompute_enqueue = lambda finding_id, **options: None  # no broker: the recompute is timed apart
 
 
 def _finding(tag: str):

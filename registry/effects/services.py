@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -971,6 +972,20 @@ SWEEP_LIMIT = 200
 MAX_ERROR_CHARS = 10_000
 
 
+#: Bounds of EFFECTS_RECOMPUTE_BUSY_DELAY_S: well under RECOMPUTE_RESEND_AFTER (the sweep would
+#: re-send a request still waiting) and the broker's visibility timeout.
+BUSY_DELAY_MAX_S = 60.0
+
+
+def busy_delay_s() -> float:
+    """EFFECTS_RECOMPUTE_BUSY_DELAY_S within [0, BUSY_DELAY_MAX_S] (not a number: 0)."""
+    try:
+        delay = float(settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(delay, 0.0), BUSY_DELAY_MAX_S) if math.isfinite(delay) else 0.0
+
+
 def effects_recompute_enqueue(finding_id: int, *, countdown: float = 0.0) -> None:
     """Send one recompute message (to run ``countdown`` seconds from now). A broker failure is
     logged; the sweep sends it again later."""
@@ -994,7 +1009,8 @@ def effects_recompute_request(*, finding_id: int) -> None:
     waits for a recompute, only for another writer's commit. Requests coalesce: only the one that
     finds the row not yet pending enqueues the task, after commit (nothing is sent for a change
     that rolls back); a recompute that started before this change committed sees the sequence
-    moved when it stores, leaves ``pending`` set and enqueues itself again.
+    moved when it stores, leaves ``pending`` set and enqueues itself again,
+    EFFECTS_RECOMPUTE_BUSY_DELAY_S later.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("effects_recompute_request must run inside the transaction of the change")
@@ -1027,8 +1043,9 @@ def effects_recompute_run(*, finding_id: int) -> dict:
     The computation holds no lock that writers take (``finding_effects_recompute``); the request
     sequence read before it says whether a change committed while it ran: then ``pending`` stays
     set and the task is enqueued again after commit, to run ``EFFECTS_RECOMPUTE_BUSY_DELAY_S``
-    later (a finding receiving a stream of results is recomputed once per interval, not back to
-    back, leaving the CPUs to the writes), and the next recompute sees that change. A
+    later (a finding receiving a stream of changes is recomputed about once per interval plus a
+    recompute's time, not back to back, leaving the CPUs to the writes), and the next recompute
+    sees that change. A
     crash anywhere rolls the transaction back and leaves ``pending`` set, so the sweep sends the
     request again. A duplicate message (the sweep re-sent a request already done) finds nothing
     pending and returns. A failure is logged with the finding, stored in ``FindingEffects.error``
@@ -1048,13 +1065,14 @@ def effects_recompute_run(*, finding_id: int) -> dict:
                 .values_list("requested_seq", flat=True).first()
             )
             done = now_seq is None or now_seq == row["requested_seq"]
-            FindingEffects.objects.filter(finding_id=finding_id).update(pending=not done, error="")
-            if not done:  # writes arrived meanwhile: more may follow, so the next one waits a little
-                delay = float(settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S)
-                transaction.on_commit(
-                    lambda: effects_recompute_enqueue(finding_id, countdown=delay)
-                    if delay > 0 else effects_recompute_enqueue(finding_id)
-                )
+            if done:
+                FindingEffects.objects.filter(finding_id=finding_id).update(pending=False, error="")
+            else:  # changes arrived meanwhile: more may follow, so the next one waits a little
+                # requested_at moves on: the sweep sees a request sent just now, not one lost since
+                # the finding became busy (which would start a second chain of recomputes)
+                FindingEffects.objects.filter(finding_id=finding_id).update(error="", requested_at=timezone.now())
+                delay = busy_delay_s()
+                transaction.on_commit(lambda: effects_recompute_enqueue(finding_id, countdown=delay))
     except Exception as exc:
         logger.exception("effects recompute failed for finding %s", finding_id)
         # Readers see the kind of failure; the details (which may name hosts or SQL) stay in the log.

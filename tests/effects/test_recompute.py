@@ -363,3 +363,42 @@ def test_a_write_during_a_recompute_neither_waits_for_it_nor_is_lost(monkeypatch
     assert effects_recompute_run(finding_id=finding.pk)["n_runs"] == 1
     row = FindingEffects.objects.get(finding=finding)
     assert not row.pending and row.data["n_runs"] == 1
+
+
+def test_a_busy_finding_is_recomputed_again_later_and_the_sweep_leaves_that_chain_alone(
+    user, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """Changes committed during a recompute: the next one is sent EFFECTS_RECOMPUTE_BUSY_DELAY_S
+    later, and the request's time moves on, so a finding busy for longer than the sweep's interval
+    is not sent a second message (which would start a second chain of recomputes)."""
+    from django.db.models import F
+
+    settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S = 2.0
+    finding = FindingFactory(created_by=user, kind="fix")
+    long_ago = timezone.now() - timedelta(minutes=30)
+    FindingEffects.objects.create(finding=finding, pending=True, requested_at=long_ago, requested_seq=5)
+    real = services.finding_effects_recompute
+
+    def a_write_lands_meanwhile(*, finding_id):
+        data = real(finding_id=finding_id)
+        FindingEffects.objects.filter(finding_id=finding_id).update(requested_seq=F("requested_seq") + 1)
+        return data
+
+    monkeypatch.setattr(services, "finding_effects_recompute", a_write_lands_meanwhile)
+    messages: list[tuple] = []
+    monkeypatch.setattr(services.celery_app, "send_task",
+                        lambda name, args=None, queue=None, **options: messages.append((args, options)))
+    with django_capture_on_commit_callbacks(execute=True):
+        effects_recompute_run(finding_id=finding.pk)
+    assert messages == [([finding.pk], {"countdown": 2.0})]
+    row = FindingEffects.objects.get(finding=finding)
+    assert row.pending and row.requested_at > long_ago + timedelta(minutes=29)
+    assert effects_recompute_sweep() == []  # its chain is alive: no second message
+    assert len(messages) == 1
+
+
+@pytest.mark.parametrize(("setting", "delay"), [(2.0, 2.0), (0, 0.0), (-5, 0.0), (1e9, 60.0),
+                                                 (float("inf"), 0.0), (float("nan"), 0.0), ("soon", 0.0)])
+def test_the_busy_delay_is_bounded(settings, setting, delay):
+    settings.EFFECTS_RECOMPUTE_BUSY_DELAY_S = setting
+    assert services.busy_delay_s() == delay

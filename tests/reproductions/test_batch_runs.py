@@ -50,7 +50,8 @@ def url(experiment) -> str:
 def sent(monkeypatch) -> list[int]:
     """Recompute messages sent to the broker (recorded instead of sent)."""
     messages: list[int] = []
-    monkeypatch.setattr(effects_services, "effects_recompute_enqueue", messages.append)
+    monkeypatch.setattr(effects_services, "effects_recompute_enqueue",
+                        lambda finding_id, **options: messages.append(finding_id))
     return messages
 
 

@@ -28,7 +28,7 @@ def test_self_reported_result_and_experiment_create_do_not_deadlock(monkeypatch)
     # the test (this test is about the two requests' own locks)
     from registry.effects import services as effects_services
 
-    monkeypatch.setattr(effects_services, "effects_recompute_enqueue", lambda finding_id: None)
+    monkeypatch.setattr(effects_services, "effects_recompute_enqueue", lambda finding_id, **options: None)
     # both transactions meet here, each after its first lock (with the fix, one waits for the
     # other's first lock before it gets here, and the barrier lets it through after 3 s)
     barrier = threading.Barrier(2)

@@ -25,7 +25,7 @@ MEASUREMENTS = {
 
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch) -> None:
-    monkeypatch.setattr(effects_services, "effects_recompute_enqueue", lambda finding_id: None)
+    monkeypatch.setattr(effects_services, "effects_recompute_enqueue", lambda finding_id, **options: None)
 
 
 def _single(experiment_id: int, seed: int) -> tuple[str, dict]:
