@@ -1045,9 +1045,8 @@ def effects_recompute_run(*, finding_id: int) -> dict:
     set and the task is enqueued again after commit, to run ``EFFECTS_RECOMPUTE_BUSY_DELAY_S``
     later (a finding receiving a stream of changes is recomputed about once per interval plus a
     recompute's time, not back to back, leaving the CPUs to the writes), and the next recompute
-    sees that change. A
-    crash anywhere rolls the transaction back and leaves ``pending`` set, so the sweep sends the
-    request again. A duplicate message (the sweep re-sent a request already done) finds nothing
+    sees that change. A crash anywhere rolls the transaction back and leaves ``pending`` set, so
+    the sweep sends the request again. A duplicate message (the sweep re-sent a request already done) finds nothing
     pending and returns. A failure is logged with the finding, stored in ``FindingEffects.error``
     with the event ``finding.effects_failed``, and re-raised (the task retries); a success clears
     ``error``.

@@ -264,8 +264,9 @@ class RunsRequestedHour(models.Model):
     """How many runs a user requested in one clock hour (by their reproduction's ``created_at``):
     the daily quota sums the window's whole hours from these rows instead of counting the user's
     runs, so its check costs the same at run 10 and run 100,000 (``registry.reproductions.quotas``).
-    Written under the user's quota lock; rows older than the window are deleted as new hours start.
-    Runs deleted later stay counted: the cap is on runs requested, whatever became of them."""
+    Written under the user's quota lock; the user's rows older than the window are deleted as one of
+    their new hours starts. A run deleted later stays counted until its hour becomes the window's
+    partial first hour, which is counted from the runs themselves."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField(help_text="The start of the clock hour (UTC).")

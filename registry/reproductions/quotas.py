@@ -214,11 +214,14 @@ def quota_usage(user: Any) -> dict[str, Any]:
     }
 
 
-def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now: Any) -> int:
+def _daily_retry_after(
+    user: Any, *, used: int, requested: int, limit: int, now: Any, partial_hour_runs: int
+) -> int:
     """Seconds until enough of the window's runs age out for ``requested`` more to fit: the
-    partial first hour's runs one by one, then the hourly rows in order; within the hour that
-    frees enough, its runs' own times. Never early: where runs of that hour were deleted, a
-    surviving run's time (as late or later) or the hour's end. A row or two per query."""
+    partial first hour's runs (``partial_hour_runs`` of them, as counted with ``used``) one by
+    one, then the hourly rows in order; within the hour that frees enough, its runs' own times.
+    Never early: where runs of that hour were deleted, a surviving run's time (as late or later)
+    or the hour's end. A row or two per query."""
     must_expire = used + requested - limit
     if must_expire > used:  # more than the cap itself: no wait is enough
         return int(DAY.total_seconds())
@@ -235,7 +238,7 @@ def _daily_retry_after(user: Any, *, used: int, requested: int, limit: int, now:
     if (oldest := nth_oldest(since, first_whole_hour, must_expire)) is not None:
         leaves_at = oldest + DAY
     else:
-        remaining = must_expire - _totals(_runs_today_parts(user, now)[1])[0]
+        remaining = must_expire - partial_hour_runs
         for hour, runs in RunsRequestedHour.objects.filter(user=user, hour__gte=first_whole_hour).order_by("hour") \
                 .values_list("hour", "runs"):
             if remaining > runs:
@@ -263,17 +266,16 @@ def _lock_quota_row(user: Any) -> UserQuota:
     return UserQuota.objects.select_for_update().get(user=user)
 
 
-def quota_reserve(
-    *, user: Any, requested: int, field: str | None = "seeds", active: bool = True, already_inserted: int = 0
-) -> None:
+def quota_reserve(*, user: Any, requested: int, field: str | None = "seeds", active: bool = True) -> None:
     """Check that ``user`` may create ``requested`` more runs (``active``: runs that will be queued)
     and hold the lock that lets no concurrent request of theirs count meanwhile. Must run in the
     transaction that inserts the runs; raises ``QuotaExceeded`` (429) beyond a cap.
 
-    ``already_inserted``: how many of the ``requested`` runs this transaction inserted before the
-    call (self-reported runs take the lock last, after their bulk insert, so that it is held for
-    the count and the commit only); they are not counted twice. The counts stay correct: a
-    concurrent request of the same user counts after this one commits, its runs included.
+    It may come before the runs' insert or after it (self-reported runs take the lock last, after
+    their bulk insert, so that it is held for the count and the commit only): the transaction's own
+    runs are in neither count (not active; not yet in the hourly rows, and not in the window's
+    partial first hour). The counts stay correct: a concurrent request of the same user counts
+    after this one commits, its runs included.
 
     The caller then adds the runs it inserted to the hourly rows (``runs_requested_record``) in
     the same transaction, still under the lock."""
@@ -281,21 +283,23 @@ def quota_reserve(
         raise RuntimeError("quota_reserve must run inside the transaction that creates the runs")
     limits = _limits_from(_lock_quota_row(user))
     now = timezone.now()
-    # this transaction's runs are not in the hourly rows yet (runs_requested_record comes after)
-    # and not in the window's partial first hour: the daily count has them once, by ``requested``
-    totals = _totals(*_runs_today_parts(user, now), *([(_active_runs(user), None)] if active else []))
+    # one statement: the window's whole hours, its partial first hour, and (``active``) the active runs
+    whole_hours, partial_hour, *active_used = _totals(
+        *_runs_today_parts(user, now), *([(_active_runs(user), None)] if active else [])
+    )
     if active:
-        used = totals[-1] - already_inserted
+        used = active_used[0]
         if used + requested > limits.active_runs:
             raise QuotaExceeded(
                 quota=ACTIVE_RUNS, limit=limits.active_runs, used=used, requested=requested,
                 retry_after=settings.QUOTA_ACTIVE_RETRY_AFTER_S, field=field,
             )
-    used = sum(totals[:2])
+    used = whole_hours + partial_hour
     if used + requested > limits.runs_per_day:
         raise QuotaExceeded(
             quota=RUNS_PER_DAY, limit=limits.runs_per_day, used=used, requested=requested, field=field,
-            retry_after=_daily_retry_after(user, used=used, requested=requested, limit=limits.runs_per_day, now=now),
+            retry_after=_daily_retry_after(user, used=used, requested=requested, limit=limits.runs_per_day, now=now,
+                                           partial_hour_runs=partial_hour),
         )
 
 

@@ -332,8 +332,7 @@ def _write(
     effects_recompute_request(finding_id=experiment.finding_id)
     # no worker time and never active: the daily quota only (registry.reproductions.quotas); the
     # runs are inserted already (rolled back with everything else if the quota refuses them)
-    quota_reserve(user=user, requested=len(runs), field=None if len(runs) == 1 else "runs", active=False,
-                  already_inserted=len(runs))
+    quota_reserve(user=user, requested=len(runs), field=None if len(runs) == 1 else "runs", active=False)
     runs_requested_record(
         user=user, runs_at=[(r.created_at, len(by_device[device])) for device, r in reproductions.items()]
     )

@@ -338,8 +338,8 @@ RUN_DB_RETRY_S = env.float("RUN_DB_RETRY_S", default=3.0)
 # /readyz fails when the beat (the reaper's trigger) has not been seen for this long.
 BEAT_MISSING_AFTER_S = env.float("BEAT_MISSING_AFTER_S", default=5 * REAPER_INTERVAL_S)
 STALE_CHECK_INTERVAL_S = env.float("STALE_CHECK_INTERVAL_S", default=600.0)
-# While writes keep arriving during a finding's effects recompute, its next recompute waits this
-# long: a stream of results costs one recompute per interval, not one after another (0: at once).
+# When changes commit during a finding's effects recompute, its next recompute waits this long
+# (bounded to [0, 60]; 0: at once): a stream of results costs about one recompute per interval.
 EFFECTS_RECOMPUTE_BUSY_DELAY_S = env.float("EFFECTS_RECOMPUTE_BUSY_DELAY_S", default=2.0)
 # Check staleness once when a web server (registry/asgi.py, wsgi.py) or a worker starts, too.
 STALE_CHECK_ON_STARTUP = env.bool("STALE_CHECK_ON_STARTUP", default=True)

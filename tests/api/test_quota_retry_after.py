@@ -13,5 +13,6 @@ pytestmark = pytest.mark.django_db
 
 def test_fewer_runs_than_counted_answers_the_whole_window(user):
     # counted 5 runs in the window, but none are left when they are listed
-    retry_after = quotas._daily_retry_after(user, used=5, requested=1, limit=5, now=timezone.now())
+    retry_after = quotas._daily_retry_after(user, used=5, requested=1, limit=5, now=timezone.now(),
+                                             partial_hour_runs=0)
     assert retry_after == int(quotas.DAY.total_seconds())
