@@ -169,30 +169,41 @@ def _record_failure(
 
 
 def _supervise(
-    child: ChildRun, *, run_id: int, token: Any, time_limit: float, liveness: LivenessLock | None = None
-) -> str | None:
-    """Wait for the child while keeping the heartbeat going; stop it on cancellation or at the
-    time limit (stop request, SIGTERM after half the grace period, SIGKILL after all of it).
-    Returns why it was stopped ("cancelled", "timeout") or None when it ended by itself."""
+    child: ChildRun, *, runs: list[Claimed], time_limit: float, locks: list[LivenessLock] = ()
+) -> tuple[str | None, set[int]]:
+    """Wait for the child while keeping each of its runs' heartbeat going; stop it on cancellation
+    (of every run it trains) or at the time limit (stop request, SIGTERM after half the grace
+    period, SIGKILL after all of it). Returns why it was stopped ("cancelled", "timeout") or None
+    when it ended by itself, and the runs cancelled meanwhile (in a batch, a run cancelled alone
+    does not stop the others)."""
     grace = max(0.0, float(settings.RUN_KILL_GRACE_S))
     interval = float(settings.RUN_HEARTBEAT_INTERVAL_S)
     deadline = child.started_at + time_limit
     reason: str | None = None
     stop_at: float | None = None
+    cancelled: set[int] = set()
     last_beat = last_progress = last_logs = time.monotonic()
     while child.wait(0.1) is None:
         now = time.monotonic()
-        logs = None
-        if now - last_logs >= LOG_WRITE_INTERVAL_S:
+        logs_due = now - last_logs >= LOG_WRITE_INTERVAL_S
+        if logs_due:
             last_logs = now
-            logs = child.take_logs()
-        beat_due = now - last_beat >= interval or logs is not None
-        # a due heartbeat carries the latest progress too (else a short interval would starve it)
-        progress = child.take_progress() if beat_due or now - last_progress >= PROGRESS_WRITE_INTERVAL_S else None
-        if progress is not None or beat_due:
-            last_progress = last_beat = now
-            if liveness is not None:
-                liveness.refresh()  # re-taken after a lost connection (a database restart)
+        beat_due = now - last_beat >= interval
+        progress_due = now - last_progress >= PROGRESS_WRITE_INTERVAL_S
+        wrote = False
+        for member, (run_id, token, _run) in zip(child.members, runs, strict=True):
+            if run_id in cancelled:
+                continue
+            logs = member.take_logs() if logs_due else None
+            member_beat = beat_due or logs is not None
+            # a due heartbeat carries the latest progress too (else a short interval would starve it)
+            progress = member.take_progress() if member_beat or progress_due else None
+            if progress is None and not member_beat:
+                continue
+            if not wrote:
+                wrote = True
+                for lock in locks:
+                    lock.refresh()  # re-taken after a lost connection (a database restart)
             fraction, message = progress or (None, None)
             try:
                 state = services.run_heartbeat(run_id=run_id, token=token, progress=fraction, message=message,
@@ -201,10 +212,14 @@ def _supervise(
                 logger.exception("run %s: could not record the heartbeat", run_id)
                 connection.close()
                 if logs is not None:
-                    child.logs_changed = True  # not stored: the next heartbeat tries again
+                    member.logs_changed = True  # not stored: the next heartbeat tries again
             else:
-                if state != Run.State.RUNNING and reason is None:
-                    reason = "cancelled"
+                if state != Run.State.RUNNING:
+                    cancelled.add(run_id)
+        if wrote:
+            last_progress = last_beat = now
+        if reason is None and len(cancelled) == len(runs):
+            reason = "cancelled"
         if reason is None and now >= deadline:
             reason = "timeout"
         if reason is not None:
@@ -215,7 +230,7 @@ def _supervise(
                 child.kill_group(signal.SIGKILL)
             elif now >= stop_at + grace / 2 and "SIGTERM" not in child.signals_sent:
                 child.kill_group(signal.SIGTERM)
-    return reason
+    return reason, cancelled
 
 
 def _how_it_ended(child: ChildRun, reason: str | None) -> str:
@@ -227,102 +242,64 @@ def _how_it_ended(child: ChildRun, reason: str | None) -> str:
     return words
 
 
-@with_run_context  # every log record written while the run executes carries its run_id
-def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
-    """Claim and execute one run. Returns what happened, for the task's log."""
-    close_old_connections()
-    host = worker_host or f"{socket.gethostname()}:{os.getpid()}"
-    claimed = services.run_claim_loaded(run_id=run_id, worker_host=host)
-    if claimed is None:
-        return "skipped: the run is not queued (duplicate or late message)"
-    token, run = claimed
-    global _first_claim_logged
-    if not _first_claim_logged:  # a replacement worker's start, as bench/soak.py measures it
-        _first_claim_logged = True
-        logger.info("run %s: the first run this process claimed", run_id)
-    liveness = LivenessLock(run_id) if settings.RUN_LIVENESS_LOCKS else None
-    if liveness is not None:
-        liveness.acquire()
-    child: ChildRun | None = None
-    plugin: Any = None
-    environment: dict[str, Any] = {}
-    started = time.monotonic()
+#: A run this process executes: its id, this claim's token, the run as claimed.
+Claimed = tuple[int, Any, Run]
+
+
+def _batch_claim(run: Run, plugin: Any, host: str) -> list[Claimed]:
+    """The other runs of ``run``'s reproduction this process trains with it as one batched model
+    (RUN_BATCH_SEEDS, for a plugin with ``batched_seeds = True``); none otherwise."""
+    size = int(settings.RUN_BATCH_SEEDS)
+    if size <= 1 or not getattr(plugin, "batched_seeds", False):
+        return []
+    siblings = services.run_claim_batch(lead=run, limit=size - 1, worker_host=host)
+    return [(sibling.pk, token, sibling) for token, sibling in siblings]
+
+
+def _conclude(
+    member: ChildRun, claimed: Claimed, *, child: ChildRun, reason: str | None, cancelled: bool, plugin: Any,
+    experiment: Any, environment: dict[str, Any], time_limit: float,
+) -> str:
+    """Record how one of the process's runs ended (``member``: its view of the process); returns
+    what happened. Raises only for a database that stayed away (the reaper then requeues it)."""
+    run_id, token, run = claimed
+    exit_fields, exit_words = child.exit_description()
+    logs = member.logs()
+    arms = tuple(plugin.arms)
     try:
-        experiment = run.reproduction.experiment
-        plugin = services.plugin_resolve(experiment.plugin)
-        services._check_version_constraint(plugin, experiment.plugin_version_constraint)
-        services.check_requested_version(plugin, run.requested_plugin_version)  # refused: the run fails, says why
-        params = plugin.Params.model_validate(experiment.params)
-        memory_limit_mb = experiment.memory_limit_mb
-        if memory_limit_mb is None:
-            memory_limit_mb = settings.RUN_MEMORY_LIMIT_MB
-        child = ChildRun(
-            run_id=run_id,
-            plugin=f"{plugin.__module__}:{plugin.__qualname__}",
-            params=params.model_dump(mode="json"),
-            seed=run.seed,
-            device=run.reproduction.device,
-            deterministic=settings.RUN_DETERMINISTIC,
-            torch_threads=settings.RUN_TORCH_THREADS,
-            memory_limit_mb=int(memory_limit_mb or 0),
-            scratch_root=settings.RUN_SCRATCH_DIR,
-            cgroup_parent=settings.RUN_CGROUP_PARENT,
-            env_passthrough=settings.RUN_ENV_PASSTHROUGH,
-            max_artifact_bytes=settings.RUN_MAX_ARTIFACT_BYTES,
-            max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
-            max_checkpoint_bytes=settings.RUN_MAX_CHECKPOINT_BYTES,
-            isolate_network=settings.RUN_ISOLATE_NETWORK,
-            run_as_user=settings.RUN_AS_USER,
-            start_method=settings.RUN_CHILD_START,
-            preload=_plugin_modules(),
-        )
-        child.start()
-        reason = _supervise(child, run_id=run_id, token=token, time_limit=experiment.time_limit_s,
-                            liveness=liveness)
-        child.finish()  # no process of the run is left after this; all its messages are read
-        exit_fields, exit_words = child.exit_description()
-        environment = {
-            **child.environment, "registry_version": registry.__version__, **exit_fields,
-            "child_start_s": child.spawn_s, "child_started_by": child.started_by,
-            "wall_time_s": round(time.monotonic() - started, 3),
-        }
-        if child.zygote_error:
-            logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
-        logs = child.logs()
-        succeeded = child.has_result and child.process is not None and child.process.returncode == 0
-        arms = tuple(plugin.arms)
-        if reason == "cancelled" and not succeeded:
-            _keep_cancelled(child, run_id=run_id, token=token, arms=arms)
+        succeeded = member.has_result and child.process is not None and child.process.returncode == 0
+        if cancelled or (reason == "cancelled" and not succeeded):
+            _keep_cancelled(member, run_id=run_id, token=token, arms=arms)
             return "stopped: the run was cancelled"
         if reason == "timeout" and not succeeded:
-            error = f"exceeded the time limit of {experiment.time_limit_s} s; {_how_it_ended(child, reason)}"
+            error = f"exceeded the time limit of {time_limit:g} s; {_how_it_ended(child, reason)}"
             _record_failure(run_id=run_id, token=token, state=Run.State.TIMED_OUT, error=error, logs=logs,
-                            environment=environment, child=child, arms=arms)
+                            environment=environment, child=member, arms=arms)
             return Run.State.TIMED_OUT
         if not succeeded:
             limit = child.memory_limit_mb
             tb = ""
-            if child.error is not None:
-                error, tb = child.error.get("error", ""), child.error.get("traceback", "")
-                if limit and child.error.get("memory"):
+            if member.error is not None:
+                error, tb = member.error.get("error", ""), member.error.get("traceback", "")
+                if limit and member.error.get("memory"):
                     error = f"memory limit of {limit} MiB exceeded ({error})"
             elif child.oom_killed():
                 error = f"memory limit of {limit} MiB exceeded; {exit_words}"
-            elif child.stopped:
-                _keep_cancelled(child, run_id=run_id, token=token, arms=arms)
+            elif member.stopped:
+                _keep_cancelled(member, run_id=run_id, token=token, arms=arms)
                 return "stopped: the run was cancelled"
             elif exit_fields.get("exit_code") == 0:
                 error = "the run's process exited without a result"
             else:
                 error = exit_words
             _record_failure(run_id=run_id, token=token, state=Run.State.FAILED, error=error, tb=tb, logs=logs,
-                            environment=environment, child=child, arms=arms)
+                            environment=environment, child=member, arms=arms)
             return Run.State.FAILED
-        results, extra = child.load_results()
+        results, extra = member.load_results()
         environment.update(extra)
         rows = services.validate_results(plugin, results)  # a ValueError: the plugin's failure
-        artifacts = child.load_artifacts()
-        series, refused = child.load_series(arms=arms)
+        artifacts = member.load_artifacts()
+        series, refused = member.load_series(arms=arms)
         if refused:
             logs = "\n".join([logs, *(f"[{note}]" for note in refused)])
         # A connection that died during a long run is replaced by save_with_retry (it retries on a
@@ -337,19 +314,119 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         )
         return "succeeded" if stored else "discarded: the run was no longer ours"
     except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin's invalid result, a refused artifact...
+        message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
+        _record_failure(run_id=run_id, token=token, state=Run.State.FAILED, error=message,
+                        tb=traceback.format_exc(), logs=logs, environment=environment, child=member, arms=arms)
+        return Run.State.FAILED
+
+
+@with_run_context  # every log record written while the run executes carries its run_id
+def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
+    """Claim and execute one run (with, for a plugin that trains seeds as one batched model and
+    RUN_BATCH_SEEDS > 1, the other queued runs of its reproduction, in the same process). Returns
+    what happened, for the task's log."""
+    close_old_connections()
+    host = worker_host or f"{socket.gethostname()}:{os.getpid()}"
+    claimed = services.run_claim_loaded(run_id=run_id, worker_host=host)
+    if claimed is None:
+        return "skipped: the run is not queued (duplicate or late message)"
+    token, run = claimed
+    global _first_claim_logged
+    if not _first_claim_logged:  # a replacement worker's start, as bench/soak.py measures it
+        _first_claim_logged = True
+        logger.info("run %s: the first run this process claimed", run_id)
+    runs: list[Claimed] = [(run_id, token, run)]
+    locks: list[LivenessLock] = []
+
+    def hold_liveness(held_run_id: int) -> None:
+        if settings.RUN_LIVENESS_LOCKS:
+            lock = LivenessLock(held_run_id)
+            locks.append(lock)
+            lock.acquire()
+
+    hold_liveness(run_id)
+    child: ChildRun | None = None
+    plugin: Any = None
+    concluded: set[int] = set()
+    started = time.monotonic()
+    try:
+        experiment = run.reproduction.experiment
+        plugin = services.plugin_resolve(experiment.plugin)
+        services._check_version_constraint(plugin, experiment.plugin_version_constraint)
+        services.check_requested_version(plugin, run.requested_plugin_version)  # refused: the run fails, says why
+        params = plugin.Params.model_validate(experiment.params)
+        memory_limit_mb = experiment.memory_limit_mb
+        if memory_limit_mb is None:
+            memory_limit_mb = settings.RUN_MEMORY_LIMIT_MB
+        for sibling in _batch_claim(run, plugin, host):
+            runs.append(sibling)
+            hold_liveness(sibling[0])
+        size = len(runs)
+        # a batch of n runs may take what n runs one after another may: n x the time and memory
+        time_limit = float(experiment.time_limit_s) * size
+        child = ChildRun(
+            run_id=run_id,
+            plugin=f"{plugin.__module__}:{plugin.__qualname__}",
+            params=params.model_dump(mode="json"),
+            seed=run.seed,
+            device=run.reproduction.device,
+            deterministic=settings.RUN_DETERMINISTIC,
+            torch_threads=settings.RUN_TORCH_THREADS,
+            memory_limit_mb=int(memory_limit_mb or 0) * size,
+            scratch_root=settings.RUN_SCRATCH_DIR,
+            cgroup_parent=settings.RUN_CGROUP_PARENT,
+            env_passthrough=settings.RUN_ENV_PASSTHROUGH,
+            max_artifact_bytes=settings.RUN_MAX_ARTIFACT_BYTES,
+            max_artifacts_total_bytes=settings.RUN_MAX_ARTIFACTS_TOTAL_BYTES,
+            max_checkpoint_bytes=settings.RUN_MAX_CHECKPOINT_BYTES,
+            isolate_network=settings.RUN_ISOLATE_NETWORK,
+            run_as_user=settings.RUN_AS_USER,
+            start_method=settings.RUN_CHILD_START,
+            preload=_plugin_modules(),
+            batch=[(sibling.pk, sibling.seed) for _, _, sibling in runs[1:]],
+        )
+        child.start()
+        reason, cancelled = _supervise(child, runs=runs, time_limit=time_limit, locks=locks)
+        child.finish()  # no process of the run is left after this; all its messages are read
+        exit_fields, _ = child.exit_description()
+        if child.zygote_error:
+            logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
+        outcomes: list[str] = []
+        for member, claim in zip(child.members, runs, strict=True):
+            environment = {
+                **member.environment, "registry_version": registry.__version__, **exit_fields,
+                "child_start_s": child.spawn_s, "child_started_by": child.started_by,
+                "wall_time_s": round(time.monotonic() - started, 3),
+            }
+            outcomes.append(_conclude(
+                member, claim, child=child, reason=reason, cancelled=claim[0] in cancelled, plugin=plugin,
+                experiment=experiment, environment=environment, time_limit=time_limit,
+            ))
+            concluded.add(claim[0])
+        if size == 1:
+            return outcomes[0]
+        return f"a batch of {size} runs: " + "; ".join(
+            f"run {claim[0]} {outcome}" for claim, outcome in zip(runs, outcomes, strict=True))
+    except (OperationalError, InterfaceError):
         # the database stayed away for longer than RUN_SAVE_RETRY_S: the run stays running, and
         # the reaper requeues it once its heartbeat is stale; it is not the plugin's failure
         logger.exception("run %s: could not reach the database; leaving it to the reaper", run_id)
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
-        environment.setdefault("wall_time_s", round(time.monotonic() - started, 3))
+        environment = {"wall_time_s": round(time.monotonic() - started, 3)}
         state = Run.State.TIMED_OUT if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else Run.State.FAILED
         message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
-        _record_failure(
-            run_id=run_id, token=token, state=state, error=message, tb=traceback.format_exc(),
-            logs=child.logs() if child is not None else "", environment=environment, child=child,
-            arms=tuple(plugin.arms) if plugin is not None else None,
-        )
+        members = child.members if child is not None else [None] * len(runs)
+        for member, (claimed_id, claimed_token, _run) in zip(members, runs, strict=True):
+            if claimed_id in concluded:
+                continue
+            _record_failure(
+                run_id=claimed_id, token=claimed_token, state=state, error=message, tb=traceback.format_exc(),
+                logs=member.logs() if member is not None else "", environment=dict(environment), child=member,
+                arms=tuple(plugin.arms) if plugin is not None else None,
+            )
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return state
@@ -360,8 +437,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
                 _cleanup_later(child)
             else:  # the process may be on its way out (a shutdown): no thread would finish it
                 child.cleanup()
-        if liveness is not None:
-            liveness.release()
+        for lock in locks:
+            lock.release()
 
 
 #: Runs whose scratch directory a background thread is still removing (``cleanups_finish``).

@@ -221,8 +221,14 @@ class ChildContext:
         self, channel: Any, scratch: Path, *, seed: int, device: Any, deterministic: bool,
         max_artifact_bytes: int = 0, max_artifacts_total_bytes: int = 0,
         arms: tuple[str, ...] | None = None, max_checkpoint_bytes: int = 0,
+        member: int | None = None, stop_dir: Path | None = None,
     ):
         from interp_registry.series import SeriesRecorder
+
+        #: In a batch (several runs' seeds in one process): this run's index, sent with each of its
+        #: messages ("r"); the stop request is the batch's (``stop_dir``: the process's scratch).
+        self.member = member
+        self.stop_dir = stop_dir or scratch
 
         self.series = SeriesRecorder(arms=arms)
         self._series_pending: dict[tuple[str, str], list[list[Any]]] = {}
@@ -243,6 +249,8 @@ class ChildContext:
         self.max_artifacts_total_bytes = max_artifacts_total_bytes
 
     def send(self, **message: Any) -> None:
+        if self.member is not None:
+            message["r"] = self.member
         line = json.dumps(message, default=repr) + "\n"
         with self._lock:
             self.channel.write(line)
@@ -336,7 +344,7 @@ class ChildContext:
             stream.write(lines)
 
     def should_stop(self) -> bool:
-        return (self.scratch / STOP_FILE).exists()
+        return (self.stop_dir / STOP_FILE).exists()
 
 
 def _join_cgroup(path: str) -> bool:
@@ -386,12 +394,16 @@ def _die_with_parent(interval_s: float = 1.0) -> None:
 
 
 def child_main(spec_path: str, channel_fd: int) -> None:
-    """Entry point of the child (``python -m worker.sandbox SPEC FD``); never returns."""
+    """Entry point of the child (``python -m worker.sandbox SPEC FD``); never returns.
+
+    A spec with ``batch`` (``[{seed, scratch}]``, two or more) runs several runs' seeds as one
+    batched model: one context per run (its own scratch directory for artifacts, curves and its
+    result; its messages tagged with its index), the plugin's ``run_seeds``."""
     _die_with_parent()
     channel = os.fdopen(channel_fd, "w", buffering=1, encoding="utf-8")
     scratch = Path(spec_path).parent
     spec = json.loads(Path(spec_path).read_text())
-    ctx: ChildContext | None = None
+    ctxs: list[ChildContext] = []
     code = 1
     try:
         limit_mb = int(spec.get("memory_limit_mb") or 0)
@@ -411,39 +423,57 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         params = plugin.Params.model_validate(spec["params"])
         device = torch.device("cuda") if spec["device"] == "gpu" and torch.cuda.is_available() else torch.device("cpu")
         deterministic = bool(spec["deterministic"])
-        ctx = ChildContext(
-            channel, scratch, seed=int(spec["seed"]), device=device, deterministic=deterministic,
-            max_artifact_bytes=int(spec.get("max_artifact_bytes") or 0),
-            max_artifacts_total_bytes=int(spec.get("max_artifacts_total_bytes") or 0),
-            arms=tuple(plugin.arms), max_checkpoint_bytes=int(spec.get("max_checkpoint_bytes") or 0),
-        )
-        environment = capture_environment(
-            device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
-        )
-        environment["memory_limit"] = (
-            f"cgroup memory.max {limit_mb} MiB" if in_cgroup
-            else f"RLIMIT_AS {limit_mb} MiB over the runtime's baseline" if limit_mb else "none"
-        )
-        ctx.send(t="environment", environment=environment)
-        if spec["device"] == "gpu" and device.type != "cuda":
-            ctx.log("a GPU was requested but this worker has none: running on the CPU")
+        batch = spec.get("batch") or []
+        members = batch or [{"seed": spec["seed"], "scratch": str(scratch)}]
+        for index, member in enumerate(members):
+            ctxs.append(ChildContext(
+                channel, Path(member["scratch"]), seed=int(member["seed"]), device=device,
+                deterministic=deterministic, max_artifact_bytes=int(spec.get("max_artifact_bytes") or 0),
+                max_artifacts_total_bytes=int(spec.get("max_artifacts_total_bytes") or 0),
+                arms=tuple(plugin.arms), max_checkpoint_bytes=int(spec.get("max_checkpoint_bytes") or 0),
+                member=index if batch else None, stop_dir=scratch,
+            ))
+        seeds = [ctx.seed for ctx in ctxs]
+        environment: dict[str, Any] = {}
+        for ctx in ctxs:
+            environment = capture_environment(
+                device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
+            )
+            environment["memory_limit"] = (
+                f"cgroup memory.max {limit_mb} MiB" if in_cgroup
+                else f"RLIMIT_AS {limit_mb} MiB over the runtime's baseline" if limit_mb else "none"
+            )
+            if batch:
+                environment["batch_seeds"] = seeds
+            ctx.send(t="environment", environment=environment)
+            if spec["device"] == "gpu" and device.type != "cuda":
+                ctx.log("a GPU was requested but this worker has none: running on the CPU")
         if limit_mb and not in_cgroup:
             _limit_address_space(limit_mb)
-        seed_everything(ctx.seed, deterministic=deterministic)
+        seed_everything(seeds[0], deterministic=deterministic)  # a batched plugin seeds each seed itself
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        ctx.log(f"{plugin.name} {plugin.version} seed {ctx.seed} on {environment['device_name']}")
-        results = plugin().run(params, ctx)
+        for ctx in ctxs:
+            together = f", trained as one batched model with seeds {seeds}" if batch else ""
+            ctx.log(f"{plugin.name} {plugin.version} seed {ctx.seed} on {environment['device_name']}{together}")
+        if batch:
+            outcomes = plugin().run_seeds(params, ctxs)
+            if not isinstance(outcomes, list | tuple) or len(outcomes) != len(ctxs):
+                count = len(outcomes) if isinstance(outcomes, list | tuple) else type(outcomes).__name__
+                raise TypeError(f"run_seeds() must return one result per seed ({len(ctxs)}), not {count}")
+        else:
+            outcomes = [plugin().run(params, ctxs[0])]
         extra: dict[str, Any] = {}
         if device.type == "cuda":
             extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
-        temporary = scratch / (RESULT_FILE + ".tmp")
-        temporary.write_text(json.dumps({"results": encode_results(results), "environment": extra}))
-        temporary.replace(scratch / RESULT_FILE)
-        ctx.send(t="result", file=RESULT_FILE)
+        for ctx, results in zip(ctxs, outcomes, strict=True):
+            temporary = ctx.scratch / (RESULT_FILE + ".tmp")
+            temporary.write_text(json.dumps({"results": encode_results(results), "environment": extra}))
+            temporary.replace(ctx.scratch / RESULT_FILE)
+            ctx.send(t="result", file=RESULT_FILE)
         code = 0
-    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        stopped = exc.__class__.__name__ == "StopRequested" or (ctx is not None and ctx.should_stop())
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent (every run of a batch)
+        stopped = exc.__class__.__name__ == "StopRequested" or (bool(ctxs) and ctxs[0].should_stop())
         try:
             message = {"t": "stopped"} if stopped else {
                 "t": "error", "type": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}"[:10_000],
@@ -455,7 +485,7 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
     finally:
-        if ctx is not None:
+        for ctx in ctxs:
             try:  # the curves so far, also of a failed or stopped run
                 ctx.flush_series(final=True)
             except BaseException:  # noqa: BLE001
@@ -518,8 +548,15 @@ class ChildRun:
         run_as_user: str = "",
         start_method: str = "zygote",
         preload: list[str] | tuple[str, ...] = (),
+        batch: list[tuple[int, int]] | tuple[tuple[int, int], ...] = (),
     ):
         self.run_id = run_id
+        #: The process's runs: this one first, then ``batch``'s (run id, seed) pairs, trained with
+        #: it as one batched model. Each member has its own scratch directory and keeps its own
+        #: messages, logs, artifacts, curves and result; the process (its exit, signals, output,
+        #: cgroup) is this object's, which the members read through ``lead``.
+        self.lead = self
+        self.seed = seed
         #: "zygote": forked from the worker's preloaded zygote (worker/zygote.py) where that is
         #: safe; "spawn": a fresh ``python -m worker.sandbox``. ``started_by`` says which it was.
         self.start_method = start_method
@@ -567,6 +604,34 @@ class ChildRun:
         self._threads: list[_Reader] = []
         self.started_at = 0.0
         self.spawn_s: float | None = None  # until the child's first message: the per-run start cost
+        self.members: list[ChildRun] = [self]
+        for member_run_id, member_seed in batch:
+            self.members.append(self._member(member_run_id, member_seed, root))
+        if len(self.members) > 1:
+            self.spec["batch"] = [{"seed": member.seed, "scratch": str(member.scratch)} for member in self.members]
+
+    def _member(self, run_id: int, seed: int, root: Path) -> ChildRun:
+        """Another run of this process's batch: its own scratch directory and per-run state."""
+        member = object.__new__(ChildRun)
+        member.__dict__.update({
+            key: value for key, value in self.__dict__.items()
+            if key in ("start_method", "preload", "isolate_network", "run_as_user", "memory_limit_mb",
+                       "max_artifact_bytes", "max_artifacts_total_bytes", "started_by", "zygote_error")
+        })
+        member.lead, member.run_id, member.seed = self, run_id, seed
+        member.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=root))
+        member.cgroup, member.spec, member.env = None, {}, {}
+        member.process, member._pidfd, member._threads = None, None, []
+        member.lock = threading.Lock()
+        member.fraction = member.message = None
+        member.progress_changed = member.logs_changed = member.stopped = member.has_result = False
+        member.lines = collections.deque()
+        member.lines_chars = member.lines_dropped = member.channel_dropped = member.artifacts_dropped = 0
+        member._tail, member.output_bytes = bytearray(), 0
+        member.artifacts, member.environment, member.error = [], {}, None
+        member.signals_sent = self.signals_sent  # one process: the same signals
+        member.started_at, member.spawn_s, member.members = 0.0, None, [member]
+        return member
 
     @staticmethod
     def _make_cgroup(parent: str, limit_mb: int) -> Path | None:
@@ -606,8 +671,9 @@ class ChildRun:
         import pwd
 
         account = pwd.getpwnam(self.run_as_user)
-        for path in [self.scratch, *self.scratch.rglob("*")]:
-            os.chown(path, account.pw_uid, account.pw_gid)
+        for member in self.members:
+            for path in [member.scratch, *member.scratch.rglob("*")]:
+                os.chown(path, account.pw_uid, account.pw_gid)
         self.env["HOME"] = str(self.scratch)
         return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
@@ -653,6 +719,9 @@ class ChildRun:
 
     def _start_readers(self, channel: Any) -> None:
         assert self.process is not None
+        for member in self.members[1:]:
+            member.process, member.started_by, member.zygote_error = self.process, self.started_by, self.zygote_error
+            member.started_at = self.started_at
         try:
             self._pidfd = os.pidfd_open(self.process.pid)
         except (OSError, AttributeError):
@@ -719,33 +788,47 @@ class ChildRun:
                     continue
                 if not isinstance(message, dict):
                     continue
-                with self.lock:
-                    if self.spawn_s is None:
-                        self.spawn_s = round(time.monotonic() - self.started_at, 3)
-                    kind = message.get("t")
-                    if kind == "progress":
-                        self.fraction, self.message = message.get("fraction"), message.get("message")
-                        self.progress_changed = True
-                    elif kind == "log":
-                        self._add_line(str(message.get("line", "")))
-                    elif kind == "artifact":
-                        if len(self.artifacts) >= MAX_ARTIFACTS:
-                            self.artifacts_dropped += 1
-                        else:
-                            self.artifacts.append((str(message.get("name", ""))[:300], str(message.get("file", "")),
-                                                   str(message.get("content_type", ""))[:100]))
-                    elif kind == "environment":
-                        environment = message.get("environment")
-                        if isinstance(environment, dict):
-                            for key, value in environment.items():
-                                if key in self.environment or len(self.environment) < MAX_ENVIRONMENT_KEYS:
-                                    self.environment[key] = value
-                    elif kind == "error":
-                        self.error = message
-                    elif kind == "stopped":
-                        self.stopped = True
-                    elif kind == "result":
-                        self.has_result = True
+                if self.spawn_s is None:
+                    self.spawn_s = round(time.monotonic() - self.started_at, 3)
+                    for member in self.members[1:]:
+                        member.spawn_s = self.spawn_s
+                index = message.get("r")
+                if index is None:  # the process's own message (an error, a stop): every run's
+                    targets = self.members
+                elif type(index) is int and 0 <= index < len(self.members) and len(self.members) > 1:
+                    targets = [self.members[index]]
+                else:
+                    continue
+                for target in targets:
+                    target._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        """One channel message of this run."""
+        with self.lock:
+            kind = message.get("t")
+            if kind == "progress":
+                self.fraction, self.message = message.get("fraction"), message.get("message")
+                self.progress_changed = True
+            elif kind == "log":
+                self._add_line(str(message.get("line", "")))
+            elif kind == "artifact":
+                if len(self.artifacts) >= MAX_ARTIFACTS:
+                    self.artifacts_dropped += 1
+                else:
+                    self.artifacts.append((str(message.get("name", ""))[:300], str(message.get("file", "")),
+                                           str(message.get("content_type", ""))[:100]))
+            elif kind == "environment":
+                environment = message.get("environment")
+                if isinstance(environment, dict):
+                    for key, value in environment.items():
+                        if key in self.environment or len(self.environment) < MAX_ENVIRONMENT_KEYS:
+                            self.environment[key] = value
+            elif kind == "error":
+                self.error = message
+            elif kind == "stopped":
+                self.stopped = True
+            elif kind == "result":
+                self.has_result = True
 
     def _read_output(self, stream: Any) -> None:
         """Read the child's stdout/stderr in fixed-size chunks, keeping the last OUTPUT_TAIL_BYTES
@@ -761,13 +844,17 @@ class ChildRun:
                     self._tail += chunk
                     if len(self._tail) > OUTPUT_TAIL_BYTES:
                         del self._tail[:len(self._tail) - OUTPUT_TAIL_BYTES]
+                for member in self.members[1:]:  # the process's output is in every run's log
+                    with member.lock:
+                        member.logs_changed = True
 
     @property
     def output(self) -> list[str]:
         """The last lines of the child's stdout/stderr (at most OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES)."""
-        with self.lock:
-            tail = bytes(self._tail)
-            cut = self.output_bytes > len(tail)
+        lead = self.lead  # the process's output, whichever of its runs asks
+        with lead.lock:
+            tail = bytes(lead._tail)
+            cut = lead.output_bytes > len(tail)
         lines = tail.decode("utf-8", "replace").split("\n")
         if lines and lines[-1] == "":
             lines.pop()
@@ -880,7 +967,8 @@ class ChildRun:
                 time.sleep(0.01)
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        for member in self.members:  # a batch's runs' directories too
+            shutil.rmtree(member.scratch, ignore_errors=True)
         if self.cgroup is not None:
             for _ in range(20):
                 try:
@@ -909,8 +997,10 @@ class ChildRun:
     def logs(self) -> str:
         with self.lock:
             lines = list(self.lines)
-            dropped, channel_dropped, output_bytes = self.lines_dropped, self.channel_dropped, self.output_bytes
+            dropped, channel_dropped = self.lines_dropped, self.channel_dropped
             artifacts_dropped = self.artifacts_dropped
+        with self.lead.lock:
+            output_bytes = self.lead.output_bytes
         if dropped:
             lines.insert(0, f"[{dropped} earlier lines dropped]")
         if channel_dropped:

@@ -517,6 +517,35 @@ def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] 
     return token, run
 
 
+def run_claim_batch(*, lead: Run, limit: int, worker_host: str) -> list[tuple[uuid.UUID, Run]]:
+    """Claim, for the worker that holds ``lead``, up to ``limit`` more queued runs of its
+    reproduction (lowest seeds first; the same requested plugin version) to train in one batched
+    process: each gets a claim token of its own and its ``run.started`` event, exactly as
+    ``run_claim_loaded`` claims one, so each is heartbeaten, reaped and finished on its own. Rows
+    another transaction holds are skipped (SKIP LOCKED), and each UPDATE re-checks ``queued``, so a
+    run is never claimed twice; its own message, when it comes, finds it running and does nothing."""
+    if limit <= 0:
+        return []
+    claimed: list[tuple[uuid.UUID, Run]] = []
+    with transaction.atomic():
+        candidates = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(reproduction_id=lead.reproduction_id, state=State.QUEUED,
+                    requested_plugin_version=lead.requested_plugin_version)
+            .exclude(pk=lead.pk).order_by("seed", "pk").values_list("pk", flat=True)[:limit]
+        )
+        for run_id in candidates:
+            token = uuid.uuid4()
+            now = timezone.now()
+            updated = Run.objects.filter(pk=run_id, state=State.QUEUED).update(
+                state=State.RUNNING, claim_token=token, attempts=F("attempts") + 1, started_at=now,
+                heartbeat_at=now, worker_host=worker_host, progress=0.0, progress_message="starting", logs="",
+            )
+            if updated == 1:
+                claimed.append((token, run_event_emit("run.started", run_id, batch_of=lead.pk)))
+    return claimed
+
+
 def _claim_stale_before(now: datetime) -> datetime:
     """A running run's heartbeat older than this means its worker is gone (for ``run_claim``),
     with the reaper's post-outage grace: see ``claim_stale_cutoff``."""

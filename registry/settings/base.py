@@ -376,6 +376,12 @@ RUN_KILL_GRACE_S = env.float("RUN_KILL_GRACE_S", default=10.0)  # stop request -
 # (worker/zygote.py; GPU runs, RUN_ISOLATE_NETWORK and RUN_AS_USER still exec fresh), "spawn" =
 # always a fresh `python -m worker.sandbox` (~1 s of imports per run).
 RUN_CHILD_START = env.str("RUN_CHILD_START", default="zygote")
+# Seeds in parallel: a worker that claims a run of a plugin with ``batched_seeds = True`` also claims
+# up to this many runs of the same reproduction in all (queued ones, lowest seeds first) and trains
+# them as one batched model in one process (the plugin's ``run_seeds``); 1 = one run per process.
+# Worth it on a GPU (one worker process per GPU); on a CPU worker the pool's processes already run
+# seeds side by side. Bounded to [1, 64].
+RUN_BATCH_SEEDS = max(1, min(64, env.int("RUN_BATCH_SEEDS", default=1)))
 # Optional containment beyond the child process (off by default; see the README's trust model):
 # a network namespace with only loopback (unshare; root, or unprivileged user namespaces), and an
 # unprivileged account to run the plugin as (the worker must be root to switch to it).

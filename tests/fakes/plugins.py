@@ -346,3 +346,39 @@ class NetProbeExperiment(Experiment):
         except OSError:
             pass
         return {"baseline": dict(found), "intervention": dict(found)}
+
+
+class BatchedEchoParams(EchoParams):
+    bad_seed: int = Field(-1, description="This seed's result leaves out the intervention arm (an invalid result).")
+    crash: bool = Field(False, description="run_seeds raises after the first progress report.")
+
+
+class BatchedEchoExperiment(EchoExperiment):
+    """The echo plugin that opts in to seeds in parallel: ``run_seeds`` serves every context in one
+    loop (as a batched model would), each seed's result exactly ``run``'s, and says in each seed's
+    log and artifact how many seeds it was trained with. Registered by the tests that use it."""
+
+    name = "echo_batched"
+    Params = BatchedEchoParams
+    batched_seeds = True
+
+    def run_seeds(self, params: BatchedEchoParams, ctxs) -> list[dict[str, dict[str, float]]]:
+        seeds = [ctx.seed for ctx in ctxs]
+        for ctx in ctxs:
+            ctx.log(f"echo_batched seed {ctx.seed} with {seeds}")
+            ctx.progress(0.1, "batched")
+            ctx.log_series("loss", 0, float(ctx.seed), arm="baseline")
+        if params.crash:
+            raise RuntimeError(f"the batch of seeds {seeds} broke")
+        deadline = time.monotonic() + params.sleep_s
+        while time.monotonic() < deadline:
+            check_stop(ctxs[0])
+            time.sleep(0.05)
+        results = []
+        for ctx in ctxs:
+            ctx.save_artifact("batch.json", f'{{"seed": {ctx.seed}, "batch": {seeds}}}'.encode(), "application/json")
+            result = EchoExperiment.run(self, params.model_copy(update={"sleep_s": 0.0}), ctx)
+            if ctx.seed == params.bad_seed:
+                del result["intervention"]
+            results.append(result)
+        return results

@@ -1,0 +1,212 @@
+"""Seeds in parallel in the worker: with RUN_BATCH_SEEDS > 1, the run of a plugin that opts in
+(``batched_seeds = True``) is trained with the other queued runs of its reproduction as one batched
+model in one process (``run_seeds``); each run is still claimed, heartbeaten, finished and
+recorded on its own. ``run_execute`` is called in-process (what a pool process calls), with real
+child processes and PostgreSQL."""
+
+import json
+import threading
+
+import pytest
+
+from plugins.registry import register_temporarily
+from registry.events.models import Event
+from registry.reproductions import services
+from registry.reproductions.models import Run
+from tests.conftest import wait_for
+from tests.factories import FindingFactory
+from tests.fakes.plugins import BatchedEchoExperiment
+from worker.runner import run_execute
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+
+@pytest.fixture
+def batched(settings, monkeypatch):
+    settings.RUN_BATCH_SEEDS = 4
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)  # no worker takes them
+    with register_temporarily(BatchedEchoExperiment):
+        yield
+
+
+def _request(user, seeds, plugin="echo_batched", params=None, **extra):
+    finding = FindingFactory(created_by=user)
+    params = {"effect": -0.25, "noise": 0.3, **extra} if params is None else params
+    experiment = services.experiment_create(finding=finding, user=user, plugin=plugin, params=params,
+                                            reproduce=False)
+    reproduction = services.reproduction_request(experiment=experiment, user=user, seeds=seeds, device="cpu")
+    return finding, list(reproduction.runs.order_by("seed"))
+
+
+def _values(run: Run) -> dict:
+    return {(m.arm, m.metric): m.value for m in run.measurements.all()}
+
+
+def test_a_reproductions_runs_are_trained_as_one_batch_each_recorded_on_its_own(user, batched):
+    finding, runs = _request(user, [5, 6, 7])
+    outcome = run_execute(runs[1].pk, worker_host="test-host")  # any of them leads; the others join
+    assert outcome.startswith("a batch of 3 runs: "), outcome
+    assert outcome.count("succeeded") == 3
+    for run in runs:  # each run's own message, when it comes, finds it taken
+        assert run_execute(run.pk, worker_host="test-host").startswith("skipped")
+    alone = {}
+    with register_temporarily(BatchedEchoExperiment):  # the same seeds, each through `run`
+        from interp_registry.sdk import run_locally
+        for seed in (5, 6, 7):
+            alone[seed], _ = run_locally(BatchedEchoExperiment, {"effect": -0.25, "noise": 0.3}, seed=seed)
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]).order_by("seed"):
+        assert run.state == "succeeded" and run.attempts == 1 and run.worker_host == "test-host"
+        assert run.environment["seed"] == run.seed  # its own seed's environment
+        assert run.environment["batch_seeds"] == [6, 5, 7]  # the leader's seed first
+        assert run.environment["exit_code"] == 0
+        values = _values(run)
+        assert values == {(arm, metric): alone[run.seed][arm][metric] for arm in alone[run.seed]
+                          for metric in alone[run.seed][arm]}
+        assert f"echo_batched seed {run.seed} with [6, 5, 7]" in run.logs
+        assert f"echo seed {run.seed}" in run.logs
+        assert all(f"echo seed {other}" not in run.logs for other in (5, 6, 7) if other != run.seed)
+        artifacts = {a.name: a for a in run.artifacts.all()}
+        assert set(artifacts) == {"batch.json", "values.json"}
+        with open(services.artifact_path(artifacts["batch.json"]), "rb") as stream:
+            assert json.loads(stream.read()) == {"seed": run.seed, "batch": [6, 5, 7]}
+        curve = run.series.get(name="loss", arm="baseline")
+        assert curve.values == [float(run.seed)]
+    started = Event.objects.filter(finding_id=finding.pk, type="run.started")
+    assert sorted(e.payload["run"] for e in started) == sorted(r.pk for r in runs)
+    assert sorted(e.payload.get("batch_of") for e in started if "batch_of" in e.payload) == [runs[1].pk] * 2
+    assert Event.objects.filter(finding_id=finding.pk, type="run.finished").count() == 3
+
+
+def test_batches_take_at_most_run_batch_seeds_runs_and_leave_the_rest_queued(user, batched, settings):
+    settings.RUN_BATCH_SEEDS = 2
+    _, runs = _request(user, [1, 2, 3])
+    outcome = run_execute(runs[2].pk, worker_host="test-host")
+    assert outcome.startswith("a batch of 2 runs: "), outcome
+    states = dict(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("seed", "state"))
+    assert states == {1: "succeeded", 2: "queued", 3: "succeeded"}  # the leader, then the lowest seed
+    assert run_execute(runs[1].pk, worker_host="test-host") == "succeeded"  # the last one, alone
+    last = Run.objects.get(pk=runs[1].pk)
+    assert "batch_seeds" not in last.environment and last.environment["seed"] == 2
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_no_batch_without_the_plugins_opt_in_or_with_run_batch_seeds_1(user, batched, settings, size):
+    settings.RUN_BATCH_SEEDS = size
+    plugin = "echo" if size > 1 else "echo_batched"
+    _, runs = _request(user, [1, 2], plugin=plugin)
+    assert run_execute(runs[0].pk, worker_host="test-host") == "succeeded"
+    assert Run.objects.get(pk=runs[1].pk).state == "queued"
+    assert "batch_seeds" not in Run.objects.get(pk=runs[0].pk).environment
+
+
+def test_one_runs_invalid_result_fails_that_run_only(user, batched):
+    _, runs = _request(user, [1, 2, 3], bad_seed=2)
+    outcome = run_execute(runs[0].pk, worker_host="test-host")
+    assert outcome.count("succeeded") == 2 and "failed" in outcome, outcome
+    by_seed = {run.seed: run for run in Run.objects.filter(pk__in=[r.pk for r in runs])}
+    assert by_seed[1].state == by_seed[3].state == "succeeded"
+    assert by_seed[2].state == "failed" and "intervention" in by_seed[2].error, by_seed[2].error
+    assert by_seed[2].measurements.count() == 0
+    assert {a.name for a in by_seed[2].artifacts.all()} == {"batch.json", "values.json"}  # kept, marked failed
+
+
+def test_a_failing_batch_fails_each_of_its_runs_with_the_error(user, batched):
+    _, runs = _request(user, [1, 2], crash=True)
+    outcome = run_execute(runs[0].pk, worker_host="test-host")
+    assert outcome.count("failed") == 2, outcome
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.state == "failed"
+        assert "the batch of seeds [1, 2] broke" in run.error
+        assert "RuntimeError" in run.traceback
+        assert f"echo_batched seed {run.seed} with [1, 2]" in run.logs
+        assert run.series.get(name="loss", arm="baseline").values == [float(run.seed)]  # its curve so far
+
+
+def test_a_run_cancelled_alone_stops_only_itself(user, batched):
+    _, runs = _request(user, [1, 2], sleep_s=3.0)
+    outcome: list[str] = []
+
+    def execute() -> None:
+        from django.db import connections
+
+        try:
+            outcome.append(run_execute(runs[0].pk, worker_host="test-host"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    try:
+        wait_for(lambda: Run.objects.filter(pk=runs[1].pk, state="running", progress__gt=0).exists(), timeout=30)
+        services.run_cancel(run=Run.objects.select_related("reproduction__experiment").get(pk=runs[1].pk),
+                            user=user)
+    finally:
+        thread.join(60)
+    assert outcome and "stopped: the run was cancelled" in outcome[0], outcome
+    assert Run.objects.get(pk=runs[0].pk).state == "succeeded"
+    cancelled = Run.objects.get(pk=runs[1].pk)
+    assert cancelled.state == "cancelled" and cancelled.measurements.count() == 0
+
+
+def test_cancelling_every_run_of_a_batch_stops_the_process(user, batched):
+    _, runs = _request(user, [1, 2], sleep_s=30.0)
+    outcome: list[str] = []
+
+    def execute() -> None:
+        from django.db import connections
+
+        try:
+            outcome.append(run_execute(runs[0].pk, worker_host="test-host"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    try:
+        wait_for(lambda: Run.objects.filter(pk__in=[r.pk for r in runs], state="running",
+                                            progress__gt=0).count() == 2, timeout=30)
+        for run in runs:
+            services.run_cancel(run=Run.objects.select_related("reproduction__experiment").get(pk=run.pk), user=user)
+    finally:
+        thread.join(60)
+    assert not thread.is_alive()
+    assert outcome and outcome[0].count("stopped: the run was cancelled") == 2, outcome
+    assert set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("state", flat=True)) == {"cancelled"}
+
+
+def test_run_claim_batch_claims_only_queued_runs_of_the_same_reproduction(user, batched):
+    _, runs = _request(user, [1, 2, 3, 4])
+    _, others = _request(user, [1])
+    lead = services.run_claim_loaded(run_id=runs[0].pk, worker_host="a")[1]
+    Run.objects.filter(pk=runs[2].pk).update(state="cancelled")
+    claimed = services.run_claim_batch(lead=lead, limit=5, worker_host="a")
+    assert [run.seed for _, run in claimed] == [2, 4]
+    assert all(run.state == "running" and run.claim_token == token for token, run in claimed)
+    assert len({token for token, _ in claimed}) == 2
+    assert services.run_claim_batch(lead=lead, limit=5, worker_host="b") == []  # nothing queued is left
+    assert Run.objects.get(pk=others[0].pk).state == "queued"
+    assert services.run_claim_batch(lead=lead, limit=0, worker_host="a") == []
+
+
+def test_a_built_in_plugin_trained_as_one_batch_in_the_worker_matches_each_seed_alone(user, settings, monkeypatch):
+    """superposition opts in: its runs trained together by the worker give, per run, what the
+    same seed gives alone, within the plugin's stated tolerance."""
+    from interp_registry.sdk import NotReached, run_locally
+
+    from plugins.registry import get_plugin
+
+    settings.RUN_BATCH_SEEDS = 2
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)
+    plugin = get_plugin("superposition")
+    assert plugin.batched_seeds
+    _, runs = _request(user, [0, 1], plugin="superposition", params=dict(plugin.presets["tiny"]))
+    assert run_execute(runs[0].pk, worker_host="test-host").count("succeeded") == 2
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.environment["batch_seeds"] == [0, 1]
+        alone, _ = run_locally(plugin, preset="tiny", seed=run.seed)
+        values = _values(run)
+        assert set(values) == {(arm, metric) for arm in alone for metric in alone[arm]}
+        for (arm, metric), value in values.items():
+            expected = alone[arm][metric]
+            assert not isinstance(expected, NotReached)
+            assert abs(value - expected) <= plugin.batched_seeds_tolerance * max(1.0, abs(expected)), (arm, metric)
