@@ -84,6 +84,10 @@ def main() -> None:  # noqa: C901, PLR0915 - one script, read top to bottom
     parser.add_argument("--throughput-modes", default="zygote")
     parser.add_argument("--prefetch-multiplier", type=int, default=None,
                         help="the workers' --prefetch-multiplier (default: the registry's setting, 1)")
+    parser.add_argument("--batched-seeds", type=int, default=0,
+                        help="(e): N seeds of one superposition reproduction through run_execute, "
+                             "RUN_BATCH_SEEDS=N against 1 (0: skip)")
+    parser.add_argument("--batched-preset", default=None, help="(e)'s superposition preset (default parameters)")
     args = parser.parse_args()
 
     var = tempfile.mkdtemp(prefix="bench-overhead-")
@@ -292,6 +296,38 @@ def main() -> None:  # noqa: C901, PLR0915 - one script, read top to bottom
                              f"{dict(sorted(verbs.items()))}")
                 print(lines[-1], flush=True)
         zygote_stop()
+
+        # (e) seeds in parallel through the worker's path (run_execute in this process)
+        if args.batched_seeds > 0:
+            from django.test.utils import override_settings
+
+            from plugins.registry import get_plugin
+
+            plugin = get_plugin("superposition")
+            params = dict(plugin.presets[args.batched_preset]) if args.batched_preset else {}
+            seeds = list(range(args.batched_seeds))
+            walls: dict[int, float] = {}
+            for size in (1, args.batched_seeds):
+                with override_settings(RUN_BATCH_SEEDS=size):
+                    exp = experiment_create(finding=finding, user=user, plugin="superposition", params=params,
+                                            reproduce=False)
+                    ids = list(reproduction_request(experiment=exp, user=user, seeds=seeds)
+                               .runs.order_by("seed").values_list("pk", flat=True))
+                    started = time.perf_counter()
+                    for run_id in ids:  # no worker runs: each queued run is executed here, in order
+                        if Run.objects.filter(pk=run_id, state="queued").exists():
+                            run_execute(run_id)
+                    walls[size] = time.perf_counter() - started
+                    states = set(Run.objects.filter(pk__in=ids).values_list("state", flat=True))
+                    assert states == {"succeeded"}, states
+            zygote_stop()
+            one, batch = walls[1], walls[args.batched_seeds]
+            lines.append(
+                f"(e) superposition ({args.batched_preset or 'default parameters'}), {len(seeds)} seeds of one "
+                f"reproduction through run_execute, one process: one run per process {one:.1f} s "
+                f"({len(seeds) / one:.3f} runs/s), RUN_BATCH_SEEDS={args.batched_seeds} {batch:.1f} s "
+                f"({len(seeds) / batch:.3f} runs/s): {one / batch:.2f}x")
+            print(lines[-1], flush=True)
     finally:
         for worker in workers:
             if worker.poll() is None:
