@@ -117,6 +117,11 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_host = models.CharField(max_length=200, blank=True)
+    batch_size = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="How many runs this attempt's process trains as one batched model (seeds in parallel, "
+        "RUN_BATCH_SEEDS); the attempt may take this many times the experiment's time limit.",
+    )
     plugin_version = models.CharField(max_length=50, blank=True)
     requested_plugin_version = models.CharField(
         max_length=50, blank=True,

@@ -496,6 +496,7 @@ def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] 
         "state": State.RUNNING, "claim_token": token, "attempts": F("attempts") + 1, "started_at": now,
         "heartbeat_at": now, "worker_host": worker_host, "progress": 0.0, "progress_message": "starting",
         "logs": "",  # a requeued run's earlier attempt's log is not this attempt's
+        "batch_size": 1,  # run_claim_batch says otherwise when it adds runs to this one's process
     }
     with transaction.atomic():
         taken_over_from = None
@@ -543,6 +544,12 @@ def run_claim_batch(*, lead: Run, limit: int, worker_host: str) -> list[tuple[uu
             )
             if updated == 1:
                 claimed.append((token, run_event_emit("run.started", run_id, batch_of=lead.pk)))
+        if claimed:  # the reaper gives the batch its runs' time limits together
+            size = len(claimed) + 1
+            Run.objects.filter(pk__in=[lead.pk, *(run.pk for _, run in claimed)]).update(batch_size=size)
+            for _, run in claimed:
+                run.batch_size = size
+            lead.batch_size = size
     return claimed
 
 
@@ -890,7 +897,8 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                        "to send a heartbeat", now.timestamp() - clock["blind_from"], timeout)
     running = Run.objects.filter(state=State.RUNNING).select_related("reproduction__experiment")
     for run in running:
-        limit = run.reproduction.experiment.time_limit_s
+        # a batch (seeds in parallel) may take its runs' limits together, as the worker allows it
+        limit = run.reproduction.experiment.time_limit_s * max(1, run.batch_size)
         # The worker itself stops the run at its limit; the reaper only steps in once the worker's
         # stop, kill grace and result-save retries have all had their time.
         margin = settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60

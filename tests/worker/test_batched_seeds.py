@@ -210,3 +210,36 @@ def test_a_built_in_plugin_trained_as_one_batch_in_the_worker_matches_each_seed_
             expected = alone[arm][metric]
             assert not isinstance(expected, NotReached)
             assert abs(value - expected) <= plugin.batched_seeds_tolerance * max(1.0, abs(expected)), (arm, metric)
+
+
+def test_the_reaper_gives_a_batch_its_runs_time_limits_together(user, batched):
+    """The worker lets a batch of n runs take n x the experiment's time limit; the reaper, which
+    times out a run that outlived its limit (plus the worker's grace and save retries), must too."""
+    from datetime import timedelta
+
+    from django.conf import settings as django_settings
+    from django.utils import timezone
+
+    _, runs = _request(user, [1, 2, 3, 4])
+    lead = services.run_claim_loaded(run_id=runs[0].pk, worker_host="a")[1]
+    claimed = services.run_claim_batch(lead=lead, limit=2, worker_host="a")
+    assert lead.batch_size == 3 and [run.batch_size for _, run in claimed] == [3, 3]
+    batch_ids = [lead.pk, *(run.pk for _, run in claimed)]
+    assert set(Run.objects.filter(pk__in=batch_ids).values_list("batch_size", flat=True)) == {3}
+    alone = services.run_claim_loaded(run_id=runs[3].pk, worker_host="b")[1]
+    assert alone.batch_size == 1
+    limit = lead.reproduction.experiment.time_limit_s
+    margin = django_settings.RUN_KILL_GRACE_S + django_settings.RUN_SAVE_RETRY_S + 60
+    now = timezone.now()
+    # all four started two limits (plus the margin) ago and are still beating
+    Run.objects.filter(pk__in=[*batch_ids, alone.pk]).update(
+        started_at=now - timedelta(seconds=2 * limit + margin + 1), heartbeat_at=now)
+    services.runs_reap(now=now)
+    states = dict(Run.objects.filter(pk__in=[*batch_ids, alone.pk]).values_list("pk", "state"))
+    assert [states[pk] for pk in batch_ids] == ["running"] * 3  # within 3 x the limit
+    assert states[alone.pk] == "timed_out"
+    services.runs_reap(now=now + timedelta(seconds=limit + 1))  # past 3 x the limit
+    assert set(Run.objects.filter(pk__in=batch_ids).values_list("state", flat=True)) == {"timed_out"}
+    # a run requeued and claimed again alone is back to one run's limit
+    Run.objects.filter(pk=claimed[0][1].pk).update(state="queued")
+    assert services.run_claim_loaded(run_id=claimed[0][1].pk, worker_host="c")[1].batch_size == 1
