@@ -182,26 +182,30 @@ def _supervise(
     reason: str | None = None
     stop_at: float | None = None
     cancelled: set[int] = set()
-    last_beat = last_progress = last_logs = time.monotonic()
+    started = time.monotonic()
+    last_logs = started
+    # each run's own clocks: one run's progress must not stand in for another's heartbeat
+    last_beat = {run_id: started for run_id, _, _ in runs}
+    last_progress = dict(last_beat)
     while child.wait(0.1) is None:
         now = time.monotonic()
         logs_due = now - last_logs >= LOG_WRITE_INTERVAL_S
         if logs_due:
             last_logs = now
-        beat_due = now - last_beat >= interval
-        progress_due = now - last_progress >= PROGRESS_WRITE_INTERVAL_S
-        wrote = False
+        refreshed = False
         for member, (run_id, token, _run) in zip(child.members, runs, strict=True):
             if run_id in cancelled:
                 continue
             logs = member.take_logs() if logs_due else None
-            member_beat = beat_due or logs is not None
+            member_beat = now - last_beat[run_id] >= interval or logs is not None
             # a due heartbeat carries the latest progress too (else a short interval would starve it)
-            progress = member.take_progress() if member_beat or progress_due else None
+            progress_due = member_beat or now - last_progress[run_id] >= PROGRESS_WRITE_INTERVAL_S
+            progress = member.take_progress() if progress_due else None
             if progress is None and not member_beat:
                 continue
-            if not wrote:
-                wrote = True
+            last_beat[run_id] = last_progress[run_id] = now
+            if not refreshed:
+                refreshed = True
                 for lock in locks:
                     lock.refresh()  # re-taken after a lost connection (a database restart)
             fraction, message = progress or (None, None)
@@ -216,8 +220,6 @@ def _supervise(
             else:
                 if state != Run.State.RUNNING:
                     cancelled.add(run_id)
-        if wrote:
-            last_progress = last_beat = now
         if reason is None and len(cancelled) == len(runs):
             reason = "cancelled"
         if reason is None and now >= deadline:
@@ -246,14 +248,38 @@ def _how_it_ended(child: ChildRun, reason: str | None) -> str:
 Claimed = tuple[int, Any, Run]
 
 
-def _batch_claim(run: Run, plugin: Any, host: str) -> list[Claimed]:
+def _batch_claim(
+    run: Run, plugin: Any, host: str, *, time_limit_s: float, task_soft_limit_s: float | None
+) -> list[Claimed]:
     """The other runs of ``run``'s reproduction this process trains with it as one batched model
-    (RUN_BATCH_SEEDS, for a plugin with ``batched_seeds = True``); none otherwise."""
+    (RUN_BATCH_SEEDS, for a plugin with ``batched_seeds = True``); none otherwise. No more than
+    the task's own soft time limit leaves time for (n x the run's limit, plus the margin), so
+    Celery's backstop never cuts a batch the worker allows."""
     size = int(settings.RUN_BATCH_SEEDS)
     if size <= 1 or not getattr(plugin, "batched_seeds", False):
         return []
+    if task_soft_limit_s:
+        room = float(task_soft_limit_s) - services.run_time_limit_margin_s()
+        size = min(size, max(1, int(room // max(float(time_limit_s), 1e-9))))
+    if size <= 1:
+        return []
     siblings = services.run_claim_batch(lead=run, limit=size - 1, worker_host=host)
     return [(sibling.pk, token, sibling) for token, sibling in siblings]
+
+
+def _beat_waiting(runs: list[Claimed], last_beat: dict[int, float]) -> None:
+    """While a batch's results are saved one after another, keep the heartbeat of the runs still
+    waiting for theirs (a large artifact or a slow save must not let the reaper take them)."""
+    now = time.monotonic()
+    for run_id, token, _run in runs:
+        if now - last_beat.get(run_id, 0.0) < float(settings.RUN_HEARTBEAT_INTERVAL_S):
+            continue
+        last_beat[run_id] = now
+        try:
+            services.run_heartbeat(run_id=run_id, token=token)
+        except Exception:  # noqa: BLE001 - the save's own retries deal with the database
+            logger.exception("run %s: could not record the heartbeat", run_id)
+            connection.close()
 
 
 def _conclude(
@@ -313,17 +339,18 @@ def _conclude(
             what=f"run {run_id}: saving the result",
         )
         return "succeeded" if stored else "discarded: the run was no longer ours"
-    except (OperationalError, InterfaceError):
-        raise
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded, TimeLimitExceeded):
+        raise  # the caller's: the reaper's, or a timed-out task's
     except Exception as exc:  # noqa: BLE001 - the plugin's invalid result, a refused artifact...
         message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
         _record_failure(run_id=run_id, token=token, state=Run.State.FAILED, error=message,
-                        tb=traceback.format_exc(), logs=logs, environment=environment, child=member, arms=arms)
+                        tb=traceback.format_exc(), logs=member.logs(), environment=environment, child=member,
+                        arms=arms)
         return Run.State.FAILED
 
 
 @with_run_context  # every log record written while the run executes carries its run_id
-def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
+def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_s: float | None = None) -> str:
     """Claim and execute one run (with, for a plugin that trains seeds as one batched model and
     RUN_BATCH_SEEDS > 1, the other queued runs of its reproduction, in the same process). Returns
     what happened, for the task's log."""
@@ -360,7 +387,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         memory_limit_mb = experiment.memory_limit_mb
         if memory_limit_mb is None:
             memory_limit_mb = settings.RUN_MEMORY_LIMIT_MB
-        for sibling in _batch_claim(run, plugin, host):
+        for sibling in _batch_claim(run, plugin, host, time_limit_s=experiment.time_limit_s,
+                                    task_soft_limit_s=task_soft_limit_s):
             runs.append(sibling)
             hold_liveness(sibling[0])
         size = len(runs)
@@ -394,11 +422,14 @@ def run_execute(run_id: int, *, worker_host: str | None = None) -> str:
         if child.zygote_error:
             logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
         outcomes: list[str] = []
-        for member, claim in zip(child.members, runs, strict=True):
+        wall_time_s = round(time.monotonic() - started, 3)
+        last_beat = {claim[0]: time.monotonic() for claim in runs}
+        for index, (member, claim) in enumerate(zip(child.members, runs, strict=True)):
+            if index:
+                _beat_waiting(runs[index:], last_beat)
             environment = {
                 **member.environment, "registry_version": registry.__version__, **exit_fields,
-                "child_start_s": child.spawn_s, "child_started_by": child.started_by,
-                "wall_time_s": round(time.monotonic() - started, 3),
+                "child_start_s": child.spawn_s, "child_started_by": child.started_by, "wall_time_s": wall_time_s,
             }
             outcomes.append(_conclude(
                 member, claim, child=child, reason=reason, cancelled=claim[0] in cancelled, plugin=plugin,

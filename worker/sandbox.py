@@ -464,8 +464,9 @@ def child_main(spec_path: str, channel_fd: int) -> None:
         else:
             outcomes = [plugin().run(params, ctxs[0])]
         extra: dict[str, Any] = {}
-        if device.type == "cuda":
-            extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda":  # a batch's peak is all its runs' together
+            key = "batch_peak_gpu_memory_bytes" if batch else "peak_gpu_memory_bytes"
+            extra[key] = torch.cuda.max_memory_allocated(device)
         for ctx, results in zip(ctxs, outcomes, strict=True):
             temporary = ctx.scratch / (RESULT_FILE + ".tmp")
             temporary.write_text(json.dumps({"results": encode_results(results), "environment": extra}))
@@ -605,8 +606,12 @@ class ChildRun:
         self.started_at = 0.0
         self.spawn_s: float | None = None  # until the child's first message: the per-run start cost
         self.members: list[ChildRun] = [self]
-        for member_run_id, member_seed in batch:
-            self.members.append(self._member(member_run_id, member_seed, root))
+        try:
+            for member_run_id, member_seed in batch:
+                self.members.append(self._member(member_run_id, member_seed, root))
+        except BaseException:  # e.g. a full disk: nothing of this process is left behind
+            self.cleanup()
+            raise
         if len(self.members) > 1:
             self.spec["batch"] = [{"seed": member.seed, "scratch": str(member.scratch)} for member in self.members]
 

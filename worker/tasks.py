@@ -42,7 +42,10 @@ def run_execute(self: Any, run_id: int) -> str:
     (A claim made before the database went away is fenced by its token: the retry, or the reaper,
     takes the run over once its heartbeat is stale.)"""
     try:
-        return execute(run_id)
+        # Celery's soft limit for this message (runs_dispatch): the worker batches no more runs
+        # with this one than it leaves time for
+        _hard, soft = getattr(self.request, "timelimit", None) or (None, None)
+        return execute(run_id, task_soft_limit_s=soft)
     except Exception as exc:
         if not _database_down(exc):
             raise

@@ -425,11 +425,16 @@ def runs_dispatch(
             "reproduction__experiment"
         ).order_by("pk"))
     sent: list[int] = []
+    batches: dict[str, int] = {}
     for run in queued:
         # The worker enforces the run's own limit (stop, SIGTERM, SIGKILL after RUN_KILL_GRACE_S)
-        # and retries saving its result: Celery's limits are only a backstop beyond all that.
-        limit = int(run.reproduction.experiment.time_limit_s + settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S
-                    + 60)
+        # and retries saving its result: Celery's limits are only a backstop beyond all that. A
+        # worker may train the run with others of its reproduction (RUN_BATCH_SEEDS) under their
+        # limits together: the backstop allows that many (the worker never batches beyond it).
+        experiment = run.reproduction.experiment
+        if experiment.plugin not in batches:
+            batches[experiment.plugin] = batch_seeds_allowed(experiment.plugin)
+        limit = int(experiment.time_limit_s * batches[experiment.plugin] + run_time_limit_margin_s())
         try:
             app.send_task(
                 "worker.run_execute",
@@ -516,6 +521,25 @@ def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] 
         else:
             run = run_event_emit("run.started", run_id)
     return token, run
+
+
+def run_time_limit_margin_s() -> float:
+    """What a run may take beyond its time limit before Celery's backstop: the worker's stop and
+    kill grace, its result-save retries, a minute."""
+    return float(settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60)
+
+
+def batch_seeds_allowed(plugin_name: str) -> int:
+    """How many runs of a reproduction of this plugin one process may train together
+    (RUN_BATCH_SEEDS where the plugin opts in with ``batched_seeds = True``, else 1)."""
+    size = int(settings.RUN_BATCH_SEEDS)
+    if size <= 1:
+        return 1
+    try:
+        plugin = get_plugin(plugin_name)
+    except Exception:  # noqa: BLE001 - not installed here: one run per process
+        return 1
+    return size if getattr(plugin, "batched_seeds", False) else 1
 
 
 def run_claim_batch(*, lead: Run, limit: int, worker_host: str) -> list[tuple[uuid.UUID, Run]]:
@@ -901,7 +925,7 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
         limit = run.reproduction.experiment.time_limit_s * max(1, run.batch_size)
         # The worker itself stops the run at its limit; the reaper only steps in once the worker's
         # stop, kill grace and result-save retries have all had their time.
-        margin = settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60
+        margin = run_time_limit_margin_s()
         if run.started_at and run.started_at + timedelta(seconds=limit + margin) < now:
             if run_fail(
                 run_id=run.pk, token=run.claim_token, state=State.TIMED_OUT,

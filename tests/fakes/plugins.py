@@ -351,6 +351,7 @@ class NetProbeExperiment(Experiment):
 class BatchedEchoParams(EchoParams):
     bad_seed: int = Field(-1, description="This seed's result leaves out the intervention arm (an invalid result).")
     crash: bool = Field(False, description="run_seeds raises after the first progress report.")
+    chatty_first: bool = Field(False, description="While it sleeps, only the first seed's context reports progress.")
 
 
 class BatchedEchoExperiment(EchoExperiment):
@@ -373,6 +374,8 @@ class BatchedEchoExperiment(EchoExperiment):
         deadline = time.monotonic() + params.sleep_s
         while time.monotonic() < deadline:
             check_stop(ctxs[0])
+            if params.chatty_first:
+                ctxs[0].progress(min(0.99, 1 - (deadline - time.monotonic()) / params.sleep_s), "chatty")
             time.sleep(0.05)
         results = []
         for ctx in ctxs:

@@ -243,3 +243,150 @@ def test_the_reaper_gives_a_batch_its_runs_time_limits_together(user, batched):
     # a run requeued and claimed again alone is back to one run's limit
     Run.objects.filter(pk=claimed[0][1].pk).update(state="queued")
     assert services.run_claim_loaded(run_id=claimed[0][1].pk, worker_host="c")[1].batch_size == 1
+
+
+def _in_thread(run_id: int) -> tuple[threading.Thread, list[str]]:
+    outcome: list[str] = []
+
+    def execute() -> None:
+        from django.db import connections
+
+        try:
+            outcome.append(run_execute(run_id, worker_host="test-host"))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    return thread, outcome
+
+
+def test_each_run_of_a_batch_keeps_its_own_heartbeat_and_liveness_lock(user, batched, settings):
+    """One run's progress must not stand in for another's heartbeat (the quiet run would look dead
+    to the reaper and be run again elsewhere); each run's liveness lock is held while it trains."""
+    from django.db import connection, transaction
+
+    from worker.liveness import liveness_lock_free
+
+    settings.RUN_HEARTBEAT_INTERVAL_S = 1.0  # above the progress interval (0.5 s)
+    _, runs = _request(user, [1, 2], sleep_s=4.0, chatty_first=True)
+    thread, outcome = _in_thread(runs[0].pk)
+    try:
+        def beaten(run_id: int) -> bool:
+            run = Run.objects.get(pk=run_id)
+            return run.state == "running" and (run.heartbeat_at - run.started_at).total_seconds() >= 1.5
+        wait_for(lambda: beaten(runs[1].pk), timeout=10)  # the quiet run's own heartbeat
+        assert beaten(runs[0].pk)
+        for run in runs:
+            with transaction.atomic(), connection.cursor() as cursor:
+                assert not liveness_lock_free(cursor, run.pk)
+    finally:
+        thread.join(60)
+    assert outcome and outcome[0].count("succeeded") == 2, outcome
+
+
+def test_a_batch_leaves_no_scratch_directory_behind(user, batched, settings, tmp_path):
+    from worker.runner import cleanups_finish
+
+    settings.RUN_SCRATCH_DIR = str(tmp_path)
+    _, runs = _request(user, [1, 2, 3])
+    assert run_execute(runs[0].pk, worker_host="test-host").count("succeeded") == 3
+    cleanups_finish()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_started_the_fresh_exec_way(user, batched, settings):
+    settings.RUN_CHILD_START = "spawn"
+    _, runs = _request(user, [3, 4])
+    assert run_execute(runs[0].pk, worker_host="test-host").count("succeeded") == 2
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert run.environment["child_started_by"] == "spawn" and run.environment["batch_seeds"] == [3, 4]
+        assert f"echo seed {run.seed}" in run.logs
+
+
+def test_channel_messages_reach_only_the_run_they_name(tmp_path):
+    import io
+
+    from worker.sandbox import ChildRun
+
+    child = ChildRun(run_id=1, plugin="x:y", params={}, seed=0, device="cpu", deterministic=False,
+                     scratch_root=str(tmp_path), batch=[(2, 7)])
+    try:
+        lead, other = child.members
+        assert child.spec["batch"] == [{"seed": 0, "scratch": str(lead.scratch)},
+                                       {"seed": 7, "scratch": str(other.scratch)}]
+        lines = [{"t": "log", "line": "a", "r": 0}, {"t": "log", "line": "b", "r": 1},
+                 {"t": "log", "line": "c", "r": 2}, {"t": "log", "line": "d", "r": "1"},
+                 {"t": "log", "line": "e", "r": True},
+                 {"t": "log", "line": "f", "r": -1}, {"t": "result", "r": 1}, {"t": "error", "error": "broke"}]
+        child._read_channel(io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode()))
+        assert list(lead.lines) == ["a"] and list(other.lines) == ["b"]
+        assert other.has_result and not lead.has_result
+        assert lead.error["error"] == other.error["error"] == "broke"  # the process's own message: both
+    finally:
+        child.cleanup()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_run_never_takes_a_tagged_message(tmp_path):
+    import io
+
+    from worker.sandbox import ChildRun
+
+    child = ChildRun(run_id=1, plugin="x:y", params={}, seed=0, device="cpu", deterministic=False,
+                     scratch_root=str(tmp_path))
+    try:
+        assert "batch" not in child.spec and child.members == [child]
+        lines = [{"t": "log", "line": "a", "r": 0}, {"t": "log", "line": "b"}]
+        child._read_channel(io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode()))
+        assert list(child.lines) == ["b"]
+    finally:
+        child.cleanup()
+
+
+def test_dispatch_and_the_batch_agree_on_time_limits(user, batched, settings):
+    """Celery's backstop limit of a run that may be batched allows RUN_BATCH_SEEDS runs' limits;
+    a worker whose message allows fewer batches only as many as fit."""
+    assert services.batch_seeds_allowed("echo_batched") == 4
+    assert services.batch_seeds_allowed("echo") == 1
+    assert services.batch_seeds_allowed("no-such-plugin") == 1
+    settings.RUN_BATCH_SEEDS = 1
+    assert services.batch_seeds_allowed("echo_batched") == 1
+    settings.RUN_BATCH_SEEDS = 4
+    _, runs = _request(user, [1, 2, 3, 4])
+    limit = runs[0].reproduction.experiment.time_limit_s
+    room = 2 * limit + services.run_time_limit_margin_s() + 1  # a message that allows two runs' limits
+    outcome = run_execute(runs[0].pk, worker_host="test-host", task_soft_limit_s=room)
+    assert outcome.startswith("a batch of 2 runs"), outcome
+
+
+def test_dispatch_gives_a_run_that_may_be_batched_the_batchs_time_limit(user, settings, monkeypatch):
+    from worker.celery import app
+
+    sent: dict[int, dict] = {}
+    monkeypatch.setattr(app, "send_task", lambda name, args, **options: sent.__setitem__(args[0], options))
+    settings.RUN_BATCH_SEEDS = 3
+    with register_temporarily(BatchedEchoExperiment):
+        _, batched_runs = _request(user, [1, 2])
+        _, single_runs = _request(user, [1], plugin="echo")
+    margin = services.run_time_limit_margin_s()
+    limit = batched_runs[0].reproduction.experiment.time_limit_s
+    assert sent[batched_runs[0].pk]["soft_time_limit"] == int(3 * limit + margin)
+    assert sent[batched_runs[0].pk]["time_limit"] == int(3 * limit + margin) + 30
+    single_limit = single_runs[0].reproduction.experiment.time_limit_s
+    assert sent[single_runs[0].pk]["soft_time_limit"] == int(single_limit + margin)
+
+
+def test_a_timed_out_save_is_recorded_as_timed_out(user, monkeypatch):
+    """Celery's soft limit striking while a result is saved records the run as timed out."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    monkeypatch.setattr(services, "runs_dispatch", lambda run_ids, **kwargs: None)
+    _, runs = _request(user, [1], plugin="echo")
+
+    def strike(**kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "run_succeed", strike)
+    assert run_execute(runs[0].pk, worker_host="test-host") == "timed_out"
+    assert Run.objects.get(pk=runs[0].pk).state == "timed_out"
