@@ -47,6 +47,7 @@ PROGRESS_WRITE_INTERVAL_S = 0.5
 #: page shows it while the run goes on rather than only once it ended.
 LOG_WRITE_INTERVAL_S = 2.0
 _first_claim_logged = False
+_batch_cap_logged = False
 
 
 def save_with_retry(save: Callable[[], T], *, what: str, total_s: float | None = None) -> T:
@@ -141,6 +142,8 @@ def _keep_cancelled(child: ChildRun | None, *, run_id: int, token: Any, arms: tu
             lambda: services.run_keep_partial(run_id=run_id, token=token, artifacts=artifacts, series=series),
             what=f"run {run_id}: keeping what the cancelled run left",
         )
+    except (SoftTimeLimitExceeded, TimeLimitExceeded):
+        raise  # the task's time is up: the caller records what is left
     except Exception:  # noqa: BLE001 - the run is cancelled either way
         logger.exception("run %s: could not keep what the cancelled run left", run_id)
 
@@ -161,7 +164,7 @@ def _record_failure(
             ),
             what=f"run {run_id}: recording {state}",
         )
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, SoftTimeLimitExceeded, TimeLimitExceeded):
         raise
     except Exception:  # e.g. unstorable text: record the failure with the essentials only
         logger.exception("run %s: could not record the failure in full", run_id)
@@ -259,31 +262,65 @@ def _batch_claim(
     if size <= 1 or not getattr(plugin, "batched_seeds", False):
         return []
     if task_soft_limit_s:
-        room = float(task_soft_limit_s) - services.run_time_limit_margin_s()
-        size = min(size, max(1, int(room // max(float(time_limit_s), 1e-9))))
+        allowed = services.runs_within_backstop(time_limit_s, task_soft_limit_s)
+        if allowed < size:
+            global _batch_cap_logged
+            if not _batch_cap_logged:
+                _batch_cap_logged = True
+                logger.warning("run %s: its message's time limit (%s s) leaves time for %d run(s) together, not "
+                               "RUN_BATCH_SEEDS=%d: set RUN_BATCH_SEEDS where runs are dispatched too",
+                               run.pk, task_soft_limit_s, allowed, size)
+            size = allowed
     if size <= 1:
         return []
     siblings = services.run_claim_batch(lead=run, limit=size - 1, worker_host=host)
     return [(sibling.pk, token, sibling) for token, sibling in siblings]
 
 
-def _beat_waiting(runs: list[Claimed], last_beat: dict[int, float]) -> None:
-    """While a batch's results are saved one after another, keep the heartbeat of the runs still
-    waiting for theirs (a large artifact or a slow save must not let the reaper take them)."""
-    now = time.monotonic()
-    for run_id, token, _run in runs:
-        if now - last_beat.get(run_id, 0.0) < float(settings.RUN_HEARTBEAT_INTERVAL_S):
-            continue
-        last_beat[run_id] = now
+class _BatchHeartbeat:
+    """While a batch's process ends and its results are saved one after another, a thread keeps
+    the heartbeat of the runs not yet recorded (a slow save, a large artifact or the save's retries
+    must not let the reaper or a redelivered message take them over). On its own connection."""
+
+    def __init__(self, runs: list[Claimed]):
+        self.pending = {run_id: token for run_id, token, _run in runs}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="batch-heartbeat", daemon=True)
+        self.thread.start()
+
+    def done(self, run_id: int) -> None:
+        with self.lock:
+            self.pending.pop(run_id, None)
+
+    def _beat(self) -> None:
+        interval = float(settings.RUN_HEARTBEAT_INTERVAL_S)
         try:
-            services.run_heartbeat(run_id=run_id, token=token)
-        except Exception:  # noqa: BLE001 - the save's own retries deal with the database
-            logger.exception("run %s: could not record the heartbeat", run_id)
-            connection.close()
+            while True:
+                with self.lock:
+                    pending = list(self.pending.items())
+                for run_id, token in pending:
+                    try:
+                        services.run_heartbeat(run_id=run_id, token=token)
+                    except Exception:  # noqa: BLE001 - the save's own retries deal with the database
+                        logger.warning("run %s: could not record the heartbeat", run_id, exc_info=True)
+                        connection.close()
+                if self.stopped.wait(interval):
+                    return
+        finally:
+            connection.close()  # this thread's own
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _conclude(
-    member: ChildRun, claimed: Claimed, *, child: ChildRun, reason: str | None, cancelled: bool, plugin: Any,
+    member: ChildRun, claimed: Claimed, *, child: ChildRun, reason: str | None, cancelled_alone: bool, plugin: Any,
     experiment: Any, environment: dict[str, Any], time_limit: float,
 ) -> str:
     """Record how one of the process's runs ended (``member``: its view of the process); returns
@@ -294,11 +331,11 @@ def _conclude(
     arms = tuple(plugin.arms)
     try:
         succeeded = member.has_result and child.process is not None and child.process.returncode == 0
-        if cancelled or (reason == "cancelled" and not succeeded):
+        if cancelled_alone or (reason == "cancelled" and not succeeded):
             _keep_cancelled(member, run_id=run_id, token=token, arms=arms)
             return "stopped: the run was cancelled"
         if reason == "timeout" and not succeeded:
-            error = f"exceeded the time limit of {time_limit:g} s; {_how_it_ended(child, reason)}"
+            error = f"exceeded the time limit of {_seconds(time_limit)} s; {_how_it_ended(child, reason)}"
             _record_failure(run_id=run_id, token=token, state=Run.State.TIMED_OUT, error=error, logs=logs,
                             environment=environment, child=member, arms=arms)
             return Run.State.TIMED_OUT
@@ -377,6 +414,8 @@ def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_
     child: ChildRun | None = None
     plugin: Any = None
     concluded: set[int] = set()
+    environments: dict[int, dict[str, Any]] = {}
+    heartbeat: _BatchHeartbeat | None = None
     started = time.monotonic()
     try:
         experiment = run.reproduction.experiment
@@ -417,25 +456,28 @@ def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_
         )
         child.start()
         reason, cancelled = _supervise(child, runs=runs, time_limit=time_limit, locks=locks)
+        if size > 1:
+            heartbeat = _BatchHeartbeat(runs)
         child.finish()  # no process of the run is left after this; all its messages are read
         exit_fields, _ = child.exit_description()
         if child.zygote_error:
             logger.warning("run %s: started without the zygote: %s", run_id, child.zygote_error)
         outcomes: list[str] = []
         wall_time_s = round(time.monotonic() - started, 3)
-        last_beat = {claim[0]: time.monotonic() for claim in runs}
-        for index, (member, claim) in enumerate(zip(child.members, runs, strict=True)):
-            if index:
-                _beat_waiting(runs[index:], last_beat)
-            environment = {
+        for member, claim in zip(child.members, runs, strict=True):
+            environment = environments[claim[0]] = {
                 **member.environment, "registry_version": registry.__version__, **exit_fields,
                 "child_start_s": child.spawn_s, "child_started_by": child.started_by, "wall_time_s": wall_time_s,
             }
+            # in a batch, a run cancelled while the others went on: its result is not recorded
+            alone = size > 1 and claim[0] in cancelled and reason != "cancelled"
             outcomes.append(_conclude(
-                member, claim, child=child, reason=reason, cancelled=claim[0] in cancelled, plugin=plugin,
+                member, claim, child=child, reason=reason, cancelled_alone=alone, plugin=plugin,
                 experiment=experiment, environment=environment, time_limit=time_limit,
             ))
             concluded.add(claim[0])
+            if heartbeat is not None:
+                heartbeat.done(claim[0])
         if size == 1:
             return outcomes[0]
         return f"a batch of {size} runs: " + "; ".join(
@@ -446,22 +488,26 @@ def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_
         logger.exception("run %s: could not reach the database; leaving it to the reaper", run_id)
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded
-        environment = {"wall_time_s": round(time.monotonic() - started, 3)}
+        wall_time_s = round(time.monotonic() - started, 3)
         state = Run.State.TIMED_OUT if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded) else Run.State.FAILED
         message = exc.message if isinstance(exc, ApplicationError) else f"{type(exc).__name__}: {exc}"
         members = child.members if child is not None else [None] * len(runs)
         for member, (claimed_id, claimed_token, _run) in zip(members, runs, strict=True):
             if claimed_id in concluded:
                 continue
+            environment = environments.get(claimed_id, {})  # as far as it was made
+            environment.setdefault("wall_time_s", wall_time_s)
             _record_failure(
                 run_id=claimed_id, token=claimed_token, state=state, error=message, tb=traceback.format_exc(),
-                logs=member.logs() if member is not None else "", environment=dict(environment), child=member,
+                logs=member.logs() if member is not None else "", environment=environment, child=member,
                 arms=tuple(plugin.arms) if plugin is not None else None,
             )
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return state
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if child is not None:
             child.finish()
             if sys.exc_info()[0] is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -434,7 +435,7 @@ def runs_dispatch(
         experiment = run.reproduction.experiment
         if experiment.plugin not in batches:
             batches[experiment.plugin] = batch_seeds_allowed(experiment.plugin)
-        limit = int(experiment.time_limit_s * batches[experiment.plugin] + run_time_limit_margin_s())
+        limit = run_backstop_s(experiment.time_limit_s, batches[experiment.plugin])
         try:
             app.send_task(
                 "worker.run_execute",
@@ -523,10 +524,21 @@ def run_claim_loaded(*, run_id: int, worker_host: str) -> tuple[uuid.UUID, Run] 
     return token, run
 
 
-def run_time_limit_margin_s() -> float:
-    """What a run may take beyond its time limit before Celery's backstop: the worker's stop and
-    kill grace, its result-save retries, a minute."""
-    return float(settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60)
+def run_backstop_s(time_limit_s: float, runs: int = 1) -> int:
+    """How long the worker may hold ``runs`` runs of one process (a batch: seeds in parallel) before
+    Celery's soft limit and the reaper step in: each run's time limit and its result-save retries,
+    then the stop's kill grace and a minute. For one run: its limit + grace + save retries + 60 s."""
+    runs = max(1, int(runs))
+    return math.ceil(runs * (float(time_limit_s) + float(settings.RUN_SAVE_RETRY_S))
+                     + float(settings.RUN_KILL_GRACE_S) + 60)
+
+
+def runs_within_backstop(time_limit_s: float, backstop_s: float) -> int:
+    """The most runs one process may train together within ``backstop_s`` (at least 1): the
+    inverse of ``run_backstop_s``."""
+    room = float(backstop_s) - float(settings.RUN_KILL_GRACE_S) - 60
+    per_run = float(time_limit_s) + float(settings.RUN_SAVE_RETRY_S)
+    return max(1, int((room + 1e-6) // max(per_run, 1e-9)))
 
 
 def batch_seeds_allowed(plugin_name: str) -> int:
@@ -921,12 +933,12 @@ def runs_reap(*, now: Any = None) -> dict[str, int]:
                        "to send a heartbeat", now.timestamp() - clock["blind_from"], timeout)
     running = Run.objects.filter(state=State.RUNNING).select_related("reproduction__experiment")
     for run in running:
-        # a batch (seeds in parallel) may take its runs' limits together, as the worker allows it
-        limit = run.reproduction.experiment.time_limit_s * max(1, run.batch_size)
         # The worker itself stops the run at its limit; the reaper only steps in once the worker's
-        # stop, kill grace and result-save retries have all had their time.
-        margin = run_time_limit_margin_s()
-        if run.started_at and run.started_at + timedelta(seconds=limit + margin) < now:
+        # stop, kill grace and result-save retries have all had their time (a batch's: all its runs').
+        limit = run.reproduction.experiment.time_limit_s * max(1, run.batch_size)
+        if run.started_at and run.started_at + timedelta(
+            seconds=run_backstop_s(run.reproduction.experiment.time_limit_s, run.batch_size)
+        ) < now:
             if run_fail(
                 run_id=run.pk, token=run.claim_token, state=State.TIMED_OUT,
                 error=f"exceeded the time limit of {limit} s",

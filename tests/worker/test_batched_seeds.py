@@ -230,15 +230,20 @@ def test_the_reaper_gives_a_batch_its_runs_time_limits_together(user, batched):
     assert alone.batch_size == 1
     limit = lead.reproduction.experiment.time_limit_s
     margin = django_settings.RUN_KILL_GRACE_S + django_settings.RUN_SAVE_RETRY_S + 60
+    assert services.run_backstop_s(limit) == limit + margin  # one run: as before batches
+    assert services.run_backstop_s(limit, 3) == 3 * (limit + django_settings.RUN_SAVE_RETRY_S) + margin - \
+        django_settings.RUN_SAVE_RETRY_S
     now = timezone.now()
     # all four started two limits (plus the margin) ago and are still beating
     Run.objects.filter(pk__in=[*batch_ids, alone.pk]).update(
         started_at=now - timedelta(seconds=2 * limit + margin + 1), heartbeat_at=now)
     services.runs_reap(now=now)
     states = dict(Run.objects.filter(pk__in=[*batch_ids, alone.pk]).values_list("pk", "state"))
-    assert [states[pk] for pk in batch_ids] == ["running"] * 3  # within 3 x the limit
+    assert [states[pk] for pk in batch_ids] == ["running"] * 3  # within the batch's backstop
     assert states[alone.pk] == "timed_out"
-    services.runs_reap(now=now + timedelta(seconds=limit + 1))  # past 3 x the limit
+    Run.objects.filter(pk__in=batch_ids).update(heartbeat_at=now + timedelta(seconds=3 * limit))
+    past = services.run_backstop_s(limit, 3) - (2 * limit + margin + 1) + 1
+    services.runs_reap(now=now + timedelta(seconds=past))  # past the batch's backstop
     assert set(Run.objects.filter(pk__in=batch_ids).values_list("state", flat=True)) == {"timed_out"}
     # a run requeued and claimed again alone is back to one run's limit
     Run.objects.filter(pk=claimed[0][1].pk).update(state="queued")
@@ -364,7 +369,7 @@ def test_dispatch_and_the_batch_agree_on_time_limits(user, batched, settings):
     settings.RUN_BATCH_SEEDS = 4
     _, runs = _request(user, [1, 2, 3, 4])
     limit = runs[0].reproduction.experiment.time_limit_s
-    room = 2 * limit + services.run_time_limit_margin_s() + 1  # a message that allows two runs' limits
+    room = services.run_backstop_s(limit, 2)  # a message that allows two runs together
     outcome = run_execute(runs[0].pk, worker_host="test-host", task_soft_limit_s=room)
     assert outcome.startswith("a batch of 2 runs"), outcome
 
@@ -378,12 +383,15 @@ def test_dispatch_gives_a_run_that_may_be_batched_the_batchs_time_limit(user, se
     with register_temporarily(BatchedEchoExperiment):
         _, batched_runs = _request(user, [1, 2])
         _, single_runs = _request(user, [1], plugin="echo")
-    margin = services.run_time_limit_margin_s()
+    margin = settings.RUN_KILL_GRACE_S + settings.RUN_SAVE_RETRY_S + 60
     limit = batched_runs[0].reproduction.experiment.time_limit_s
-    assert sent[batched_runs[0].pk]["soft_time_limit"] == int(3 * limit + margin)
-    assert sent[batched_runs[0].pk]["time_limit"] == int(3 * limit + margin) + 30
+    backstop = 3 * (limit + settings.RUN_SAVE_RETRY_S) + settings.RUN_KILL_GRACE_S + 60
+    assert sent[batched_runs[0].pk]["soft_time_limit"] == backstop
+    assert sent[batched_runs[0].pk]["time_limit"] == backstop + 30
+    assert services.runs_within_backstop(limit, backstop) == 3
+    assert services.runs_within_backstop(limit, backstop - 1) == 2
     single_limit = single_runs[0].reproduction.experiment.time_limit_s
-    assert sent[single_runs[0].pk]["soft_time_limit"] == int(single_limit + margin)
+    assert sent[single_runs[0].pk]["soft_time_limit"] == single_limit + margin  # as before batches
 
 
 def test_a_timed_out_save_is_recorded_as_timed_out(user, monkeypatch):
@@ -399,3 +407,47 @@ def test_a_timed_out_save_is_recorded_as_timed_out(user, monkeypatch):
     monkeypatch.setattr(services, "run_succeed", strike)
     assert run_execute(runs[0].pk, worker_host="test-host") == "timed_out"
     assert Run.objects.get(pk=runs[0].pk).state == "timed_out"
+
+
+def test_the_runs_waiting_for_their_save_keep_their_heartbeat(user, batched, settings, monkeypatch):
+    """A batch's results are saved one after another: a slow save must not let the runs still
+    waiting look dead (the reaper or their own message would run them again)."""
+    import time
+
+    settings.RUN_HEARTBEAT_INTERVAL_S = 0.3
+    _, runs = _request(user, [1, 2, 3])
+    real = services.run_succeed
+    seen: list[tuple] = []
+
+    def slow(**kwargs):
+        if not seen:
+            before = Run.objects.get(pk=runs[2].pk).heartbeat_at
+            time.sleep(1.5)
+            seen.append((before, Run.objects.get(pk=runs[2].pk).heartbeat_at))
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "run_succeed", slow)
+    assert run_execute(runs[0].pk, worker_host="test-host").count("succeeded") == 3
+    before, after = seen[0]
+    assert (after - before).total_seconds() >= 0.9, seen  # beaten during the first run's save
+
+
+def test_a_task_time_limit_while_a_batch_is_saved_times_out_the_rest(user, batched, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    _, runs = _request(user, [1, 2, 3])
+    real = services.run_succeed
+    calls: list[int] = []
+
+    def strike_second(**kwargs):
+        calls.append(kwargs["run_id"])
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded()
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "run_succeed", strike_second)
+    assert run_execute(runs[0].pk, worker_host="test-host") == "timed_out"
+    states = dict(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", "state"))
+    assert states == {calls[0]: "succeeded", runs[1].pk: "timed_out", runs[2].pk: "timed_out"}
+    kept = Run.objects.get(pk=runs[1].pk)
+    assert kept.environment["batch_seeds"] == [1, 2, 3] and kept.environment["exit_code"] == 0
