@@ -294,8 +294,10 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_D
 CELERY_TASK_ALWAYS_EAGER = False
 # Namespaces every broker key (Redis): lets several registries or test runs share one Redis.
 CELERY_BROKER_KEY_PREFIX = env.str("CELERY_BROKER_KEY_PREFIX", default="")
-# visibility_timeout is above the longest run: Redis redelivers unacknowledged messages after it,
-# and the run's claim makes a redelivered duplicate harmless anyway.
+# visibility_timeout is above the longest run (RUN_MAX_TIME_LIMIT_S): Redis redelivers
+# unacknowledged messages after it, and the run's claim makes a redelivered duplicate harmless
+# anyway (a batch of runs, RUN_BATCH_SEEDS, may outlast it: its message is then redelivered and
+# skipped, the batch's heartbeats being fresh).
 # (The SQLAlchemy transport of the embedded default passes its options to create_engine: none there.)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 # A frozen or unreachable broker fails a publish (or a readiness check) within seconds: the request
@@ -379,8 +381,9 @@ RUN_CHILD_START = env.str("RUN_CHILD_START", default="zygote")
 # Seeds in parallel: a worker that claims a run of a plugin with ``batched_seeds = True`` also claims
 # up to this many runs of the same reproduction in all (queued ones, lowest seeds first) and trains
 # them as one batched model in one process (the plugin's ``run_seeds``); 1 = one run per process.
-# Worth it on a GPU (one worker process per GPU); on a CPU worker the pool's processes already run
-# seeds side by side. Bounded to [1, 64].
+# A deployment setting: where runs are dispatched it sizes each message's backstop time limit, which
+# caps the worker's batch. Worth it on a GPU (one worker process per GPU); on a CPU worker the
+# pool's processes already run seeds side by side. Bounded to [1, 64].
 RUN_BATCH_SEEDS = max(1, min(64, env.int("RUN_BATCH_SEEDS", default=1)))
 # Optional containment beyond the child process (off by default; see the README's trust model):
 # a network namespace with only loopback (unshare; root, or unprivileged user namespaces), and an
