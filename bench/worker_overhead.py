@@ -88,6 +88,8 @@ def main() -> None:  # noqa: C901, PLR0915 - one script, read top to bottom
                         help="(e): N seeds of one superposition reproduction through run_execute, "
                              "RUN_BATCH_SEEDS=N against 1 (0: skip)")
     parser.add_argument("--batched-preset", default=None, help="(e)'s superposition preset (default parameters)")
+    parser.add_argument("--batched-device", default="cpu", choices=["cpu", "gpu"],
+                        help="(e)'s reproduction device (gpu: on a machine with CUDA)")
     args = parser.parse_args()
 
     var = tempfile.mkdtemp(prefix="bench-overhead-")
@@ -311,7 +313,8 @@ def main() -> None:  # noqa: C901, PLR0915 - one script, read top to bottom
                 with override_settings(RUN_BATCH_SEEDS=size):
                     exp = experiment_create(finding=finding, user=user, plugin="superposition", params=params,
                                             reproduce=False)
-                    ids = list(reproduction_request(experiment=exp, user=user, seeds=seeds)
+                    ids = list(reproduction_request(experiment=exp, user=user, seeds=seeds,
+                                                    device=args.batched_device)
                                .runs.order_by("seed").values_list("pk", flat=True))
                     started = time.perf_counter()
                     for run_id in ids:  # no worker runs: each queued run is executed here, in order
@@ -323,7 +326,8 @@ def main() -> None:  # noqa: C901, PLR0915 - one script, read top to bottom
             zygote_stop()
             one, batch = walls[1], walls[args.batched_seeds]
             lines.append(
-                f"(e) superposition ({args.batched_preset or 'default parameters'}), {len(seeds)} seeds of one "
+                f"(e) superposition ({args.batched_preset or 'default parameters'}, {args.batched_device}), "
+                f"{len(seeds)} seeds of one "
                 f"reproduction through run_execute, one process: one run per process {one:.1f} s "
                 f"({len(seeds) / one:.3f} runs/s), RUN_BATCH_SEEDS={args.batched_seeds} {batch:.1f} s "
                 f"({len(seeds) / batch:.3f} runs/s): {one / batch:.2f}x")
