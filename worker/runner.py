@@ -298,13 +298,12 @@ class _BatchHeartbeat:
         try:
             while True:
                 with self.lock:
-                    pending = list(self.pending.items())
-                for run_id, token in pending:
-                    try:
-                        services.run_heartbeat(run_id=run_id, token=token)
-                    except Exception:  # noqa: BLE001 - the save's own retries deal with the database
-                        logger.warning("run %s: could not record the heartbeat", run_id, exc_info=True)
-                        connection.close()
+                    pending = dict(self.pending)
+                try:  # never waits on the row of a run whose save is in progress
+                    services.runs_heartbeat_unlocked(pending)
+                except Exception:  # noqa: BLE001 - the save's own retries deal with the database
+                    logger.warning("runs %s: could not record the heartbeat", sorted(pending), exc_info=True)
+                    connection.close()
                 if self.stopped.wait(interval):
                     return
         finally:
@@ -457,7 +456,10 @@ def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_
         child.start()
         reason, cancelled = _supervise(child, runs=runs, time_limit=time_limit, locks=locks)
         if size > 1:
-            heartbeat = _BatchHeartbeat(runs)
+            try:
+                heartbeat = _BatchHeartbeat(runs)
+            except RuntimeError:  # no thread can be started: the saves go on without it
+                logger.warning("run %s: no heartbeat thread for the batch's saves", run_id, exc_info=True)
         child.finish()  # no process of the run is left after this; all its messages are read
         exit_fields, _ = child.exit_description()
         if child.zygote_error:
@@ -471,13 +473,13 @@ def run_execute(run_id: int, *, worker_host: str | None = None, task_soft_limit_
             }
             # in a batch, a run cancelled while the others went on: its result is not recorded
             alone = size > 1 and claim[0] in cancelled and reason != "cancelled"
+            if heartbeat is not None:  # its save locks its row: the thread's UPDATE would wait on it
+                heartbeat.done(claim[0])
             outcomes.append(_conclude(
                 member, claim, child=child, reason=reason, cancelled_alone=alone, plugin=plugin,
                 experiment=experiment, environment=environment, time_limit=time_limit,
             ))
             concluded.add(claim[0])
-            if heartbeat is not None:
-                heartbeat.done(claim[0])
         if size == 1:
             return outcomes[0]
         return f"a batch of {size} runs: " + "; ".join(

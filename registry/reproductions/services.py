@@ -708,6 +708,20 @@ def safe_artifact_name(name: str) -> str:
     return cleaned[:200]
 
 
+def runs_heartbeat_unlocked(claims: dict[int, uuid.UUID]) -> int:
+    """Record liveness for several running runs in one statement, skipping any whose row another
+    transaction holds (a batch's run being saved: its save is in progress, and waiting on it would
+    starve the others). Returns how many were recorded."""
+    if not claims:
+        return 0
+    holder = Q()
+    for run_id, token in claims.items():
+        holder |= Q(pk=run_id, claim_token=token)
+    with transaction.atomic():
+        free = Run.objects.filter(holder, state=State.RUNNING).select_for_update(skip_locked=True).values("pk")
+        return Run.objects.filter(pk__in=free).update(heartbeat_at=timezone.now())
+
+
 def run_succeed(
     *,
     run_id: int,

@@ -123,7 +123,7 @@ def test_a_failing_batch_fails_each_of_its_runs_with_the_error(user, batched):
 
 
 def test_a_run_cancelled_alone_stops_only_itself(user, batched):
-    _, runs = _request(user, [1, 2], sleep_s=3.0)
+    _, runs = _request(user, [1, 2], sleep_s=5.0)  # long enough for a heartbeat to see the cancel
     outcome: list[str] = []
 
     def execute() -> None:
@@ -294,8 +294,8 @@ def test_each_run_of_a_batch_keeps_its_own_heartbeat_and_liveness_lock(user, bat
             time.sleep(0.2)
     finally:
         thread.join(60)
-    assert locks_checked and len(gaps) > 15, gaps
-    assert max(gaps) < 2.0, gaps
+    assert locks_checked and len(gaps) > 8, gaps
+    assert max(gaps) < 2.5, gaps  # a shared clock left the quiet run's beat at ~2 s: gaps of 3-4 s
     assert outcome and outcome[0].count("succeeded") == 2, outcome
 
 
@@ -420,9 +420,13 @@ def test_the_runs_waiting_for_their_save_keep_their_heartbeat(user, batched, set
     seen: list[tuple] = []
 
     def slow(**kwargs):
-        if not seen:
+        if not seen:  # the first save holds its run's row, as its transaction does
+            from django.db import transaction
+
             before = Run.objects.get(pk=runs[2].pk).heartbeat_at
-            time.sleep(1.5)
+            with transaction.atomic():
+                Run.objects.select_for_update().get(pk=kwargs["run_id"])
+                time.sleep(1.5)
             seen.append((before, Run.objects.get(pk=runs[2].pk).heartbeat_at))
         return real(**kwargs)
 
