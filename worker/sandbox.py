@@ -434,18 +434,17 @@ def child_main(spec_path: str, channel_fd: int) -> None:
                 member=index if batch else None, stop_dir=scratch,
             ))
         seeds = [ctx.seed for ctx in ctxs]
-        environment: dict[str, Any] = {}
+        environment = capture_environment(  # once (nvidia-smi on a GPU), then per run its seed
+            device, seed=seeds[0], plugin_version=plugin.version, deterministic=deterministic
+        )
+        environment["memory_limit"] = (
+            f"cgroup memory.max {limit_mb} MiB" if in_cgroup
+            else f"RLIMIT_AS {limit_mb} MiB over the runtime's baseline" if limit_mb else "none"
+        )
+        if batch:
+            environment["batch_seeds"] = seeds
         for ctx in ctxs:
-            environment = capture_environment(
-                device, seed=ctx.seed, plugin_version=plugin.version, deterministic=deterministic
-            )
-            environment["memory_limit"] = (
-                f"cgroup memory.max {limit_mb} MiB" if in_cgroup
-                else f"RLIMIT_AS {limit_mb} MiB over the runtime's baseline" if limit_mb else "none"
-            )
-            if batch:
-                environment["batch_seeds"] = seeds
-            ctx.send(t="environment", environment=environment)
+            ctx.send(t="environment", environment={**environment, "seed": ctx.seed})
             if spec["device"] == "gpu" and device.type != "cuda":
                 ctx.log("a GPU was requested but this worker has none: running on the CPU")
         if limit_mb and not in_cgroup:
