@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -172,7 +172,7 @@ def _record_failure(
 
 
 def _supervise(
-    child: ChildRun, *, runs: list[Claimed], time_limit: float, locks: list[LivenessLock] = ()
+    child: ChildRun, *, runs: list[Claimed], time_limit: float, locks: Sequence[LivenessLock] = ()
 ) -> tuple[str | None, set[int]]:
     """Wait for the child while keeping each of its runs' heartbeat going; stop it on cancellation
     (of every run it trains) or at the time limit (stop request, SIGTERM after half the grace
@@ -258,8 +258,8 @@ def _batch_claim(
     (RUN_BATCH_SEEDS, for a plugin with ``batched_seeds = True``); none otherwise. No more than
     the task's own soft time limit leaves time for (n x the run's limit, plus the margin), so
     Celery's backstop never cuts a batch the worker allows."""
-    size = int(settings.RUN_BATCH_SEEDS)
-    if size <= 1 or not getattr(plugin, "batched_seeds", False):
+    size = services.batch_seeds_allowed(plugin)
+    if size <= 1:
         return []
     if task_soft_limit_s:
         allowed = services.runs_within_backstop(time_limit_s, task_soft_limit_s)

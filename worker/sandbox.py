@@ -583,23 +583,7 @@ class ChildRun:
         }
         self.env = child_environment(self.scratch, extra=list(env_passthrough))
         self.process: subprocess.Popen | None = None
-        self.lock = threading.Lock()
-        self.fraction: float | None = None
-        self.message: str | None = None
-        self.progress_changed = False
-        self.lines: collections.deque[str] = collections.deque()  # ctx.log lines, LOG_BUDGET_CHARS at most
-        self.logs_changed = False  # a line or output arrived since take_logs
-        self.lines_chars = 0
-        self.lines_dropped = 0
-        self.channel_dropped = 0  # channel messages over CHANNEL_LINE_MAX_BYTES
-        self._tail = bytearray()  # the last OUTPUT_TAIL_BYTES of the child's stdout/stderr
-        self.output_bytes = 0
-        self.artifacts: list[tuple[str, str, str]] = []
-        self.artifacts_dropped = 0
-        self.environment: dict[str, Any] = {}
-        self.error: dict[str, Any] | None = None
-        self.stopped = False
-        self.has_result = False
+        self._init_run_state()
         self.signals_sent: list[str] = []
         self._threads: list[_Reader] = []
         self.started_at = 0.0
@@ -614,6 +598,26 @@ class ChildRun:
         if len(self.members) > 1:
             self.spec["batch"] = [{"seed": member.seed, "scratch": str(member.scratch)} for member in self.members]
 
+    def _init_run_state(self) -> None:
+        """What this run keeps of the process's messages and output (each run of a batch its own)."""
+        self.lock = threading.Lock()
+        self.fraction: float | None = None
+        self.message: str | None = None
+        self.progress_changed = False
+        self.lines: collections.deque[str] = collections.deque()  # ctx.log lines, LOG_BUDGET_CHARS at most
+        self.logs_changed = False  # a line or output arrived since take_logs
+        self.lines_chars = 0
+        self.lines_dropped = 0
+        self.channel_dropped = 0  # channel messages over CHANNEL_LINE_MAX_BYTES
+        self._tail = bytearray()  # the last OUTPUT_TAIL_BYTES of the child's stdout/stderr (the lead's)
+        self.output_bytes = 0
+        self.artifacts: list[tuple[str, str, str]] = []
+        self.artifacts_dropped = 0
+        self.environment: dict[str, Any] = {}
+        self.error: dict[str, Any] | None = None
+        self.stopped = False
+        self.has_result = False
+
     def _member(self, run_id: int, seed: int, root: Path) -> ChildRun:
         """Another run of this process's batch: its own scratch directory and per-run state."""
         member = object.__new__(ChildRun)
@@ -626,13 +630,7 @@ class ChildRun:
         member.scratch = Path(tempfile.mkdtemp(prefix=f"run-{run_id}-", dir=root))
         member.cgroup, member.spec, member.env = None, {}, {}
         member.process, member._pidfd, member._threads = None, None, []
-        member.lock = threading.Lock()
-        member.fraction = member.message = None
-        member.progress_changed = member.logs_changed = member.stopped = member.has_result = False
-        member.lines = collections.deque()
-        member.lines_chars = member.lines_dropped = member.channel_dropped = member.artifacts_dropped = 0
-        member._tail, member.output_bytes = bytearray(), 0
-        member.artifacts, member.environment, member.error = [], {}, None
+        member._init_run_state()
         member.signals_sent = self.signals_sent  # one process: the same signals
         member.started_at, member.spawn_s, member.members = 0.0, None, [member]
         return member

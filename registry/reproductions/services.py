@@ -541,16 +541,18 @@ def runs_within_backstop(time_limit_s: float, backstop_s: float) -> int:
     return max(1, int((room + 1e-6) // max(per_run, 1e-9)))
 
 
-def batch_seeds_allowed(plugin_name: str) -> int:
-    """How many runs of a reproduction of this plugin one process may train together
-    (RUN_BATCH_SEEDS where the plugin opts in with ``batched_seeds = True``, else 1)."""
+def batch_seeds_allowed(plugin: str | type[PluginExperiment]) -> int:
+    """How many runs of a reproduction of this plugin (a class, or a name resolved here) one
+    process may train together: RUN_BATCH_SEEDS where the plugin opts in with
+    ``batched_seeds = True``, else 1."""
     size = int(settings.RUN_BATCH_SEEDS)
     if size <= 1:
         return 1
-    try:
-        plugin = get_plugin(plugin_name)
-    except Exception:  # noqa: BLE001 - not installed here: one run per process
-        return 1
+    if isinstance(plugin, str):
+        try:
+            plugin = get_plugin(plugin)
+        except Exception:  # noqa: BLE001 - not installed here: one run per process
+            return 1
     return size if getattr(plugin, "batched_seeds", False) else 1
 
 

@@ -122,20 +122,25 @@ def test_a_failing_batch_fails_each_of_its_runs_with_the_error(user, batched):
         assert run.series.get(name="loss", arm="baseline").values == [float(run.seed)]  # its curve so far
 
 
-def test_a_run_cancelled_alone_stops_only_itself(user, batched):
-    _, runs = _request(user, [1, 2], sleep_s=5.0)  # long enough for a heartbeat to see the cancel
+def _in_thread(run_id: int) -> tuple[threading.Thread, list[str]]:
     outcome: list[str] = []
 
     def execute() -> None:
         from django.db import connections
 
         try:
-            outcome.append(run_execute(runs[0].pk, worker_host="test-host"))
+            outcome.append(run_execute(run_id, worker_host="test-host"))
         finally:
             connections.close_all()
 
     thread = threading.Thread(target=execute)
     thread.start()
+    return thread, outcome
+
+
+def test_a_run_cancelled_alone_stops_only_itself(user, batched):
+    _, runs = _request(user, [1, 2], sleep_s=5.0)  # long enough for a heartbeat to see the cancel
+    thread, outcome = _in_thread(runs[0].pk)
     try:
         wait_for(lambda: Run.objects.filter(pk=runs[1].pk, state="running", progress__gt=0).exists(), timeout=30)
         services.run_cancel(run=Run.objects.select_related("reproduction__experiment").get(pk=runs[1].pk),
@@ -150,18 +155,7 @@ def test_a_run_cancelled_alone_stops_only_itself(user, batched):
 
 def test_cancelling_every_run_of_a_batch_stops_the_process(user, batched):
     _, runs = _request(user, [1, 2], sleep_s=30.0)
-    outcome: list[str] = []
-
-    def execute() -> None:
-        from django.db import connections
-
-        try:
-            outcome.append(run_execute(runs[0].pk, worker_host="test-host"))
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=execute)
-    thread.start()
+    thread, outcome = _in_thread(runs[0].pk)
     try:
         wait_for(lambda: Run.objects.filter(pk__in=[r.pk for r in runs], state="running",
                                             progress__gt=0).count() == 2, timeout=30)
@@ -248,22 +242,6 @@ def test_the_reaper_gives_a_batch_its_runs_time_limits_together(user, batched):
     # a run requeued and claimed again alone is back to one run's limit
     Run.objects.filter(pk=claimed[0][1].pk).update(state="queued")
     assert services.run_claim_loaded(run_id=claimed[0][1].pk, worker_host="c")[1].batch_size == 1
-
-
-def _in_thread(run_id: int) -> tuple[threading.Thread, list[str]]:
-    outcome: list[str] = []
-
-    def execute() -> None:
-        from django.db import connections
-
-        try:
-            outcome.append(run_execute(run_id, worker_host="test-host"))
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=execute)
-    thread.start()
-    return thread, outcome
 
 
 def test_each_run_of_a_batch_keeps_its_own_heartbeat_and_liveness_lock(user, batched, settings):
